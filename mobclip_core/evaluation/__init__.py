@@ -1,0 +1,1 @@
+"""Evaluation: probes on planted labels and downstream regression."""

@@ -1,0 +1,37 @@
+"""Exceptions raised by mobclip_core. Every message names the problem and the fix."""
+
+
+class MobClipError(ValueError):
+    """Base class of all errors the library raises on bad input or state."""
+
+
+class InvalidInputError(MobClipError):
+    """Input data is malformed: wrong columns, out-of-range coordinates, empty layers."""
+
+
+class ResolutionError(MobClipError):
+    """An H3 resolution outside 0..15."""
+
+
+class CRSError(MobClipError):
+    """A layer has no CRS or one that cannot be transformed to WGS84."""
+
+
+class ModalityMissingError(MobClipError):
+    """A modality was requested but no cell has it."""
+
+
+class CheckpointError(MobClipError):
+    """A checkpoint does not exist, is not ours, or has the wrong shape."""
+
+
+class ConfigError(MobClipError):
+    """A configuration file names an unknown option or an inconsistent value."""
+
+
+class ModelNotFittedError(MobClipError):
+    """transform/save was called before fit."""
+
+
+class MissingDependencyError(ImportError):
+    """An optional dependency is not installed; the message says what to install."""

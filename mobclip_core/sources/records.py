@@ -1,0 +1,41 @@
+"""Streaming readers for activity records and vector layers."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+
+from ..exceptions import InvalidInputError
+
+
+def iter_records(
+    path: str | Path, *, columns: list[str] | None = None, batch_rows: int = 1_000_000
+) -> Iterator[pd.DataFrame]:
+    """Yield DataFrame chunks of a Parquet file/directory or CSV file without loading it whole."""
+    import pyarrow.dataset as ds
+
+    path = Path(path)
+    if not path.exists():
+        raise InvalidInputError(f"records file {path} does not exist")
+    fmt = "csv" if path.suffix.lower() in (".csv", ".txt") or path.name.endswith(".csv.gz") else "parquet"
+    dataset = ds.dataset(path, format=fmt)
+    if columns:
+        missing = set(columns) - set(dataset.schema.names)
+        if missing:
+            raise InvalidInputError(f"{path} lacks columns {sorted(missing)}; it has {dataset.schema.names}")
+    for batch in dataset.to_batches(columns=columns, batch_size=batch_rows):
+        yield batch.to_pandas()
+
+
+def read_layer(path: str | Path, layer: str | None = None):
+    """Read a vector layer (GeoPackage, GeoJSON, Shapefile, GeoParquet) as a GeoDataFrame."""
+    import geopandas as gpd
+
+    path = Path(path)
+    if not path.exists():
+        raise InvalidInputError(f"layer {path} does not exist")
+    if path.suffix.lower() == ".parquet":
+        return gpd.read_parquet(path)
+    return gpd.read_file(path, layer=layer)

@@ -1,0 +1,1 @@
+"""The QGIS plugin: plugin class, Processing provider, dependency checks. Nothing heavy is imported here."""

@@ -1,0 +1,42 @@
+"""Start one real QGIS application per test session (headless) with the MobCLIP provider registered."""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+
+import pytest
+
+_APP = None
+
+
+def start_qgis():
+    global _APP
+    if _APP is not None:
+        return _APP
+    try:
+        from qgis.core import QgsApplication
+    except ImportError as exc:
+        if os.environ.get("MOBCLIP_REQUIRE_QGIS") == "1":
+            raise RuntimeError("QGIS (python3-qgis) is required for this test run but does not import") from exc
+        pytest.skip("QGIS is not installed (set MOBCLIP_REQUIRE_QGIS=1 to make this an error)")
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    os.environ.setdefault("QGIS_CUSTOM_CONFIG_PATH", tempfile.mkdtemp(prefix="qgis-profile-"))
+    QgsApplication.setPrefixPath("/usr", True)
+    app = QgsApplication([], False)
+    app.initQgis()
+    sys.path.append("/usr/share/qgis/python/plugins")
+    from processing.core.Processing import Processing
+
+    Processing.initialize()
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    parent = tempfile.mkdtemp(prefix="qgis-plugins-")
+    os.symlink(repo, os.path.join(parent, "mobclip"))
+    sys.path.insert(0, parent)
+    import mobclip  # the repository as QGIS sees the plugin folder
+
+    plugin = mobclip.classFactory(None)
+    plugin.initProcessing()
+    _APP = (app, plugin)
+    return _APP

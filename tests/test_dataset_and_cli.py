@@ -1,0 +1,90 @@
+"""Region dataset round trip, config validation, CLI subcommands."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mobclip_core.cli import main
+from mobclip_core.config import config_from_dict
+from mobclip_core.dataset import RegionDataset
+from mobclip_core.exceptions import ConfigError, ModalityMissingError
+
+
+def test_dataset_aligned_and_round_trip(small_dataset, tmp_path):
+    ds = small_dataset
+    assert set(ds.features) == {"poi", "image", "demographics"}
+    for df in ds.features.values():
+        assert (df.index == ds.cell_ids).all()
+    ds.save(tmp_path / "ds")
+    back = RegionDataset.load(tmp_path / "ds")
+    assert (back.cells == ds.cells).all()
+    assert abs(back.graph.adjacency - ds.graph.adjacency).max() == 0
+    for name, df in ds.features.items():
+        pd.testing.assert_frame_equal(back.features[name], df, check_dtype=False)
+    meta = back.metadata
+    assert meta["resolution"] == 9 and meta["modalities"]["poi"]["dim"] == 384
+    import geopandas as gpd
+
+    cells = gpd.read_parquet(tmp_path / "ds" / "cells.parquet")  # real GeoParquet
+    assert cells.crs.to_epsg() == 4326 and len(cells) == ds.cells.size
+
+
+def test_modality_missing_for_all_cells(small_dataset):
+    ds = RegionDataset(small_dataset.cells, small_dataset.graph, {"poi": small_dataset.features["poi"] * np.nan})
+    with pytest.raises(ModalityMissingError, match="missing for every cell"):
+        ds.feature_matrix("poi")
+    with pytest.raises(ModalityMissingError, match="not in this dataset"):
+        ds.feature_matrix("image")
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ({"mobility": {}}, "exactly one of 'records'"),
+        ({"mobility": {"records": "r.parquet"}, "resolution": 16}, "unknown H3 resolution"),
+        ({"mobility": {"records": "r.parquet"}, "train": {"modalities": ["smell"]}}, "unknown modality"),
+        ({"mobility": {"records": "r.parquet"}, "poi": {"colour": 1}}, r"unknown option\(s\) \['colour'\] in \[poi\]"),
+        ({"mobility": {"records": "r.parquet", "ratio": 2}}, "ratio must be in"),
+        ({"mobility": {"records": "r.parquet"}, "line": {"order": "third"}}, "order must be"),
+    ],
+)
+def test_bad_config(raw, message):
+    with pytest.raises(Exception, match=message):
+        config_from_dict(raw)
+
+
+def test_cli_help_lists_steps(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    for cmd in ("demo", "build", "graph", "tessellate", "train", "export"):
+        assert cmd in out
+
+
+def test_cli_graph_and_tessellate(small_city, tmp_path, capsys):
+    assert (
+        main(
+            ["graph", str(small_city.records), "--resolution", "9", "--out", str(tmp_path / "g.npz"), "--top-k", "0.3"]
+        )
+        == 0
+    )
+    assert '"edges"' in capsys.readouterr().out
+    assert main(["tessellate", str(small_city.districts), "--resolution", "8", "--out", str(tmp_path / "c.gpkg")]) == 0
+    import geopandas as gpd
+
+    cells = gpd.read_file(tmp_path / "c.gpkg")
+    assert cells.h3_cell.str.len().eq(15).all() and cells.h3_cell.is_unique
+
+
+def test_cli_reports_errors_without_traceback(tmp_path, capsys):
+    (tmp_path / "bad.toml").write_text('resolution = 99\n[mobility]\nrecords = "x.parquet"\n')
+    assert main(["build", str(tmp_path / "bad.toml")]) == 2
+    err = capsys.readouterr().err
+    assert "unknown H3 resolution 99" in err and "Traceback" not in err
+
+
+def test_config_error_is_config_error():
+    with pytest.raises(ConfigError):
+        config_from_dict({"mobility": {"records": "a", "od": "b"}})

@@ -1,0 +1,156 @@
+"""Mobility graph: hand-computed co-presence weights, streaming equality, top-k, sampling, OD spreading."""
+
+from __future__ import annotations
+
+import geopandas as gpd
+import h3
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+from shapely.geometry import box
+
+from mobclip_core.exceptions import InvalidInputError
+from mobclip_core.modalities import (
+    CopresenceGraphBuilder,
+    MobilityGraph,
+    build_copresence_graph,
+    build_od_graph,
+    to_week,
+    zones_to_cells,
+)
+
+A, B, C, D = (h3.latlng_to_cell(52.5, 13.40 + 0.01 * i, 9) for i in range(4))
+
+
+def _weights(graph: MobilityGraph) -> dict[frozenset, float]:
+    e = graph.edges()
+    return {frozenset((s, t)): w for s, t, w in zip(e.source, e.target, e.weight)}
+
+
+@pytest.fixture()
+def records():
+    # 2024-01-01 is a Monday: week 0 = Jan 1-7, week 1 = Jan 8-14.
+    rows = [
+        ("ann", "2024-01-01T08:00", A),
+        ("ann", "2024-01-02T09:00", B),
+        ("ann", "2024-01-03T10:00", C),
+        ("ann", "2024-01-07T23:59", A),  # repeat visit in the same week adds nothing
+        ("bob", "2024-01-01T08:00", A),
+        ("bob", "2024-01-05T12:00", B),
+        ("bob", "2024-01-08T00:00", A),
+        ("bob", "2024-01-09T00:00", B),  # week 1: A-B again
+        ("ann", "2024-01-10T00:00", C),  # alone in week 1: no edge
+        ("cat", "2024-01-02T00:00", D),  # one cell only: isolated... and not in the graph's edges
+        ("cat", "2024-01-16T00:00", A),  # different week: no D-A edge
+    ]
+    return pd.DataFrame(rows, columns=["person_id", "timestamp", "cell"]).assign(
+        timestamp=lambda d: pd.to_datetime(d.timestamp)
+    )
+
+
+def test_copresence_hand_computed(records):
+    g = build_copresence_graph(records, 9, cell="cell")
+    w = _weights(g)
+    assert w == {frozenset((A, B)): 3.0, frozenset((A, C)): 1.0, frozenset((B, C)): 1.0}
+    assert g.n_cells == 4 and g.stats()["isolated_cells"] == 1
+    assert (g.adjacency != g.adjacency.T).nnz == 0 and g.adjacency.diagonal().sum() == 0
+
+
+def test_week_boundaries():
+    ts = pd.to_datetime(["2024-01-07T23:59:59", "2024-01-08T00:00:00"]).to_numpy()
+    w = to_week(ts)
+    assert w[1] == w[0] + 1
+    assert (to_week(np.array([1704067200, 1704672000])) == w[0] + np.array([0, 1])).all()  # epoch seconds
+
+
+def test_streaming_with_spill_equals_in_memory(small_city):
+    recs = pd.read_parquet(small_city.records)
+    whole = build_copresence_graph(recs, 9)
+    chunks = [recs.iloc[i : i + 7000] for i in range(0, len(recs), 7000)]
+    builder = CopresenceGraphBuilder(9, memory_budget_mb=0.05, n_partitions=5)  # forces many spills
+    for c in chunks:
+        builder.add_points(c.person_id.to_numpy(), c.timestamp.to_numpy(), c.lon.to_numpy(), c.lat.to_numpy())
+    assert builder._spill is not None
+    streamed = builder.finish()
+    assert (whole.cells == streamed.cells).all()
+    assert abs(whole.adjacency - streamed.adjacency).max() == 0
+
+
+def test_places_and_string_person_ids(records):
+    places = pd.DataFrame({"lon": [13.40, 13.41, 13.42, 13.43], "lat": [52.5] * 4}, index=["pa", "pb", "pc", "pd"])
+    by_place = records.assign(place=records.cell.map(dict(zip([A, B, C, D], places.index))))
+    g = build_copresence_graph(by_place, 9, place="place", places=places)
+    assert _weights(g) == _weights(build_copresence_graph(records, 9, cell="cell"))
+    with pytest.raises(InvalidInputError, match="not in the places table"):
+        build_copresence_graph(by_place.assign(place="nowhere"), 9, place="place", places=places)
+
+
+def test_missing_columns_and_empty():
+    with pytest.raises(InvalidInputError, match="lack columns"):
+        build_copresence_graph(pd.DataFrame({"x": [1]}), 9)
+    with pytest.raises(InvalidInputError, match="empty"):
+        CopresenceGraphBuilder(9).finish()
+
+
+def _star_graph():
+    # node 0 linked to 1..5 with weights 1..5; 1-2 weight 10
+    rows = [0, 0, 0, 0, 0, 1]
+    cols = [1, 2, 3, 4, 5, 2]
+    w = [1.0, 2.0, 3.0, 4.0, 5.0, 10.0]
+    a = sp.coo_matrix((w, (rows, cols)), shape=(6, 6)).tocsr()
+    cells = np.array(sorted(int(c, 16) for c in h3.grid_disk(A, 1)))[:6].astype(np.uint64)
+    return MobilityGraph(cells, a + a.T)
+
+
+def test_top_k_keeps_exactly_the_strongest():
+    g = _star_graph()
+    kept = g.top_k(0.4)  # node 0 (degree 5) keeps ceil(2) = 2 strongest: 5 and 4; node 1 keeps 1-2 (10)
+    a = kept.adjacency
+    assert a[0, 5] == 5 and a[0, 4] == 4 and a[1, 2] == 10
+    # node 3 (degree 1) keeps its only link 0-3: the union rule keeps an edge either end chose
+    assert a[0, 3] == 3
+    assert a[0, 2] == 0  # neither node 0 nor node 2 (its strongest is 1-2) kept it
+    assert (a != a.T).nnz == 0
+
+
+def test_random_sample_is_seeded_and_sized():
+    g = _star_graph()
+    s1, s2 = g.random_sample(0.4, seed=1), g.random_sample(0.4, seed=1)
+    assert (s1.adjacency != s2.adjacency).nnz == 0
+    assert s1.n_edges <= g.n_edges
+    with pytest.raises(ValueError, match="ratio"):
+        g.top_k(0)
+
+
+def test_graph_save_load_round_trip(tmp_path):
+    g = _star_graph()
+    g.save(tmp_path / "g.npz")
+    h = MobilityGraph.load(tmp_path / "g.npz")
+    assert (h.cells == g.cells).all() and abs(h.adjacency - g.adjacency).max() == 0
+    with np.load(tmp_path / "g.npz") as z:
+        assert {"data", "row", "col", "shape"} <= set(z.files)  # the public MobCLIP layout
+
+
+def test_od_graph_from_cells_and_zones():
+    od = pd.DataFrame({"origin": [A, B, A], "destination": [B, A, A], "flow": [3.0, 2.0, 7.0]})
+    g = build_od_graph(od)
+    assert _weights(g) == {frozenset((A, B)): 5.0}  # both directions summed, self-flow dropped
+
+    zones = gpd.GeoDataFrame(
+        {"zone": ["w", "e"]},
+        geometry=[box(13.30, 52.40, 13.40, 52.50), box(13.40, 52.40, 13.50, 52.50)],
+        crs="EPSG:4326",
+    )
+    zc = zones_to_cells(zones, 8, zone_id="zone")
+    assert np.allclose(zc.groupby("zone").weight.sum(), 1.0)
+    g = build_od_graph(pd.DataFrame({"origin": ["w"], "destination": ["e"], "flow": [100.0]}), zone_cells=zc)
+    assert g.adjacency.sum() / 2 == pytest.approx(100.0)  # flow is conserved when spread to cells
+    with pytest.raises(InvalidInputError, match="no OD zone id matches"):
+        build_od_graph(pd.DataFrame({"origin": ["x"], "destination": ["y"], "flow": [1.0]}), zone_cells=zc)
+
+
+def test_tiny_zone_gets_the_cell_of_its_point():
+    zones = gpd.GeoDataFrame({"zone": ["tiny"]}, geometry=[box(13.4, 52.5, 13.4001, 52.5001)], crs="EPSG:4326")
+    zc = zones_to_cells(zones, 7, zone_id="zone")
+    assert len(zc) == 1 and zc.weight.iloc[0] == 1.0

@@ -1,0 +1,123 @@
+"""LINE, LightGCN + CLIP training: planted structure recovered, determinism, ablations, errors, resume."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from mobclip_core.config import LineConfig, TrainConfig
+from mobclip_core.evaluation.probe import probe_accuracy
+from mobclip_core.exceptions import ConfigError, InvalidInputError, ModalityMissingError
+from mobclip_core.models.line import alias_table, train_line
+from mobclip_core.training import train_mobclip
+
+
+def test_alias_table_samples_proportionally():
+    w = np.random.default_rng(0).random(2000) ** 3
+    prob, alias = alias_table(w)
+    rng = np.random.default_rng(1)
+    k = rng.integers(0, w.size, 2_000_000)
+    s = np.where(rng.random(k.size) < prob[k], k, alias[k])
+    emp = np.bincount(s, minlength=w.size) / s.size
+    assert np.abs(emp - w / w.sum()).max() < 2e-4
+
+
+def test_line_second_order_recovers_planted_communities():
+    # two dense communities of 40 nodes, weak links between: second-order neighbours share a community
+    rng = np.random.default_rng(0)
+    n = 80
+    comm = np.repeat([0, 1], 40)
+    same = comm[:, None] == comm[None, :]
+    a = np.where(same, rng.random((n, n)) < 0.4, rng.random((n, n)) < 0.02) * rng.integers(1, 5, (n, n))
+    a = np.triu(a, 1)
+    a = sp.csr_matrix(a + a.T, dtype=float)
+    res = train_line(a, dim=16, samples=300_000, seed=0)
+    e = res.embedding
+    sim = e @ e.T
+    within = sim[same & ~np.eye(n, dtype=bool)].mean()
+    across = sim[~same].mean()
+    assert within > across + 0.2
+    assert res.samples_per_second > 1e5
+    for order in ("first", "both"):
+        assert train_line(a, dim=16, samples=50_000, order=order).embedding.shape == (n, 16)
+    with pytest.raises(InvalidInputError):
+        train_line(sp.csr_matrix((3, 3)))
+
+
+QUICK = dict(batch_size=64, epochs=25, patience=5)
+
+
+@pytest.fixture(scope="module")
+def trained(small_dataset, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    return out, train_mobclip(small_dataset, TrainConfig(**QUICK), LineConfig(samples_per_edge=30), out_dir=out)
+
+
+def test_mobclip_recovers_zones_better_than_line_only(trained, small_dataset, small_city):
+    from mobclip_core.training.trainer import line_embeddings
+
+    _, res = trained
+    zones = small_city.zone_labels.reindex(res.embeddings.index).to_numpy()
+    full = probe_accuracy(res.embeddings.to_numpy(), zones)["linear_probe"]
+    line = probe_accuracy(line_embeddings(small_dataset.graph, LineConfig(samples_per_edge=30)).embedding, zones)[
+        "linear_probe"
+    ]
+    chance = max(np.mean(zones == z) for z in set(zones))
+    assert full > chance + 0.3
+    assert full > line + 0.03
+    assert res.embeddings.shape == (small_dataset.cells.size, 128)
+
+
+def test_run_files_written(trained):
+    out, res = trained
+    for f in ("checkpoint/model.pt", "checkpoint/config.json", "loss_log.csv", "loss_curve.png"):
+        assert (out / f).exists(), f
+    import pandas as pd
+
+    log = pd.read_csv(out / "loss_log.csv")
+    assert list(log.columns) == ["epoch", "train_loss", "val_loss", "seconds"]
+    assert log.train_loss.iloc[-1] < log.train_loss.iloc[0]
+
+
+def test_same_seed_same_embeddings(small_dataset):
+    cfg = TrainConfig(batch_size=64, epochs=3, patience=0)
+    a = train_mobclip(small_dataset, cfg, LineConfig(samples_per_edge=5))
+    b = train_mobclip(small_dataset, cfg, LineConfig(samples_per_edge=5))
+    np.testing.assert_array_equal(a.embeddings.to_numpy(), b.embeddings.to_numpy())
+
+
+def test_ablations_run(small_dataset):
+    line = LineConfig(samples_per_edge=5)
+    for kw in (
+        {"clip": False},
+        {"graph_encoder": "mlp"},
+        {"init": "random"},
+        {"anchor": "poi"},
+        {"modalities": ["demographics"]},
+        {"learnable_temperature": True},
+    ):
+        res = train_mobclip(
+            small_dataset, TrainConfig(batch_size=64, epochs=2, patience=0, **kw), line, sampling="random", ratio=0.1
+        )
+        assert np.isfinite(res.embeddings.to_numpy()).all(), kw
+
+
+def test_bad_training_config_fails_before_training(small_dataset):
+    from mobclip_core.dataset import RegionDataset
+
+    with pytest.raises(ConfigError, match="must equal"):
+        train_mobclip(small_dataset, TrainConfig(embedding_dim=64), LineConfig(dim=128))
+    with pytest.raises(ConfigError, match="anchor"):
+        train_mobclip(small_dataset, TrainConfig(anchor="image", modalities=["poi"]), LineConfig())
+    bare = RegionDataset(small_dataset.cells, small_dataset.graph, {})
+    with pytest.raises(ModalityMissingError, match="no auxiliary modality"):
+        train_mobclip(bare, TrainConfig(), LineConfig())
+
+
+def test_resume_continues_from_last_epoch(small_dataset, tmp_path):
+    cfg = TrainConfig(batch_size=64, epochs=4, patience=0)
+    train_mobclip(small_dataset, cfg, LineConfig(samples_per_edge=5), out_dir=tmp_path)
+    more = TrainConfig(batch_size=64, epochs=6, patience=0)
+    res = train_mobclip(small_dataset, more, LineConfig(samples_per_edge=5), out_dir=tmp_path, resume=True)
+    assert list(res.history.epoch) == list(range(6))
