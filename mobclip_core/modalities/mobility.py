@@ -76,6 +76,8 @@ class CopresenceGraphBuilder:
         self._cell_index = pd.Index(np.zeros(0, dtype=np.uint64))
         self._buffer: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         self._buffered = 0
+        self._places_key: int | None = None
+        self._places_cells = np.zeros(0, dtype=np.uint64)
         self.records_seen = 0
 
     # -- input -----------------------------------------------------------------------------------------
@@ -86,19 +88,26 @@ class CopresenceGraphBuilder:
     def add_places(self, person, timestamp, place, places: pd.DataFrame) -> None:
         """Add records located by a place id; ``places`` maps place id (index) to lon/lat columns.
 
-        The H3 step runs once per distinct place, not once per record.
+        The H3 step runs once per distinct place of the table (cached across chunks), not once per record.
         """
         if not {"lon", "lat"} <= set(places.columns):
             raise InvalidInputError("places table needs 'lon' and 'lat' columns indexed by place id")
-        if not hasattr(places, "_mobclip_cells"):
-            places = places.assign(_mobclip_cells=points_to_cells(places["lon"], places["lat"], self.resolution))
-        pos = places.index.get_indexer(np.asarray(place))
+        if self._places_key != id(places):
+            self._places_cells = points_to_cells(places["lon"].to_numpy(), places["lat"].to_numpy(), self.resolution)
+            self._places_key = id(places)
+        place = np.asarray(place)
+        if isinstance(places.index, pd.RangeIndex) and place.dtype.kind in "iu":
+            pos = place.astype(np.int64) - places.index.start
+            pos[(pos < 0) | (pos >= len(places))] = -1
+        else:
+            codes, uniq = pd.factorize(place, sort=False)
+            pos = places.index.get_indexer(uniq)[codes]
         if (pos < 0).any():
-            missing = np.asarray(place)[pos < 0][:5]
+            missing = place[pos < 0][:5]
             raise InvalidInputError(
                 f"{int((pos < 0).sum())} records name places not in the places table, e.g. {missing}"
             )
-        self.add_cells(person, timestamp, places["_mobclip_cells"].to_numpy()[pos])
+        self.add_cells(person, timestamp, self._places_cells[pos])
 
     def add_cells(self, person, timestamp, cells) -> None:
         """Add records already located by H3 cell (``uint64`` or hex strings)."""
@@ -151,27 +160,36 @@ class CopresenceGraphBuilder:
 
     @staticmethod
     def _copresence(p: np.ndarray, w: np.ndarray, c: np.ndarray, n_cells: int) -> sp.csr_matrix:
-        pcode, _ = pd.factorize(p, sort=False)
+        """B^T B without its diagonal, B the binary (person-week x cell) incidence of the triples."""
+        pmin, pmax = int(p.min()), int(p.max())
+        if pmax - pmin < 4 * p.size + 1024:  # small-range integer ids need no hashing
+            pcode = (p - np.uint64(pmin)).astype(np.int64)
+        else:
+            pcode, _ = pd.factorize(p, sort=False)
         wmin = int(w.min())
         span = int(w.max()) - wmin + 1
-        group, _ = pd.factorize(pcode.astype(np.int64) * span + (w - wmin), sort=False)
-        b = sp.csr_matrix((np.ones(c.size, dtype=np.float64), (group, c)), shape=(int(group.max()) + 1, n_cells))
-        b.sum_duplicates()
-        b.data[:] = 1.0
-        co = (b.T @ b).tocsr()
-        co.setdiag(0.0)
-        co.eliminate_zeros()
-        return co
+        rows = pcode.astype(np.int64) * span + (w - wmin)
+        n_rows = int(pcode.max() + 1) * span
+        if n_rows > 4 * rows.size + 1024:  # sparse person-weeks: compact the row ids
+            rows, _ = pd.factorize(rows, sort=False)
+            n_rows = int(rows.max()) + 1
+        b = sp.csr_matrix((np.ones(c.size, dtype=np.float32), (rows, c)), shape=(n_rows, n_cells))
+        b.data[:] = 1.0  # a person-week counts once per cell, however many records
+        return _gram_without_diagonal(b)
 
     def finish(self) -> MobilityGraph:
         """Build the graph from everything added; cells are sorted by id."""
         n = len(self._cell_index)
         if n == 0:
             raise InvalidInputError("no records were added: the mobility graph would be empty")
-        acc = sp.csr_matrix((n, n))
+        cells = self._cell_index.to_numpy().astype(np.uint64)
+        rank = np.empty(n, dtype=np.int32)
+        rank[np.argsort(cells)] = np.arange(n, dtype=np.int32)  # insertion order -> sorted order
+        acc = None
         try:
             if self._spill is None:
-                acc = self._copresence(*self._take_buffer(), n)
+                p, w, c = self._take_buffer()
+                acc = self._copresence(p, w, rank[c], n)
             else:
                 self._spill_buffer()
                 for k in range(self._n_partitions):
@@ -182,15 +200,35 @@ class CopresenceGraphBuilder:
                     p = np.concatenate([a["p"] for a in arrays])
                     w = np.concatenate([a["w"] for a in arrays])
                     c = np.concatenate([a["c"] for a in arrays])
-                    acc = acc + self._copresence(p, w, c, n)
+                    part = self._copresence(p, w, rank[c], n)
+                    acc = part if acc is None else acc + part
         finally:
             if self._spill is not None:
                 shutil.rmtree(self._spill, ignore_errors=True)
                 self._spill = None
-        cells = self._cell_index.to_numpy().astype(np.uint64)
-        order = np.argsort(cells)
-        acc = acc[order][:, order]
-        return MobilityGraph(cells[order], acc)
+        return MobilityGraph(np.sort(cells), acc if acc is not None else sp.csr_matrix((n, n)))
+
+
+def _gram_without_diagonal(b: sp.csr_matrix) -> sp.csr_matrix:
+    """B^T B with a zero diagonal.
+
+    Large products are split by output rows (cells) over two threads (scipy's sparse product releases the GIL);
+    the halves are stacked, not added, so no merge or re-sort is needed.
+    """
+    bt = b.T.tocsr()
+    if b.nnz < 500_000:
+        co = (bt @ b).tocsr()
+    else:
+        from concurrent.futures import ThreadPoolExecutor
+
+        nnz_by_row = np.cumsum(np.diff(bt.indptr).astype(np.float64) ** 2)  # rough cost of each output row
+        half = int(np.searchsorted(nnz_by_row, nnz_by_row[-1] / 2)) + 1
+        with ThreadPoolExecutor(2) as pool:
+            top, bottom = pool.map(lambda x: (x @ b).tocsr(), [bt[:half], bt[half:]])
+        co = sp.vstack([top, bottom], format="csr")
+    co.setdiag(0.0)  # every cell co-occurs with itself: the diagonal exists, so no structure change
+    co.eliminate_zeros()
+    return co
 
 
 def build_copresence_graph(
