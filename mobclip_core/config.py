@@ -51,6 +51,10 @@ class ImageConfig:
 class DemographicsConfig:
     raster: str | None = None  # one multi-band counts raster (band per age/sex bin)
     rasters: dict[str, str] = field(default_factory=dict)  # or bin name -> single-band raster (WorldPop)
+    table: str | None = None  # or a zone layer/table of counts per bin (census tracts...)
+    zones: str | None = None  # zone polygons for `table` when the table itself has no geometry
+    zone_id: str = "zone"
+    columns: list[str] = field(default_factory=list)  # bin columns of `table` (default: all numeric)
 
 
 @dataclass
@@ -60,7 +64,7 @@ class LineConfig:
     samples_per_edge: float = 200.0  # total edge samples = this x number of directed edges (at least 1e5)
     negatives: int = 5
     lr: float = 0.025
-    batch_size: int = 4096
+    batch_size: int = 1024
     seed: int = 0
 
 

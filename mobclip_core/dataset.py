@@ -125,6 +125,28 @@ def _model_ref(cfg, model: str) -> str | Path:
     return model if model == DEFAULT_TEXT_MODEL else cfg.path(model)
 
 
+def _demographics_table(cfg, d, res: int) -> pd.DataFrame:
+    from .modalities import zones_to_cells
+    from .modalities.demographics import demographics_from_table
+    from .sources import read_layer
+
+    path = cfg.path(d.table)
+    if path.suffix.lower() in (".csv", ".parquet"):
+        table = pd.read_parquet(path) if path.suffix.lower() == ".parquet" else pd.read_csv(path)
+        if not d.zones:
+            raise InvalidInputError("[demographics] a CSV/Parquet table needs 'zones' (polygons with zone_id)")
+        zones = read_layer(cfg.path(d.zones))
+    else:
+        zones = read_layer(path)
+        table = pd.DataFrame(zones.drop(columns=zones.geometry.name))
+    for col in [d.zone_id, *d.columns]:
+        if col not in table.columns:
+            raise InvalidInputError(f"[demographics] table has no column {col!r}; it has {list(table.columns)}")
+    counts = table[[d.zone_id, *(d.columns or list(table.select_dtypes("number").columns))]]
+    zone_cells = zones_to_cells(zones, res, zone_id=d.zone_id)
+    return demographics_from_table(counts.rename(columns={d.zone_id: "zone"}), zone_cells=zone_cells)
+
+
 def build_region_dataset(cfg, *, progress=None) -> RegionDataset:
     """Run sources -> cells -> modality features for a RunConfig; returns the (unsaved) dataset."""
     from .modalities import build_copresence_graph, build_od_graph, zones_to_cells
@@ -152,7 +174,8 @@ def build_region_dataset(cfg, *, progress=None) -> RegionDataset:
     else:
         say(f"mobility: OD graph from {m.od}")
         od_path = cfg.path(m.od)
-        od = pd.read_parquet(od_path) if od_path.suffix == ".parquet" else pd.read_csv(od_path)
+        ids_as_text = {m.origin: str, m.destination: str}  # keep leading zeros of zone codes
+        od = pd.read_parquet(od_path) if od_path.suffix == ".parquet" else pd.read_csv(od_path, dtype=ids_as_text)
         zone_cells = zones_to_cells(read_layer(cfg.path(m.zones)), res, zone_id=m.zone_id) if m.zones else None
         graph = build_od_graph(od, origin=m.origin, destination=m.destination, flow=m.flow, zone_cells=zone_cells)
     if graph.n_edges == 0:
@@ -187,9 +210,12 @@ def build_region_dataset(cfg, *, progress=None) -> RegionDataset:
             features["image"] = image_stats_features(cfg.path(cfg.image.path), cells)
     d = cfg.demographics
     if d.raster or d.rasters:
-        say("demographics: age/sex histograms")
+        say("demographics: age/sex histograms from rasters")
         src = cfg.path(d.raster) if d.raster else {k: cfg.path(v) for k, v in d.rasters.items()}
         features["demographics"] = demographics_from_rasters(src, res, cache_dir=cache)
+    elif d.table:
+        say(f"demographics: histograms from zone table {d.table}")
+        features["demographics"] = _demographics_table(cfg, d, res)
     ds = RegionDataset.from_parts(graph, features, {"name": cfg.name, "resolution": res, "config": cfg.to_dict()})
     for name in list(ds.features):
         if not ds.features[name].notna().all(axis=1).any():

@@ -88,3 +88,23 @@ def test_cli_reports_errors_without_traceback(tmp_path, capsys):
 def test_config_error_is_config_error():
     with pytest.raises(ConfigError):
         config_from_dict({"mobility": {"records": "a", "od": "b"}})
+
+
+def test_plugin_zip_is_clean(tmp_path):
+    import configparser
+    import importlib.util
+    import zipfile
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("build_plugin", Path(__file__).parents[1] / "scripts/build_plugin.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    path = mod.build(tmp_path / "mobclip.zip")
+    names = zipfile.ZipFile(path).namelist()
+    assert "mobclip/metadata.txt" in names and "mobclip/LICENSE" in names and "mobclip/__init__.py" in names
+    assert any(n.startswith("mobclip/processing_algorithms/") for n in names)
+    assert any(n.startswith("mobclip/mobclip_core/grid/") for n in names)
+    assert not [n for n in names if n.endswith((".pyc", ".so", ".pt")) or "__pycache__" in n or "/tests/" in n]
+    meta = configparser.ConfigParser()
+    meta.read_string(zipfile.ZipFile(path).read("mobclip/metadata.txt").decode())
+    assert meta["general"]["hasProcessingProvider"] == "yes" and meta["general"]["qgisMinimumVersion"] == "3.22"

@@ -338,16 +338,20 @@ def build_od_graph(
         n = cells.size
         c = sp.csr_matrix((f, (inv[: o.size], inv[o.size :])), shape=(n, n))
     else:
-        zones = pd.Index(pd.unique(zone_cells["zone"]))
+        zone_ids = zone_cells["zone"].astype(str)  # ids compared as text: 10100 and "10100" are the same zone
+        zones = pd.Index(pd.unique(zone_ids))
         cells, cell_inv = np.unique(zone_cells[REGION_INDEX].to_numpy(np.uint64), return_inverse=True)
         w = sp.csr_matrix(
-            (zone_cells["weight"].to_numpy(), (zones.get_indexer(zone_cells["zone"]), cell_inv)),
-            shape=(len(zones), cells.size),
+            (zone_cells["weight"].to_numpy(), (zones.get_indexer(zone_ids), cell_inv)), shape=(len(zones), cells.size)
         )
-        oi, di = zones.get_indexer(od[origin]), zones.get_indexer(od[destination])
+        oi = zones.get_indexer(od[origin].astype(str))
+        di = zones.get_indexer(od[destination].astype(str))
         known = (oi >= 0) & (di >= 0)
         if not known.any():
-            raise InvalidInputError("no OD zone id matches the zone layer: check the zone id column and its type")
+            raise InvalidInputError(
+                f"no OD zone id matches the zone layer (OD ids like {list(od[origin].astype(str)[:3])}, zone ids "
+                f"like {list(zones[:3])}): check the zone id column, and read CSV ids as text to keep leading zeros"
+            )
         fz = sp.csr_matrix((f[known], (oi[known], di[known])), shape=(len(zones), len(zones)))
         c = (w.T @ fz @ w).tocsr()
     a = (c + c.T).tocsr()

@@ -60,25 +60,30 @@ def _train_order(
     labels = torch.zeros(batch, 1 + negatives)
     labels[:, 0] = 1.0
     done = 0
+    block = batch * 32  # draw samples for 32 batches at once: fewer, larger RNG and gather calls
     while done < total:
-        b = min(batch, total - done)
-        lr = lr0 * max(1e-4, 1.0 - done / total)
-        k = torch.randint(0, e_prob.numel(), (b,), generator=gen)
-        k = torch.where(torch.rand(b, generator=gen) < e_prob[k], k, e_alias[k])
-        i = src_t.index_select(0, k)
-        m = torch.randint(0, v_prob.numel(), (b * negatives,), generator=gen)
-        neg = torch.where(torch.rand(b * negatives, generator=gen) < v_prob[m], m, v_alias[m])
-        targets = torch.cat([dst_t.index_select(0, k)[:, None], neg.view(b, negatives)], dim=1).reshape(-1)
-        u = emb.index_select(0, i)  # (b, d)
-        c = ctx.index_select(0, targets).view(b, 1 + negatives, dim)
-        score = torch.sigmoid(torch.einsum("bd,bkd->bk", u, c))
-        g = (labels[:b] - score).mul_(lr)  # (b, 1+K)
-        grad_u = torch.einsum("bk,bkd->bd", g, c)
-        ctx.index_add_(0, targets, (g[:, :, None] * u[:, None, :]).view(-1, dim))
-        emb.index_add_(0, i, grad_u)
-        done += b
+        nb = min(block, total - done)
+        k = torch.randint(0, e_prob.numel(), (nb,), generator=gen)
+        k = torch.where(torch.rand(nb, generator=gen) < e_prob[k], k, e_alias[k])
+        m = torch.randint(0, v_prob.numel(), (nb * negatives,), generator=gen)
+        neg = torch.where(torch.rand(nb * negatives, generator=gen) < v_prob[m], m, v_alias[m])
+        src_block = src_t.index_select(0, k)
+        tgt_block = torch.cat([dst_t.index_select(0, k)[:, None], neg.view(nb, negatives)], dim=1)
+        for s in range(0, nb, batch):
+            b = min(batch, nb - s)
+            lr = lr0 * max(1e-4, 1.0 - (done + s) / total)
+            i = src_block[s : s + b]
+            targets = tgt_block[s : s + b].reshape(-1)
+            u = emb.index_select(0, i)  # (b, d)
+            c = ctx.index_select(0, targets).view(b, 1 + negatives, dim)
+            g = torch.einsum("bd,bkd->bk", u, c).sigmoid_()  # (b, 1+K) scores
+            g = torch.sub(labels[:b], g).mul_(lr)  # gradient scale per (edge, target)
+            grad_u = torch.einsum("bk,bkd->bd", g, c)
+            ctx.index_add_(0, targets, (g.unsqueeze(2) * u.unsqueeze(1)).view(-1, dim))
+            emb.index_add_(0, i, grad_u)
+        done += nb
         if bar is not None:
-            bar.update(b)
+            bar.update(nb)
     return emb
 
 
@@ -91,7 +96,7 @@ def train_line(
     samples_per_edge: float = 200.0,
     negatives: int = 5,
     lr: float = 0.025,
-    batch_size: int = 4096,
+    batch_size: int = 1024,
     seed: int = 0,
     progress: bool = False,
 ) -> LineResult:

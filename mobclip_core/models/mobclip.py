@@ -48,16 +48,22 @@ class MobilityEncoder(nn.Module):
         out_dim: int = 128,
     ) -> None:
         super().__init__()
+        from torch_geometric.nn.conv.gcn_conv import gcn_norm
         from torch_geometric.nn.models import LightGCN
 
         self.kind = kind
-        self.register_buffer("edge_index", edge_index)
-        self.register_buffer("edge_weight", edge_weight)
         n, d = init.shape
+        # D^-1/2 A D^-1/2 is computed once; propagation then is a sparse matmul per layer
+        norm_index, norm_weight = gcn_norm(edge_index, edge_weight, n, add_self_loops=False)
+        self.register_buffer("norm_index", norm_index)
+        self.register_buffer("norm_weight", norm_weight)
+        self._adj_t = None
         if kind == "lightgcn":
             if d != out_dim:
                 raise ValueError(f"LightGCN keeps the LINE width: LINE dim {d} must equal embedding_dim {out_dim}")
             self.gcn = LightGCN(n, d, num_layers=layers, alpha=torch.ones(layers + 1))
+            for conv in self.gcn.convs:
+                conv.normalize = False  # weights are already normalised
             with torch.no_grad():
                 self.gcn.embedding.weight.copy_(init)
         else:
@@ -65,9 +71,18 @@ class MobilityEncoder(nn.Module):
             self.mlp = nn.Sequential(nn.Linear(d, out_dim), nn.ReLU(), nn.Linear(out_dim, out_dim))
             self.mlp.apply(_init_linear)
 
+    def adjacency_t(self) -> torch.Tensor:
+        """Transposed normalised adjacency (rows = message targets) as a sparse CSR tensor, built once."""
+        if self._adj_t is None or self._adj_t.device != self.norm_weight.device:
+            from torch_geometric.utils import to_torch_csr_tensor
+
+            n = self.gcn.embedding.num_embeddings
+            self._adj_t = to_torch_csr_tensor(self.norm_index.flip(0), self.norm_weight, size=(n, n))
+        return self._adj_t
+
     def forward(self) -> torch.Tensor:
         if self.kind == "lightgcn":
-            return self.gcn.get_embedding(self.edge_index, self.edge_weight)
+            return self.gcn.get_embedding(self.adjacency_t())
         return self.mlp(self.features)
 
 

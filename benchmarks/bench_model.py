@@ -1,0 +1,77 @@
+"""LINE edge samples per second and MobCLIP training seconds per epoch at three graph sizes.
+
+Synthetic graphs with planted communities (avg degree ~60) and random POI-like (384-d) and demographic (16-d)
+features; shows how cost grows with cells and edges. Run: .venv/bin/python -m benchmarks.bench_model
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+SIZES = (1_000, 5_000, 20_000)
+
+
+def synthetic_dataset(n: int, degree: int = 60, seed: int = 0):
+    from mobclip_core.dataset import RegionDataset
+    from mobclip_core.grid import cells_to_strings, points_to_cells
+    from mobclip_core.modalities.graph import MobilityGraph
+
+    rng = np.random.default_rng(seed)
+    # distinct res-12 cells around one point stand in for a region's cells
+    cells = np.unique(points_to_cells(rng.uniform(9, 9.3, 3 * n), rng.uniform(45, 45.3, 3 * n), 12))[:n]
+    comm = rng.integers(0, 20, n)
+    m = n * degree // 2
+    a = rng.integers(0, n, m)
+    same = rng.random(m) < 0.7
+    pool = [np.flatnonzero(comm == k) for k in range(20)]
+    b = np.where(same, [rng.choice(pool[comm[i]]) for i in a], rng.integers(0, n, m))
+    adj = sp.coo_matrix((rng.integers(1, 20, m).astype(float), (a, b)), shape=(n, n)).tocsr()
+    adj = adj + adj.T
+    adj.setdiag(0)
+    adj.eliminate_zeros()
+    graph = MobilityGraph(cells, adj)
+    centers = rng.normal(size=(20, 384))
+    index = pd.Index(cells_to_strings(cells), name="h3_cell")
+    poi = pd.DataFrame(centers[comm] + rng.normal(size=(n, 384)), index=index).add_prefix("poi_")
+    demo = pd.DataFrame(rng.dirichlet(np.ones(16), n), index=index).add_prefix("demo_")
+    return RegionDataset.from_parts(graph, {"poi": poi, "demographics": demo})
+
+
+def main() -> dict:
+    from mobclip_core.config import LineConfig, TrainConfig
+    from mobclip_core.models.line import train_line
+    from mobclip_core.training import train_mobclip
+
+    rows = []
+    for n in SIZES:
+        ds = synthetic_dataset(n)
+        line = train_line(ds.graph.adjacency, samples=3_000_000, seed=0)
+        t0 = time.perf_counter()
+        res = train_mobclip(ds, TrainConfig(epochs=3, patience=0, batch_size=20480), LineConfig(samples_per_edge=1))
+        epoch_s = float(res.history.seconds.mean())
+        rows.append(
+            {
+                "cells": n,
+                "edges": ds.graph.n_edges,
+                "line_M_samples_per_s": line.samples_per_second / 1e6,
+                "train_s_per_epoch": epoch_s,
+                "total_s": time.perf_counter() - t0,
+            }
+        )
+    df = pd.DataFrame(rows)
+    print(df.to_string(index=False, float_format="%.3f"))
+    first, last = df.iloc[0], df.iloc[-1]
+    print(
+        f"cells x{last.cells / first.cells:.0f}, edges x{last.edges / first.edges:.0f} -> "
+        f"epoch time x{last.train_s_per_epoch / first.train_s_per_epoch:.1f}; "
+        f"LINE throughput {df.line_M_samples_per_s.min():.2f}-{df.line_M_samples_per_s.max():.2f} M/s (target >= 1)"
+    )
+    return {"rows": rows}
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,215 @@
+"""Distillation: a spherical-harmonics + MLP network that maps any (lon, lat) to the teacher's cell embedding.
+
+The network is SH(L=32) -> 8 x Linear(512) + ReLU -> Linear(128), as in the published MobCLIP/MoRA distilled
+model; its state_dict keys are ``network.{0,2,...,16}.{weight,bias}`` and a saved file holds
+``{"model_state_dict": ...}``, so a published ``distilled_MobCLIP.pth`` (float64, input lon/lat degrees) loads here.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .._optional import import_optional
+from ..exceptions import CheckpointError, InvalidInputError, ModelNotFittedError
+from ..io import atomic_path
+from .positional import validate_coordinates
+
+
+@dataclass
+class DistilConfig:
+    degree: int = 32
+    hidden: int = 512
+    layers: int = 8
+    out_dim: int = 128
+    float64: bool = False
+    epochs: int = 2000
+    batch_size: int = 1024
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    patience: int = 100
+    val_fraction: float = 0.1
+    seed: int = 0
+
+
+def _network(cfg: DistilConfig):
+    torch = import_optional("torch")
+    from .spherical_harmonics import SphericalHarmonics
+
+    class Net(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.posenc = SphericalHarmonics(cfg.degree)
+            dims = [cfg.degree**2] + [cfg.hidden] * cfg.layers + [cfg.out_dim]
+            mods = []
+            for i, (a, b) in enumerate(zip(dims[:-1], dims[1:])):
+                mods.append(torch.nn.Linear(a, b))
+                if i < len(dims) - 2:
+                    mods.append(torch.nn.ReLU())
+            self.network = torch.nn.Sequential(*mods)
+
+        def forward(self, coords):
+            return self.network(self.posenc(coords))
+
+    net = Net()
+    return net.double() if cfg.float64 else net
+
+
+class DistilledEncoder:
+    """``fit`` to a teacher's cell embeddings, then ``embed(lon, lat)`` anywhere; ``save``/``load`` a directory."""
+
+    def __init__(self, config: DistilConfig | None = None) -> None:
+        self.config = config or DistilConfig()
+        self.net = None
+        self.history: list[dict] = []
+
+    # -- training -------------------------------------------------------------------------------------------
+    def fit(self, lon, lat, targets: np.ndarray, *, progress: bool = False) -> DistilledEncoder:
+        """MSE regression of ``targets`` (N, out_dim) on coordinates, early stopping on a held-out 10%."""
+        torch = import_optional("torch")
+        cfg = self.config
+        lon, lat = validate_coordinates(lon, lat)
+        y = np.asarray(targets, dtype=np.float64)
+        if y.ndim != 2 or y.shape[0] != lon.size:
+            raise InvalidInputError(f"targets must be (n_points, dim); got {y.shape} for {lon.size} points")
+        cfg.out_dim = y.shape[1]
+        torch.manual_seed(cfg.seed)
+        self.net = _network(cfg)
+        dtype = torch.float64 if cfg.float64 else torch.float32
+        x = torch.tensor(np.c_[lon, lat], dtype=dtype)
+        yt = torch.tensor(y, dtype=dtype)
+        gen = torch.Generator().manual_seed(cfg.seed)
+        perm = torch.randperm(x.shape[0], generator=gen)
+        n_val = int(round(cfg.val_fraction * x.shape[0])) if x.shape[0] >= 20 else 0
+        val, tr = perm[:n_val], perm[n_val:]
+        opt = torch.optim.AdamW(self.net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        best, best_state, stale = float("inf"), None, 0
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=cfg.epochs, desc="distil", unit="epoch")
+        for epoch in range(cfg.epochs):
+            t0 = time.perf_counter()
+            self.net.train()
+            order = tr[torch.randperm(tr.numel(), generator=gen)]
+            losses = []
+            for s in range(0, order.numel(), cfg.batch_size):
+                b = order[s : s + cfg.batch_size]
+                loss = torch.nn.functional.mse_loss(self.net(x[b]), yt[b])
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                losses.append(loss.item())
+            self.net.eval()
+            with torch.no_grad():
+                v = torch.nn.functional.mse_loss(self.net(x[val]), yt[val]).item() if n_val else float(np.mean(losses))
+            self.history.append(
+                {"epoch": epoch, "train_mse": float(np.mean(losses)), "val_mse": v, "seconds": time.perf_counter() - t0}
+            )
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(val=f"{v:.4f}")
+            if v < best - 1e-9:
+                best, stale = v, 0
+                best_state = {k: t.detach().clone() for k, t in self.net.state_dict().items()}
+            else:
+                stale += 1
+                if stale >= cfg.patience:
+                    break
+        if bar is not None:
+            bar.close()
+        if best_state is not None:
+            self.net.load_state_dict(best_state)
+        self.net.eval()
+        return self
+
+    # -- inference --------------------------------------------------------------------------------------------
+    def embed(self, lon, lat, *, batch_size: int = 8192) -> np.ndarray:
+        """Embeddings (N, out_dim) of WGS84 coordinates in degrees."""
+        torch = import_optional("torch")
+        if self.net is None:
+            raise ModelNotFittedError("the distilled encoder is not fitted: call fit() or load() first")
+        lon, lat = validate_coordinates(lon, lat)
+        dtype = torch.float64 if self.config.float64 else torch.float32
+        coords = torch.tensor(np.c_[lon, lat], dtype=dtype)
+        out = []
+        with torch.inference_mode():
+            for s in range(0, coords.shape[0], batch_size):
+                out.append(self.net(coords[s : s + batch_size]).numpy())
+        return np.concatenate(out) if out else np.zeros((0, self.config.out_dim))
+
+    # -- persistence -------------------------------------------------------------------------------------------
+    def save(self, directory: str | Path) -> Path:
+        """``model.pth`` (published layout: {"model_state_dict": network weights}) + ``config.json``."""
+        torch = import_optional("torch")
+        if self.net is None:
+            raise ModelNotFittedError("nothing to save: the distilled encoder is not fitted")
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        state = {f"network.{k}": v for k, v in self.net.network.state_dict().items()}
+        with atomic_path(directory / "model.pth") as tmp:
+            torch.save({"model_state_dict": state}, tmp)
+        with atomic_path(directory / "config.json") as tmp:
+            tmp.write_text(json.dumps({"distil": asdict(self.config), "history_epochs": len(self.history)}, indent=2))
+        return directory
+
+    @classmethod
+    def load(cls, path: str | Path) -> DistilledEncoder:
+        """Load a directory written by ``save`` or a bare published checkpoint file (e.g. distilled_MobCLIP.pth)."""
+        torch = import_optional("torch")
+        path = Path(path)
+        if path.is_dir():
+            cfg_file = path / "config.json"
+            cfg = DistilConfig(**json.loads(cfg_file.read_text())["distil"]) if cfg_file.exists() else None
+            path = path / "model.pth"
+        else:
+            cfg = None
+        if not path.exists():
+            raise CheckpointError(f"distilled checkpoint {path} does not exist")
+        try:
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # torch raises several types for non-checkpoints
+            raise CheckpointError(f"{path} is not a torch checkpoint ({exc})") from exc
+        state = ckpt.get("model_state_dict", ckpt) if isinstance(ckpt, dict) else None
+        if not isinstance(state, dict) or not any(k.startswith("network.") for k in state):
+            raise CheckpointError(f"{path} holds no 'network.*' weights: not a MobCLIP distilled checkpoint")
+        weights = [
+            state[k] for k in sorted((k for k in state if k.endswith(".weight")), key=lambda k: int(k.split(".")[1]))
+        ]
+        if cfg is None:  # infer the architecture from the published file
+            in_dim = weights[0].shape[1]
+            degree = int(round(in_dim**0.5))
+            if degree * degree != in_dim:
+                raise CheckpointError(f"{path}: first layer takes {in_dim} inputs, not a square number of SH features")
+            cfg = DistilConfig(
+                degree=degree,
+                hidden=weights[0].shape[0],
+                layers=len(weights) - 1,
+                out_dim=weights[-1].shape[0],
+                float64=weights[0].dtype == torch.float64,
+            )
+        enc = cls(cfg)
+        enc.net = _network(cfg)
+        expected = {f"network.{k}": tuple(v.shape) for k, v in enc.net.network.state_dict().items()}
+        got = {k: tuple(v.shape) for k, v in state.items() if k.startswith("network.")}
+        if expected != got:
+            diff = [
+                f"{k}: expected {expected.get(k)}, got {got.get(k)}"
+                for k in sorted(set(expected) | set(got))
+                if expected.get(k) != got.get(k)
+            ]
+            raise CheckpointError(
+                f"{path} has the wrong shape for SH(L={cfg.degree}) -> {cfg.layers} x {cfg.hidden} "
+                f"-> {cfg.out_dim}: " + "; ".join(diff[:4])
+            )
+        dtype = torch.float64 if cfg.float64 else torch.float32
+        enc.net.network.load_state_dict(
+            {k.removeprefix("network."): v.to(dtype) for k, v in state.items() if k.startswith("network.")}
+        )
+        enc.net.eval()
+        return enc
