@@ -128,6 +128,43 @@ def test_attach_embeddings_to_points(qgis, small_city, embedding_file, tmp_path)
     np.testing.assert_allclose(got["emb_0"].astype(float).to_numpy(), expected, rtol=1e-6)
 
 
+def test_attach_from_distilled_checkpoint_and_wrong_shape(qgis, small_city, tmp_path):
+    import torch
+    from qgis.core import QgsProcessingException
+
+    from mobclip_core.encoders.distilled import DistilConfig, DistilledEncoder
+    from mobclip_core.grid import cell_centroids
+
+    lon, lat = cell_centroids(small_city.cells)
+    teacher = np.c_[np.eye(5)[small_city.zone], lon - lon.mean()]
+    enc = DistilledEncoder(DistilConfig(degree=6, hidden=32, layers=2, epochs=20)).fit(lon, lat, teacher)
+    enc.save(tmp_path / "distilled")
+    out = run(
+        "attach_embeddings",
+        {
+            "INPUT": str(small_city.pois),
+            "MODEL": str(tmp_path / "distilled" / "model.pth"),
+            "OUTPUT": str(tmp_path / "pois_distilled.gpkg"),
+        },
+    )["OUTPUT"]
+    got = layer_frame(out)
+    import geopandas as gpd
+
+    pois = gpd.read_file(small_city.pois).to_crs(4326)
+    expected = enc.embed(pois.geometry.x.to_numpy(), pois.geometry.y.to_numpy())
+    np.testing.assert_allclose(got[[f"emb_{i}" for i in range(6)]].astype(float).to_numpy(), expected, rtol=1e-5)
+    # a checkpoint whose layers do not fit the published architecture
+    state = {f"network.{2 * i}.weight": torch.zeros(8, 16 if i == 0 else 8, dtype=torch.float64) for i in range(9)}
+    state.update({f"network.{2 * i}.bias": torch.zeros(8, dtype=torch.float64) for i in range(9)})
+    state["network.6.weight"] = torch.zeros(8, 5, dtype=torch.float64)
+    torch.save({"model_state_dict": state}, tmp_path / "bad.pth")
+    with pytest.raises(QgsProcessingException, match="wrong shape"):
+        run(
+            "attach_embeddings",
+            {"INPUT": str(small_city.pois), "MODEL": str(tmp_path / "bad.pth"), "OUTPUT": "memory:"},
+        )
+
+
 def test_aggregate_means_equal_hand_computation(qgis, small_city, embedding_file, tmp_path):
     import geopandas as gpd
 

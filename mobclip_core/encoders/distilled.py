@@ -3,6 +3,11 @@
 The network is SH(L=32) -> 8 x Linear(512) + ReLU -> Linear(128), as in the published MobCLIP/MoRA distilled
 model; its state_dict keys are ``network.{0,2,...,16}.{weight,bias}`` and a saved file holds
 ``{"model_state_dict": ...}``, so a published ``distilled_MobCLIP.pth`` (float64, input lon/lat degrees) loads here.
+
+SH of degree 32 resolve about 180/32 = 5.6 degrees: enough for a nation (the paper's use), far too coarse for one
+city, where every cell would get nearly the same features. ``posenc="sh+fourier"`` (the default for ``fit``) adds
+multi-scale sine/cosine features of east/north kilometres from the region's centre, with wavelengths from
+``min_wavelength_km`` up to ``max_wavelength_km``, so a city-scale teacher can be distilled too.
 """
 
 from __future__ import annotations
@@ -22,17 +27,23 @@ from .positional import validate_coordinates
 
 @dataclass
 class DistilConfig:
+    posenc: str = "sh+fourier"  # "sh" is the published MobCLIP layout
+    fourier_scales: int = 32
+    min_wavelength_km: float | None = None  # None: half the median spacing of the training points
+    max_wavelength_km: float = 300.0
+    center_lon: float = 0.0  # set by fit: the Fourier frame's origin
+    center_lat: float = 0.0
     degree: int = 32
     hidden: int = 512
     layers: int = 8
     out_dim: int = 128
     float64: bool = False
-    epochs: int = 2000
+    epochs: int = 1500
     batch_size: int = 1024
     lr: float = 1e-3
     weight_decay: float = 0.0
-    patience: int = 100
-    val_fraction: float = 0.1
+    patience: int = 100  # epochs without a 0.1% better loss (validation loss if val_fraction > 0, else training)
+    val_fraction: float = 0.0  # distillation reproduces the teacher everywhere it is known: train on all cells
     seed: int = 0
 
 
@@ -40,11 +51,17 @@ def _network(cfg: DistilConfig):
     torch = import_optional("torch")
     from .spherical_harmonics import SphericalHarmonics
 
+    if cfg.posenc not in ("sh", "sh+fourier"):
+        raise InvalidInputError(f"posenc must be 'sh' or 'sh+fourier', got {cfg.posenc!r}")
+    n_fourier = 4 * cfg.fourier_scales if cfg.posenc == "sh+fourier" else 0
+    wavelengths = np.geomspace(cfg.min_wavelength_km or 0.3, cfg.max_wavelength_km, max(cfg.fourier_scales, 1))
+
     class Net(torch.nn.Module):
         def __init__(self) -> None:
             super().__init__()
             self.posenc = SphericalHarmonics(cfg.degree)
-            dims = [cfg.degree**2] + [cfg.hidden] * cfg.layers + [cfg.out_dim]
+            self.register_buffer("freq", torch.tensor(2 * np.pi / wavelengths, dtype=torch.float64))
+            dims = [cfg.degree**2 + n_fourier] + [cfg.hidden] * cfg.layers + [cfg.out_dim]
             mods = []
             for i, (a, b) in enumerate(zip(dims[:-1], dims[1:])):
                 mods.append(torch.nn.Linear(a, b))
@@ -52,11 +69,32 @@ def _network(cfg: DistilConfig):
                     mods.append(torch.nn.ReLU())
             self.network = torch.nn.Sequential(*mods)
 
+        def features(self, coords):
+            sh = self.posenc(coords)
+            if not n_fourier:
+                return sh
+            east = (coords[:, 0] - cfg.center_lon) * (111.32 * np.cos(np.radians(cfg.center_lat)))
+            north = (coords[:, 1] - cfg.center_lat) * 110.57
+            arg = torch.stack([east, north], 1)[:, :, None] * self.freq.to(coords.dtype)
+            fourier = torch.cat([torch.sin(arg), torch.cos(arg)], 1).reshape(coords.shape[0], -1)
+            return torch.cat([sh, fourier], 1)
+
         def forward(self, coords):
-            return self.network(self.posenc(coords))
+            return self.network(self.features(coords))
 
     net = Net()
     return net.double() if cfg.float64 else net
+
+
+def _half_spacing_km(lon: np.ndarray, lat: np.ndarray) -> float:
+    """Half the median nearest-neighbour distance of the points (km): the finest wavelength worth encoding."""
+    from scipy.spatial import cKDTree
+
+    if lon.size < 2:
+        return 0.3
+    xy = np.c_[lon * 111.32 * np.cos(np.radians(np.mean(lat))), lat * 110.57]
+    d, _ = cKDTree(xy).query(xy, k=2)
+    return float(max(np.median(d[:, 1]) / 2, 0.01))
 
 
 class DistilledEncoder:
@@ -77,6 +115,9 @@ class DistilledEncoder:
         if y.ndim != 2 or y.shape[0] != lon.size:
             raise InvalidInputError(f"targets must be (n_points, dim); got {y.shape} for {lon.size} points")
         cfg.out_dim = y.shape[1]
+        cfg.center_lon, cfg.center_lat = float(np.mean(lon)), float(np.mean(lat))
+        if cfg.min_wavelength_km is None:
+            cfg.min_wavelength_km = _half_spacing_km(lon, lat)
         torch.manual_seed(cfg.seed)
         self.net = _network(cfg)
         dtype = torch.float64 if cfg.float64 else torch.float32
@@ -114,7 +155,7 @@ class DistilledEncoder:
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(val=f"{v:.4f}")
-            if v < best - 1e-9:
+            if v < best * (1 - 1e-3):
                 best, stale = v, 0
                 best_state = {k: t.detach().clone() for k, t in self.net.state_dict().items()}
             else:
@@ -164,11 +205,13 @@ class DistilledEncoder:
         torch = import_optional("torch")
         path = Path(path)
         if path.is_dir():
-            cfg_file = path / "config.json"
-            cfg = DistilConfig(**json.loads(cfg_file.read_text())["distil"]) if cfg_file.exists() else None
             path = path / "model.pth"
-        else:
-            cfg = None
+        cfg = None
+        cfg_file = path.parent / "config.json"  # written by save(); a bare published .pth has none
+        if cfg_file.exists():
+            raw = json.loads(cfg_file.read_text())
+            if isinstance(raw, dict) and "distil" in raw:
+                cfg = DistilConfig(**raw["distil"])
         if not path.exists():
             raise CheckpointError(f"distilled checkpoint {path} does not exist")
         try:
@@ -182,11 +225,14 @@ class DistilledEncoder:
             state[k] for k in sorted((k for k in state if k.endswith(".weight")), key=lambda k: int(k.split(".")[1]))
         ]
         if cfg is None:  # infer the architecture from the published file
-            in_dim = weights[0].shape[1]
-            degree = int(round(in_dim**0.5))
-            if degree * degree != in_dim:
-                raise CheckpointError(f"{path}: first layer takes {in_dim} inputs, not a square number of SH features")
+            degree = int(round(weights[0].shape[1] ** 0.5))
+            if degree * degree != weights[0].shape[1]:
+                raise CheckpointError(
+                    f"{path}: first layer takes {weights[0].shape[1]} inputs, not a square number of SH features; "
+                    "a checkpoint saved with Fourier features needs its config.json beside it"
+                )
             cfg = DistilConfig(
+                posenc="sh",
                 degree=degree,
                 hidden=weights[0].shape[0],
                 layers=len(weights) - 1,
@@ -196,6 +242,7 @@ class DistilledEncoder:
         enc = cls(cfg)
         enc.net = _network(cfg)
         expected = {f"network.{k}": tuple(v.shape) for k, v in enc.net.network.state_dict().items()}
+        in_dim = weights[0].shape[1] if weights else None
         got = {k: tuple(v.shape) for k, v in state.items() if k.startswith("network.")}
         if expected != got:
             diff = [
@@ -204,8 +251,8 @@ class DistilledEncoder:
                 if expected.get(k) != got.get(k)
             ]
             raise CheckpointError(
-                f"{path} has the wrong shape for SH(L={cfg.degree}) -> {cfg.layers} x {cfg.hidden} "
-                f"-> {cfg.out_dim}: " + "; ".join(diff[:4])
+                f"{path} has the wrong shape for {cfg.posenc}(L={cfg.degree}) -> {cfg.layers} x {cfg.hidden} "
+                f"-> {cfg.out_dim} (its first layer takes {in_dim} inputs): " + "; ".join(diff[:4])
             )
         dtype = torch.float64 if cfg.float64 else torch.float32
         enc.net.network.load_state_dict(

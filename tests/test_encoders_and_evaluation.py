@@ -1,0 +1,149 @@
+"""Location encoders (SatCLIP SH convention), distillation round trips, evaluation harness."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mobclip_core.encoders import nerf_features, sphere2vec_sphere_c_plus, spherical_harmonics
+from mobclip_core.encoders.distilled import DistilConfig, DistilledEncoder
+from mobclip_core.exceptions import CheckpointError, InvalidInputError
+
+
+def test_sh_known_values_satclip_convention():
+    y = spherical_harmonics(np.array([0.0, 37.0]), np.array([0.0, -12.0]), 3)
+    assert y.shape == (2, 9)
+    assert y[0, 0] == pytest.approx(math.sqrt(math.pi) / 2, abs=1e-12)  # pi * 1/(2 sqrt(pi)): SatCLIP's Y00
+    # l=1, m=0 at the equator: theta = 90 deg from the south pole -> cos(theta) = 0
+    assert y[0, 2] == pytest.approx(0.0, abs=1e-12)
+    # l=1, m=1: sqrt(2) N_11 P_1^1(cos theta) cos(phi), no Condon-Shortley phase, phi = lon + 180
+    theta, phi = math.radians(-12 + 90), math.radians(37 + 180)
+    n11 = math.sqrt(3 / (4 * math.pi) / 2)
+    assert y[1, 3] == pytest.approx(math.sqrt(2) * n11 * math.sin(theta) * math.cos(phi), rel=1e-12)
+    assert y[1, 1] == pytest.approx(math.sqrt(2) * n11 * math.sin(theta) * math.sin(phi), rel=1e-12)
+    # m = 0 terms carry the pi factor: l=1, m=0 = pi * sqrt(3/4pi) cos(theta)
+    assert y[1, 2] == pytest.approx(math.pi * math.sqrt(3 / (4 * math.pi)) * math.cos(theta), rel=1e-12)
+
+
+def test_sh_matches_scipy_legendre_up_to_degree_20():
+    from scipy.special import factorial, lpmv
+
+    rng = np.random.default_rng(0)
+    lon, lat = rng.uniform(-180, 180, 40), rng.uniform(-89, 89, 40)
+    L = 20
+    ours = spherical_harmonics(lon, lat, L)
+    x, phi = np.cos(np.radians(lat + 90)), np.radians(lon + 180)
+    col = 0
+    for l in range(L):  # noqa: E741
+        for m in range(-l, l + 1):
+            am = abs(m)
+            n = math.sqrt((2 * l + 1) / (4 * math.pi) * factorial(l - am) / factorial(l + am))
+            p = lpmv(am, l, x) * (-1) ** am
+            ref = math.pi * n * p if m == 0 else math.sqrt(2) * n * p * (np.sin(am * phi) if m < 0 else np.cos(m * phi))
+            np.testing.assert_allclose(ours[:, col], ref, atol=1e-10, rtol=1e-8)
+            col += 1
+
+
+def test_other_encoders_shapes_and_validation():
+    lon, lat = np.array([10.0, -70.0]), np.array([45.0, -30.0])
+    assert sphere2vec_sphere_c_plus(lon, lat).shape == (2, 96)
+    assert nerf_features(lon, lat).shape == (2, 96)
+    with pytest.raises(InvalidInputError, match="longitude"):
+        nerf_features(np.array([200.0]), np.array([0.0]))
+
+
+def test_geoclip_pretrained_encoder_runs_offline():
+    from mobclip_core.encoders.baselines import geoclip_encoder
+
+    enc = geoclip_encoder()
+    a = enc(np.array([9.0, 9.01, 120.0]), np.array([45.0, 45.0, -30.0]))
+    assert a.shape == (3, 512)
+    cos = (a @ a.T) / np.outer(np.linalg.norm(a, axis=1), np.linalg.norm(a, axis=1))
+    assert cos[0, 1] > cos[0, 2]  # nearby places are more alike than distant ones: real weights
+
+
+def _published_like_checkpoint(path, torch, degree=4, hidden=16, layers=8, out=8):
+    """A checkpoint in the published MobCLIP layout: {'model_state_dict': network.{0,2,...,16}}, float64."""
+    torch.manual_seed(0)
+    dims = [degree * degree] + [hidden] * layers + [out]
+    state = {}
+    for i, (a, b) in enumerate(zip(dims[:-1], dims[1:])):
+        state[f"network.{2 * i}.weight"] = torch.randn(b, a, dtype=torch.float64) * 0.3
+        state[f"network.{2 * i}.bias"] = torch.randn(b, dtype=torch.float64) * 0.1
+    torch.save({"model_state_dict": state}, path)
+    return state
+
+
+def test_published_checkpoint_format_reproduces_forward_pass(tmp_path):
+    import torch
+
+    state = _published_like_checkpoint(tmp_path / "distilled.pth", torch)
+    enc = DistilledEncoder.load(tmp_path / "distilled.pth")
+    assert enc.config.float64 and enc.config.degree == 4 and enc.config.layers == 8
+    lon, lat = np.array([104.057273, 113.286798]), np.array([30.665787, 23.134293])
+    # the forward pass by hand: SH features, then Linear/ReLU x 8, then Linear
+    h = torch.tensor(spherical_harmonics(lon, lat, 4))
+    for i in range(9):
+        h = h @ state[f"network.{2 * i}.weight"].T + state[f"network.{2 * i}.bias"]
+        if i < 8:
+            h = torch.relu(h)
+    np.testing.assert_allclose(enc.embed(lon, lat), h.numpy(), rtol=1e-10, atol=1e-12)
+
+
+def test_wrong_checkpoints_are_refused(tmp_path):
+    import torch
+
+    state = _published_like_checkpoint(tmp_path / "ok.pth", torch)
+    state["network.4.weight"] = torch.zeros(3, 3, dtype=torch.float64)
+    torch.save({"model_state_dict": state}, tmp_path / "bad.pth")
+    with pytest.raises(CheckpointError, match=r"wrong shape.*network.4.weight"):
+        DistilledEncoder.load(tmp_path / "bad.pth")
+    torch.save({"something": torch.zeros(2)}, tmp_path / "other.pth")
+    with pytest.raises(CheckpointError, match="not a MobCLIP distilled checkpoint"):
+        DistilledEncoder.load(tmp_path / "other.pth")
+    with pytest.raises(CheckpointError, match="does not exist"):
+        DistilledEncoder.load(tmp_path / "missing.pth")
+
+
+def test_distillation_fits_and_round_trips(tmp_path):
+    rng = np.random.default_rng(0)
+    lon, lat = rng.uniform(8.9, 9.1, 400), rng.uniform(44.9, 45.1, 400)
+    teacher = np.c_[np.sin(40 * lon), np.cos(40 * lat), (lon - 9) * (lat - 45) * 100]  # smooth planted field
+    enc = DistilledEncoder(DistilConfig(degree=8, hidden=64, layers=3, epochs=300, patience=50)).fit(lon, lat, teacher)
+    pred = enc.embed(lon, lat)
+    r2 = 1 - ((pred - teacher) ** 2).sum() / ((teacher - teacher.mean(0)) ** 2).sum()
+    assert r2 > 0.5
+    enc.save(tmp_path / "d")
+    back = DistilledEncoder.load(tmp_path / "d")
+    np.testing.assert_array_equal(back.embed(lon, lat), pred)
+
+
+def test_harness_ranks_informative_source_above_noise(small_city, tmp_path):
+    import geopandas as gpd
+
+    from mobclip_core.evaluation.harness import EmbeddingSource, Task, evaluate, summary_table, write_report
+    from mobclip_core.grid import cells_to_strings
+
+    cells = cells_to_strings(small_city.cells)
+    rng = np.random.default_rng(0)
+    informative = pd.DataFrame(np.eye(5)[small_city.zone] + 0.05 * rng.normal(size=(len(cells), 5)), index=cells)
+    noise = pd.DataFrame(rng.normal(size=(len(cells), 5)), index=cells)
+    targets = pd.read_parquet(small_city.targets).set_index("h3_cell")
+    districts = gpd.read_file(small_city.districts)
+    tasks = [
+        Task("night", "grid", targets["night_activity"], block_resolution=7),
+        Task("district income", "admin", districts["income"], polygons=districts, block_resolution=7),
+    ]
+    res = evaluate(
+        [EmbeddingSource("zones", informative), EmbeddingSource("noise", noise)], tasks, resolution=9, runs=3
+    )
+    grid = res[res.task == "night"].set_index(["split", "source"]).r2_mean
+    assert grid["random", "zones"] > 0.6 and grid["random", "noise"] < 0.2
+    assert list(res.split.unique()) == ["blocked", "random"]  # blocked first
+    assert (res[res.task == "district income"].model == "ridge").all()  # few samples -> Ridge
+    paths = write_report(res, tmp_path)
+    assert paths["markdown"].read_text().startswith("| split | source |")
+    assert len(summary_table(res)) == 4
