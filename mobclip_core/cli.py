@@ -100,6 +100,26 @@ def _cmd_graph(args) -> int:
         bar.update(seen - last[0])
         last[0] = seen
 
+    if args.engine != "memory":
+        from .modalities import engines
+
+        build = (
+            engines.build_copresence_graph_duckdb if args.engine == "duckdb" else engines.build_copresence_graph_spark
+        )
+        graph = build(
+            iter_records(args.records),
+            args.resolution,
+            person=args.person,
+            time=args.time,
+            cell=args.cell,
+            lon=args.lon,
+            lat=args.lat,
+        )
+        if args.top_k:
+            graph = graph.top_k(args.top_k)
+        graph.save(args.out)
+        print(json.dumps(graph.stats(), indent=2))
+        return 0
     graph = build_copresence_graph(
         iter_records(args.records),
         args.resolution,
@@ -191,6 +211,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--lon", default="lon")
     s.add_argument("--lat", default="lat")
     s.add_argument("--top-k", type=float, default=None, help="keep each cell's strongest share of links")
+    s.add_argument(
+        "--engine",
+        choices=["memory", "duckdb", "spark"],
+        default="memory",
+        help="memory: streaming numpy/scipy (spills past a budget); duckdb: out of core; spark: clusters",
+    )
     s.set_defaults(func=_cmd_graph)
 
     s = sub.add_parser("tessellate", help="polygon layer -> H3 cell polygons (GeoPackage)")

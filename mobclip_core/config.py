@@ -28,6 +28,7 @@ class MobilityConfig:
     sampling: str = "top_k"  # "top_k" or "random"
     ratio: float = 0.3
     memory_budget_mb: float = 512.0
+    engine: str = "memory"  # records -> graph: "memory" (streaming, spills), "duckdb" (out of core), "spark"
 
 
 @dataclass
@@ -166,6 +167,8 @@ def validate_config(cfg: RunConfig) -> None:
     m = cfg.mobility
     if (m.records is None) == (m.od is None):
         raise ConfigError("[mobility] needs exactly one of 'records' (activity records) or 'od' (OD table)")
+    if m.engine not in ("memory", "duckdb", "spark"):
+        raise ConfigError(f"[mobility] engine must be 'memory', 'duckdb' or 'spark', got {m.engine!r}")
     if m.sampling not in ("top_k", "random"):
         raise ConfigError(f"[mobility] sampling must be 'top_k' or 'random', got {m.sampling!r}")
     if not 0 < m.ratio <= 1:

@@ -160,17 +160,18 @@ def build_region_dataset(cfg, *, progress=None) -> RegionDataset:
     cache = cfg.path(cfg.cache_dir) if cfg.cache_dir else None
     m = cfg.mobility
     if m.records:
-        say(f"mobility: co-presence graph from {m.records}")
-        graph = build_copresence_graph(
-            iter_records(cfg.path(m.records)),
-            res,
-            person=m.person,
-            time=m.time,
-            cell=m.cell,
-            lon=m.lon,
-            lat=m.lat,
-            memory_budget_mb=m.memory_budget_mb,
-        )
+        say(f"mobility: co-presence graph from {m.records} ({m.engine} engine)")
+        columns = dict(person=m.person, time=m.time, cell=m.cell, lon=m.lon, lat=m.lat)
+        records = iter_records(cfg.path(m.records))
+        if m.engine == "memory":
+            graph = build_copresence_graph(records, res, memory_budget_mb=m.memory_budget_mb, **columns)
+        else:
+            from .modalities import engines
+
+            build = (
+                engines.build_copresence_graph_duckdb if m.engine == "duckdb" else engines.build_copresence_graph_spark
+            )
+            graph = build(records, res, **columns)
     else:
         say(f"mobility: OD graph from {m.od}")
         od_path = cfg.path(m.od)

@@ -30,6 +30,11 @@ def run_pipeline(
 ) -> RunOutputs:
     """Build (or reuse) the region dataset, train, export; the config is saved beside the outputs."""
     from .training import train_mobclip
+    from .training.distributed import barrier, init_from_env
+
+    rank, world = init_from_env()  # under torchrun: one process per rank; rank 0 builds and writes
+    if rank != 0:
+        log, progress = (lambda *_: None), False
 
     out = cfg.path(cfg.output)
     out.mkdir(parents=True, exist_ok=True)
@@ -39,13 +44,16 @@ def run_pipeline(
     stamp = ds_dir / "config.json"
     t0 = time.perf_counter()
     same_inputs = stamp.exists() and json.loads(stamp.read_text()).get("inputs") == _inputs_of(cfg)
-    if rebuild or not same_inputs:
+    if rank == 0 and (rebuild or not same_inputs):
         log(f"building region dataset -> {ds_dir}")
         ds = build_region_dataset(cfg, progress=lambda m: log("  " + m))
         ds.save(ds_dir)
         stamp.write_text(json.dumps({"inputs": _inputs_of(cfg)}, default=str))
+        barrier()
     else:
-        log(f"reusing region dataset {ds_dir} (inputs unchanged; --rebuild to force)")
+        barrier()
+        if rank == 0:
+            log(f"reusing region dataset {ds_dir} (inputs unchanged; --rebuild to force)")
         ds = RegionDataset.load(ds_dir)
     timings["build_s"] = time.perf_counter() - t0
     log(f"  {ds.cells.size} cells, {ds.graph.n_edges} edges, modalities: {sorted(ds.features)}")
@@ -67,6 +75,8 @@ def run_pipeline(
         f"  trained on {result.modalities}: best epoch {result.best_epoch}, {timings['train_s']:.1f} s "
         f"(LINE {result.line_seconds:.1f} s)"
     )
+    if rank != 0:
+        return RunOutputs(out, ds_dir, result.embeddings, {}, timings)
     t0 = time.perf_counter()
     files = export_all(result.embeddings, out)
     timings["export_s"] = time.perf_counter() - t0

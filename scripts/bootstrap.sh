@@ -15,6 +15,10 @@ if ! command -v /usr/bin/qgis_process.bin >/dev/null 2>&1 || ! /usr/bin/python3.
   apt-get install -y -qq --no-install-recommends qgis python3-venv >/dev/null
 fi
 /usr/bin/python3.11 -c 'import qgis.core' || { log "QGIS's Python bindings do not import"; exit 1; }
+if ! command -v java >/dev/null 2>&1; then  # Apache Spark (the cluster graph engine) runs on the JVM
+  log "installing a Java runtime for Spark"
+  apt-get install -y -qq --no-install-recommends default-jre-headless >/dev/null
+fi
 
 stamp_src=$(cat "$ROOT/pyproject.toml" "$ROOT/requirements/"*.txt | sha256sum | cut -c1-16)
 if [ ! -x "$VENV/bin/python" ] || [ "$(cat "$VENV/.mobclip-stamp" 2>/dev/null)" != "$stamp_src" ]; then
@@ -30,7 +34,8 @@ fi
 import importlib, sys
 missing = []
 for name in ("qgis.core", "osgeo.gdal_array", "numpy", "h3", "polars_h3", "torch", "torch_geometric", "lightgbm",
-             "sentence_transformers", "open_clip", "rasterio", "geopandas", "mobclip_core"):
+             "sentence_transformers", "open_clip", "rasterio", "geopandas", "geoclip.model.location_encoder",
+             "duckdb", "pyspark", "mobclip_core"):
     try:
         importlib.import_module(name)
     except Exception as exc:  # noqa: BLE001 - report every broken import at once

@@ -52,7 +52,13 @@ class LineResult:
 def _train_order(
     torch, src, dst, edge_prob, edge_alias, neg_prob, neg_alias, n, dim, order, total, negatives, lr0, batch, gen, bar
 ):
-    emb = (torch.rand(n, dim, generator=gen) - 0.5) / dim
+    from ..training.distributed import average_, rank_world
+
+    rank, world = rank_world()
+    emb = (torch.rand(n, dim, generator=gen) - 0.5) / dim  # same start on every rank
+    if world > 1:
+        gen = torch.Generator().manual_seed(int(gen.initial_seed()) + 7919 * rank)  # own sample stream per rank
+        total = -(-total // world)  # each rank draws its share; tables are averaged after every block
     ctx = torch.zeros(n, dim) if order == "second" else emb  # first order: both ends share one table
     e_prob, e_alias = torch.from_numpy(edge_prob).float(), torch.from_numpy(edge_alias)
     v_prob, v_alias = torch.from_numpy(neg_prob).float(), torch.from_numpy(neg_alias)
@@ -82,8 +88,12 @@ def _train_order(
             ctx.index_add_(0, targets, (g.unsqueeze(2) * u.unsqueeze(1)).view(-1, dim))
             emb.index_add_(0, i, grad_u)
         done += nb
+        if world > 1:
+            average_(emb)
+            if ctx is not emb:
+                average_(ctx)
         if bar is not None:
-            bar.update(nb)
+            bar.update(nb * world)
     return emb
 
 

@@ -143,9 +143,13 @@ class MobCLIP(nn.Module):
             logits = scale * a @ x.T
             labels = torch.arange(a.shape[0], device=a.device)
             terms += [F.cross_entropy(logits, labels), F.cross_entropy(logits.T, labels)]
-        if not terms:
-            return self.log_scale.sum() * 0.0
+        if not terms:  # e.g. a tiny last batch: a zero that still reaches every parameter (DDP needs the graph)
+            return sum(p.sum() for p in self.parameters() if p.requires_grad) * 0.0
         return torch.stack(terms).mean()
+
+    def forward(self, idx, features, present):
+        """The training loss (so DistributedDataParallel can wrap the module)."""
+        return self.loss(idx, features, present)
 
     def embed_all_subset(self, idx: torch.Tensor, features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         out = {"mobility": F.normalize(self.mobility()[idx], dim=1)}

@@ -92,7 +92,9 @@ def line_embeddings(graph, line: LineConfig, cache: Path | None = None, progress
         seed=line.seed,
         progress=progress,
     )
-    if cache is not None:
+    from .distributed import is_main
+
+    if cache is not None and is_main():
         cache.mkdir(parents=True, exist_ok=True)
         with atomic_path(path) as tmp:
             with open(tmp, "wb") as fh:
@@ -157,6 +159,12 @@ def train_mobclip(
         learnable_temperature=train.learnable_temperature,
         anchor=train.anchor,
     ).to(device)
+    from .distributed import average_, is_main, rank_world
+
+    rank, world = rank_world()
+    engine = model
+    if world > 1:  # data parallel: each rank takes a slice of every batch; DDP averages the gradients
+        engine = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True, broadcast_buffers=False)
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "bias" not in n]
     no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "bias" not in n)]
     opt = torch.optim.AdamW(
@@ -194,15 +202,17 @@ def train_mobclip(
         order = train_idx[torch.randperm(train_idx.numel(), generator=gen).to(device)]
         losses = []
         for s in range(0, order.numel(), train.batch_size):
-            batch = order[s : s + train.batch_size]
-            loss = model.loss(batch, features, present)
+            batch = order[s : s + train.batch_size][rank::world]
+            loss = engine(batch, features, present)
             opt.zero_grad()
             loss.backward()
             opt.step()
             losses.append(loss.item())
         model.eval()
         with torch.no_grad():
-            val = float(model.loss(val_idx, features, present)) if n_val > 1 else float(np.mean(losses))
+            val_t = model.loss(val_idx, features, present) if n_val > 1 else torch.tensor(float(np.mean(losses)))
+            average_(val_t)  # identical on every rank; averaging makes early stopping agree bit for bit
+            val = float(val_t)
         history.append(
             {"epoch": epoch, "train_loss": float(np.mean(losses)), "val_loss": val, "seconds": time.perf_counter() - t0}
         )
@@ -213,7 +223,7 @@ def train_mobclip(
         if bar is not None:
             bar.set_postfix(train=f"{history[-1]['train_loss']:.3f}", val=f"{val:.3f}")
             bar.update(1)
-        if ckpt_dir is not None:
+        if ckpt_dir is not None and is_main():
             ckpt_dir.mkdir(parents=True, exist_ok=True)
             with atomic_path(ckpt_dir / "last.pt") as tmp:
                 torch.save(
@@ -250,7 +260,7 @@ def train_mobclip(
         line_res.samples_per_second,
         modalities,
     )
-    if out is not None:
+    if out is not None and is_main():
         _write_run(out, model, result, train, line, sampling, ratio, dims)
     return result
 
