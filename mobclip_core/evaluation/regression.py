@@ -72,11 +72,14 @@ def cross_validate(
     seed: int = 0,
     n_jobs: int = 2,
     refit: bool = True,
+    early_stopping: int | None = None,
     feedback=None,
 ) -> CVResult:
     """K-fold CV; with ``groups`` whole groups (admin units, coarse H3 parents) are held out together.
 
-    ``feedback(fraction) -> bool`` reports progress and returns True to cancel.
+    ``feedback(fraction) -> bool`` reports progress and returns True to cancel. With ``early_stopping`` (rounds),
+    each LightGBM fold holds out 10% of its training rows to stop adding trees, and the final refit uses the mean
+    best number of trees; the test fold is never seen while fitting.
     """
     import_optional("sklearn")
     from sklearn.model_selection import GroupKFold, KFold
@@ -101,16 +104,36 @@ def cross_validate(
     oof = np.empty_like(y)
     fold_r2 = []
     kind = None
+    rng = np.random.default_rng(seed)
+    best_iters: list[int] = []
     for k, (tr, te) in enumerate(splits):
         kind, est = make_model(model, len(tr), params, seed, n_jobs)
-        est.fit(x[tr], y[tr])
+        if kind == "lightgbm" and early_stopping:
+            import lightgbm as lgb
+
+            inner = rng.permutation(tr)
+            n_val = max(1, len(inner) // 10)
+            val, fit_rows = inner[:n_val], inner[n_val:]
+            est.fit(
+                x[fit_rows],
+                y[fit_rows],
+                eval_X=(x[val],),
+                eval_y=(y[val],),
+                callbacks=[lgb.early_stopping(early_stopping, verbose=False)],
+            )
+            best_iters.append(int(est.best_iteration_ or est.n_estimators))
+        else:
+            est.fit(x[tr], y[tr])
         oof[te] = est.predict(x[te])
         fold_r2.append(r2_score(y[te], oof[te]))
         if feedback is not None and feedback((k + 1) / (len(splits) + int(refit))):
             raise InterruptedError("cancelled")
     final = None
     if refit:
-        kind, final = make_model(model, len(y), params, seed, n_jobs)
+        refit_params = dict(params or {})
+        if best_iters:
+            refit_params["n_estimators"] = max(1, int(np.mean(best_iters)))
+        kind, final = make_model(model, len(y), refit_params, seed, n_jobs)
         final.fit(x, y)
     rmse = float(np.sqrt(np.mean((y - oof) ** 2)))
     return CVResult(oof, r2_score(y, oof), rmse, fold_r2, kind, final)
