@@ -147,3 +147,20 @@ def test_harness_ranks_informative_source_above_noise(small_city, tmp_path):
     paths = write_report(res, tmp_path)
     assert paths["markdown"].read_text().startswith("| split | source |")
     assert len(summary_table(res)) == 4
+
+
+def test_siren_baseline_and_siren_distillation(tmp_path):
+    from mobclip_core.encoders.siren import siren_encoder
+
+    enc = siren_encoder(degree=6, hidden=32, layers=2, out_dim=16, seed=0)
+    lon, lat = np.array([9.0, 9.5, -70.0]), np.array([45.0, 45.0, -30.0])
+    a, b = enc(lon, lat), siren_encoder(degree=6, hidden=32, layers=2, out_dim=16, seed=0)(lon, lat)
+    np.testing.assert_array_equal(a, b)  # fixed seed: a deterministic feature map
+    assert a.shape == (3, 16) and np.isfinite(a).all()
+    rng = np.random.default_rng(1)
+    x, y = rng.uniform(8.9, 9.1, 300), rng.uniform(44.9, 45.1, 300)
+    teacher = np.c_[np.sin(30 * x), np.cos(30 * y)]
+    cfg = DistilConfig(network="siren", degree=6, hidden=64, layers=2, epochs=200, patience=50)
+    d = DistilledEncoder(cfg).fit(x, y, teacher)
+    d.save(tmp_path / "s")
+    np.testing.assert_allclose(DistilledEncoder.load(tmp_path / "s").embed(x, y), d.embed(x, y), rtol=1e-6)

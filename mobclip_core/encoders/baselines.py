@@ -8,6 +8,7 @@ import numpy as np
 
 from .._optional import import_optional
 from .positional import nerf_features, raw_coordinates, sphere2vec_sphere_c_plus, validate_coordinates
+from .siren import siren_encoder
 from .spherical_harmonics import spherical_harmonics
 
 
@@ -29,7 +30,9 @@ def geoclip_encoder(batch_size: int = 4096) -> Callable[[np.ndarray, np.ndarray]
     return encode
 
 
-def baseline_encoders(sh_degree: int = 10) -> dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]]:
+def baseline_encoders(
+    sh_degree: int = 10, with_siren: bool = False
+) -> dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]]:
     """The analytic baselines of the paper plus GeoCLIP (when installed)."""
     encoders = {
         f"SH (L={sh_degree})": lambda lon, lat: spherical_harmonics(lon, lat, sh_degree),
@@ -37,6 +40,8 @@ def baseline_encoders(sh_degree: int = 10) -> dict[str, Callable[[np.ndarray, np
         "NeRF": nerf_features,
         "raw coordinates": raw_coordinates,
     }
+    if with_siren:
+        encoders["SH + SIREN (untrained)"] = siren_encoder(degree=sh_degree)
     try:
         encoders["GeoCLIP"] = geoclip_encoder()
     except ImportError:

@@ -34,6 +34,7 @@ class DistilConfig:
     center_lon: float = 0.0  # set by fit: the Fourier frame's origin
     center_lat: float = 0.0
     degree: int = 32
+    network: str = "mlp"  # "mlp" (ReLU, the published layout) or "siren" (sine layers, SatCLIP-style)
     hidden: int = 512
     layers: int = 8
     out_dim: int = 128
@@ -62,6 +63,11 @@ def _network(cfg: DistilConfig):
             self.posenc = SphericalHarmonics(cfg.degree)
             self.register_buffer("freq", torch.tensor(2 * np.pi / wavelengths, dtype=torch.float64))
             dims = [cfg.degree**2 + n_fourier] + [cfg.hidden] * cfg.layers + [cfg.out_dim]
+            if cfg.network == "siren":
+                from .siren import siren_network
+
+                self.network = siren_network(dims[0], cfg.hidden, cfg.layers, cfg.out_dim)
+                return
             mods = []
             for i, (a, b) in enumerate(zip(dims[:-1], dims[1:])):
                 mods.append(torch.nn.Linear(a, b))
