@@ -90,7 +90,7 @@ def _cmd_build(args) -> int:
 def _cmd_graph(args) -> int:
     from tqdm.auto import tqdm
 
-    from .modalities import build_copresence_graph
+    from .modalities.engines import build_graph_from_records
     from .sources import iter_records
 
     bar = tqdm(unit="rec", unit_scale=True, desc="records")
@@ -100,35 +100,16 @@ def _cmd_graph(args) -> int:
         bar.update(seen - last[0])
         last[0] = seen
 
-    if args.engine != "memory":
-        from .modalities import engines
-
-        build = (
-            engines.build_copresence_graph_duckdb if args.engine == "duckdb" else engines.build_copresence_graph_spark
-        )
-        graph = build(
-            iter_records(args.records),
-            args.resolution,
-            person=args.person,
-            time=args.time,
-            cell=args.cell,
-            lon=args.lon,
-            lat=args.lat,
-        )
-        if args.top_k:
-            graph = graph.top_k(args.top_k)
-        graph.save(args.out)
-        print(json.dumps(graph.stats(), indent=2))
-        return 0
-    graph = build_copresence_graph(
+    graph = build_graph_from_records(
         iter_records(args.records),
         args.resolution,
+        engine=args.engine,
         person=args.person,
         time=args.time,
         cell=args.cell,
         lon=args.lon,
         lat=args.lat,
-        progress=progress,
+        progress=progress if args.engine == "memory" else None,
     )
     bar.close()
     if args.top_k:

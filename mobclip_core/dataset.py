@@ -149,7 +149,7 @@ def _demographics_table(cfg, d, res: int) -> pd.DataFrame:
 
 def build_region_dataset(cfg, *, progress=None) -> RegionDataset:
     """Run sources -> cells -> modality features for a RunConfig; returns the (unsaved) dataset."""
-    from .modalities import build_copresence_graph, build_od_graph, zones_to_cells
+    from .modalities import build_od_graph, zones_to_cells
     from .modalities.demographics import demographics_from_rasters
     from .modalities.imagery import image_features, image_stats_features
     from .modalities.poi import poi_category_counts, poi_text_features
@@ -161,17 +161,19 @@ def build_region_dataset(cfg, *, progress=None) -> RegionDataset:
     m = cfg.mobility
     if m.records:
         say(f"mobility: co-presence graph from {m.records} ({m.engine} engine)")
-        columns = dict(person=m.person, time=m.time, cell=m.cell, lon=m.lon, lat=m.lat)
-        records = iter_records(cfg.path(m.records))
-        if m.engine == "memory":
-            graph = build_copresence_graph(records, res, memory_budget_mb=m.memory_budget_mb, **columns)
-        else:
-            from .modalities import engines
+        from .modalities.engines import build_graph_from_records
 
-            build = (
-                engines.build_copresence_graph_duckdb if m.engine == "duckdb" else engines.build_copresence_graph_spark
-            )
-            graph = build(records, res, **columns)
+        graph = build_graph_from_records(
+            iter_records(cfg.path(m.records)),
+            res,
+            engine=m.engine,
+            memory_budget_mb=m.memory_budget_mb,
+            person=m.person,
+            time=m.time,
+            cell=m.cell,
+            lon=m.lon,
+            lat=m.lat,
+        )
     else:
         say(f"mobility: OD graph from {m.od}")
         od_path = cfg.path(m.od)

@@ -48,6 +48,7 @@ def test_modality_missing_for_all_cells(small_dataset):
         ({"mobility": {"records": "r.parquet"}, "poi": {"colour": 1}}, r"unknown option\(s\) \['colour'\] in \[poi\]"),
         ({"mobility": {"records": "r.parquet", "ratio": 2}}, "ratio must be in"),
         ({"mobility": {"records": "r.parquet"}, "line": {"order": "third"}}, "order must be"),
+        ({"mobility": {"records": "r.parquet", "engine": "hadoop"}}, "engine must be"),
     ],
 )
 def test_bad_config(raw, message):

@@ -139,3 +139,20 @@ def build_copresence_graph_spark(
         shutil.rmtree(work, ignore_errors=True)
         if own:
             spark.stop()
+
+
+def build_graph_from_records(
+    records, resolution: int, *, engine: str = "memory", memory_budget_mb: float = 512.0, progress=None, **columns
+) -> MobilityGraph:
+    """The co-presence graph on the chosen engine: "memory" (streaming numpy/scipy), "duckdb" or "spark"."""
+    if engine == "memory":
+        from .mobility import build_copresence_graph
+
+        return build_copresence_graph(
+            records, resolution, memory_budget_mb=memory_budget_mb, progress=progress, **columns
+        )
+    if engine == "duckdb":
+        return build_copresence_graph_duckdb(records, resolution, **columns)
+    if engine == "spark":
+        return build_copresence_graph_spark(records, resolution, **columns)
+    raise InvalidInputError(f"unknown graph engine {engine!r}: use 'memory', 'duckdb' or 'spark'")
