@@ -48,6 +48,7 @@ def _case(kind: str, n: int) -> dict:
     builder = CopresenceGraphBuilder(9, memory_budget_mb=1024)
     n_persons = max(1, n // 40)
     spent = 0.0
+    staged: list[pd.DataFrame] = []
     for i, start in enumerate(range(0, n, CHUNK)):
         person, ts, place = _chunk(i, min(CHUNK, n - start), n_persons)
         if kind == "coords":
@@ -63,7 +64,15 @@ def _case(kind: str, n: int) -> dict:
             builder.add_points(person, ts, x, y)
         elif kind == "h3only":
             points_to_cells(lon[place], lat[place], 9)
+        elif kind == "duckdb":
+            staged.append(pd.DataFrame({"person_id": person, "timestamp": ts, "cell": place_cells[place]}))
         spent += time.perf_counter() - t0
+    if kind == "duckdb":
+        from mobclip_core.modalities.engines import build_copresence_graph_duckdb
+
+        t0 = time.perf_counter()
+        g = build_copresence_graph_duckdb(iter(staged), 9, cell="cell", memory_limit="2GB")
+        return {"kind": kind, "n": n, "seconds": spent + time.perf_counter() - t0, "edges": g.n_edges}
     if kind != "h3only":
         t0 = time.perf_counter()
         g = builder.finish()
@@ -79,12 +88,18 @@ def main() -> dict:
         return _case(sys.argv[2], int(float(sys.argv[3])))
     p = argparse.ArgumentParser()
     p.add_argument("--sizes", nargs="+", default=["1e6", "1e7"])
+    p.add_argument(
+        "--kinds",
+        nargs="+",
+        default=["cells", "places", "coords", "h3only"],
+        help="also: duckdb (same records through the DuckDB engine)",
+    )
     args = p.parse_args()
     from benchmarks._util import run_child
 
     rows = []
     for size in args.sizes:
-        for kind in ("cells", "places", "coords", "h3only"):
+        for kind in args.kinds:
             rows.append(run_child("benchmarks.bench_graph", "--child", kind, size))
     df = pd.DataFrame(rows)
     df["M_records_per_s"] = df.n / df.seconds / 1e6
@@ -95,6 +110,8 @@ def main() -> dict:
     )
     for size in sorted(df.n.unique()):
         d = df[df.n == size].set_index("kind")
+        if not {"coords", "h3only", "cells"} <= set(d.index):
+            continue
         print(
             f"n={size:.0e}: coords build / H3 step alone = {d.seconds['coords'] / d.seconds['h3only']:.2f}x time; "
             f"cells {d.M_records_per_s['cells']:.1f} M rec/s (target >= 5)"

@@ -96,6 +96,7 @@ def build_copresence_graph_duckdb(
     try:
         stage_records(records, resolution, work / "staged", **columns)
         con = duckdb.connect()
+        con.execute("SET enable_progress_bar=false")
         con.execute(f"SET memory_limit='{memory_limit}'")
         con.execute(f"SET threads={int(threads)}")
         con.execute(f"SET temp_directory='{work / 'spill'}'")
