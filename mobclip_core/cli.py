@@ -122,7 +122,6 @@ def _cmd_graph(args) -> int:
 def _cmd_tessellate(args) -> int:
     import geopandas as gpd
 
-    from .export import write_embeddings  # noqa: F401  (keeps GeoPackage writing in one place)
     from .grid import cells_to_polygons, cells_to_strings, polygons_to_cells, to_wgs84
     from .io import atomic_path
     from .sources import read_layer

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,7 +89,3 @@ def run_pipeline(
 def _inputs_of(cfg: RunConfig) -> dict:
     d = cfg.to_dict()
     return {k: d[k] for k in ("resolution", "mobility", "poi", "image", "demographics")}
-
-
-def clean_output(cfg: RunConfig) -> None:
-    shutil.rmtree(cfg.path(cfg.output), ignore_errors=True)

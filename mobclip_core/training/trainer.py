@@ -12,8 +12,8 @@ import pandas as pd
 
 from .._optional import import_optional
 from ..config import LineConfig, TrainConfig
-from ..constants import EMBEDDING_PREFIX, MODALITIES
-from ..exceptions import CheckpointError, ConfigError, InvalidInputError, ModalityMissingError
+from ..constants import EMBEDDING_PREFIX
+from ..exceptions import ConfigError, InvalidInputError, ModalityMissingError
 from ..io import atomic_path
 
 
@@ -316,11 +316,4 @@ def plot_loss_curve(history: pd.DataFrame, path: Path) -> None:
     plt.close(fig)
 
 
-def load_checkpoint_config(checkpoint_dir: str | Path) -> dict:
-    path = Path(checkpoint_dir) / "config.json"
-    if not path.exists():
-        raise CheckpointError(f"{checkpoint_dir} has no config.json: not a MobCLIP checkpoint directory")
-    return json.loads(path.read_text())
-
-
-__all__ = ["MODALITIES", "TrainResult", "train_mobclip"]
+__all__ = ["TrainResult", "train_mobclip"]
