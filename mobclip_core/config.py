@@ -89,6 +89,7 @@ class TrainConfig:
     init: str = "line"  # ablation: "random" (no LINE initialisation)
     clip: bool = True  # ablation: False trains nothing (mobility-only LINE/LightGCN propagation)
     device: str = "auto"
+    disk_block_rows: int = 0  # > 0: LightGCN reads the graph memory-mapped from disk, this many rows at a time
 
 
 @dataclass

@@ -120,3 +120,27 @@ def test_resume_continues_from_last_epoch(small_dataset, tmp_path):
     more = TrainConfig(batch_size=64, epochs=6, patience=0)
     res = train_mobclip(small_dataset, more, LineConfig(samples_per_edge=5), out_dir=tmp_path, resume=True)
     assert list(res.history.epoch) == list(range(6))
+
+
+def test_out_of_core_lightgcn_matches_in_memory(small_dataset):
+    import torch
+
+    from mobclip_core.models.mobclip import MobilityEncoder
+
+    coo = small_dataset.graph.top_k(0.3).adjacency.tocoo()
+    edge_index = torch.from_numpy(np.vstack([coo.row, coo.col]).astype(np.int64))
+    weight = torch.from_numpy(coo.data.astype(np.float32))
+    init = torch.randn(small_dataset.cells.size, 16, generator=torch.Generator().manual_seed(0))
+    mem = MobilityEncoder(init, edge_index, weight, out_dim=16)
+    disk = MobilityEncoder(init, edge_index, weight, out_dim=16, disk_block_rows=50)  # 5 blocks of rows
+    a, b = mem(), disk()
+    torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    (a**2).sum().backward()
+    (b**2).sum().backward()
+    torch.testing.assert_close(mem.gcn.embedding.weight.grad, disk.gcn.embedding.weight.grad, rtol=1e-4, atol=1e-4)
+    res = train_mobclip(
+        small_dataset,
+        TrainConfig(batch_size=64, epochs=2, patience=0, disk_block_rows=64),
+        LineConfig(samples_per_edge=5),
+    )
+    assert np.isfinite(res.embeddings.to_numpy()).all()

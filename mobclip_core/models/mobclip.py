@@ -46,6 +46,7 @@ class MobilityEncoder(nn.Module):
         layers: int = 2,
         kind: str = "lightgcn",
         out_dim: int = 128,
+        disk_block_rows: int | None = None,
     ) -> None:
         super().__init__()
         from torch_geometric.nn.conv.gcn_conv import gcn_norm
@@ -58,6 +59,14 @@ class MobilityEncoder(nn.Module):
         self.register_buffer("norm_index", norm_index)
         self.register_buffer("norm_weight", norm_weight)
         self._adj_t = None
+        self._disk = None
+        if disk_block_rows:  # graphs beyond memory: the normalised adjacency lives memory-mapped on disk
+            import scipy.sparse as sp
+
+            from .outofcore import DiskAdjacency
+
+            a = sp.coo_matrix((norm_weight.numpy(), (norm_index[1].numpy(), norm_index[0].numpy())), shape=(n, n))
+            self._disk = DiskAdjacency.write(a.tocsr(), block_rows=disk_block_rows)
         if kind == "lightgcn":
             if d != out_dim:
                 raise ValueError(f"LightGCN keeps the LINE width: LINE dim {d} must equal embedding_dim {out_dim}")
@@ -81,6 +90,15 @@ class MobilityEncoder(nn.Module):
         return self._adj_t
 
     def forward(self) -> torch.Tensor:
+        if self.kind == "lightgcn" and self._disk is not None:
+            from .outofcore import propagate
+
+            x = self.gcn.embedding.weight
+            out = x
+            for _ in range(len(self.gcn.convs)):  # sum of E_0..E_K, as LightGCN with alpha = 1
+                x = propagate(self._disk, x)
+                out = out + x
+            return out
         if self.kind == "lightgcn":
             return self.gcn.get_embedding(self.adjacency_t())
         return self.mlp(self.features)

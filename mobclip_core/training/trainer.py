@@ -148,7 +148,13 @@ def train_mobclip(
         dims[m] = x.shape[1]
 
     encoder = MobilityEncoder(
-        init, edge_index, edge_weight, layers=train.layers, kind=train.graph_encoder, out_dim=train.embedding_dim
+        init,
+        edge_index,
+        edge_weight,
+        layers=train.layers,
+        kind=train.graph_encoder,
+        out_dim=train.embedding_dim,
+        disk_block_rows=train.disk_block_rows or None,
     )
     model = MobCLIP(
         encoder,
