@@ -161,24 +161,9 @@ class MobClipAlgorithm(QgsProcessingAlgorithm):
         return out
 
     def write_features(self, sink, attrs_iter, geoms_iter, feedback, *, total: int, span=(80.0, 100.0)) -> int:
-        lo, hi = span
-        batch, n = [], 0
-        for attrs, geom in zip(attrs_iter, geoms_iter):
-            f = QgsFeature()
-            f.setAttributes(attrs)
-            if geom is not None:
-                f.setGeometry(_from_shapely(geom))
-            batch.append(f)
-            n += 1
-            if len(batch) >= 1000:
-                self.check_cancel(feedback)
-                sink.addFeatures(batch, QgsFeatureSink.FastInsert)
-                batch = []
-                feedback.setProgress(lo + (hi - lo) * n / max(total, 1))
-        if batch:
-            sink.addFeatures(batch, QgsFeatureSink.FastInsert)
-        feedback.setProgress(hi)
-        return n
+        """Like ``write_qgs_features`` for shapely geometries (None writes a feature without geometry)."""
+        qgs = (_from_shapely(g) if g is not None else QgsGeometry() for g in geoms_iter)
+        return self.write_qgs_features(sink, attrs_iter, qgs, feedback, total=total, span=span)
 
 
 def _from_shapely(geom) -> QgsGeometry:

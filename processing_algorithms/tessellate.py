@@ -6,7 +6,6 @@ import numpy as np
 from qgis.core import (
     QgsCoordinateReferenceSystem,
     QgsCoordinateTransform,
-    QgsFeatureSink,
     QgsField,
     QgsFields,
     QgsProcessing,
@@ -134,6 +133,3 @@ class TessellateToH3(MobClipAlgorithm):
         n = self.write_features(sink, attrs, cells_to_polygons(cells), feedback, total=cells.size)
         feedback.pushInfo(self.tr(f"{n} cells at resolution {res}"))
         return {"OUTPUT": dest}
-
-
-_ = QgsFeatureSink
