@@ -129,11 +129,12 @@ class MobCLIP(nn.Module):
         self.modalities = list(feature_dims)
         self.anchor = anchor
 
-    def embed_all(self, features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """L2-normalised embeddings of every cell for mobility and each modality."""
-        out = {"mobility": F.normalize(self.mobility(), dim=1)}
+    def embed_all(self, features: dict[str, torch.Tensor], idx: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """L2-normalised embeddings for mobility and each modality, of the cells in ``idx`` (default: all)."""
+        sel = slice(None) if idx is None else idx
+        out = {"mobility": F.normalize(self.mobility()[sel], dim=1)}
         for m in self.modalities:
-            out[m] = F.normalize(self.heads[m](features[m]), dim=1)
+            out[m] = F.normalize(self.heads[m](features[m][sel]), dim=1)
         return out
 
     def loss(
@@ -144,7 +145,7 @@ class MobCLIP(nn.Module):
         Cells lacking modality X are masked out of X's terms; a modality with fewer than two cells in the
         batch contributes nothing.
         """
-        emb = self.embed_all_subset(idx, features)
+        emb = self.embed_all(features, idx)
         terms = []
         scale_of = dict(zip(self.modalities, self.log_scale.exp()))
         anchor = self.anchor
@@ -168,9 +169,3 @@ class MobCLIP(nn.Module):
     def forward(self, idx, features, present):
         """The training loss (so DistributedDataParallel can wrap the module)."""
         return self.loss(idx, features, present)
-
-    def embed_all_subset(self, idx: torch.Tensor, features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        out = {"mobility": F.normalize(self.mobility()[idx], dim=1)}
-        for m in self.modalities:
-            out[m] = F.normalize(self.heads[m](features[m][idx]), dim=1)
-        return out
