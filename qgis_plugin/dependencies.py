@@ -23,6 +23,7 @@ PIP_NAMES = {
     "rasterio": "rasterio<1.5",
     "lightgbm": "lightgbm",
     "sklearn": "scikit-learn",
+    "numba": "numba",
     "torch": "torch",
     "torch_geometric": "torch-geometric",
     "sentence_transformers": "sentence-transformers",
@@ -33,7 +34,7 @@ PIP_NAMES = {
 CORE = ("numpy", "pandas", "pyarrow", "shapely", "h3", "h3ronpy", "polars", "polars_h3", "geopandas", "mobclip_core")
 RASTER = (*CORE, "rasterio")
 REGRESSION = (*CORE, "lightgbm", "sklearn")
-TRAINING = (*RASTER, "torch", "torch_geometric", "sentence_transformers", "lightgbm", "sklearn")
+TRAINING = (*RASTER, "numba", "torch", "torch_geometric", "sentence_transformers", "lightgbm", "sklearn")
 
 
 def missing_modules(modules) -> list[str]:

@@ -33,7 +33,7 @@ fi
 "$VENV/bin/python" - <<'PY'
 import importlib, sys
 missing = []
-for name in ("qgis.core", "osgeo.gdal_array", "numpy", "h3", "polars_h3", "torch", "torch_geometric", "lightgbm",
+for name in ("qgis.core", "osgeo.gdal_array", "numpy", "numba", "h3", "polars_h3", "torch", "torch_geometric", "lightgbm",
              "sentence_transformers", "open_clip", "rasterio", "geopandas", "geoclip.model.location_encoder",
              "duckdb", "pyspark", "mobclip_core"):
     try:

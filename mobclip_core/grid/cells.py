@@ -6,6 +6,9 @@ and files (what QGIS users and h3-py see).
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
+
 import h3
 import h3ronpy
 import numpy as np
@@ -32,15 +35,34 @@ def validate_resolution(resolution: int) -> int:
     return res
 
 
+_PARALLEL_POINTS = 200_000  # below this, one thread is faster than splitting
+
+
 def points_to_cells(lon: np.ndarray, lat: np.ndarray, resolution: int) -> np.ndarray:
-    """Map WGS84 points to H3 cells (``uint64``), vectorized through h3o (h3ronpy)."""
+    """Map WGS84 points to H3 cells (``uint64``), vectorized through h3o (h3ronpy), on all cores."""
     res = validate_resolution(resolution)
     lon, lat = validate_lonlat(lon, lat)
-    if lon.size == 0:
-        return np.zeros(0, dtype=np.uint64)
+    return _points_to_cells(lon, lat, res)
+
+
+def _points_to_cells(lon: np.ndarray, lat: np.ndarray, res: int) -> np.ndarray:
+    """``points_to_cells`` for validated float64 arrays: slices converted in threads (h3ronpy releases the GIL)."""
     from h3ronpy.vector import coordinates_to_cells
 
-    return np.asarray(coordinates_to_cells(lat, lon, res), dtype=np.uint64)
+    out = np.empty(lon.size, dtype=np.uint64)
+    n_threads = min(len(os.sched_getaffinity(0)), max(1, lon.size // _PARALLEL_POINTS))
+    bounds = np.linspace(0, lon.size, n_threads + 1).astype(np.int64)
+
+    def convert(k: int) -> None:
+        s = slice(bounds[k], bounds[k + 1])
+        out[s] = np.asarray(coordinates_to_cells(lat[s], lon[s], res), dtype=np.uint64)
+
+    if n_threads == 1:
+        convert(0)
+    else:
+        with ThreadPoolExecutor(n_threads) as pool:
+            list(pool.map(convert, range(n_threads)))
+    return out
 
 
 def cells_to_strings(cells: np.ndarray) -> np.ndarray:

@@ -25,7 +25,7 @@ class MobilityGraph:
     def __post_init__(self) -> None:
         self.cells = np.asarray(self.cells, dtype=np.uint64)
         a = self.adjacency
-        a = a.astype(np.float64) if sp.isspmatrix_csr(a) else sp.csr_matrix(a, dtype=np.float64)
+        a = a.astype(np.float64, copy=False) if sp.isspmatrix_csr(a) else sp.csr_matrix(a, dtype=np.float64)
         if a.shape != (self.cells.size, self.cells.size):
             raise InvalidInputError(f"adjacency shape {a.shape} does not match {self.cells.size} cells")
         a.sum_duplicates()

@@ -13,6 +13,8 @@ import scipy.sparse as sp
 from ..constants import REGION_INDEX, SECONDS_PER_WEEK, WEEK_EPOCH_SHIFT_SECONDS
 from ..exceptions import InvalidInputError
 from ..grid import points_to_cells, polygons_to_cells, strings_to_cells, to_wgs84, validate_resolution
+from ..grid.cells import _points_to_cells, validate_cells
+from ..grid.geometry import validate_lonlat
 from .graph import MobilityGraph
 
 
@@ -36,26 +38,36 @@ def to_week(timestamps) -> np.ndarray:
         if np.isnat(ns).any():
             raise InvalidInputError("timestamps contain missing values; drop those records first")
         seconds = ns.view(np.int64) // 1_000_000_000
-    return (seconds + WEEK_EPOCH_SHIFT_SECONDS) // SECONDS_PER_WEEK
+    from ._copresence import week_numbers
+
+    return week_numbers(np.ascontiguousarray(seconds, dtype=np.int64), WEEK_EPOCH_SHIFT_SECONDS, SECONDS_PER_WEEK)
 
 
 def _person_keys(person) -> np.ndarray:
+    """Integer person ids as they are (int64 or uint64); anything else hashed to ``uint64``."""
     arr = np.asarray(person)
-    if arr.dtype.kind in "iu":
-        return arr.astype(np.uint64)
+    if arr.dtype.kind == "i":
+        return arr.astype(np.int64, copy=False)
+    if arr.dtype.kind == "u":
+        return arr.astype(np.uint64, copy=False)
     return pd.util.hash_array(arr.astype(object), categorize=False)
+
+
+_REPEATS_WORTH_HASHING = 0.8  # distinct coordinate pairs / records below which add_points dedupes them
+_RECHECK_REPEATS_EVERY = 8  # chunks
 
 
 class CopresenceGraphBuilder:
     """Streams activity records into the weekly co-presence graph of MobCLIP.
 
     A person active in cells i and j in the same week adds 1 to the undirected edge (i, j); edges are summed over
-    persons and weeks. Records may come in any order and in any number of chunks. Distinct (person, week, cell)
-    triples are buffered and, beyond ``memory_budget_mb``, spilled to disk partitioned by person, so memory is
-    bounded by the budget plus the graph, never by the number of records.
+    persons and weeks. Records may come in any order and in any number of chunks. Records are kept as compact
+    (person, week, cell id) triples and, beyond ``memory_budget_mb``, spilled to disk partitioned by person, so
+    memory is bounded by the budget plus the graph, never by the number of records.
 
     The graph of a set of triples is B^T B with its diagonal removed, where B is the binary (person-week x cell)
-    incidence matrix: one sparse product, no Python loop over groups.
+    incidence matrix; compiled kernels (``_copresence``) build its upper triangle with counting sorts and a
+    parallel row-wise product, with no Python loop over groups and no global sort.
     """
 
     def __init__(
@@ -66,24 +78,43 @@ class CopresenceGraphBuilder:
         n_partitions: int = 16,
         spill_dir: str | Path | None = None,
     ) -> None:
+        from ._copresence import CellIndex
+
         self.resolution = validate_resolution(resolution)
-        self._budget_rows = max(1, int(memory_budget_mb * 2**20 / 24))
+        self._budget_bytes = int(memory_budget_mb * 2**20)
+        self._budget_rows = max(1, self._budget_bytes // 16)
         self._n_partitions = n_partitions
         self._spill_root = spill_dir
         self._spill: Path | None = None
         self._spilled_chunks = 0
-        self._cells: list[np.ndarray] = []  # insertion order of distinct cells
-        self._cell_index = pd.Index(np.zeros(0, dtype=np.uint64))
+        self._cell_index = CellIndex()
         self._buffer: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         self._buffered = 0
         self._places_key: int | None = None
-        self._places_cells = np.zeros(0, dtype=np.uint64)
+        self._places_ids = np.zeros(0, dtype=np.int32)
+        self._point_chunks = 0
+        self._repeating_points = True
         self.records_seen = 0
 
     # -- input -----------------------------------------------------------------------------------------
     def add_points(self, person, timestamp, lon, lat) -> None:
-        """Add records located by WGS84 coordinates."""
-        self.add_cells(person, timestamp, points_to_cells(lon, lat, self.resolution))
+        """Add records located by WGS84 coordinates.
+
+        The H3 step runs once per distinct coordinate pair of the chunk: records at the same venue, stop or
+        place centroid are located once.
+        """
+        from ._copresence import unique_coordinates
+
+        lon, lat = validate_lonlat(lon, lat, what="records")
+        self._point_chunks += 1
+        if self._repeating_points or self._point_chunks % _RECHECK_REPEATS_EVERY == 1:
+            codes, first = unique_coordinates(lon, lat)
+            # GPS fixes rarely repeat: then hashing costs more than it saves, so skip it for the next chunks
+            self._repeating_points = first.size < _REPEATS_WORTH_HASHING * lon.size
+            ids = self._cell_index.ids(_points_to_cells(lon[first], lat[first], self.resolution))[codes]
+        else:
+            ids = self._cell_index.ids(_points_to_cells(lon, lat, self.resolution))
+        self._add(person, timestamp, ids)
 
     def add_places(self, person, timestamp, place, places: pd.DataFrame) -> None:
         """Add records located by a place id; ``places`` maps place id (index) to lon/lat columns.
@@ -93,7 +124,8 @@ class CopresenceGraphBuilder:
         if not {"lon", "lat"} <= set(places.columns):
             raise InvalidInputError("places table needs 'lon' and 'lat' columns indexed by place id")
         if self._places_key != id(places):
-            self._places_cells = points_to_cells(places["lon"].to_numpy(), places["lat"].to_numpy(), self.resolution)
+            cells = points_to_cells(places["lon"].to_numpy(), places["lat"].to_numpy(), self.resolution)
+            self._places_ids = self._cell_index.ids(cells)
             self._places_key = id(places)
         place = np.asarray(place)
         if isinstance(places.index, pd.RangeIndex) and place.dtype.kind in "iu":
@@ -107,49 +139,49 @@ class CopresenceGraphBuilder:
             raise InvalidInputError(
                 f"{int((pos < 0).sum())} records name places not in the places table, e.g. {missing}"
             )
-        self.add_cells(person, timestamp, self._places_cells[pos])
+        self._add(person, timestamp, self._places_ids[pos])
 
     def add_cells(self, person, timestamp, cells) -> None:
         """Add records already located by H3 cell (``uint64`` or hex strings)."""
         cells = np.asarray(cells)
         if cells.dtype.kind not in "ui":
             cells = strings_to_cells(cells)
-        cells = cells.astype(np.uint64)
+        known = len(self._cell_index)
+        ids = self._cell_index.ids(cells)
+        new_cells = self._cell_index.cells[known:]  # checked once each, not once per record
+        validate_cells(new_cells)
+        res = (new_cells >> np.uint64(52)) & np.uint64(0xF)
+        if (res != self.resolution).any():
+            raise InvalidInputError(
+                f"records are located by H3 cells of resolution {int(res[res != self.resolution][0])}, but this graph "
+                f"is built at resolution {self.resolution}: convert them with h3.cell_to_parent, or build at theirs"
+            )
+        self._add(person, timestamp, ids)
+
+    def _add(self, person, timestamp, cell_ids: np.ndarray) -> None:
         person_key = _person_keys(person)
         week = to_week(timestamp)
-        if not (len(person_key) == len(week) == len(cells)):
+        if not (len(person_key) == len(week) == len(cell_ids)):
             raise InvalidInputError("person, timestamp and location columns must have the same length")
-        if cells.size == 0:
+        if cell_ids.size == 0:
             return
-        self.records_seen += cells.size
-        codes, uniques = pd.factorize(cells, sort=False)
-        known = self._cell_index.get_indexer(uniques)
-        new = known < 0
-        if new.any():
-            start = len(self._cell_index)
-            known[new] = np.arange(start, start + int(new.sum()))
-            self._cell_index = self._cell_index.append(pd.Index(uniques[new]))
-        cell_idx = known[codes].astype(np.int32)
-        self._buffer.append((person_key, week.astype(np.int32), cell_idx))
-        self._buffered += cells.size
+        self.records_seen += cell_ids.size
+        self._buffer.append((person_key, week, cell_ids))
+        self._buffered += cell_ids.size
         if self._buffered > self._budget_rows:
             self._spill_buffer()
 
     # -- internals -------------------------------------------------------------------------------------
-    def _take_buffer(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        p = np.concatenate([b[0] for b in self._buffer])
-        w = np.concatenate([b[1] for b in self._buffer])
-        c = np.concatenate([b[2] for b in self._buffer])
-        self._buffer, self._buffered = [], 0
-        return p, w, c
-
     def _spill_buffer(self) -> None:
         if not self._buffer:
             return
         if self._spill is None:
             self._spill = Path(tempfile.mkdtemp(prefix="mobclip-spill-", dir=self._spill_root))
-        p, w, c = self._take_buffer()
-        part = (p % np.uint64(self._n_partitions)).astype(np.int64)
+        p = np.concatenate([b[0] for b in self._buffer])
+        w = np.concatenate([b[1] for b in self._buffer])
+        c = np.concatenate([b[2] for b in self._buffer])
+        self._buffer, self._buffered = [], 0
+        part = (p % p.dtype.type(self._n_partitions)).astype(np.int64)
         order = np.argsort(part, kind="stable")
         bounds = np.searchsorted(part[order], np.arange(self._n_partitions + 1))
         for k in range(self._n_partitions):
@@ -158,77 +190,66 @@ class CopresenceGraphBuilder:
                 np.savez(self._spill / f"part{k:03d}_{self._spilled_chunks:06d}.npz", p=p[sel], w=w[sel], c=c[sel])
         self._spilled_chunks += 1
 
-    @staticmethod
-    def _copresence(p: np.ndarray, w: np.ndarray, c: np.ndarray, n_cells: int) -> sp.csr_matrix:
-        """B^T B without its diagonal, B the binary (person-week x cell) incidence of the triples."""
-        pmin, pmax = int(p.min()), int(p.max())
-        if pmax - pmin < 4 * p.size + 1024:  # small-range integer ids need no hashing
-            pcode = (p - np.uint64(pmin)).astype(np.int64)
-        else:
-            pcode, _ = pd.factorize(p, sort=False)
-        wmin = int(w.min())
-        span = int(w.max()) - wmin + 1
-        rows = pcode.astype(np.int64) * span + (w - wmin)
-        n_rows = int(pcode.max() + 1) * span
-        if n_rows > 4 * rows.size + 1024:  # sparse person-weeks: compact the row ids
-            rows, _ = pd.factorize(rows, sort=False)
-            n_rows = int(rows.max()) + 1
-        b = sp.csr_matrix((np.ones(c.size, dtype=np.float32), (rows, c)), shape=(n_rows, n_cells))
-        b.data[:] = 1.0  # a person-week counts once per cell, however many records
-        return _gram_without_diagonal(b)
+    def _upper(self, chunks: list[tuple[np.ndarray, np.ndarray, np.ndarray]], rank: np.ndarray) -> sp.csr_matrix:
+        """Strict upper triangle of the co-presence matrix of buffered (person, week, cell id) chunks."""
+        from ._copresence import upper_from_records
+
+        if len({c[0].dtype for c in chunks}) > 1:  # int64 and uint64 person ids mixed across chunks
+            chunks = [(p.astype(np.uint64), w, c) for p, w, c in chunks]
+        n_records = sum(c[2].size for c in chunks)
+        pmin = min(int(p.min()) for p, _, _ in chunks)
+        pmax = max(int(p.max()) for p, _, _ in chunks)
+        wmin = min(int(w.min()) for _, w, _ in chunks)
+        span = max(int(w.max()) for _, w, _ in chunks) - wmin + 1
+        max_pairs = max(1 << 20, self._budget_bytes // 12)
+        chunks = [(p, w, rank[c]) for p, w, c in chunks]
+        n_keys = (pmax - pmin + 1) * span
+        if n_keys <= n_records + 1024:  # dense person-week keys: counting sort as they are
+            return upper_from_records(chunks, pmin, wmin, span, n_keys, len(rank), max_pairs=max_pairs)
+        # sparse or hashed person ids: number the person-weeks first
+        p = np.concatenate([c[0] for c in chunks])
+        w = np.concatenate([c[1] for c in chunks])
+        pcode, persons = pd.factorize(p, sort=False)
+        keys = pcode * span + (w - wmin)
+        if len(persons) * span > n_records + 1024:
+            keys, _ = pd.factorize(keys, sort=False)
+        del p, w, pcode
+        c = np.concatenate([c[2] for c in chunks])
+        n_keys = int(keys.max()) + 1
+        return upper_from_records(
+            [(keys, np.zeros(keys.size, np.int32), c)], 0, 0, 1, n_keys, len(rank), max_pairs=max_pairs
+        )
 
     def finish(self) -> MobilityGraph:
         """Build the graph from everything added; cells are sorted by id."""
+        from ._copresence import mirror_upper
+
         n = len(self._cell_index)
         if n == 0:
             raise InvalidInputError("no records were added: the mobility graph would be empty")
-        cells = self._cell_index.to_numpy().astype(np.uint64)
+        cells = self._cell_index.cells
         rank = np.empty(n, dtype=np.int32)
-        rank[np.argsort(cells)] = np.arange(n, dtype=np.int32)  # insertion order -> sorted order
-        acc = None
+        rank[np.argsort(cells)] = np.arange(n, dtype=np.int32)  # first-seen order -> sorted order
+        upper = None
         try:
             if self._spill is None:
-                p, w, c = self._take_buffer()
-                acc = self._copresence(p, w, rank[c], n)
+                upper = self._upper(self._buffer, rank) if self._buffer else None
+                self._buffer, self._buffered = [], 0
             else:
                 self._spill_buffer()
                 for k in range(self._n_partitions):
                     files = sorted(self._spill.glob(f"part{k:03d}_*.npz"))
                     if not files:
                         continue
-                    arrays = [np.load(f) for f in files]
-                    p = np.concatenate([a["p"] for a in arrays])
-                    w = np.concatenate([a["w"] for a in arrays])
-                    c = np.concatenate([a["c"] for a in arrays])
-                    part = self._copresence(p, w, rank[c], n)
-                    acc = part if acc is None else acc + part
+                    chunks = [(a["p"], a["w"], a["c"]) for a in map(np.load, files)]
+                    part = self._upper(chunks, rank)
+                    upper = part if upper is None else upper + part
         finally:
             if self._spill is not None:
                 shutil.rmtree(self._spill, ignore_errors=True)
                 self._spill = None
-        return MobilityGraph(np.sort(cells), acc if acc is not None else sp.csr_matrix((n, n)))
-
-
-def _gram_without_diagonal(b: sp.csr_matrix) -> sp.csr_matrix:
-    """B^T B with a zero diagonal.
-
-    Large products are split by output rows (cells) over two threads (scipy's sparse product releases the GIL);
-    the halves are stacked, not added, so no merge or re-sort is needed.
-    """
-    bt = b.T.tocsr()
-    if b.nnz < 500_000:
-        co = (bt @ b).tocsr()
-    else:
-        from concurrent.futures import ThreadPoolExecutor
-
-        nnz_by_row = np.cumsum(np.diff(bt.indptr).astype(np.float64) ** 2)  # rough cost of each output row
-        half = int(np.searchsorted(nnz_by_row, nnz_by_row[-1] / 2)) + 1
-        with ThreadPoolExecutor(2) as pool:
-            top, bottom = pool.map(lambda x: (x @ b).tocsr(), [bt[:half], bt[half:]])
-        co = sp.vstack([top, bottom], format="csr")
-    co.setdiag(0.0)  # every cell co-occurs with itself: the diagonal exists, so no structure change
-    co.eliminate_zeros()
-    return co
+        adjacency = mirror_upper(upper) if upper is not None else sp.csr_matrix((n, n))
+        return MobilityGraph(np.sort(cells), adjacency)
 
 
 def build_copresence_graph(
