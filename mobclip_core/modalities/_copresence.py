@@ -143,6 +143,27 @@ def unique_coordinates(lon, lat):
     return codes, first[:n_unique].copy()
 
 
+@njit(cache=True)
+def partition_by_person(person, n_parts):
+    """Stable order of rows grouped by ``person % n_parts`` and the bounds of each part."""
+    part = np.empty(person.size, dtype=np.int64)
+    bounds = np.zeros(n_parts + 1, dtype=np.int64)
+    for i in range(person.size):
+        k = np.int64(person[i] % n_parts)
+        if k < 0:
+            k += n_parts
+        part[i] = k
+        bounds[k + 1] += 1
+    for k in range(n_parts):
+        bounds[k + 1] += bounds[k]
+    fill = bounds[:-1].copy()
+    order = np.empty(person.size, dtype=np.int64)
+    for i in range(person.size):
+        order[fill[part[i]]] = i
+        fill[part[i]] += 1
+    return order, bounds
+
+
 # -- records -> groups -------------------------------------------------------------------------------------------------
 @njit(cache=True)
 def week_numbers(seconds, shift, week):

@@ -173,21 +173,31 @@ class CopresenceGraphBuilder:
 
     # -- internals -------------------------------------------------------------------------------------
     def _spill_buffer(self) -> None:
+        """Write the buffered chunks to disk, split by person into ``n_partitions`` files (one chunk at a time)."""
+        from ._copresence import partition_by_person
+
         if not self._buffer:
             return
         if self._spill is None:
             self._spill = Path(tempfile.mkdtemp(prefix="mobclip-spill-", dir=self._spill_root))
-        p = np.concatenate([b[0] for b in self._buffer])
-        w = np.concatenate([b[1] for b in self._buffer])
-        c = np.concatenate([b[2] for b in self._buffer])
-        self._buffer, self._buffered = [], 0
-        part = (p % p.dtype.type(self._n_partitions)).astype(np.int64)
-        order = np.argsort(part, kind="stable")
-        bounds = np.searchsorted(part[order], np.arange(self._n_partitions + 1))
-        for k in range(self._n_partitions):
-            sel = order[bounds[k] : bounds[k + 1]]
-            if sel.size:
-                np.savez(self._spill / f"part{k:03d}_{self._spilled_chunks:06d}.npz", p=p[sel], w=w[sel], c=c[sel])
+        pieces: list[list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = [[] for _ in range(self._n_partitions)]
+        while self._buffer:
+            p, w, c = self._buffer.pop(0)
+            order, bounds = partition_by_person(p, self._n_partitions)
+            for k in range(self._n_partitions):
+                sel = order[bounds[k] : bounds[k + 1]]
+                if sel.size:
+                    pieces[k].append((p[sel], w[sel], c[sel]))
+        self._buffered = 0
+        for k, part in enumerate(pieces):
+            if part:
+                np.savez(
+                    self._spill / f"part{k:03d}_{self._spilled_chunks:06d}.npz",
+                    p=np.concatenate([x[0] for x in part]),
+                    w=np.concatenate([x[1] for x in part]),
+                    c=np.concatenate([x[2] for x in part]),
+                )
+            part.clear()
         self._spilled_chunks += 1
 
     def _upper(self, chunks: list[tuple[np.ndarray, np.ndarray, np.ndarray]], rank: np.ndarray) -> sp.csr_matrix:
