@@ -147,6 +147,20 @@ def test_harness_ranks_informative_source_above_noise(small_city, tmp_path):
     paths = write_report(res, tmp_path)
     assert paths["markdown"].read_text().startswith("| split | source |")
     assert len(summary_table(res)) == 4
+    # early stopping: a faster protocol that must still separate signal from noise, deterministically
+    fast = [
+        evaluate(
+            [EmbeddingSource("zones", informative), EmbeddingSource("noise", noise)],
+            tasks[:1],
+            resolution=9,
+            runs=2,
+            early_stopping=20,
+        )
+        for _ in range(2)
+    ]
+    g = fast[0].set_index(["split", "source"]).r2_mean
+    assert g["random", "zones"] > 0.6 and g["random", "noise"] < 0.2
+    assert fast[0].r2_mean.tolist() == fast[1].r2_mean.tolist()
 
 
 def test_siren_baseline_and_siren_distillation(tmp_path):

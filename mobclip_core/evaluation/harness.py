@@ -22,7 +22,7 @@ from ..constants import REGION_INDEX
 from ..exceptions import InvalidInputError
 from ..grid import cell_centroids, cells_to_strings, points_to_cells, polygons_to_cells, strings_to_cells, to_wgs84
 from ..io import atomic_path
-from .regression import ADMIN_PARAMS, GRID_PARAMS, make_model, r2_score
+from .regression import ADMIN_PARAMS, GRID_PARAMS, fit_model, make_model, r2_score
 
 
 @dataclass
@@ -115,9 +115,9 @@ def _split(n: int, groups: np.ndarray, blocked: bool, seed: int) -> tuple[np.nda
     return np.flatnonzero(~mask), np.flatnonzero(mask)
 
 
-def _score(x, y, tr, te, model, params, seed) -> tuple[str, float, float]:
+def _score(x, y, tr, te, model, params, seed, early_stopping) -> tuple[str, float, float]:
     kind, est = make_model(model, len(tr), params, seed, 1)
-    est.fit(x[tr], y[tr])
+    fit_model(est, kind, x, y, tr, early_stopping, seed)
     pred = est.predict(x[te])
     return kind, r2_score(y[te], pred), float(np.sqrt(np.mean((y[te] - pred) ** 2)))
 
@@ -131,11 +131,15 @@ def evaluate(
     splits: tuple[str, ...] = ("blocked", "random"),
     model: str = "auto",
     n_jobs: int = 2,
+    early_stopping: int | None = None,
     progress: bool = False,
 ) -> pd.DataFrame:
     """R^2 and RMSE (mean and std over ``runs``) of every source on every task and split; blocked first.
 
-    Features are computed once per (task, source); the independent fits run in ``n_jobs`` processes.
+    Features are computed once per (task, source); the independent fits run in ``n_jobs`` processes. By default
+    LightGBM grows the protocol's fixed 1,000 trees; ``early_stopping=50`` instead stops each fit when a seeded 10%
+    of its training rows stops improving for 50 rounds (a documented deviation, 3-4x faster on small admin tasks).
+    The test rows are never seen while fitting either way.
     """
     from joblib import Parallel, delayed
 
@@ -155,7 +159,7 @@ def evaluate(
             for split in splits:
                 for run in range(runs):
                     tr, te = _split(len(y), groups, split == "blocked", seed=run)
-                    jobs.append(delayed(_score)(x, y, tr, te, model, params, run))
+                    jobs.append(delayed(_score)(x, y, tr, te, model, params, run, early_stopping))
                     meta.append((task.name, task.level, source.name, split, len(y)))
     t0 = time.perf_counter()
     iterator = Parallel(n_jobs=n_jobs, return_as="generator")(jobs)

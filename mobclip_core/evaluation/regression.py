@@ -61,6 +61,27 @@ def make_model(kind: str, n_samples: int, params: dict | None, seed: int, n_jobs
     raise ValueError(f"model must be 'auto', 'lightgbm' or 'ridge', got {kind!r}")
 
 
+def fit_model(est, kind: str, x: np.ndarray, y: np.ndarray, rows: np.ndarray, early_stopping: int | None, seed: int):
+    """Fit ``est`` on ``rows``; with ``early_stopping`` (rounds), a LightGBM model holds out a seeded 10% of those
+    rows and stops adding trees when they stop improving. Returns the number of trees kept (None otherwise)."""
+    if kind != "lightgbm" or not early_stopping:
+        est.fit(x[rows], y[rows])
+        return None
+    import lightgbm as lgb
+
+    inner = np.random.default_rng(seed).permutation(rows)
+    n_val = max(1, len(inner) // 10)
+    val, fit_rows = inner[:n_val], inner[n_val:]
+    est.fit(
+        x[fit_rows],
+        y[fit_rows],
+        eval_X=(x[val],),
+        eval_y=(y[val],),
+        callbacks=[lgb.early_stopping(early_stopping, verbose=False)],
+    )
+    return int(est.best_iteration_ or est.n_estimators)
+
+
 def cross_validate(
     x: np.ndarray,
     y: np.ndarray,
@@ -104,26 +125,12 @@ def cross_validate(
     oof = np.empty_like(y)
     fold_r2 = []
     kind = None
-    rng = np.random.default_rng(seed)
     best_iters: list[int] = []
     for k, (tr, te) in enumerate(splits):
         kind, est = make_model(model, len(tr), params, seed, n_jobs)
-        if kind == "lightgbm" and early_stopping:
-            import lightgbm as lgb
-
-            inner = rng.permutation(tr)
-            n_val = max(1, len(inner) // 10)
-            val, fit_rows = inner[:n_val], inner[n_val:]
-            est.fit(
-                x[fit_rows],
-                y[fit_rows],
-                eval_X=(x[val],),
-                eval_y=(y[val],),
-                callbacks=[lgb.early_stopping(early_stopping, verbose=False)],
-            )
-            best_iters.append(int(est.best_iteration_ or est.n_estimators))
-        else:
-            est.fit(x[tr], y[tr])
+        n_trees = fit_model(est, kind, x, y, tr, early_stopping, seed + k)
+        if n_trees is not None:
+            best_iters.append(n_trees)
         oof[te] = est.predict(x[te])
         fold_r2.append(r2_score(y[te], oof[te]))
         if feedback is not None and feedback((k + 1) / (len(splits) + int(refit))):
