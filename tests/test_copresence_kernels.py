@@ -128,3 +128,19 @@ def test_cells_of_another_resolution_or_invalid_are_refused():
         CopresenceGraphBuilder(8).add_cells([1], [0], np.array([0], dtype=np.uint64))
     with pytest.raises(InvalidInputError, match="invalid H3 cell"):
         CopresenceGraphBuilder(8).add_cells([1], [0], np.array([12345], dtype=np.uint64))
+
+
+def test_builders_on_concurrent_threads_agree():
+    """Host applications (QGIS runs algorithms on worker threads) may build two graphs at once."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    person, ts, place = _records(40_000, 5)
+
+    def build(_):
+        b = CopresenceGraphBuilder(8)
+        b.add_cells(person, ts, PLACE_CELLS[place])
+        return b.finish().adjacency
+
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(build, range(4)))
+    assert all((r != results[0]).nnz == 0 for r in results[1:])

@@ -16,11 +16,26 @@ Every step is linear in records plus pair work, with no hashing and no global so
 
 from __future__ import annotations
 
+import functools
+import threading
+
 import numpy as np
 import scipy.sparse as sp
 from numba import get_num_threads, njit, prange
 
 _INSERTION_SORT_MAX = 24
+# numba's default threading layer (workqueue) must not launch parallel kernels from two threads at once, which a
+# host application such as QGIS (algorithms on worker threads) could do: parallel entry points take this lock.
+_PARALLEL_LOCK = threading.RLock()
+
+
+def _serialized(fn):
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with _PARALLEL_LOCK:
+            return fn(*args, **kwargs)
+
+    return wrapper
 _EMPTY = np.uint64(0)  # no H3 cell has id 0: it marks a free hash slot
 
 
@@ -329,6 +344,7 @@ def _balanced_bounds(work: np.ndarray, lo: int, hi: int, n_parts: int) -> np.nda
     return np.concatenate([[lo], cuts, [hi]]).astype(np.int64)
 
 
+@_serialized
 def upper_from_groups(indptr: np.ndarray, cells: np.ndarray, n_cells: int, *, max_pairs: int) -> sp.csr_matrix:
     """Strict upper triangle of B^T B for deduped, sorted groups; at most ``max_pairs`` pair slots at a time."""
     work = _pair_work(indptr, cells, n_cells)
@@ -357,6 +373,7 @@ def upper_from_groups(indptr: np.ndarray, cells: np.ndarray, n_cells: int, *, ma
     return _csr(vals, cols, ptr, n_cells)
 
 
+@_serialized
 def upper_from_records(
     chunks: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
     pmin: int,
@@ -427,6 +444,7 @@ def _mirror(u_ptr, u_cols, u_vals, n, bounds):
     return ptr, cols, vals
 
 
+@_serialized
 def mirror_upper(upper: sp.csr_matrix) -> sp.csr_matrix:
     """U + U^T for a strict upper-triangular CSR matrix with sorted indices; sorted indices out."""
     upper.sort_indices()
