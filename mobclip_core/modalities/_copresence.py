@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import threading
+from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
@@ -36,6 +37,8 @@ def _serialized(fn):
             return fn(*args, **kwargs)
 
     return wrapper
+
+
 _EMPTY = np.uint64(0)  # no H3 cell has id 0: it marks a free hash slot
 
 
@@ -326,13 +329,42 @@ def _upper_rows(indptr, cells, n_cells, bounds, offsets):
 
 
 @njit(cache=True, parallel=True)
-def _gather_rows(pairs, counts, row_nnz, offsets, lo, hi, ptr, cols, vals):
-    base = offsets[lo]
-    for i in prange(lo, hi):
-        src = offsets[i] - base
-        n = row_nnz[i]
-        cols[ptr[i] : ptr[i] + n] = pairs[src : src + n]
-        vals[ptr[i] : ptr[i] + n] = counts[src : src + n]
+def _gather_rows(src_cols, src_vals, starts, lens, ptr, cols, vals):
+    for i in prange(starts.size):
+        n = lens[i]
+        cols[ptr[i] : ptr[i] + n] = src_cols[starts[i] : starts[i] + n]
+        vals[ptr[i] : ptr[i] + n] = src_vals[starts[i] : starts[i] + n]
+
+
+@dataclass
+class UpperRows:
+    """A strict upper triangle as row slots: row i is ``cols[starts[i] : starts[i] + lens[i]]`` (sorted), with
+    ``vals`` alongside. The row-wise product leaves its rows this way, so no compaction pass is needed."""
+
+    starts: np.ndarray
+    lens: np.ndarray
+    cols: np.ndarray
+    vals: np.ndarray
+
+    @classmethod
+    def from_csr(cls, m: sp.csr_matrix) -> UpperRows:
+        m.sort_indices()
+        ptr = m.indptr.astype(np.int64, copy=False)
+        cols = m.indices.astype(np.int32, copy=False)
+        return cls(ptr[:-1], np.diff(ptr), cols, m.data.astype(np.float64, copy=False))
+
+    @property
+    def n(self) -> int:
+        return self.starts.size
+
+    def to_csr(self, n_cols: int | None = None) -> sp.csr_matrix:
+        """CSR with these rows (``n_cols`` columns, square by default)."""
+        ptr = np.zeros(self.n + 1, dtype=np.int64)
+        np.cumsum(self.lens, out=ptr[1:])
+        cols = np.empty(ptr[-1], dtype=np.int32)
+        vals = np.empty(ptr[-1], dtype=np.float64)
+        _gather_rows(self.cols, self.vals, self.starts, self.lens, ptr, cols, vals)
+        return _csr(vals, cols, ptr, self.n, n_cols)
 
 
 def _balanced_bounds(work: np.ndarray, lo: int, hi: int, n_parts: int) -> np.ndarray:
@@ -345,7 +377,7 @@ def _balanced_bounds(work: np.ndarray, lo: int, hi: int, n_parts: int) -> np.nda
 
 
 @_serialized
-def upper_from_groups(indptr: np.ndarray, cells: np.ndarray, n_cells: int, *, max_pairs: int) -> sp.csr_matrix:
+def upper_from_groups(indptr: np.ndarray, cells: np.ndarray, n_cells: int, *, max_pairs: int) -> UpperRows:
     """Strict upper triangle of B^T B for deduped, sorted groups; at most ``max_pairs`` pair slots at a time."""
     work = _pair_work(indptr, cells, n_cells)
     offsets = np.zeros(n_cells + 1, dtype=np.int64)
@@ -357,20 +389,13 @@ def upper_from_groups(indptr: np.ndarray, cells: np.ndarray, n_cells: int, *, ma
         hi = int(np.searchsorted(offsets, offsets[lo] + max_pairs, side="right")) - 1
         rounds.append(min(n_cells, max(hi, lo + 1)))
     n_threads = get_num_threads()
-    row_parts = []
-    row_nnz = np.zeros(n_cells, dtype=np.int64)
+    parts = []
     for lo, hi in zip(rounds[:-1], rounds[1:]):
-        bounds = _balanced_bounds(work, lo, hi, n_threads)
-        pairs, counts, nnz = _upper_rows(indptr, cells, n_cells, bounds, offsets)
-        row_nnz[lo:hi] = nnz[lo:hi]
-        row_parts.append((lo, hi, pairs, counts, nnz))
-    ptr = np.zeros(n_cells + 1, dtype=np.int64)
-    np.cumsum(row_nnz, out=ptr[1:])
-    cols = np.empty(ptr[-1], dtype=np.int32)
-    vals = np.empty(ptr[-1], dtype=np.float64)
-    for lo, hi, pairs, counts, nnz in row_parts:
-        _gather_rows(pairs, counts, nnz, offsets, lo, hi, ptr, cols, vals)
-    return _csr(vals, cols, ptr, n_cells)
+        pairs, counts, nnz = _upper_rows(indptr, cells, n_cells, _balanced_bounds(work, lo, hi, n_threads), offsets)
+        parts.append(UpperRows(offsets[lo:hi] - offsets[lo], nnz[lo:hi], pairs, counts))
+    if len(parts) == 1:
+        return parts[0]
+    return UpperRows.from_csr(sp.vstack([part.to_csr(n_cells) for part in parts], format="csr"))
 
 
 @_serialized
@@ -383,7 +408,7 @@ def upper_from_records(
     n_cells: int,
     *,
     max_pairs: int,
-) -> sp.csr_matrix:
+) -> UpperRows:
     """Strict upper triangle of the co-presence matrix of (person code, week, cell) records given in chunks.
 
     The group of a record is ``(person - pmin) * span + (week - wmin)``, an integer below ``n_keys``.
@@ -407,18 +432,20 @@ def upper_from_records(
 
 # -- strict upper triangle -> symmetric matrix -------------------------------------------------------------------------
 @njit(cache=True, parallel=True)
-def _mirror(u_ptr, u_cols, u_vals, n, bounds):
+def _mirror(starts, lens, u_cols, u_vals, bounds):
+    n = starts.size
     n_threads = bounds.size - 1
     lower = np.zeros((n_threads, n), dtype=np.int64)  # lower-part entries of each row, by the thread that finds them
     for t in prange(n_threads):
-        for k in range(u_ptr[bounds[t]], u_ptr[bounds[t + 1]]):
-            lower[t, u_cols[k]] += 1
+        for r in range(bounds[t], bounds[t + 1]):
+            for k in range(starts[r], starts[r] + lens[r]):
+                lower[t, u_cols[k]] += 1
     ptr = np.zeros(n + 1, dtype=np.int64)
     for i in range(n):
         s = 0
         for t in range(n_threads):
             s += lower[t, i]
-        ptr[i + 1] = ptr[i] + s + (u_ptr[i + 1] - u_ptr[i])
+        ptr[i + 1] = ptr[i] + s + lens[i]
     for i in range(n):  # turn counts into each thread's write position in row i
         o = ptr[i]
         for t in range(n_threads):
@@ -429,15 +456,15 @@ def _mirror(u_ptr, u_cols, u_vals, n, bounds):
     vals = np.empty(ptr[n], dtype=np.float64)
     for t in prange(n_threads):  # row j of the lower part gets column r; rows r ascending keep it sorted
         for r in range(bounds[t], bounds[t + 1]):
-            for k in range(u_ptr[r], u_ptr[r + 1]):
+            for k in range(starts[r], starts[r] + lens[r]):
                 j = u_cols[k]
                 o = lower[t, j]
                 cols[o] = r
                 vals[o] = u_vals[k]
                 lower[t, j] = o + 1
     for i in prange(n):  # the upper part follows the lower part of each row
-        o = ptr[i + 1] - (u_ptr[i + 1] - u_ptr[i])
-        for k in range(u_ptr[i], u_ptr[i + 1]):
+        o = ptr[i + 1] - lens[i]
+        for k in range(starts[i], starts[i] + lens[i]):
             cols[o] = u_cols[k]
             vals[o] = u_vals[k]
             o += 1
@@ -445,17 +472,16 @@ def _mirror(u_ptr, u_cols, u_vals, n, bounds):
 
 
 @_serialized
-def mirror_upper(upper: sp.csr_matrix) -> sp.csr_matrix:
-    """U + U^T for a strict upper-triangular CSR matrix with sorted indices; sorted indices out."""
-    upper.sort_indices()
-    n = upper.shape[0]
-    u_ptr = upper.indptr.astype(np.int64)
-    bounds = _balanced_bounds(np.diff(u_ptr), 0, n, get_num_threads())
-    ptr, cols, vals = _mirror(u_ptr, upper.indices.astype(np.int32), upper.data.astype(np.float64), n, bounds)
-    return _csr(vals, cols, ptr, n)
+def mirror_upper(upper: UpperRows | sp.csr_matrix) -> sp.csr_matrix:
+    """U + U^T for a strict upper triangle (row slots or CSR) with sorted rows; sorted indices out."""
+    if sp.issparse(upper):
+        upper = UpperRows.from_csr(upper)
+    bounds = _balanced_bounds(upper.lens, 0, upper.n, get_num_threads())
+    ptr, cols, vals = _mirror(upper.starts, upper.lens, upper.cols, upper.vals, bounds)
+    return _csr(vals, cols, ptr, upper.n)
 
 
-def _csr(vals: np.ndarray, cols: np.ndarray, ptr: np.ndarray, n: int) -> sp.csr_matrix:
-    m = sp.csr_matrix((vals, cols, ptr), shape=(n, n), copy=False)
+def _csr(vals: np.ndarray, cols: np.ndarray, ptr: np.ndarray, n: int, n_cols: int | None = None) -> sp.csr_matrix:
+    m = sp.csr_matrix((vals, cols, ptr), shape=(n, n if n_cols is None else n_cols), copy=False)
     m.has_sorted_indices = True
     return m

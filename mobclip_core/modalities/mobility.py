@@ -200,7 +200,7 @@ class CopresenceGraphBuilder:
             part.clear()
         self._spilled_chunks += 1
 
-    def _upper(self, chunks: list[tuple[np.ndarray, np.ndarray, np.ndarray]], rank: np.ndarray) -> sp.csr_matrix:
+    def _upper(self, chunks: list[tuple[np.ndarray, np.ndarray, np.ndarray]], rank: np.ndarray):
         """Strict upper triangle of the co-presence matrix of buffered (person, week, cell id) chunks."""
         from ._copresence import upper_from_records
 
@@ -252,7 +252,7 @@ class CopresenceGraphBuilder:
                     if not files:
                         continue
                     chunks = [(a["p"], a["w"], a["c"]) for a in map(np.load, files)]
-                    part = self._upper(chunks, rank)
+                    part = self._upper(chunks, rank).to_csr()
                     upper = part if upper is None else upper + part
         finally:
             if self._spill is not None:
