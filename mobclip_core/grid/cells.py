@@ -50,6 +50,8 @@ def _points_to_cells(lon: np.ndarray, lat: np.ndarray, res: int) -> np.ndarray:
     from h3ronpy.vector import coordinates_to_cells
 
     out = np.empty(lon.size, dtype=np.uint64)
+    if lon.size == 0:
+        return out
     n_threads = min(len(os.sched_getaffinity(0)), max(1, lon.size // _PARALLEL_POINTS))
     bounds = np.linspace(0, lon.size, n_threads + 1).astype(np.int64)
 

@@ -99,6 +99,10 @@ class CellIndex:
         """Cells in first-seen order (position = dense id)."""
         return self._order[: self.size].copy()
 
+    def cells_since(self, start: int) -> np.ndarray:
+        """Cells whose dense ids are ``start`` and above."""
+        return self._order[start : self.size].copy()
+
     def ids(self, cells: np.ndarray) -> np.ndarray:
         """Dense ids of ``cells`` (``uint64``), adding unseen cells."""
         cells = np.ascontiguousarray(cells, dtype=np.uint64)

@@ -106,6 +106,7 @@ class CopresenceGraphBuilder:
         from ._copresence import unique_coordinates
 
         lon, lat = validate_lonlat(lon, lat, what="records")
+        keys = self._keys(person, timestamp, lon.size)
         self._point_chunks += 1
         if self._repeating_points or self._point_chunks % _RECHECK_REPEATS_EVERY == 1:
             codes, first = unique_coordinates(lon, lat)
@@ -114,7 +115,7 @@ class CopresenceGraphBuilder:
             ids = self._cell_index.ids(_points_to_cells(lon[first], lat[first], self.resolution))[codes]
         else:
             ids = self._cell_index.ids(_points_to_cells(lon, lat, self.resolution))
-        self._add(person, timestamp, ids)
+        self._append(keys, ids)
 
     def add_places(self, person, timestamp, place, places: pd.DataFrame) -> None:
         """Add records located by a place id; ``places`` maps place id (index) to lon/lat columns.
@@ -123,11 +124,12 @@ class CopresenceGraphBuilder:
         """
         if not {"lon", "lat"} <= set(places.columns):
             raise InvalidInputError("places table needs 'lon' and 'lat' columns indexed by place id")
+        place = np.asarray(place)
+        keys = self._keys(person, timestamp, place.size)
         if self._places_key != id(places):
             cells = points_to_cells(places["lon"].to_numpy(), places["lat"].to_numpy(), self.resolution)
             self._places_ids = self._cell_index.ids(cells)
             self._places_key = id(places)
-        place = np.asarray(place)
         if isinstance(places.index, pd.RangeIndex) and place.dtype.kind in "iu":
             pos = place.astype(np.int64) - places.index.start
             pos[(pos < 0) | (pos >= len(places))] = -1
@@ -139,16 +141,17 @@ class CopresenceGraphBuilder:
             raise InvalidInputError(
                 f"{int((pos < 0).sum())} records name places not in the places table, e.g. {missing}"
             )
-        self._add(person, timestamp, self._places_ids[pos])
+        self._append(keys, self._places_ids[pos])
 
     def add_cells(self, person, timestamp, cells) -> None:
         """Add records already located by H3 cell (``uint64`` or hex strings)."""
         cells = np.asarray(cells)
         if cells.dtype.kind not in "ui":
             cells = strings_to_cells(cells)
+        keys = self._keys(person, timestamp, cells.size)
         known = len(self._cell_index)
         ids = self._cell_index.ids(cells)
-        new_cells = self._cell_index.cells[known:]  # checked once each, not once per record
+        new_cells = self._cell_index.cells_since(known)  # checked once each, not once per record
         validate_cells(new_cells)
         res = (new_cells >> np.uint64(52)) & np.uint64(0xF)
         if (res != self.resolution).any():
@@ -156,17 +159,21 @@ class CopresenceGraphBuilder:
                 f"records are located by H3 cells of resolution {int(res[res != self.resolution][0])}, but this graph "
                 f"is built at resolution {self.resolution}: convert them with h3.cell_to_parent, or build at theirs"
             )
-        self._add(person, timestamp, ids)
+        self._append(keys, ids)
 
-    def _add(self, person, timestamp, cell_ids: np.ndarray) -> None:
+    def _keys(self, person, timestamp, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """Person keys and week numbers of ``n`` records, checked before anything is added."""
         person_key = _person_keys(person)
         week = to_week(timestamp)
-        if not (len(person_key) == len(week) == len(cell_ids)):
+        if not (len(person_key) == len(week) == n):
             raise InvalidInputError("person, timestamp and location columns must have the same length")
+        return person_key, week
+
+    def _append(self, keys: tuple[np.ndarray, np.ndarray], cell_ids: np.ndarray) -> None:
         if cell_ids.size == 0:
             return
         self.records_seen += cell_ids.size
-        self._buffer.append((person_key, week, cell_ids))
+        self._buffer.append((*keys, cell_ids))
         self._buffered += cell_ids.size
         if self._buffered > self._budget_rows:
             self._spill_buffer()
