@@ -45,7 +45,7 @@ _EMPTY = np.uint64(0)  # no H3 cell has id 0: it marks a free hash slot
 # -- incremental cell index -------------------------------------------------------------------------------------------
 @njit(cache=True)
 def _hash_slot(key, mask):
-    return ((key * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(40)) & mask
+    return ((key * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(32)) & mask
 
 
 @njit(cache=True)
