@@ -90,6 +90,9 @@ def main() -> dict:
                 f"{m[best_base]:.3f} ({(m['MobCLIP'] / m[best_base] - 1):+.0%}); distilled keeps "
                 f"{m['MobCLIP distilled'] / m['MobCLIP']:.0%} of MobCLIP"
             )
+        share = results.groupby("source", sort=False).fit_seconds.sum()
+        share = (share / share.sum()).map("{:.0%}".format)
+        lines.append("share of fitting time by source: " + ", ".join(f"{k} {v}" for k, v in share.items()))
         sections.append(
             f"### {PROTOCOLS[protocol]}: comparison {seconds[protocol]:.0f} s\n\n"
             + to_markdown(summary_table(results))

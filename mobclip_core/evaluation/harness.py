@@ -115,11 +115,13 @@ def _split(n: int, groups: np.ndarray, blocked: bool, seed: int) -> tuple[np.nda
     return np.flatnonzero(~mask), np.flatnonzero(mask)
 
 
-def _score(x, y, tr, te, model, params, seed, early_stopping) -> tuple[str, float, float]:
+def _score(x, y, tr, te, model, params, seed, early_stopping) -> tuple[str, float, float, float]:
+    t0 = time.perf_counter()
     kind, est = make_model(model, len(tr), params, seed, 1)
     fit_model(est, kind, x, y, tr, early_stopping, seed)
     pred = est.predict(x[te])
-    return kind, r2_score(y[te], pred), float(np.sqrt(np.mean((y[te] - pred) ** 2)))
+    rmse = float(np.sqrt(np.mean((y[te] - pred) ** 2)))
+    return kind, r2_score(y[te], pred), rmse, time.perf_counter() - t0
 
 
 def evaluate(
@@ -135,6 +137,7 @@ def evaluate(
     progress: bool = False,
 ) -> pd.DataFrame:
     """R^2 and RMSE (mean and std over ``runs``) of every source on every task and split; blocked first.
+    ``fit_seconds`` is the CPU-side time spent fitting and scoring those runs (summed over worker processes).
 
     Features are computed once per (task, source); the independent fits run in ``n_jobs`` processes. By default
     LightGBM grows the protocol's fixed 1,000 trees; ``early_stopping=50`` instead stops each fit when a seeded 10%
@@ -170,7 +173,7 @@ def evaluate(
     scores = list(iterator)
     raw = pd.DataFrame(
         [(*m, *sc) for m, sc in zip(meta, scores)],
-        columns=["task", "level", "source", "split", "n", "model", "r2", "rmse"],
+        columns=["task", "level", "source", "split", "n", "model", "r2", "rmse", "seconds"],
     )
     df = (
         raw.groupby(["task", "level", "source", "split"], sort=False)
@@ -182,6 +185,7 @@ def evaluate(
             rmse_mean=("rmse", "mean"),
             rmse_std=("rmse", "std"),
             runs=("r2", "size"),
+            fit_seconds=("seconds", "sum"),
         )
         .reset_index()
     )
