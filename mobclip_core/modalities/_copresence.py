@@ -11,7 +11,9 @@ The graph of a set of (group, cell) pairs -- a group is one person-week -- is B^
    algorithm on the strict upper triangle), in parallel over row blocks balanced by work;
 4. mirror the upper triangle into a symmetric CSR matrix with sorted columns (a parallel transpose).
 
-Every step is linear in records plus pair work, with no hashing and no global sort.
+Records reach these kernels with cells already numbered by ``CellIndex`` (an incremental hash, cache-resident
+for any city or country) and, for raw coordinates, deduped per chunk by ``unique_coordinates``. From there every
+step is linear in records plus pair work, with no hashing and no global sort.
 """
 
 from __future__ import annotations
