@@ -74,6 +74,18 @@ def test_points_with_repeats_and_spill_match_cells():
     assert np.array_equal(by_points.finish().adjacency.toarray(), expected)
 
 
+def test_spilled_string_ids_match_in_memory():
+    ids = np.array([f"device-{i:04d}" for i in range(300)], dtype=object)
+    person, ts, place = _records(20_000, 6, ids)
+    whole = CopresenceGraphBuilder(8)
+    whole.add_cells(person, ts, PLACE_CELLS[place])
+    spilled = CopresenceGraphBuilder(8, memory_budget_mb=0.05, n_partitions=4)
+    for s in np.array_split(np.arange(person.size), 8):
+        spilled.add_cells(person[s], ts[s], PLACE_CELLS[place[s]])
+    assert spilled._spill is not None
+    assert (spilled.finish().adjacency != whole.finish().adjacency).nnz == 0
+
+
 def test_distinct_points_skip_the_coordinate_hash():
     person, ts, place = _records(5_000, 3)
     jitter = np.random.default_rng(0).uniform(-1e-7, 1e-7, (2, place.size))

@@ -190,7 +190,7 @@ class CopresenceGraphBuilder:
         pieces: list[list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = [[] for _ in range(self._n_partitions)]
         while self._buffer:
             p, w, c = self._buffer.pop(0)
-            order, bounds = partition_by_person(p, self._n_partitions)
+            order, bounds = partition_by_person(p, p.dtype.type(self._n_partitions))
             for k in range(self._n_partitions):
                 sel = order[bounds[k] : bounds[k + 1]]
                 if sel.size:
