@@ -24,7 +24,7 @@ from mobclip_core.evaluation.harness import EmbeddingSource, Task, evaluate, to_
 from mobclip_core.evaluation.probe import probe_accuracy
 from mobclip_core.grid import cell_centroids, strings_to_cells
 from mobclip_core.training import train_mobclip
-from mobclip_core.training.trainer import line_embeddings
+from mobclip_core.training.pretrain import line_embeddings
 
 RESULTS = Path(__file__).parent / "results"
 VARIANTS = {

@@ -1,9 +1,11 @@
 """Prepare the real Chicago data in ../shared/data/chicago as MobCLIP inputs and a config.
 
 Mobility: taxi trips between 2010 census tracts (Apr 2013 - Mar 2014), spread from tracts to H3 cells by area.
-POIs: supermarkets (with names) and liquor stores (category only). Demographics inputs: tract age structure and
-race/ethnicity shares as counts. Downstream targets (never inputs): density, education, income, poverty,
-unemployment, housing, crowding, crime, foreclosure. The data are read from the shared folder, never copied here.
+POIs: supermarkets (with names) and liquor stores (category only). Demographics inputs: tract age structure as
+counts (the paper's age/sex structure; the tracts carry no sex breakdown). Race/ethnicity counts are a separate,
+labelled variant (``demographics="age+race"``): a sensitive input a user should choose knowingly.
+Downstream targets (never inputs): ``TARGETS`` (reported by bench_chicago) and ``DEV_TARGETS`` (used only to choose
+defaults, by chicago_search). The data are read from the shared folder, never copied here.
 """
 
 from __future__ import annotations
@@ -28,7 +30,21 @@ TARGETS = {
     "VCRIMERT15": "violent crime rate",
     "ForclRt": "foreclosure rate",
 }
-INPUT_COLUMNS = ["age_0_4", "age_5_17", "age_18_64", "age_65", "white", "black", "hispanic", "other"]
+DEV_TARGETS = {
+    "ChldPvt14": "% children in poverty",
+    "EP_UNINSUR": "% uninsured",
+    "EP_LIMENG": "% limited English",
+    "EP_SNGPNT": "% single-parent households",
+    "EP_NOVEH": "% households without a vehicle",
+    "CTA14P": "% commuting by transit",
+    "CarC14P": "% commuting by car",
+    "CmTm14": "mean commute time",
+    "EP_DISABL": "% with a disability",
+    "HealthLit": "health literacy",
+}
+AGE_COLUMNS = ["age_0_4", "age_5_17", "age_18_64", "age_65"]
+RACE_COLUMNS = ["white", "black", "hispanic", "other"]
+DEMOGRAPHIC_INPUTS = {"age": AGE_COLUMNS, "age+race": AGE_COLUMNS + RACE_COLUMNS}
 
 CONFIG = """\
 # MobCLIP on real Chicago data (benchmarks/chicago_data.py). Paths relative to this file.
@@ -46,7 +62,7 @@ ratio = 0.3
 [poi]
 path = "pois.gpkg"
 
-[demographics]
+[demographics]                # {demographics}
 table = "tracts.gpkg"
 zone_id = "tract"
 columns = {columns}
@@ -77,7 +93,7 @@ def load_tracts() -> gpd.GeoDataFrame:
     white, black, hisp = (tracts[c].clip(0, 100) / 100 for c in ("Wht14P", "Blk14P", "Hisp14P"))
     tracts["white"], tracts["black"], tracts["hispanic"] = pop * white, pop * black, pop * hisp
     tracts["other"] = pop * (1 - white - black - hisp).clip(lower=0)
-    return tracts[["tract", "commarea", *INPUT_COLUMNS, *TARGETS, "geometry"]]
+    return tracts[["tract", "commarea", *AGE_COLUMNS, *RACE_COLUMNS, *TARGETS, *DEV_TARGETS, "geometry"]]
 
 
 def taxi_od() -> pd.DataFrame:
@@ -97,13 +113,30 @@ def pois() -> gpd.GeoDataFrame:
     return pd.concat([a, b], ignore_index=True)
 
 
-def prepare_chicago(out_dir: str | Path, resolution: int = 9) -> Path:
-    """Write tracts.gpkg, taxi_od.csv, pois.gpkg and mobclip.toml into ``out_dir``; returns the config path."""
+def prepare_chicago(out_dir: str | Path, resolution: int = 9, demographics: str = "age") -> Path:
+    """Write tracts.gpkg, taxi_od.csv, pois.gpkg and mobclip.toml into ``out_dir``; returns the config path.
+
+    ``demographics`` names the demographic input: "age" (default) or "age+race" (see the module docstring).
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     load_tracts().to_file(out / "tracts.gpkg", driver="GPKG")
     taxi_od().to_csv(out / "taxi_od.csv", index=False)
     pois().to_file(out / "pois.gpkg", driver="GPKG")
-    cfg = out / "mobclip.toml"
-    cfg.write_text(CONFIG.format(resolution=resolution, columns=INPUT_COLUMNS).replace("'", '"'))
+    cfg = out / ("mobclip.toml" if demographics == "age" else f"mobclip-{demographics.replace('+', '-')}.toml")
+    columns = DEMOGRAPHIC_INPUTS[demographics]
+    text = CONFIG.format(resolution=resolution, columns=columns, demographics=f"inputs: {demographics}")
+    cfg.write_text(text.replace("'", '"'))
     return cfg
+
+
+def community_areas(tracts: gpd.GeoDataFrame, targets) -> gpd.GeoDataFrame:
+    """Chicago's 77 community areas: tracts dissolved, targets as population-weighted tract means."""
+    t = tracts.copy()
+    pop = t[AGE_COLUMNS].sum(axis=1).clip(lower=1.0)
+    cols = list(targets)
+    t[cols] = t[cols].mul(pop, axis=0)
+    t["_pop"] = pop
+    areas = t[["commarea", "_pop", *cols, "geometry"]].dissolve(by="commarea", aggfunc="sum").reset_index()
+    areas[cols] = areas[cols].div(areas["_pop"], axis=0)
+    return areas.drop(columns="_pop")

@@ -9,6 +9,7 @@ from typing import Any
 
 from .constants import DEFAULT_TEMPERATURES, MODALITIES
 from .exceptions import ConfigError
+from .options import OutputTower, choices
 
 
 @dataclass
@@ -27,6 +28,7 @@ class MobilityConfig:
     flow: str = "flow"
     sampling: str = "top_k"  # "top_k" or "random"
     ratio: float = 0.3
+    spatial_weight: float = 0.0  # H3-neighbour links blended into the graph, x the mean mobility link weight
     memory_budget_mb: float = 512.0
     engine: str = "memory"  # records -> graph: "memory" (streaming, spills), "duckdb" (out of core), "spark"
 
@@ -73,7 +75,7 @@ class LineConfig:
 class TrainConfig:
     embedding_dim: int = 128
     layers: int = 2
-    demo_hidden_dim: int = 64
+    demographics_hidden_dim: int = 64
     epochs: int = 100
     batch_size: int = 20480
     lr: float = 1e-3
@@ -90,6 +92,12 @@ class TrainConfig:
     clip: bool = True  # ablation: False trains nothing (mobility-only LINE/LightGCN propagation)
     device: str = "auto"
     disk_block_rows: int = 0  # > 0: LightGCN reads the graph memory-mapped from disk, this many rows at a time
+    output: str = "mobility"  # what is exported per cell: "fused" (all aligned towers) or "mobility" (the paper's)
+    freeze_nodes: bool = False  # keep the LINE node table fixed (only the heads and temperatures learn)
+    node_lr: float | None = None  # learning rate of the node table (default: lr)
+    node_weight_decay: float | None = None  # weight decay of the node table (default: weight_decay)
+    edge_dropout: float = 0.0  # share of sampled-graph edges dropped at each training step
+    propagate_modalities: bool = False  # every tower (not only mobility) is propagated over the graph
 
 
 @dataclass
@@ -129,8 +137,14 @@ _SECTIONS = {
 }
 
 
+RENAMED = {"demo_hidden_dim": "demographics_hidden_dim"}
+
+
 def _build(cls, values: dict, where: str):
     known = {f.name for f in fields(cls)}
+    for old, new in RENAMED.items():
+        if old in values and new in known:
+            raise ConfigError(f"[{where}] option {old!r} was renamed to {new!r}: rename it in the config")
     unknown = set(values) - known
     if unknown:
         raise ConfigError(f"unknown option(s) {sorted(unknown)} in [{where}]; known: {sorted(known)}")
@@ -190,6 +204,12 @@ def validate_config(cfg: RunConfig) -> None:
         raise ConfigError(f"[image] encoder must be 'open_clip' or 'stats', got {cfg.image.encoder!r}")
     if cfg.poi.encoder not in ("text", "counts"):
         raise ConfigError(f"[poi] encoder must be 'text' or 'counts', got {cfg.poi.encoder!r}")
+    if t.output not in set(OutputTower):
+        raise ConfigError(f"[train] output must be one of {choices(OutputTower)}, got {t.output!r}")
+    if not 0 <= t.edge_dropout < 1:
+        raise ConfigError(f"[train] edge_dropout must be in [0, 1), got {t.edge_dropout}")
+    if not m.spatial_weight >= 0:
+        raise ConfigError(f"[mobility] spatial_weight must be >= 0 (0: no spatial links), got {m.spatial_weight}")
     for k, v in t.temperatures.items():
         if k not in MODALITIES or not v > 0:
             raise ConfigError(f"[train] temperatures: {k}={v} must name a modality and be > 0")

@@ -50,11 +50,13 @@ QUICK = dict(batch_size=64, epochs=25, patience=5)
 @pytest.fixture(scope="module")
 def trained(small_dataset, tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
-    return out, train_mobclip(small_dataset, TrainConfig(**QUICK), LineConfig(samples_per_edge=30), out_dir=out)
+    return out, train_mobclip(
+        small_dataset, TrainConfig(**QUICK), LineConfig(samples_per_edge=30), checkpoint_dir=out / "checkpoint"
+    )
 
 
 def test_mobclip_recovers_zones_better_than_line_only(trained, small_dataset, small_city):
-    from mobclip_core.training.trainer import line_embeddings
+    from mobclip_core.training.pretrain import line_embeddings
 
     _, res = trained
     zones = small_city.zone_labels.reindex(res.embeddings.index).to_numpy()
@@ -68,15 +70,26 @@ def test_mobclip_recovers_zones_better_than_line_only(trained, small_dataset, sm
     assert res.embeddings.shape == (small_dataset.cells.size, 128)
 
 
-def test_run_files_written(trained):
+def test_run_files_written_and_model_reloads(trained, small_config, small_dataset):
+    from mobclip_core.models.mobclip import MobCLIP
+    from mobclip_core.pipeline import write_run_files
+
     out, res = trained
-    for f in ("checkpoint/model.pt", "checkpoint/config.json", "loss_log.csv", "loss_curve.png"):
+    write_run_files(out, res, small_config)
+    for f in ("checkpoint/model.pt", "checkpoint/config.json", "checkpoint/last.pt", "loss_log.csv", "loss_curve.png"):
         assert (out / f).exists(), f
     import pandas as pd
 
     log = pd.read_csv(out / "loss_log.csv")
     assert list(log.columns) == ["epoch", "train_loss", "val_loss", "seconds"]
     assert log.train_loss.iloc[-1] < log.train_loss.iloc[0]
+    model = MobCLIP.load(out / "checkpoint")
+    np.testing.assert_allclose(
+        model.embed_dataset(small_dataset, "mobility"), res.model.embed_dataset(small_dataset, "mobility"), atol=1e-5
+    )
+    np.testing.assert_allclose(
+        model.embed_dataset(small_dataset, TrainConfig().output), res.embeddings.to_numpy(), atol=1e-5
+    )
 
 
 def test_same_seed_same_embeddings(small_dataset):
@@ -116,9 +129,9 @@ def test_bad_training_config_fails_before_training(small_dataset):
 
 def test_resume_continues_from_last_epoch(small_dataset, tmp_path):
     cfg = TrainConfig(batch_size=64, epochs=4, patience=0)
-    train_mobclip(small_dataset, cfg, LineConfig(samples_per_edge=5), out_dir=tmp_path)
+    train_mobclip(small_dataset, cfg, LineConfig(samples_per_edge=5), checkpoint_dir=tmp_path)
     more = TrainConfig(batch_size=64, epochs=6, patience=0)
-    res = train_mobclip(small_dataset, more, LineConfig(samples_per_edge=5), out_dir=tmp_path, resume=True)
+    res = train_mobclip(small_dataset, more, LineConfig(samples_per_edge=5), checkpoint_dir=tmp_path, resume=True)
     assert list(res.history.epoch) == list(range(6))
 
 
@@ -144,3 +157,49 @@ def test_out_of_core_lightgcn_matches_in_memory(small_dataset):
         LineConfig(samples_per_edge=5),
     )
     assert np.isfinite(res.embeddings.to_numpy()).all()
+
+
+OUTPUT_FUSED = ({"output": "fused"}, {}, {})
+OPTION_CASES = {  # case -> (train options, mobility options, LINE options), each against the paper's setting
+    "output=fused": OUTPUT_FUSED,
+    "output=mobility": ({"output": "mobility"}, {}, {}),
+    "spatial_weight": ({}, {"spatial_weight": 1.0}, {}),
+    "freeze_nodes": ({"freeze_nodes": True}, {}, {}),
+    "node_lr": ({"node_lr": 0.05}, {}, {}),
+    "node_weight_decay": ({"node_weight_decay": 0.5}, {}, {}),
+    "edge_dropout": ({"edge_dropout": 0.5}, {}, {}),
+    "learnable_temperature": ({"learnable_temperature": True}, {}, {}),
+    "weight_decay": ({"weight_decay": 0.5}, {}, {}),
+    "lr": ({"lr": 1e-2}, {}, {}),
+    "line negatives": ({}, {}, {"negatives": 2}),
+    "line length": ({}, {}, {"samples_per_edge": 10}),
+}
+
+
+@pytest.fixture(scope="module")
+def train_variant(small_dataset, tmp_path_factory):
+    cache = tmp_path_factory.mktemp("line-cache")
+
+    def train(train_kw, mob_kw, line_kw):
+        cfg = TrainConfig(**{"batch_size": 64, "epochs": 3, "patience": 0, "output": "mobility", **train_kw})
+        line = LineConfig(**{"samples_per_edge": 5, **line_kw})
+        return train_mobclip(small_dataset, cfg, line, cache_dir=cache, **mob_kw).embeddings.to_numpy()
+
+    return train
+
+
+@pytest.mark.parametrize("case", sorted(OPTION_CASES))
+def test_training_options_change_the_output(train_variant, case):
+    base = train_variant({}, {}, {})
+    out = train_variant(*OPTION_CASES[case])
+    assert np.isfinite(out).all()
+    if case == "output=mobility":  # the paper's setting itself: same options, same numbers
+        np.testing.assert_array_equal(out, base)
+    else:
+        assert np.abs(out - base).max() > 1e-4, case
+
+
+def test_propagated_towers_change_the_fused_output(train_variant):
+    fused = train_variant(*OUTPUT_FUSED)
+    propagated = train_variant({"output": "fused", "propagate_modalities": True}, {}, {})
+    assert np.abs(propagated - fused).max() > 1e-4

@@ -7,12 +7,15 @@ the original C implementation are applied in large vectorized batches with ``ind
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
 from .._optional import import_optional
+from ..collectives import SINGLE_PROCESS, Collectives
 from ..exceptions import InvalidInputError
+from ..options import LineOrder, choices
 
 
 def alias_table(weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -50,11 +53,25 @@ class LineResult:
 
 
 def _train_order(
-    torch, src, dst, edge_prob, edge_alias, neg_prob, neg_alias, n, dim, order, total, negatives, lr0, batch, gen, bar
+    torch,
+    src,
+    dst,
+    edge_prob,
+    edge_alias,
+    neg_prob,
+    neg_alias,
+    n,
+    dim,
+    order,
+    total,
+    negatives,
+    lr0,
+    batch,
+    gen,
+    bar,
+    collectives,
 ):
-    from ..training.distributed import average_, rank_world
-
-    rank, world = rank_world()
+    rank, world = collectives.rank, collectives.world
     emb = (torch.rand(n, dim, generator=gen) - 0.5) / dim  # same start on every rank
     if world > 1:
         gen = torch.Generator().manual_seed(int(gen.initial_seed()) + 7919 * rank)  # own sample stream per rank
@@ -89,11 +106,11 @@ def _train_order(
             emb.index_add_(0, i, grad_u)
         done += nb
         if world > 1:
-            average_(emb)
+            collectives.average_(emb)
             if ctx is not emb:
-                average_(ctx)
+                collectives.average_(ctx)
         if bar is not None:
-            bar.update(nb * world)
+            bar(nb * world)
     return emb
 
 
@@ -109,16 +126,20 @@ def train_line(
     batch_size: int = 1024,
     seed: int = 0,
     progress: bool = False,
+    on_progress: Callable[[float], None] | None = None,
+    collectives: Collectives = SINGLE_PROCESS,
 ) -> LineResult:
     """LINE embeddings of a symmetric weighted ``scipy.sparse`` adjacency.
 
     ``order`` is "first", "second" (the paper's choice) or "both" (each half of ``dim``, concatenated).
+    ``on_progress(fraction)`` is called as samples are drawn; under torchrun pass the group's ``collectives``.
+    Cells without any edge get a zero row (LINE never samples them, so their vector would be noise).
     """
     torch = import_optional("torch")
     import scipy.sparse as sp
 
-    if order not in ("first", "second", "both"):
-        raise ValueError(f"order must be 'first', 'second' or 'both', got {order!r}")
+    if order not in set(LineOrder):
+        raise InvalidInputError(f"LINE order must be one of {choices(LineOrder)}, got {order!r}")
     a = sp.csr_matrix(adjacency)
     if a.nnz == 0:
         raise InvalidInputError("LINE needs a graph with at least one edge")
@@ -130,11 +151,21 @@ def train_line(
     degree = np.asarray(a.sum(axis=1)).ravel()
     neg_prob, neg_alias = alias_table(np.power(degree, 0.75) + 1e-12)
     gen = torch.Generator().manual_seed(seed)
-    bar = None
+    grand_total = total * (2 if order == "both" else 1)
+    tqdm_bar = None
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=total * (2 if order == "both" else 1), unit="edge", unit_scale=True, desc="LINE")
+        tqdm_bar = tqdm(total=grand_total, unit="edge", unit_scale=True, desc="LINE")
+    seen = [0]
+
+    def bar(k: int) -> None:
+        seen[0] += k
+        if tqdm_bar is not None:
+            tqdm_bar.update(k)
+        if on_progress is not None:
+            on_progress(min(1.0, seen[0] / grand_total))
+
     orders = ["first", "second"] if order == "both" else [order]
     d_each = dim // len(orders)
     t0 = time.perf_counter()
@@ -158,9 +189,13 @@ def train_line(
                 batch_size,
                 gen,
                 bar,
+                collectives,
             )
             parts.append(torch.nn.functional.normalize(e, dim=1).numpy())
     seconds = time.perf_counter() - t0
-    if bar is not None:
-        bar.close()
+    if tqdm_bar is not None:
+        tqdm_bar.close()
+    isolated = degree == 0
+    for part in parts:
+        part[isolated] = 0.0
     return LineResult(np.concatenate(parts, axis=1).astype(np.float32), total * len(orders), seconds)

@@ -1,6 +1,14 @@
-"""The MobCLIP module: a LightGCN mobility encoder (anchor) and per-modality heads in one 128-d space."""
+"""The MobCLIP module: a LightGCN mobility encoder (anchor) and per-modality heads in one 128-d space.
+
+``MobCLIP.save(dir)`` writes ``model.pt`` (weights, including the graph and the feature standardisation) and
+``config.json`` (the architecture) side by side; ``MobCLIP.load(dir)`` rebuilds the module from them alone, so the
+cell embeddings of a saved model can be recomputed from the region dataset it was trained on.
+"""
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -8,6 +16,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..constants import DEFAULT_TEMPERATURES
+from ..exceptions import CheckpointError
+from ..io import atomic_path
+from ..options import GraphEncoder, OutputTower
+
+MODEL_FILE = "model.pt"
+CONFIG_FILE = "config.json"
 
 
 def _init_linear(module: nn.Module) -> None:
@@ -17,6 +31,18 @@ def _init_linear(module: nn.Module) -> None:
         if module.bias is not None:
             bound = 1.0 / np.sqrt(module.in_features)
             nn.init.uniform_(module.bias, -bound, bound)
+
+
+class Standardise(nn.Module):
+    """(x - mean) / sd with statistics frozen at training time, so a saved model embeds raw features."""
+
+    def __init__(self, mean: torch.Tensor, sd: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("mean", mean.float())
+        self.register_buffer("sd", sd.float())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.sd
 
 
 def make_head(modality: str, in_dim: int, out_dim: int, hidden: int = 64) -> nn.Module:
@@ -30,11 +56,12 @@ def make_head(modality: str, in_dim: int, out_dim: int, hidden: int = 64) -> nn.
 
 
 class MobilityEncoder(nn.Module):
-    """LightGCN over the sampled graph (torch-geometric), node table initialised from LINE and trainable.
+    """LightGCN over the sampled graph (torch-geometric), node table initialised from LINE.
 
     Output is the *sum* of the layer embeddings E_0..E_K (paper eq. 3), with symmetric normalisation
     D^-1/2 A D^-1/2 of the weighted adjacency. ``kind="mlp"`` is the "w/o graph encoder" ablation: an MLP on
-    the (fixed) LINE features.
+    the (fixed) LINE features. ``edge_dropout`` drops that share of edges at each training step (rescaling the
+    rest), drawn from the encoder's own generator. ``trainable=False`` keeps the LINE node table fixed.
     """
 
     def __init__(
@@ -44,18 +71,27 @@ class MobilityEncoder(nn.Module):
         edge_weight: torch.Tensor,
         *,
         layers: int = 2,
-        kind: str = "lightgcn",
+        kind: str = GraphEncoder.LIGHTGCN,
         out_dim: int = 128,
         disk_block_rows: int | None = None,
+        edge_dropout: float = 0.0,
+        trainable: bool = True,
+        seed: int = 0,
+        normalized: bool = False,
     ) -> None:
         super().__init__()
         from torch_geometric.nn.conv.gcn_conv import gcn_norm
         from torch_geometric.nn.models import LightGCN
 
-        self.kind = kind
+        self.kind = GraphEncoder(kind)
+        self.layers = int(layers)
+        self.edge_dropout = float(edge_dropout)
+        self.generator = torch.Generator().manual_seed(int(seed))
         n, d = init.shape
-        # D^-1/2 A D^-1/2 is computed once; propagation then is a sparse matmul per layer
-        norm_index, norm_weight = gcn_norm(edge_index, edge_weight, n, add_self_loops=False)
+        if normalized:  # a saved model: the weights are already D^-1/2 A D^-1/2
+            norm_index, norm_weight = edge_index, edge_weight
+        else:  # computed once; propagation then is a sparse matmul per layer
+            norm_index, norm_weight = gcn_norm(edge_index, edge_weight, n, add_self_loops=False)
         self.register_buffer("norm_index", norm_index)
         self.register_buffer("norm_weight", norm_weight)
         self._adj_t = None
@@ -67,7 +103,7 @@ class MobilityEncoder(nn.Module):
 
             a = sp.coo_matrix((norm_weight.numpy(), (norm_index[1].numpy(), norm_index[0].numpy())), shape=(n, n))
             self._disk = DiskAdjacency.write(a.tocsr(), block_rows=disk_block_rows)
-        if kind == "lightgcn":
+        if self.kind == GraphEncoder.LIGHTGCN:
             if d != out_dim:
                 raise ValueError(f"LightGCN keeps the LINE width: LINE dim {d} must equal embedding_dim {out_dim}")
             self.gcn = LightGCN(n, d, num_layers=layers, alpha=torch.ones(layers + 1))
@@ -75,37 +111,72 @@ class MobilityEncoder(nn.Module):
                 conv.normalize = False  # weights are already normalised
             with torch.no_grad():
                 self.gcn.embedding.weight.copy_(init)
+            self.gcn.embedding.weight.requires_grad_(trainable)
         else:
             self.register_buffer("features", init.clone())
             self.mlp = nn.Sequential(nn.Linear(d, out_dim), nn.ReLU(), nn.Linear(out_dim, out_dim))
             self.mlp.apply(_init_linear)
 
+    @property
+    def n_cells(self) -> int:
+        return int(self.node_table().shape[0])
+
+    @property
+    def in_dim(self) -> int:
+        """Width of the LINE node table."""
+        return int(self.node_table().shape[1])
+
+    def node_table(self) -> torch.Tensor:
+        return self.gcn.embedding.weight if self.kind == GraphEncoder.LIGHTGCN else self.features
+
+    def node_parameters(self) -> list[nn.Parameter]:
+        """The node table (its own learning rate and weight decay can be set apart from the heads')."""
+        if self.kind == GraphEncoder.LIGHTGCN and self.gcn.embedding.weight.requires_grad:
+            return [self.gcn.embedding.weight]
+        return []
+
     def adjacency_t(self) -> torch.Tensor:
         """Transposed normalised adjacency (rows = message targets) as a sparse CSR tensor, built once."""
-        if self._adj_t is None or self._adj_t.device != self.norm_weight.device:
-            from torch_geometric.utils import to_torch_csr_tensor
+        from torch_geometric.utils import to_torch_csr_tensor
 
-            n = self.gcn.embedding.num_embeddings
+        n = self.n_cells
+        if self.training and self.edge_dropout > 0:
+            keep = torch.rand(self.norm_weight.shape, generator=self.generator) >= self.edge_dropout
+            keep = keep.to(self.norm_weight.device)
+            weight = self.norm_weight[keep] / (1.0 - self.edge_dropout)
+            return to_torch_csr_tensor(self.norm_index[:, keep].flip(0), weight, size=(n, n))
+        if self._adj_t is None or self._adj_t.device != self.norm_weight.device:
             self._adj_t = to_torch_csr_tensor(self.norm_index.flip(0), self.norm_weight, size=(n, n))
         return self._adj_t
 
-    def forward(self) -> torch.Tensor:
-        if self.kind == "lightgcn" and self._disk is not None:
+    def propagate(self, x: torch.Tensor) -> torch.Tensor:
+        """Sum of Â^k x for k = 0..layers over this encoder's graph (LightGCN's propagation, alpha = 1)."""
+        out = x
+        if self._disk is not None:
             from .outofcore import propagate
 
-            x = self.gcn.embedding.weight
-            out = x
-            for _ in range(len(self.gcn.convs)):  # sum of E_0..E_K, as LightGCN with alpha = 1
+            for _ in range(self.layers):
                 x = propagate(self._disk, x)
                 out = out + x
             return out
-        if self.kind == "lightgcn":
-            return self.gcn.get_embedding(self.adjacency_t())
+        adj_t = self.adjacency_t()
+        for _ in range(self.layers):
+            x = adj_t @ x
+            out = out + x
+        return out
+
+    def forward(self) -> torch.Tensor:
+        if self.kind == GraphEncoder.LIGHTGCN:
+            return self.propagate(self.gcn.embedding.weight)
         return self.mlp(self.features)
 
 
 class MobCLIP(nn.Module):
-    """Mobility encoder + heads; ``loss`` is the symmetric InfoNCE of the paper (eq. 4-5), masked per modality."""
+    """Mobility encoder + heads; ``loss`` is the symmetric InfoNCE of the paper (eq. 4-5), masked per modality.
+
+    ``connected`` marks the cells that have mobility links: only they take part in the mobility terms of the loss
+    and only their mobility tower enters the fused output (a cell without links has no mobility to speak of).
+    """
 
     def __init__(
         self,
@@ -113,28 +184,78 @@ class MobCLIP(nn.Module):
         feature_dims: dict[str, int],
         *,
         embedding_dim: int = 128,
-        demo_hidden_dim: int = 64,
+        demographics_hidden_dim: int = 64,
         temperatures: dict[str, float] | None = None,
         learnable_temperature: bool = False,
         anchor: str = "mobility",
+        connected: torch.Tensor | None = None,
+        standardisation: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None,
+        propagate_modalities: bool = False,
     ) -> None:
         super().__init__()
         self.mobility = mobility
+        self.propagate_modalities = bool(propagate_modalities)
+        stats = standardisation or {m: (torch.zeros(d), torch.ones(d)) for m, d in feature_dims.items()}
         self.heads = nn.ModuleDict(
-            {m: make_head(m, d, embedding_dim, demo_hidden_dim) for m, d in feature_dims.items()}
+            {
+                m: nn.Sequential(Standardise(*stats[m]), make_head(m, d, embedding_dim, demographics_hidden_dim))
+                for m, d in feature_dims.items()
+            }
         )
         temps = {**DEFAULT_TEMPERATURES, **(temperatures or {})}
         log_scale = torch.tensor([float(np.log(1.0 / temps[m])) for m in feature_dims], dtype=torch.float32)
         self.log_scale = nn.Parameter(log_scale, requires_grad=learnable_temperature)
         self.modalities = list(feature_dims)
         self.anchor = anchor
+        if connected is None:
+            connected = torch.ones(mobility.n_cells, dtype=torch.bool)
+        self.register_buffer("connected", connected.bool())
+        self.arch = {
+            "feature_dims": dict(feature_dims),
+            "embedding_dim": int(embedding_dim),
+            "demographics_hidden_dim": int(demographics_hidden_dim),
+            "temperatures": {m: float(temps[m]) for m in feature_dims},
+            "learnable_temperature": bool(learnable_temperature),
+            "anchor": anchor,
+            "n_cells": mobility.n_cells,
+            "graph_encoder": str(mobility.kind),
+            "layers": mobility.layers,
+            "line_dim": mobility.in_dim,
+            "propagate_modalities": self.propagate_modalities,
+        }
 
-    def embed_all(self, features: dict[str, torch.Tensor], idx: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """L2-normalised embeddings for mobility and each modality, of the cells in ``idx`` (default: all)."""
+    def embed_all(
+        self,
+        features: dict[str, torch.Tensor],
+        idx: torch.Tensor | None = None,
+        present: dict[str, torch.Tensor] | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """L2-normalised embeddings for mobility and each modality, of the cells in ``idx`` (default: all).
+
+        With ``propagate_modalities`` each modality's head output (zero where the cell lacks it, so ``present`` is
+        needed) is propagated over the encoder's graph like the mobility tower, so every tower sees the cell's
+        graph neighbourhood.
+        """
         sel = slice(None) if idx is None else idx
         out = {"mobility": F.normalize(self.mobility()[sel], dim=1)}
         for m in self.modalities:
-            out[m] = F.normalize(self.heads[m](features[m][sel]), dim=1)
+            if self.propagate_modalities:
+                h = self.heads[m](features[m]) * present[m].to(features[m].dtype)[:, None]
+                out[m] = F.normalize(self.mobility.propagate(h)[sel], dim=1)
+            else:
+                out[m] = F.normalize(self.heads[m](features[m][sel]), dim=1)
+        return out
+
+    def tower_present(self, present: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Which cells have each tower: mobility where linked; a modality where present (or, when propagated,
+        where any cell within the propagation's reach has it)."""
+        out = {"mobility": self.connected}
+        for m in self.modalities:
+            p = present[m]
+            if self.propagate_modalities:
+                with torch.no_grad():
+                    p = self.mobility.propagate(p.float()[:, None].abs())[:, 0] > 0
+            out[m] = p
         return out
 
     def loss(
@@ -142,19 +263,17 @@ class MobCLIP(nn.Module):
     ) -> torch.Tensor:
         """Mean of the 2 x M cross-entropies (anchor -> X and X -> anchor) over the cells in ``idx``.
 
-        Cells lacking modality X are masked out of X's terms; a modality with fewer than two cells in the
-        batch contributes nothing.
+        Cells lacking modality X (or, for mobility, any link) are masked out of X's terms; a modality with fewer
+        than two cells in the batch contributes nothing.
         """
-        emb = self.embed_all(features, idx)
+        emb = self.embed_all(features, idx, present)
+        has = self.tower_present(present)
         terms = []
         scale_of = dict(zip(self.modalities, self.log_scale.exp()))
         anchor = self.anchor
         others = [m for m in ["mobility", *self.modalities] if m != anchor]
         for m in others:
-            mask = torch.ones_like(idx, dtype=torch.bool)
-            for name in (m, anchor):
-                if name != "mobility":
-                    mask &= present[name][idx]
+            mask = has[m][idx] & has[anchor][idx]
             if int(mask.sum()) < 2:
                 continue
             a, x = emb[anchor][mask], emb[m][mask]
@@ -169,3 +288,90 @@ class MobCLIP(nn.Module):
     def forward(self, idx, features, present):
         """The training loss (so DistributedDataParallel can wrap the module)."""
         return self.loss(idx, features, present)
+
+    @torch.no_grad()
+    def cell_embeddings(
+        self, features: dict[str, torch.Tensor], present: dict[str, torch.Tensor], output: str = OutputTower.FUSED
+    ) -> torch.Tensor:
+        """The model's output for every cell.
+
+        ``mobility``: the mobility tower, unnormalised (the paper's output). ``fused``: the mean of the aligned,
+        L2-normalised towers each cell has (mobility where it has links, each modality where present). A cell
+        with neither gets zeros.
+        """
+        output = OutputTower(output)
+        if output == OutputTower.MOBILITY:
+            return self.mobility()
+        emb = self.embed_all(features, present=present)
+        has = self.tower_present(present)
+        total = torch.zeros_like(emb["mobility"])
+        count = torch.zeros(total.shape[0], 1, device=total.device)
+        for name, e in emb.items():
+            w = has[name].float()[:, None]
+            total += w * e
+            count += w
+        return total / count.clamp(min=1.0)
+
+    def embed_dataset(self, dataset, output: str = OutputTower.FUSED) -> np.ndarray:
+        """Cell embeddings of the region dataset the model was trained on (float32, dataset cell order)."""
+        if dataset.cells.size != self.mobility.n_cells:
+            raise CheckpointError(
+                f"the model was trained on {self.mobility.n_cells} cells, the dataset has {dataset.cells.size}: "
+                "embed the dataset the model was trained on"
+            )
+        device = self.connected.device
+        features, present = {}, {}
+        for m in self.modalities:
+            x, p = dataset.feature_matrix(m)
+            features[m] = torch.from_numpy(x).to(device)
+            present[m] = torch.from_numpy(p.copy()).to(device)
+        return self.cell_embeddings(features, present, output).cpu().numpy().astype(np.float32)
+
+    # -- persistence ---------------------------------------------------------------------------------------------
+    def save(self, directory: str | Path, extra: dict | None = None) -> Path:
+        """``model.pt`` (state dict) and ``config.json`` (architecture + ``extra``), each written atomically."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        with atomic_path(directory / MODEL_FILE) as tmp:
+            torch.save(self.state_dict(), tmp)
+        with atomic_path(directory / CONFIG_FILE) as tmp:
+            tmp.write_text(json.dumps({"model": self.arch, **(extra or {})}, indent=2, default=str))
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | Path, map_location: str = "cpu") -> MobCLIP:
+        """Rebuild a model written by ``save`` (in eval mode)."""
+        directory = Path(directory)
+        cfg_path, weights = directory / CONFIG_FILE, directory / MODEL_FILE
+        if not cfg_path.exists() or not weights.exists():
+            raise CheckpointError(f"{directory} holds no saved MobCLIP model ({CONFIG_FILE} and {MODEL_FILE})")
+        try:
+            arch = json.loads(cfg_path.read_text())["model"]
+            state = torch.load(weights, map_location=map_location, weights_only=True)
+        except Exception as exc:  # torch and json raise several types for damaged files
+            raise CheckpointError(f"{directory}: the saved model cannot be read ({exc}); train it again") from exc
+        n, kind = arch["n_cells"], arch["graph_encoder"]
+        encoder = MobilityEncoder(
+            torch.zeros(n, arch["line_dim"]),
+            state["mobility.norm_index"],
+            state["mobility.norm_weight"],
+            layers=arch["layers"],
+            kind=kind,
+            out_dim=arch["embedding_dim"],
+            normalized=True,
+        )
+        stats = {m: (state[f"heads.{m}.0.mean"], state[f"heads.{m}.0.sd"]) for m in arch["feature_dims"]}
+        model = cls(
+            encoder,
+            arch["feature_dims"],
+            embedding_dim=arch["embedding_dim"],
+            demographics_hidden_dim=arch["demographics_hidden_dim"],
+            temperatures=arch["temperatures"],
+            learnable_temperature=arch["learnable_temperature"],
+            anchor=arch["anchor"],
+            connected=state["connected"],
+            standardisation=stats,
+            propagate_modalities=arch.get("propagate_modalities", False),
+        )
+        model.load_state_dict(state)
+        return model.eval()

@@ -1,20 +1,36 @@
-"""The MobCLIP trainer: LINE on the full graph, LightGCN on the sampled graph, CLIP alignment of modalities."""
+"""The MobCLIP trainer: LINE on the full graph, LightGCN on the sampled graph, CLIP alignment of modalities.
+
+``train_mobclip`` runs the parts in order: ``prepare_training_data`` (graph, features, split),
+``line_embeddings`` (cached), ``build_model``, then ``fit`` (one epoch loop with one ``EarlyStopping`` whose state,
+with the optimizer's and the generators', goes into ``checkpoint/last.pt`` so resume is exact). Writing the run's
+files is the pipeline's job.
+"""
 
 from __future__ import annotations
 
-import json
+import logging
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from .._optional import import_optional
+from ..collectives import SINGLE_PROCESS, Collectives
 from ..config import LineConfig, TrainConfig
 from ..constants import EMBEDDING_PREFIX
-from ..exceptions import ConfigError, InvalidInputError, ModalityMissingError
+from ..exceptions import CheckpointError, ConfigError, InvalidInputError
 from ..io import atomic_path
+from ..options import GraphEncoder, NodeInit, Sampling
+from .data import TrainingData, coverage_report, prepare_training_data
+from .early_stopping import EarlyStopping
+from .loop import run_epochs
+from .pretrain import line_embeddings
+
+log = logging.getLogger(__name__)
+LAST_CHECKPOINT = "last.pt"
 
 
 @dataclass
@@ -26,12 +42,8 @@ class TrainResult:
     line_seconds: float
     line_samples_per_second: float
     modalities: list[str]
-
-
-def seed_everything(seed: int) -> None:
-    torch = import_optional("torch")
-    np.random.seed(seed)  # noqa: NPY002 - seeds third-party code that uses the global state
-    torch.manual_seed(seed)
+    model: object = field(default=None, repr=False)  # the trained MobCLIP module (best epoch), eval mode
+    coverage: dict = field(default_factory=dict)
 
 
 def resolve_device(device: str) -> str:
@@ -41,65 +53,178 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def _standardise(x: np.ndarray, present: np.ndarray) -> np.ndarray:
-    mu = x[present].mean(axis=0)
-    sd = x[present].std(axis=0)
-    sd[sd < 1e-8] = 1.0
-    out = (x - mu) / sd
-    out[~present] = 0.0
-    return out.astype(np.float32)
-
-
-def select_modalities(dataset, cfg: TrainConfig) -> list[str]:
-    """Modalities to align: those requested that the dataset has; refuse all-missing ones."""
-    chosen = [m for m in cfg.modalities if m in dataset.features]
-    for m in chosen:
-        dataset.feature_matrix(m)  # raises ModalityMissingError when no cell has it
-    if cfg.anchor != "mobility" and cfg.anchor not in chosen:
-        raise ConfigError(f"anchor {cfg.anchor!r} is not among the dataset's modalities {chosen}")
-    if cfg.clip and not chosen:
-        raise ModalityMissingError(
-            f"no auxiliary modality to align: the dataset has {sorted(dataset.features)}, the config asks for "
-            f"{cfg.modalities}. Add POI, image or demographics inputs, or set [train] clip = false"
+def check_config(train: TrainConfig, line: LineConfig) -> None:
+    """Refuse settings that cannot train, before any work is done."""
+    if train.embedding_dim != line.dim and train.graph_encoder == GraphEncoder.LIGHTGCN:
+        raise ConfigError(
+            f"[line] dim ({line.dim}) must equal [train] embedding_dim ({train.embedding_dim}) "
+            "for the LightGCN encoder, which keeps the LINE width"
         )
-    return chosen
 
 
-def line_embeddings(graph, line: LineConfig, cache: Path | None = None, progress: bool = False):
-    """LINE on the full graph, cached beside the run (keyed by the graph and the LINE settings)."""
-    from ..modalities.cache import fingerprint
-    from ..models.line import LineResult, train_line
+def build_model(data: TrainingData, line_embedding: np.ndarray, cfg: TrainConfig):
+    """The MobCLIP module for ``data``; parameters drawn from ``cfg.seed`` without touching the global RNG."""
+    torch = import_optional("torch")
+    from ..models.mobclip import MobCLIP, MobilityEncoder
 
-    key = fingerprint(
-        "line",
-        asdict(line),
-        graph.adjacency.data.tobytes().hex()[:4096],
-        int(graph.adjacency.nnz),
-        graph.cells.tobytes().hex()[:4096],
-    )
-    if cache is not None:
-        path = cache / f"line-{key}.npy"
-        if path.exists():
-            return LineResult(np.load(path), 0, 0.0)
-    res = train_line(
-        graph.adjacency,
-        dim=line.dim,
-        order=line.order,
-        samples_per_edge=line.samples_per_edge,
-        negatives=line.negatives,
-        lr=line.lr,
-        batch_size=line.batch_size,
-        seed=line.seed,
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        init = torch.from_numpy(line_embedding)
+        if cfg.init == NodeInit.RANDOM:
+            init = torch.randn(init.shape) * 0.1
+        encoder = MobilityEncoder(
+            init,
+            data.edge_index,
+            data.edge_weight,
+            layers=cfg.layers,
+            kind=cfg.graph_encoder,
+            out_dim=cfg.embedding_dim,
+            disk_block_rows=cfg.disk_block_rows or None,
+            edge_dropout=cfg.edge_dropout,
+            trainable=not cfg.freeze_nodes,
+            seed=cfg.seed,
+        )
+        return MobCLIP(
+            encoder,
+            data.dims,
+            embedding_dim=cfg.embedding_dim,
+            demographics_hidden_dim=cfg.demographics_hidden_dim,
+            temperatures=cfg.temperatures,
+            learnable_temperature=cfg.learnable_temperature,
+            anchor=cfg.anchor,
+            connected=data.connected.cpu(),
+            standardisation=data.standardisation,
+            propagate_modalities=cfg.propagate_modalities,
+        )
+
+
+def make_optimizer(model, cfg: TrainConfig):
+    """AdamW; weight decay on weight matrices only; the node table may have its own rate and decay."""
+    torch = import_optional("torch")
+    nodes = {id(p) for p in model.mobility.node_parameters()}
+    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad and id(p) not in nodes]
+    groups = [
+        {"params": [p for n, p in params if p.ndim >= 2 and "bias" not in n], "weight_decay": cfg.weight_decay},
+        {"params": [p for n, p in params if not (p.ndim >= 2 and "bias" not in n)], "weight_decay": 0.0},
+    ]
+    if nodes:
+        groups.append(
+            {
+                "params": model.mobility.node_parameters(),
+                "lr": cfg.node_lr if cfg.node_lr is not None else cfg.lr,
+                "weight_decay": cfg.node_weight_decay if cfg.node_weight_decay is not None else cfg.weight_decay,
+            }
+        )
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr)
+
+
+def _load_last(path: Path, model, opt, device: str) -> dict:
+    torch = import_optional("torch")
+    try:
+        state = torch.load(path, map_location=device, weights_only=False)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+    except Exception as exc:  # truncated file, foreign file, or a model of another shape
+        raise CheckpointError(
+            f"cannot resume from {path} ({type(exc).__name__}: {str(exc)[:200]}): it is damaged or was written for "
+            "another model shape (dimensions, modalities or graph changed). Delete it, or run without --resume"
+        ) from exc
+    return state
+
+
+def fit(
+    model,
+    data: TrainingData,
+    cfg: TrainConfig,
+    *,
+    checkpoint_dir: Path | None = None,
+    resume: bool = False,
+    progress: bool = False,
+    on_progress: Callable[[float], None] | None = None,
+    collectives: Collectives = SINGLE_PROCESS,
+) -> tuple[list[dict], EarlyStopping]:
+    """The contrastive epochs with early stopping on the validation loss; the model ends at its best epoch."""
+    torch = import_optional("torch")
+    engine = model
+    if collectives.world > 1:  # data parallel: each rank takes a slice of every batch; DDP averages the gradients
+        engine = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True, broadcast_buffers=False)
+    opt = make_optimizer(model, cfg)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    stopper = EarlyStopping(cfg.patience)
+    history: list[dict] = []
+    start = 0
+    last = checkpoint_dir / LAST_CHECKPOINT if checkpoint_dir is not None else None
+    if resume and last is not None and last.exists():
+        state = _load_last(last, model, opt, model.connected.device)
+        start, history = state["epoch"] + 1, state["history"]
+        stopper.load_state_dict(state["stopper"])
+        gen.set_state(state["generator"])
+        model.mobility.generator.set_state(state["dropout_generator"])
+        if stopper.should_stop:
+            start = cfg.epochs  # it had already stopped: nothing more to train
+    rank, world = collectives.rank, collectives.world
+    train_idx, val_idx = data.train_idx, data.val_idx
+    last_train_loss = [0.0]  # validation falls back to it when there are too few cells to hold any out
+
+    def train_epoch(epoch: int) -> float:
+        model.train()
+        order = train_idx[torch.randperm(train_idx.numel(), generator=gen).to(train_idx.device)]
+        losses = []
+        for s in range(0, order.numel(), cfg.batch_size):
+            loss = engine(order[s : s + cfg.batch_size][rank::world], data.features, data.present)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+        last_train_loss[0] = float(np.mean(losses))
+        return last_train_loss[0]
+
+    def validate() -> float:
+        model.eval()
+        with torch.no_grad():
+            if val_idx.numel() > 1:
+                val = model.loss(val_idx, data.features, data.present)
+            else:
+                val = torch.tensor(last_train_loss[0])
+            collectives.average_(val)  # identical on every rank; averaging makes early stopping agree bit for bit
+        return float(val)
+
+    def snapshot() -> dict:
+        return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    def save_last(epoch: int, hist: list[dict]) -> None:
+        if last is None or not collectives.is_main:
+            return
+        last.parent.mkdir(parents=True, exist_ok=True)
+        state = {
+            "model": model.state_dict(),
+            "optimizer": opt.state_dict(),
+            "epoch": epoch,
+            "history": hist,
+            "stopper": stopper.state_dict(),
+            "generator": gen.get_state(),
+            "dropout_generator": model.mobility.generator.get_state(),
+        }
+        with atomic_path(last) as tmp:
+            torch.save(state, tmp)
+
+    history = run_epochs(
+        epochs=cfg.epochs if cfg.clip else 0,
+        train_epoch=train_epoch,
+        validate=validate,
+        stopper=stopper,
+        snapshot=snapshot,
+        start_epoch=start,
+        history=history,
+        after_epoch=save_last,
+        desc="MobCLIP",
         progress=progress,
+        on_progress=on_progress,
     )
-    from .distributed import is_main
-
-    if cache is not None and is_main():
-        cache.mkdir(parents=True, exist_ok=True)
-        with atomic_path(path) as tmp:
-            with open(tmp, "wb") as fh:
-                np.save(fh, res.embedding)
-    return res
+    if stopper.best_state is not None:
+        model.load_state_dict(stopper.best_state)
+    model.eval()
+    return history, stopper
 
 
 def train_mobclip(
@@ -107,219 +232,64 @@ def train_mobclip(
     train: TrainConfig,
     line: LineConfig,
     *,
-    sampling: str = "top_k",
+    sampling: str = Sampling.TOP_K,
     ratio: float = 0.3,
-    out_dir: str | Path | None = None,
+    spatial_weight: float = 0.0,
+    checkpoint_dir: str | Path | None = None,
+    cache_dir: str | Path | None = None,
     resume: bool = False,
     progress: bool = False,
+    on_progress: Callable[[str, float], None] | None = None,
+    collectives: Collectives = SINGLE_PROCESS,
 ) -> TrainResult:
-    """Train MobCLIP on a RegionDataset; writes checkpoint, config and loss log into ``out_dir`` if given."""
-    torch = import_optional("torch")
-    import_optional("torch_geometric")
-    from ..models.mobclip import MobCLIP, MobilityEncoder
+    """Train MobCLIP on a RegionDataset and return the cell embeddings (``train.output``) and the model.
 
+    ``checkpoint_dir`` receives ``last.pt`` after every epoch (``resume=True`` continues from it exactly);
+    ``cache_dir`` keeps the LINE embedding between runs. ``on_progress(stage, fraction)`` reports the stages
+    "line" and "train".
+    """
+    import_optional("torch_geometric")
     t_start = time.perf_counter()
-    modalities = select_modalities(dataset, train)
-    if train.embedding_dim != line.dim and train.graph_encoder == "lightgcn":
-        raise ConfigError(
-            f"[line] dim ({line.dim}) must equal [train] embedding_dim ({train.embedding_dim}) "
-            "for the LightGCN encoder, which keeps the LINE width"
-        )
+    check_config(train, line)
     if dataset.graph.n_edges == 0:
         raise InvalidInputError("the mobility graph has no edges: nothing to train on")
-    out = Path(out_dir) if out_dir is not None else None
-    seed_everything(train.seed)
+    coverage = coverage_report(dataset.graph)
     device = resolve_device(train.device)
-
-    line_res = line_embeddings(dataset.graph, line, cache=out / "cache" if out else None, progress=progress)
-    init = torch.from_numpy(line_res.embedding)
-    if train.init == "random":
-        init = torch.randn(init.shape, generator=torch.Generator().manual_seed(train.seed)) * 0.1
-
-    sampled = dataset.graph.top_k(ratio) if sampling == "top_k" else dataset.graph.random_sample(ratio, train.seed)
-    coo = sampled.adjacency.tocoo()
-    edge_index = torch.from_numpy(np.vstack([coo.row, coo.col]).astype(np.int64))
-    edge_weight = torch.from_numpy(coo.data.astype(np.float32))
-    features, present, dims = {}, {}, {}
-    for m in modalities:
-        x, p = dataset.feature_matrix(m)
-        features[m] = torch.from_numpy(_standardise(x, p)).to(device)
-        present[m] = torch.from_numpy(p.copy()).to(device)
-        dims[m] = x.shape[1]
-
-    encoder = MobilityEncoder(
-        init,
-        edge_index,
-        edge_weight,
-        layers=train.layers,
-        kind=train.graph_encoder,
-        out_dim=train.embedding_dim,
-        disk_block_rows=train.disk_block_rows or None,
+    data = prepare_training_data(
+        dataset, train, sampling=sampling, ratio=ratio, spatial_weight=spatial_weight, device=device
     )
-    model = MobCLIP(
-        encoder,
-        dims,
-        embedding_dim=train.embedding_dim,
-        demo_hidden_dim=train.demo_hidden_dim,
-        temperatures=train.temperatures,
-        learnable_temperature=train.learnable_temperature,
-        anchor=train.anchor,
-    ).to(device)
-    from .distributed import average_, is_main, rank_world
-
-    rank, world = rank_world()
-    engine = model
-    if world > 1:  # data parallel: each rank takes a slice of every batch; DDP averages the gradients
-        engine = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True, broadcast_buffers=False)
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "bias" not in n]
-    no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "bias" not in n)]
-    opt = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": train.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=train.lr
+    line_res = line_embeddings(
+        dataset.graph,
+        line,
+        cache=Path(cache_dir) if cache_dir is not None else None,
+        progress=progress,
+        on_progress=(lambda f: on_progress("line", f)) if on_progress else None,
+        collectives=collectives,
     )
-
-    n = dataset.cells.size
-    gen = torch.Generator().manual_seed(train.seed)
-    perm = torch.randperm(n, generator=gen)
-    n_val = max(1, int(round(train.val_fraction * n))) if n >= 10 else 0
-    val_idx, train_idx = perm[:n_val].to(device), perm[n_val:].to(device)
-
-    history: list[dict] = []
-    best = (float("inf"), 0, None)
-    start_epoch = 0
-    ckpt_dir = out / "checkpoint" if out else None
-    if resume and ckpt_dir is not None and (ckpt_dir / "last.pt").exists():
-        state = torch.load(ckpt_dir / "last.pt", map_location=device, weights_only=False)
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        start_epoch, history = state["epoch"] + 1, state["history"]
-        best = (state["best_val"], state["best_epoch"], state["best_model"])
-        gen.set_state(state["generator"])
-
-    bar = None
-    epochs = train.epochs if train.clip else 0
-    if progress and epochs:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=epochs, initial=start_epoch, desc="MobCLIP", unit="epoch")
-    stale = 0
-    for epoch in range(start_epoch, epochs):
-        t0 = time.perf_counter()
-        model.train()
-        order = train_idx[torch.randperm(train_idx.numel(), generator=gen).to(device)]
-        losses = []
-        for s in range(0, order.numel(), train.batch_size):
-            batch = order[s : s + train.batch_size][rank::world]
-            loss = engine(batch, features, present)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            losses.append(loss.item())
-        model.eval()
-        with torch.no_grad():
-            val_t = model.loss(val_idx, features, present) if n_val > 1 else torch.tensor(float(np.mean(losses)))
-            average_(val_t)  # identical on every rank; averaging makes early stopping agree bit for bit
-            val = float(val_t)
-        history.append(
-            {"epoch": epoch, "train_loss": float(np.mean(losses)), "val_loss": val, "seconds": time.perf_counter() - t0}
-        )
-        if val < best[0] - 1e-6 or train.patience <= 0:
-            best, stale = (val, epoch, {k: v.detach().clone() for k, v in model.state_dict().items()}), 0
-        else:
-            stale += 1
-        if bar is not None:
-            bar.set_postfix(train=f"{history[-1]['train_loss']:.3f}", val=f"{val:.3f}")
-            bar.update(1)
-        if ckpt_dir is not None and is_main():
-            ckpt_dir.mkdir(parents=True, exist_ok=True)
-            with atomic_path(ckpt_dir / "last.pt") as tmp:
-                torch.save(
-                    {
-                        "model": model.state_dict(),
-                        "optimizer": opt.state_dict(),
-                        "epoch": epoch,
-                        "history": history,
-                        "best_val": best[0],
-                        "best_epoch": best[1],
-                        "best_model": best[2],
-                        "generator": gen.get_state(),
-                    },
-                    tmp,
-                )
-        if train.patience > 0 and stale >= train.patience:
-            break
-    if bar is not None:
-        bar.close()
-    if best[2] is not None:
-        model.load_state_dict(best[2])
-    model.eval()
-    with torch.no_grad():
-        emb = model.mobility().cpu().numpy().astype(np.float32)
+    model = build_model(data, line_res.embedding, train).to(device)
+    history, stopper = fit(
+        model,
+        data,
+        train,
+        checkpoint_dir=Path(checkpoint_dir) if checkpoint_dir is not None else None,
+        resume=resume,
+        progress=progress,
+        on_progress=(lambda f: on_progress("train", f)) if on_progress else None,
+        collectives=collectives,
+    )
+    emb = model.cell_embeddings(data.features, data.present, train.output).cpu().numpy().astype(np.float32)
     cols = [f"{EMBEDDING_PREFIX}{i}" for i in range(emb.shape[1])]
-    embeddings = pd.DataFrame(emb, index=dataset.cell_ids, columns=cols)
-    hist = pd.DataFrame(history, columns=["epoch", "train_loss", "val_loss", "seconds"])
-    result = TrainResult(
-        embeddings,
-        hist,
-        best[1],
-        time.perf_counter() - t_start,
-        line_res.seconds,
-        line_res.samples_per_second,
-        modalities,
+    return TrainResult(
+        embeddings=pd.DataFrame(emb, index=dataset.cell_ids, columns=cols),
+        history=pd.DataFrame(history, columns=["epoch", "train_loss", "val_loss", "seconds"]),
+        best_epoch=max(stopper.best_epoch, 0),
+        seconds=time.perf_counter() - t_start,
+        line_seconds=line_res.seconds,
+        line_samples_per_second=line_res.samples_per_second,
+        modalities=data.modalities,
+        model=model,
+        coverage=coverage,
     )
-    if out is not None and is_main():
-        _write_run(out, model, result, train, line, sampling, ratio, dims)
-    return result
 
 
-def _write_run(
-    out: Path,
-    model,
-    result: TrainResult,
-    train: TrainConfig,
-    line: LineConfig,
-    sampling: str,
-    ratio: float,
-    dims: dict[str, int],
-) -> None:
-    torch = import_optional("torch")
-    ckpt = out / "checkpoint"
-    ckpt.mkdir(parents=True, exist_ok=True)
-    with atomic_path(ckpt / "model.pt") as tmp:
-        torch.save(model.state_dict(), tmp)
-    config = {
-        "train": asdict(train),
-        "line": asdict(line),
-        "sampling": sampling,
-        "ratio": ratio,
-        "feature_dims": dims,
-        "n_cells": int(result.embeddings.shape[0]),
-        "best_epoch": result.best_epoch,
-        "modalities": result.modalities,
-    }
-    with atomic_path(ckpt / "config.json") as tmp:
-        tmp.write_text(json.dumps(config, indent=2))
-    with atomic_path(out / "loss_log.csv") as tmp:
-        result.history.to_csv(tmp, index=False)
-    if len(result.history):
-        plot_loss_curve(result.history, out / "loss_curve.png")
-
-
-def plot_loss_curve(history: pd.DataFrame, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 3.2), dpi=120)
-    ax.plot(history["epoch"], history["train_loss"], label="train")
-    ax.plot(history["epoch"], history["val_loss"], label="validation")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("InfoNCE loss")
-    ax.legend()
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
-
-
-__all__ = ["TrainResult", "train_mobclip"]
+__all__ = ["TrainResult", "build_model", "fit", "train_mobclip"]

@@ -1,0 +1,160 @@
+"""Choose MobCLIP's defaults on Chicago by blocked validation on DEVELOPMENT targets only.
+
+The ten targets `bench_chicago` reports are never looked at here. Development targets are other Chi-SDOH tract
+variables that are not inputs either (child poverty, uninsured, limited English, single parents, no vehicle,
+transit and car commuting, commute time, disability, health literacy). Every variant is a config override; each
+is trained with several seeds and scored twice:
+- tracts (791): LightGBM with early stopping, 80/20 splits holding out whole community areas, 5 runs;
+- community areas (77, population-weighted means): Ridge with leave-one-out alpha, splits holding out H3 res-6
+  blocks, 10 runs.
+The score of a variant is the mean R^2 over targets, averaged over seeds, with the spread over seeds.
+Embeddings are kept in --work so an interrupted search resumes. Writes benchmarks/results/chicago_search.{md,csv}.
+Run: .venv/bin/python -m benchmarks.chicago_search [--seeds 3] [--variants NAME ...] [--work DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pandas as pd
+
+from benchmarks.chicago_data import DEV_TARGETS, available, community_areas, prepare_chicago
+from mobclip_core.config import load_config
+from mobclip_core.evaluation.harness import EmbeddingSource, Task, evaluate, to_markdown
+
+RESULTS = Path(__file__).parent / "results"
+
+PAPER = {"output": "mobility"}
+VARIANTS: dict[str, dict] = {
+    # name: {"train": {...}, "mobility": {...}, "line": {...}, "resolution": int}
+    "paper (mobility tower)": {"train": PAPER},
+    "fused towers": {"train": {"output": "fused"}},
+    "fused, towers propagated": {"train": {"output": "fused", "propagate_modalities": True}},
+    "fused, propagated, spatial 1": {
+        "train": {"output": "fused", "propagate_modalities": True},
+        "mobility": {"spatial_weight": 1.0},
+    },
+    "fused, propagated, spatial 1, 4 layers": {
+        "train": {"output": "fused", "propagate_modalities": True, "layers": 4},
+        "mobility": {"spatial_weight": 1.0},
+    },
+    "fused, propagated, spatial 3": {
+        "train": {"output": "fused", "propagate_modalities": True},
+        "mobility": {"spatial_weight": 3.0},
+    },
+    "paper + spatial 1": {"train": PAPER, "mobility": {"spatial_weight": 1.0}},
+    "paper, frozen LINE": {"train": {**PAPER, "freeze_nodes": True}},
+    "paper, node lr 1e-4": {"train": {**PAPER, "node_lr": 1e-4}},
+    "paper, node weight decay 0.1": {"train": {**PAPER, "node_weight_decay": 0.1}},
+    "paper, edge dropout 0.2": {"train": {**PAPER, "edge_dropout": 0.2}},
+    "paper, learnable temperature": {"train": {**PAPER, "learnable_temperature": True}},
+    "paper, lr 1e-4": {"train": {**PAPER, "lr": 1e-4}},
+    "paper, lr 1e-2": {"train": {**PAPER, "lr": 1e-2}},
+    "paper, weight decay 1e-2": {"train": {**PAPER, "weight_decay": 1e-2}},
+    "paper, weight decay 1e-4": {"train": {**PAPER, "weight_decay": 1e-4}},
+    "paper, H3 res 8": {"train": PAPER, "resolution": 8},
+    "paper, LINE 200 samples/edge": {"train": PAPER, "line": {"samples_per_edge": 200}},
+    "paper, LINE 10 negatives": {"train": PAPER, "line": {"negatives": 10}},
+}
+
+
+def train_variant(base_cfg, spec: dict, seed: int, cache: Path):
+    from mobclip_core.dataset import RegionDataset, build_region_dataset
+    from mobclip_core.training import train_mobclip
+
+    cfg = replace(base_cfg, resolution=spec.get("resolution", base_cfg.resolution))
+    ds_dir = cache / f"dataset-res{cfg.resolution}"
+    if (ds_dir / "metadata.json").exists():
+        ds = RegionDataset.load(ds_dir)
+    else:
+        ds = build_region_dataset(cfg)
+        ds.save(ds_dir)
+    mob = replace(cfg.mobility, **spec.get("mobility", {}))
+    return train_mobclip(
+        ds,
+        replace(cfg.train, seed=seed, **spec.get("train", {})),
+        replace(cfg.line, **spec.get("line", {})),
+        sampling=mob.sampling,
+        ratio=mob.ratio,
+        spatial_weight=mob.spatial_weight,
+        cache_dir=cache / "line",
+    )
+
+
+def score(tables: dict[str, pd.DataFrame], tracts, areas, runs: int = 5) -> pd.DataFrame:
+    """Mean dev R^2 per table at tract level (LightGBM) and community-area level (Ridge), blocked splits."""
+    sources = [EmbeddingSource(k, v) for k, v in tables.items()]
+    tract_tasks = [
+        Task(c, "admin", tracts[c].astype(float), groups=tracts["commarea"], polygons=tracts) for c in DEV_TARGETS
+    ]
+    area_tasks = [Task(c, "admin", areas[c].astype(float), polygons=areas, block_resolution=6) for c in DEV_TARGETS]
+    t = evaluate(sources, tract_tasks, resolution=9, runs=runs, splits=("blocked",), early_stopping=50)
+    a = evaluate(sources, area_tasks, resolution=9, runs=2 * runs, splits=("blocked",), model="ridge")
+    return pd.DataFrame(
+        {
+            "tracts (LightGBM)": t.groupby("source", sort=False).r2_mean.mean(),
+            "community areas (Ridge)": a.groupby("source", sort=False).r2_mean.mean(),
+        }
+    )
+
+
+def main() -> pd.DataFrame:
+    p = argparse.ArgumentParser()
+    p.add_argument("--work", default="/tmp/mobclip-chicago-search")
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--runs", type=int, default=5)
+    p.add_argument("--variants", nargs="*", default=list(VARIANTS), help="names from VARIANTS")
+    args = p.parse_args()
+    if not available():
+        print("Chicago data not found (../shared/data/chicago or $MOBCLIP_CHICAGO): skipped")
+        return pd.DataFrame()
+    work = Path(args.work)
+    base = load_config(prepare_chicago(work / "inputs"))
+    import geopandas as gpd
+
+    tracts = gpd.read_file(work / "inputs" / "tracts.gpkg")
+    areas = community_areas(tracts, DEV_TARGETS)
+    rows = []
+    for name in args.variants:
+        spec = VARIANTS[name]
+        per_seed = []
+        for seed in range(args.seeds):
+            key = json.dumps(spec, sort_keys=True) + f"|seed={seed}"
+            slug = hashlib.sha1(key.encode()).hexdigest()[:12]
+            path = work / "embeddings" / f"{slug}.parquet"
+            if path.exists():
+                emb = pd.read_parquet(path)
+            else:
+                t0 = time.perf_counter()
+                res = train_variant(base, spec, seed, work / "cache")
+                emb = res.embeddings
+                path.parent.mkdir(parents=True, exist_ok=True)
+                emb.to_parquet(path)
+                print(f"{name} seed {seed}: best epoch {res.best_epoch}, {time.perf_counter() - t0:.0f} s", flush=True)
+            per_seed.append(score({name: emb}, tracts, areas, args.runs).iloc[0])
+        s = pd.DataFrame(per_seed)
+        rows.append({"variant": name, **{f"{c} mean": s[c].mean() for c in s}, **{f"{c} sd": s[c].std() for c in s}})
+        print(rows[-1], flush=True)
+    table = pd.DataFrame(rows)
+    RESULTS.mkdir(exist_ok=True)
+    table.to_csv(RESULTS / "chicago_search.csv", index=False)
+    specs = {n: VARIANTS[n] for n in args.variants}
+    (RESULTS / "chicago_search.md").write_text(
+        f"Chicago development targets ({', '.join(DEV_TARGETS)}), {args.seeds} training seeds; mean R^2 over "
+        "targets, averaged over seeds (sd over seeds).\n\n"
+        + to_markdown(table.round(3))
+        + "\nVariants (config overrides):\n\n```json\n"
+        + json.dumps(specs, indent=1, default=str)
+        + "\n```\n"
+    )
+    print(table.round(3).to_string())
+    return table
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,58 @@
+"""Typed options, defined once: the config, the CLI and the QGIS parameters all take their choices from here."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Sampling(StrEnum):
+    """How the mobility graph is thinned for LightGCN."""
+
+    TOP_K = "top_k"
+    RANDOM = "random"
+
+
+class Engine(StrEnum):
+    """Where activity records become a co-presence graph."""
+
+    MEMORY = "memory"
+    DUCKDB = "duckdb"
+    SPARK = "spark"
+
+
+class LineOrder(StrEnum):
+    FIRST = "first"
+    SECOND = "second"
+    BOTH = "both"
+
+
+class GraphEncoder(StrEnum):
+    LIGHTGCN = "lightgcn"
+    MLP = "mlp"  # ablation: no graph encoder
+
+
+class NodeInit(StrEnum):
+    LINE = "line"
+    RANDOM = "random"  # ablation: no LINE initialisation
+
+
+class OutputTower(StrEnum):
+    """What a trained model exports per cell."""
+
+    FUSED = "fused"  # mean of the aligned towers each cell has
+    MOBILITY = "mobility"  # the mobility tower alone (the paper's output)
+
+
+class PoiEncoder(StrEnum):
+    TEXT = "text"
+    COUNTS = "counts"
+
+
+class ImageEncoder(StrEnum):
+    OPEN_CLIP = "open_clip"
+    STATS = "stats"
+
+
+def choices(option: type[StrEnum]) -> list[str]:
+    """The allowed values, in definition order (for argparse and QGIS enum parameters)."""
+    return [m.value for m in option]

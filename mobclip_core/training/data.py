@@ -1,0 +1,140 @@
+"""What training needs from a region dataset: the graph it runs on, aligned modality features, a validation split."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+
+from ..config import TrainConfig
+from ..exceptions import ConfigError, ModalityMissingError
+from ..modalities.graph import MobilityGraph
+from ..options import Sampling
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainingData:
+    """Tensors of one run (on ``device``); ``connected`` marks the cells with mobility links."""
+
+    modalities: list[str]
+    features: dict  # modality -> float tensor (n_cells, d), zeros where missing
+    present: dict  # modality -> bool tensor (n_cells,)
+    standardisation: dict  # modality -> (mean, sd) tensors over the cells that have it
+    edge_index: object  # long tensor (2, n_edges) of the sampled (and blended) graph
+    edge_weight: object  # float tensor (n_edges,)
+    connected: object  # bool tensor (n_cells,)
+    train_idx: object
+    val_idx: object
+
+    @property
+    def dims(self) -> dict[str, int]:
+        return {m: int(x.shape[1]) for m, x in self.features.items()}
+
+
+def select_modalities(dataset, cfg: TrainConfig) -> list[str]:
+    """Modalities to align: those requested that the dataset has; refuse all-missing ones."""
+    chosen = [m for m in cfg.modalities if m in dataset.features]
+    for m in chosen:
+        dataset.feature_matrix(m)  # raises ModalityMissingError when no cell has it
+    if cfg.anchor != "mobility" and cfg.anchor not in chosen:
+        raise ConfigError(f"anchor {cfg.anchor!r} is not among the dataset's modalities {chosen}")
+    if cfg.clip and not chosen:
+        raise ModalityMissingError(
+            f"no auxiliary modality to align: the dataset has {sorted(dataset.features)}, the config asks for "
+            f"{cfg.modalities}. Add POI, image or demographics inputs, or set [train] clip = false"
+        )
+    return chosen
+
+
+def spatial_graph(cells: np.ndarray) -> sp.csr_matrix:
+    """Binary adjacency of cells that are H3 grid neighbours (ring 1), in ``cells`` order."""
+    from ..grid import neighbours
+
+    pairs = neighbours(cells, 1)
+    pos = {int(c): i for i, c in enumerate(np.asarray(cells, dtype=np.uint64))}
+    src = np.fromiter((pos.get(int(c), -1) for c in pairs["h3_cell"]), dtype=np.int64, count=len(pairs))
+    dst = np.fromiter((pos.get(int(c), -1) for c in pairs["neighbour"]), dtype=np.int64, count=len(pairs))
+    keep = (src >= 0) & (dst >= 0)
+    n = len(pos)
+    a = sp.csr_matrix((np.ones(keep.sum()), (src[keep], dst[keep])), shape=(n, n))
+    return a.maximum(a.T)
+
+
+def blend_spatial(graph: MobilityGraph, weight: float) -> MobilityGraph:
+    """The graph plus H3-neighbour links of ``weight`` x its mean link weight.
+
+    Links to grid neighbours give the cells the mobility data never reaches a place in the graph LightGCN
+    propagates over, and smooth the rest the way neighbouring places are alike. ``weight = 0`` changes nothing.
+    """
+    if weight <= 0:
+        return graph
+    a = graph.adjacency
+    scale = float(a.data.mean()) if a.nnz else 1.0
+    return MobilityGraph(graph.cells, a + spatial_graph(graph.cells) * (weight * scale))
+
+
+def coverage_report(graph: MobilityGraph) -> dict:
+    """How many cells the mobility data reaches; a warning is logged when some have no link at all."""
+    isolated = int((graph.degree() == 0).sum())
+    share = isolated / max(graph.n_cells, 1)
+    if isolated:
+        log.warning(
+            "%d of %d cells (%.1f%%) have no mobility link: their mobility tower is empty, so their embedding comes "
+            "from their other modalities and their spatial neighbours (set [mobility] spatial_weight > 0 to link "
+            "them to their grid neighbours)",
+            isolated,
+            graph.n_cells,
+            100 * share,
+        )
+    return {"cells": graph.n_cells, "cells_without_mobility": isolated, "share_without_mobility": share}
+
+
+def _standardise(x: np.ndarray, present: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    mu = x[present].mean(axis=0)
+    sd = x[present].std(axis=0)
+    sd[sd < 1e-8] = 1.0
+    return mu.astype(np.float32), sd.astype(np.float32)
+
+
+def prepare_training_data(
+    dataset,
+    cfg: TrainConfig,
+    *,
+    sampling: str = Sampling.TOP_K,
+    ratio: float = 0.3,
+    spatial_weight: float = 0.0,
+    device: str = "cpu",
+) -> TrainingData:
+    """Sample the mobility graph and blend in spatial links, align features, split off validation cells."""
+    import torch
+
+    modalities = select_modalities(dataset, cfg)
+    graph = dataset.graph
+    connected = graph.degree() > 0
+    sampled = graph.top_k(ratio) if Sampling(sampling) == Sampling.TOP_K else graph.random_sample(ratio, cfg.seed)
+    coo = blend_spatial(sampled, spatial_weight).adjacency.tocoo()
+    features, present, stats = {}, {}, {}
+    for m in modalities:
+        x, p = dataset.feature_matrix(m)
+        mu, sd = _standardise(x, p)
+        features[m] = torch.from_numpy(np.where(p[:, None], x, mu)).to(device)  # missing rows standardise to 0
+        present[m] = torch.from_numpy(p.copy()).to(device)
+        stats[m] = (torch.from_numpy(mu), torch.from_numpy(sd))
+    n = dataset.cells.size
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed))
+    n_val = max(1, int(round(cfg.val_fraction * n))) if n >= 10 else 0
+    return TrainingData(
+        modalities=modalities,
+        features=features,
+        present=present,
+        standardisation=stats,
+        edge_index=torch.from_numpy(np.vstack([coo.row, coo.col]).astype(np.int64)),
+        edge_weight=torch.from_numpy(coo.data.astype(np.float32)),
+        connected=torch.from_numpy(connected).to(device),
+        train_idx=perm[n_val:].to(device),
+        val_idx=perm[:n_val].to(device),
+    )
