@@ -40,14 +40,13 @@ def run_pipeline(
     timings: dict[str, float] = {}
     ds_dir = out / "dataset"
     config_json = json.dumps(cfg.to_dict(), sort_keys=True, default=str)
-    stamp = ds_dir / "config.json"
     t0 = time.perf_counter()
-    same_inputs = stamp.exists() and json.loads(stamp.read_text()).get("inputs") == _inputs_of(cfg)
-    if rank == 0 and (rebuild or not same_inputs):
+    inputs = _inputs_of(cfg)
+    if rank == 0 and (rebuild or _dataset_inputs(ds_dir) != inputs):
         log(f"building region dataset -> {ds_dir}")
         ds = build_region_dataset(cfg, progress=lambda m: log("  " + m))
+        ds.metadata[INPUTS_KEY] = inputs  # saved with the dataset, in the same atomic swap
         ds.save(ds_dir)
-        stamp.write_text(json.dumps({"inputs": _inputs_of(cfg)}, default=str))
         barrier()
     else:
         barrier()
@@ -86,6 +85,21 @@ def run_pipeline(
     return RunOutputs(out, ds_dir, result.embeddings, files, timings)
 
 
-def _inputs_of(cfg: RunConfig) -> dict:
-    d = cfg.to_dict()
-    return {k: d[k] for k in ("resolution", "mobility", "poi", "image", "demographics")}
+INPUTS_KEY = "inputs_fingerprint"
+_NOT_DATASET_INPUTS = ("output", "name", "cache_dir", "line", "train")  # options that never change the dataset
+
+
+def _inputs_of(cfg: RunConfig) -> str:
+    """Fingerprint of what the dataset is built from: its config sections and every input file they name."""
+    from .modalities.cache import section_fingerprint
+
+    d = {k: v for k, v in cfg.to_dict().items() if k not in _NOT_DATASET_INPUTS}
+    return section_fingerprint(d, cfg.path)
+
+
+def _dataset_inputs(ds_dir: Path) -> str | None:
+    """The inputs fingerprint a saved dataset was built from (None: no dataset, or one from before stamps)."""
+    try:
+        return json.loads((ds_dir / "metadata.json").read_text()).get(INPUTS_KEY)
+    except (OSError, ValueError, AttributeError):
+        return None

@@ -52,7 +52,7 @@ def test_modality_missing_for_all_cells(small_dataset):
     ],
 )
 def test_bad_config(raw, message):
-    with pytest.raises(Exception, match=message):
+    with pytest.raises(ConfigError, match=message):
         config_from_dict(raw)
 
 

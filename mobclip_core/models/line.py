@@ -118,7 +118,7 @@ def train_line(
     import scipy.sparse as sp
 
     if order not in ("first", "second", "both"):
-        raise ValueError(f"order must be 'first', 'second' or 'both', got {order!r}")
+        raise InvalidInputError(f"order must be 'first', 'second' or 'both', got {order!r}")
     a = sp.csr_matrix(adjacency)
     if a.nnz == 0:
         raise InvalidInputError("LINE needs a graph with at least one edge")
