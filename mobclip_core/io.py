@@ -61,7 +61,9 @@ def _publish_mode(path: Path) -> None:
 
 def _fsync(path: Path) -> None:
     """Flush a file, or a folder's entries, to disk (best effort where the filesystem refuses)."""
-    flags = os.O_RDONLY | (os.O_DIRECTORY if path.is_dir() else 0)
+    if path.is_dir() and os.name == "nt":
+        return  # Windows cannot open a folder to flush it
+    flags = os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if path.is_dir() else 0)
     with contextlib.suppress(OSError):
         fd = os.open(path, flags)
         try:
@@ -150,7 +152,7 @@ def _owner_gone(name: str) -> bool:
     if m is None or m["host"] != host_tag():
         return False  # another machine's (shared storage) or not ours: leave it
     pid = int(m["pid"])
-    if pid == os.getpid():
+    if pid == os.getpid() or os.name == "nt":  # on Windows os.kill(pid, 0) would end that process: never ask
         return False
     try:
         os.kill(pid, 0)

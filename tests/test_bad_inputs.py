@@ -492,7 +492,7 @@ def test_signal_during_export_leaves_all_old_or_all_new(tmp_path, emb, big_table
     assert leftovers(tmp_path) == []
 
 
-def test_sigterm_during_the_moves_waits_for_the_last_one(tmp_path, emb, monkeypatch):
+def test_sigterm_during_the_moves_still_ends_all_new(tmp_path, emb, monkeypatch):
     import mobclip_core.io as io_module
 
     export_all(emb, tmp_path)
