@@ -244,6 +244,32 @@ def test_truncated_parquet_records(tmp_path, capsys, small_city):
     assert_message(rc, err, "r.parquet", "truncated")
 
 
+def test_records_in_a_projected_crs(tmp_path, capsys, records):
+    metres = records.iloc[:2000].assign(lon=records.lon * 111_000, lat=records.lat * 111_000)  # e.g. UTM in lon/lat
+    metres.to_parquet(tmp_path / "r.parquet")
+    rc, err = run_cli(capsys, "graph", tmp_path / "r.parquet", "--resolution", 9, "--out", tmp_path / "g.npz")
+    assert_message(rc, err, "outside [-180, 180]", "projected CRS", "EPSG:4326")
+
+
+def test_polygon_layers_without_crs_in_another_crs_or_truncated(tmp_path, capsys, small_city):
+    districts = gpd.read_file(small_city.districts)
+    out = tmp_path / "cells.gpkg"
+    districts.set_crs(None, allow_override=True).to_file(tmp_path / "nocrs.gpkg")
+    rc, err = run_cli(capsys, "tessellate", tmp_path / "nocrs.gpkg", "--resolution", 8, "--out", out)
+    assert_message(rc, err, "has no CRS", "set_crs")
+    assert not out.exists()
+    districts.to_crs(3857).to_file(tmp_path / "mercator.gpkg")  # a projected layer is reprojected, not misread
+    assert run_cli(capsys, "tessellate", tmp_path / "mercator.gpkg", "--resolution", 8, "--out", out)[0] == 0
+    ref = tmp_path / "ref.gpkg"
+    assert run_cli(capsys, "tessellate", small_city.districts, "--resolution", 8, "--out", ref)[0] == 0
+    assert set(gpd.read_file(out).h3_cell) == set(gpd.read_file(ref).h3_cell)
+    whole = Path(small_city.districts).read_bytes()
+    (tmp_path / "cut.gpkg").write_bytes(whole[: len(whole) // 2])
+    rc, err = run_cli(capsys, "tessellate", tmp_path / "cut.gpkg", "--resolution", 8, "--out", tmp_path / "c2.gpkg")
+    assert_message(rc, err, "cannot read polygon layer", "cut.gpkg", "truncated")
+    assert not (tmp_path / "c2.gpkg").exists() and leftovers(tmp_path) == []
+
+
 # -- OD tables ---------------------------------------------------------------------------------------------------
 def _od(records, flows) -> pd.DataFrame:
     from mobclip_core.grid import cells_to_strings, points_to_cells

@@ -28,7 +28,7 @@ import numpy as np
 
 from .._optional import import_optional
 from ..exceptions import CheckpointError, InvalidInputError, ModelNotFittedError, OutsideExtentWarning
-from ..io import atomic_path
+from ..io import output_transaction
 from .positional import validate_coordinates
 
 
@@ -303,22 +303,20 @@ class DistilledEncoder:
 
     # -- persistence -------------------------------------------------------------------------------------------
     def save(self, directory: str | Path) -> Path:
-        """``model.pth`` (published layout: {"model_state_dict": network weights}) + ``config.json``."""
+        """``model.pth`` (published layout: {"model_state_dict": network weights}) + ``config.json``, together."""
         torch = import_optional("torch")
         if self.net is None:
             raise ModelNotFittedError("nothing to save: the distilled encoder is not fitted")
         directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
         state = {f"network.{k}": v for k, v in self.net.network.state_dict().items()}
-        with atomic_path(directory / "model.pth") as tmp:
-            torch.save({"model_state_dict": state}, tmp)
         meta = {
             "distil": asdict(self.config),
             "history_epochs": len(self.history),
             "extent": self.extent.to_dict() if self.extent is not None else None,
         }
-        with atomic_path(directory / "config.json") as tmp:
-            tmp.write_text(json.dumps(meta, indent=2))
+        with output_transaction(directory) as txn:  # weights and the config (extent) that goes with them: both or none
+            torch.save({"model_state_dict": state}, txn.path("model.pth"))
+            txn.path("config.json").write_text(json.dumps(meta, indent=2))
         return directory
 
     @classmethod
