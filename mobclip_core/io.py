@@ -124,6 +124,9 @@ def _signals_unwind() -> Iterator[None]:
 @contextlib.contextmanager
 def _signals_deferred() -> Iterator[None]:
     """Hold termination signals back for the few renames of a commit; deliver the first one afterwards."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signals are handled in the main thread only; a journal covers a kill here
+        return
     with _signals_unwind():
         _state["defer"] += 1
         try:

@@ -567,6 +567,26 @@ def test_sigkill_leftovers_are_cleaned_or_finished_next_time(tmp_path, emb, big_
     assert leftovers(tmp_path) == []
 
 
+def test_outputs_from_a_worker_thread(tmp_path, emb):
+    # QGIS runs algorithms in worker threads, where Python cannot touch signal handlers: writing still works
+    import threading
+
+    before = signal.getsignal(signal.SIGTERM)
+    errors: list[BaseException] = []
+
+    def work():
+        try:
+            export_all(emb, tmp_path)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    thread = threading.Thread(target=work)
+    thread.start()
+    thread.join()
+    assert not errors and set(snapshot(tmp_path)) == EXPORT_NAMES and leftovers(tmp_path) == []
+    assert signal.getsignal(signal.SIGTERM) == before
+
+
 def test_transaction_refuses_names_outside_its_folder(tmp_path):
     with pytest.raises(InvalidInputError, match="plain relative path"), output_transaction(tmp_path) as txn:
         txn.path("../escape.txt")
