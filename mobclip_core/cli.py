@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -52,7 +54,7 @@ def _cmd_demo(args) -> int:
     t0 = time.perf_counter()
     print(f"generating the synthetic demo city (seed {args.seed}) -> {out / 'data'}")
     city = make_demo_city(out / "data", seed=args.seed)
-    (out / "data" / "mobclip.toml").write_text(DEMO_CONFIG)
+    _write_text(out / "data" / "mobclip.toml", DEMO_CONFIG)
     cfg = load_config(out / "data" / "mobclip.toml")
     run = run_pipeline(cfg, rebuild=True, progress=not args.quiet)
     table = zone_probe_table(run.embeddings, city)
@@ -65,11 +67,18 @@ def _cmd_demo(args) -> int:
     return 0
 
 
+def _write_text(path: Path, text: str) -> None:
+    from .io import atomic_path
+
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
 def _cmd_make_demo_data(args) -> int:
     from .demo import make_demo_city
 
     city = make_demo_city(args.out, seed=args.seed, rings=args.rings)
-    (Path(args.out) / "mobclip.toml").write_text(DEMO_CONFIG)
+    _write_text(Path(args.out) / "mobclip.toml", DEMO_CONFIG)
     print(f"demo city with {city.cells.size} cells written to {args.out} (config: {Path(args.out) / 'mobclip.toml'})")
     return 0
 
@@ -93,25 +102,24 @@ def _cmd_graph(args) -> int:
     from .modalities.engines import build_graph_from_records
     from .sources import iter_records
 
-    bar = tqdm(unit="rec", unit_scale=True, desc="records")
     last = [0]
+    with tqdm(unit="rec", unit_scale=True, desc="records") as bar:  # closed on error too: messages start a line
 
-    def progress(seen):
-        bar.update(seen - last[0])
-        last[0] = seen
+        def progress(seen):
+            bar.update(seen - last[0])
+            last[0] = seen
 
-    graph = build_graph_from_records(
-        iter_records(args.records),
-        args.resolution,
-        engine=args.engine,
-        person=args.person,
-        time=args.time,
-        cell=args.cell,
-        lon=args.lon,
-        lat=args.lat,
-        progress=progress if args.engine == "memory" else None,
-    )
-    bar.close()
+        graph = build_graph_from_records(
+            iter_records(args.records),
+            args.resolution,
+            engine=args.engine,
+            person=args.person,
+            time=args.time,
+            cell=args.cell,
+            lon=args.lon,
+            lat=args.lat,
+            progress=progress if args.engine == "memory" else None,
+        )
     if args.top_k:
         graph = graph.top_k(args.top_k)
     graph.save(args.out)
@@ -123,10 +131,12 @@ def _cmd_tessellate(args) -> int:
     import geopandas as gpd
 
     from .grid import cells_to_polygons, cells_to_strings, polygons_to_cells, to_wgs84
-    from .io import atomic_path
+    from .io import atomic_path, reading
     from .sources import read_layer
 
-    layer = to_wgs84(read_layer(args.input), what=str(args.input))
+    with reading(args.input, "polygon layer"):
+        layer = read_layer(args.input)
+    layer = to_wgs84(layer, what=str(args.input))
     pairs = polygons_to_cells(layer.geometry.values, args.resolution, containment=args.containment)
     cells = pairs["h3_cell"].drop_duplicates().to_numpy()
     gdf = gpd.GeoDataFrame({"h3_cell": cells_to_strings(cells)}, geometry=cells_to_polygons(cells), crs="EPSG:4326")
@@ -221,13 +231,47 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+class _Terminated(BaseException):
+    """SIGTERM/SIGHUP turned into an exception, so every ``finally`` and staged output is cleaned up."""
+
+
+def _terminate(signum, frame) -> None:
+    raise _Terminated(signum)
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one subcommand; bad input ends in ``mobclip: error: ...`` and exit code 2, never a traceback."""
     args = build_parser().parse_args(argv)
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        previous = {s: signal.signal(s, _terminate) for s in (signal.SIGTERM, signal.SIGHUP)}
     try:
         return args.func(args)
     except (MobClipError, MissingDependencyError) as exc:
         print(f"mobclip: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # the file system said no: missing, unreadable, read-only, full
+        detail = exc.strerror or str(exc) or type(exc).__name__
+        where = f": {exc.filename}" if exc.filename else ""
+        print(
+            f"mobclip: error: {detail}{where}. Check that the path exists and that you may read (inputs) or write "
+            "(outputs) there, and that the disk has room",
+            file=sys.stderr,
+        )
+        return 2
+    except KeyboardInterrupt:
+        print("mobclip: interrupted; outputs being written were discarded, earlier ones are unchanged", file=sys.stderr)
+        return 130
+    except _Terminated as exc:
+        print(
+            f"mobclip: terminated by signal {exc.args[0]}; outputs being written were discarded, earlier ones are "
+            "unchanged",
+            file=sys.stderr,
+        )
+        return 128 + int(exc.args[0])
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import tomllib
+import types
+import typing
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -141,6 +143,8 @@ RENAMED = {"demo_hidden_dim": "demographics_hidden_dim"}
 
 
 def _build(cls, values: dict, where: str):
+    if not isinstance(values, dict):
+        raise ConfigError(f"[{where}] must be a table (a [{where}] section), got {values!r}")
     known = {f.name for f in fields(cls)}
     for old, new in RENAMED.items():
         if old in values and new in known:
@@ -148,37 +152,131 @@ def _build(cls, values: dict, where: str):
     unknown = set(values) - known
     if unknown:
         raise ConfigError(f"unknown option(s) {sorted(unknown)} in [{where}]; known: {sorted(known)}")
+    hints = typing.get_type_hints(cls)
+    for name, value in values.items():
+        if not _is_a(value, hints[name]):
+            where_name = f"[{where}] {name}" if where != "top level" else name
+            raise ConfigError(f"{where_name} = {value!r} must be {_describe(hints[name])}")
     return cls(**values)
 
 
-def config_from_dict(raw: dict, base_dir: Path = Path(".")) -> RunConfig:
-    """Validate a parsed config; every problem is a ConfigError naming the option."""
+def _is_a(value, hint) -> bool:
+    """Whether a parsed TOML value fits a field's type hint (an int is a float; a bool is not a number)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_is_a(value, a) for a in args)
+    if hint is type(None):
+        return value is None
+    if hint is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if origin is list:
+        return isinstance(value, list) and all(_is_a(v, args[0]) for v in value)
+    if origin is dict:
+        return isinstance(value, dict) and all(_is_a(k, args[0]) and _is_a(v, args[1]) for k, v in value.items())
+    if hint is Path:
+        return isinstance(value, str | Path)
+    return isinstance(value, hint)
+
+
+def _describe(hint) -> str:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(a) for a in args if a is not type(None)) + " (or left out)"
+    if origin is list:
+        return f"a list of {_describe(args[0])}s"
+    if origin is dict:
+        return f"a table of {_describe(args[0])} = {_describe(args[1])}"
+    return {int: "an integer", float: "a number", str: "a text in quotes", bool: "true or false"}.get(
+        hint, getattr(hint, "__name__", str(hint))
+    )
+
+
+def config_from_dict(raw: dict, base_dir: Path = Path("."), *, check_files: bool = False) -> RunConfig:
+    """Validate a parsed config; every problem is a ConfigError naming the option (``check_files``: inputs too)."""
     raw = dict(raw)
     sections = {k: _build(cls, raw.pop(k, {}) or {}, k) for k, cls in _SECTIONS.items()}
     top = {f.name for f in fields(RunConfig)} - set(_SECTIONS) - {"base_dir"}
     unknown = set(raw) - top
     if unknown:
         raise ConfigError(f"unknown top-level option(s) {sorted(unknown)}; known: {sorted(top | set(_SECTIONS))}")
+    hints = typing.get_type_hints(RunConfig)
+    for name, value in raw.items():
+        if not _is_a(value, hints[name]):
+            raise ConfigError(f"{name} = {value!r} must be {_describe(hints[name])}")
     cfg = RunConfig(**raw, **sections, base_dir=Path(base_dir))
-    validate_config(cfg)
+    validate_config(cfg, inputs=check_files)
     return cfg
 
 
 def load_config(path: str | Path) -> RunConfig:
+    """Read and validate a TOML config; its relative paths are read from the config file's folder."""
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"config file {path} does not exist")
+    if path.is_dir():
+        raise ConfigError(f"{path} is a folder: give the config file itself (e.g. {path / 'mobclip.toml'})")
     try:
-        raw = tomllib.loads(path.read_text())
+        raw = tomllib.loads(path.read_bytes().decode("utf-8-sig"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start}): save it as UTF-8") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path} is not valid TOML: {exc}") from exc
-    return config_from_dict(raw, base_dir=path.parent)
+    return config_from_dict(raw, base_dir=path.parent, check_files=True)
 
 
-def validate_config(cfg: RunConfig) -> None:
+def _at_least(where: str, **values: tuple[float, float]) -> None:
+    """Each keyword is (value, minimum); a value below its minimum is a ConfigError naming it."""
+    for name, (value, low) in values.items():
+        if not value >= low:  # also refuses NaN
+            raise ConfigError(f"{where} {name} must be >= {low}, got {value!r}")
+
+
+# Input options: (section, option, what it must be). A folder is accepted where "folder" is allowed.
+_INPUTS = (
+    ("mobility", "records", "file or folder"),
+    ("mobility", "od", "file"),
+    ("mobility", "zones", "file"),
+    ("poi", "path", "file"),
+    ("image", "path", "file"),
+    ("image", "checkpoint", "file"),
+    ("demographics", "raster", "file"),
+    ("demographics", "table", "file"),
+    ("demographics", "zones", "file"),
+)
+
+
+def _check_input(cfg: RunConfig, where: str, value: str, kind: str) -> None:
+    path = cfg.path(value)
+    hint = f"(relative paths are read from the config file's folder {cfg.base_dir.resolve()})"
+    if not path.exists():
+        raise ConfigError(f"{where} = {value!r}: {path} does not exist; fix the path {hint}")
+    if path.is_dir() and kind == "file":
+        raise ConfigError(f"{where} = {value!r}: {path} is a folder; name the file inside it {hint}")
+    if path.is_file() and path.stat().st_size == 0:
+        raise ConfigError(f"{where} = {value!r}: {path} is empty (0 bytes); write it again or name the right file")
+
+
+def check_inputs(cfg: RunConfig) -> None:
+    """Every input file the config names exists, is a file where a file is needed, and is not empty."""
+    for section, option, kind in _INPUTS:
+        value = getattr(getattr(cfg, section), option)
+        if value is not None:
+            _check_input(cfg, f"[{section}] {option}", value, kind)
+    for band, value in cfg.demographics.rasters.items():
+        _check_input(cfg, f"[demographics] rasters.{band}", value, "file")
+
+
+def validate_config(cfg: RunConfig, *, inputs: bool = False) -> None:
+    """Check every option's value; with ``inputs`` also that the input files exist (see ``check_inputs``)."""
+    from .exceptions import ResolutionError
     from .grid import validate_resolution
 
-    validate_resolution(cfg.resolution)
+    try:
+        validate_resolution(cfg.resolution)
+    except ResolutionError as exc:
+        raise ConfigError(f"resolution: {exc}") from exc
     m = cfg.mobility
     if (m.records is None) == (m.od is None):
         raise ConfigError("[mobility] needs exactly one of 'records' (activity records) or 'od' (OD table)")
@@ -188,9 +286,39 @@ def validate_config(cfg: RunConfig) -> None:
         raise ConfigError(f"[mobility] sampling must be 'top_k' or 'random', got {m.sampling!r}")
     if not 0 < m.ratio <= 1:
         raise ConfigError(f"[mobility] ratio must be in (0, 1], got {m.ratio}")
-    if cfg.line.order not in ("first", "second", "both"):
-        raise ConfigError(f"[line] order must be 'first', 'second' or 'both', got {cfg.line.order!r}")
+    _at_least("[mobility]", memory_budget_mb=(m.memory_budget_mb, 1))
+    line = cfg.line
+    if line.order not in ("first", "second", "both"):
+        raise ConfigError(f"[line] order must be 'first', 'second' or 'both', got {line.order!r}")
+    _at_least(
+        "[line]",
+        dim=(line.dim, 1),
+        samples_per_edge=(line.samples_per_edge, 1e-9),
+        negatives=(line.negatives, 1),
+        lr=(line.lr, 1e-12),
+        batch_size=(line.batch_size, 1),
+    )
     t = cfg.train
+    _at_least(
+        "[train]",
+        embedding_dim=(t.embedding_dim, 1),
+        layers=(t.layers, 0),
+        demographics_hidden_dim=(t.demographics_hidden_dim, 1),
+        epochs=(t.epochs, 1),
+        batch_size=(t.batch_size, 2),
+        lr=(t.lr, 1e-12),
+        weight_decay=(t.weight_decay, 0),
+        patience=(t.patience, 0),
+        val_fraction=(t.val_fraction, 0),
+        disk_block_rows=(t.disk_block_rows, 0),
+    )
+    if not t.val_fraction < 1:
+        raise ConfigError(f"[train] val_fraction must be below 1 (0.1 keeps a tenth aside), got {t.val_fraction}")
+    if t.graph_encoder == "lightgcn" and t.embedding_dim != line.dim:
+        raise ConfigError(
+            f"[line] dim ({line.dim}) must equal [train] embedding_dim ({t.embedding_dim}) "
+            "for the LightGCN encoder, which keeps the LINE width (or set [train] graph_encoder = 'mlp')"
+        )
     bad = set(t.modalities) - set(MODALITIES)
     if bad:
         raise ConfigError(f"[train] unknown modality {sorted(bad)}; known: {list(MODALITIES)}")
@@ -202,6 +330,11 @@ def validate_config(cfg: RunConfig) -> None:
         raise ConfigError(f"[train] init must be 'line' or 'random', got {t.init!r}")
     if cfg.image.encoder not in ("open_clip", "stats"):
         raise ConfigError(f"[image] encoder must be 'open_clip' or 'stats', got {cfg.image.encoder!r}")
+    if cfg.image.path and cfg.image.encoder == "open_clip" and not cfg.image.checkpoint:
+        raise ConfigError(
+            "[image] encoder = 'open_clip' needs 'checkpoint', a local open_clip weights file such as "
+            "RemoteCLIP-ViT-B-32.pt (random weights would give meaningless features); or use encoder = 'stats'"
+        )
     if cfg.poi.encoder not in ("text", "counts"):
         raise ConfigError(f"[poi] encoder must be 'text' or 'counts', got {cfg.poi.encoder!r}")
     if t.output not in set(OutputTower):
@@ -210,6 +343,12 @@ def validate_config(cfg: RunConfig) -> None:
         raise ConfigError(f"[train] edge_dropout must be in [0, 1), got {t.edge_dropout}")
     if not m.spatial_weight >= 0:
         raise ConfigError(f"[mobility] spatial_weight must be >= 0 (0: no spatial links), got {m.spatial_weight}")
+    d = cfg.demographics
+    given = [k for k in ("raster", "rasters", "table") if getattr(d, k)]
+    if len(given) > 1:
+        raise ConfigError(f"[demographics] give one of 'raster', 'rasters' or 'table', not {given}")
     for k, v in t.temperatures.items():
         if k not in MODALITIES or not v > 0:
             raise ConfigError(f"[train] temperatures: {k}={v} must name a modality and be > 0")
+    if inputs:
+        check_inputs(cfg)

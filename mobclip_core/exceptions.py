@@ -35,3 +35,7 @@ class ModelNotFittedError(MobClipError):
 
 class MissingDependencyError(ImportError):
     """An optional dependency is not installed; the message says what to install."""
+
+
+class OutsideExtentWarning(UserWarning):
+    """A distilled encoder was asked about points outside the area it was trained on."""

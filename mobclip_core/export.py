@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ from ._optional import import_optional
 from .constants import EMBEDDING_PREFIX, REGION_INDEX
 from .exceptions import InvalidInputError
 from .grid import cell_centroids, cells_to_polygons, points_to_cells, strings_to_cells
-from .io import atomic_path
+from .io import OutputTransaction, atomic_path, output_transaction, reading
 
 
 def embedding_columns(df: pd.DataFrame, prefix: str = EMBEDDING_PREFIX) -> list[str]:
@@ -21,11 +22,30 @@ def embedding_columns(df: pd.DataFrame, prefix: str = EMBEDDING_PREFIX) -> list[
     return sorted(cols, key=lambda c: int(str(c)[len(prefix) :]))
 
 
+def _table_cells(embeddings: pd.DataFrame) -> np.ndarray:
+    """The table's cells as ``uint64`` after checking there are some, each once, at one resolution."""
+    if len(embeddings) == 0:
+        raise InvalidInputError("the embedding table has no rows: nothing to export (was the run empty?)")
+    dup = embeddings.index.duplicated()
+    if dup.any():
+        raise InvalidInputError(
+            f"the embedding table lists {int(dup.sum())} cells twice, e.g. {embeddings.index[dup][0]!r}: "
+            "keep one row per h3_cell (e.g. df.groupby(level=0).mean())"
+        )
+    cells = strings_to_cells(embeddings.index.to_numpy())
+    res = np.unique((cells >> np.uint64(52)) & np.uint64(0xF))
+    if res.size > 1:
+        raise InvalidInputError(
+            f"the embedding table mixes H3 resolutions {res.tolist()}: export one resolution at a time"
+        )
+    return cells
+
+
 def embeddings_geodataframe(embeddings: pd.DataFrame):
     """Embedding table (index hex ``h3_cell``) -> GeoDataFrame with cell polygons in EPSG:4326."""
     import geopandas as gpd
 
-    cells = strings_to_cells(embeddings.index.to_numpy())
+    cells = _table_cells(embeddings)
     lon, lat = cell_centroids(cells)
     frame = embeddings.copy()
     frame.index = frame.index.astype(str).rename(REGION_INDEX)
@@ -54,12 +74,13 @@ def read_embeddings(path: str | Path) -> pd.DataFrame:
     path = Path(path)
     if not path.exists():
         raise InvalidInputError(f"embedding file {path} does not exist")
-    if path.suffix.lower() == ".parquet":
-        df = pd.read_parquet(path)
-    else:
-        import geopandas as gpd
+    with reading(path, "embedding table"):
+        if path.suffix.lower() == ".parquet":
+            df = pd.read_parquet(path)
+        else:
+            import geopandas as gpd
 
-        df = pd.DataFrame(gpd.read_file(path, ignore_geometry=True))
+            df = pd.DataFrame(gpd.read_file(path, ignore_geometry=True))
     if REGION_INDEX in df.columns:
         df = df.set_index(REGION_INDEX)
     if df.index.name != REGION_INDEX:
@@ -69,11 +90,21 @@ def read_embeddings(path: str | Path) -> pd.DataFrame:
 
 
 def pca_rgb(values: np.ndarray, *, lo: float = 2.0, hi: float = 98.0) -> np.ndarray:
-    """First three principal components stretched to 1..255 (uint8); 0 is kept for nodata."""
-    x = np.asarray(values, dtype=np.float64)
+    """First three principal components stretched to 1..255 (uint8); 0 is kept for nodata (rows with NaN)."""
+    values = np.asarray(values, dtype=np.float64)
+    finite = np.isfinite(values).all(axis=1)
+    out = np.zeros((values.shape[0], 3), dtype=np.uint8)
+    if finite.sum() < 2:
+        return out
+    out[finite] = _pca_rgb_finite(values[finite], lo, hi)
+    return out
+
+
+def _pca_rgb_finite(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
     x = x - x.mean(axis=0)
     _, _, vt = np.linalg.svd(x, full_matrices=False)
-    comps = x @ vt[:3].T
+    comps = np.zeros((x.shape[0], 3))
+    comps[:, : min(3, vt.shape[0])] = x @ vt[:3].T
     comps *= np.sign(comps.sum(axis=0) + 1e-12)  # deterministic sign
     a, b = np.percentile(comps, lo, axis=0), np.percentile(comps, hi, axis=0)
     scaled = np.clip((comps - a) / np.where(b > a, b - a, 1.0), 0, 1)
@@ -106,8 +137,10 @@ def write_geotiff(
     rasterio = import_optional("rasterio")
     from rasterio.transform import from_origin
 
+    if not pixels_per_cell > 0:
+        raise InvalidInputError(f"pixels_per_cell must be > 0, got {pixels_per_cell!r} (4 draws each cell clearly)")
     cols = embedding_columns(embeddings)
-    cells = strings_to_cells(embeddings.index.to_numpy())
+    cells = _table_cells(embeddings)
     _, (x0, y0, px), width, height, pix_cells = _raster_grid(cells, pixels_per_cell)
     pos = pd.Index(cells).get_indexer(pix_cells)
     inside = pos >= 0
@@ -138,12 +171,34 @@ def write_geotiff(
     return path
 
 
-def export_all(embeddings: pd.DataFrame, out_dir: str | Path, stem: str = "embeddings") -> dict[str, Path]:
-    """GeoParquet, GeoPackage, multi-band GeoTIFF and PCA RGB GeoTIFF of one table."""
-    out = Path(out_dir)
-    return {
-        "geoparquet": write_embeddings(embeddings, out / f"{stem}.parquet"),
-        "gpkg": write_embeddings(embeddings, out / f"{stem}.gpkg"),
-        "geotiff": write_geotiff(embeddings, out / f"{stem}.tif"),
-        "pca_rgb": write_geotiff(embeddings, out / f"{stem}_pca_rgb.tif", rgb=True),
-    }
+EXPORT_FILES = {
+    "geoparquet": "{stem}.parquet",
+    "gpkg": "{stem}.gpkg",
+    "geotiff": "{stem}.tif",
+    "pca_rgb": "{stem}_pca_rgb.tif",
+}
+
+
+def export_all(
+    embeddings: pd.DataFrame,
+    out_dir: str | Path,
+    stem: str = "embeddings",
+    *,
+    transaction: OutputTransaction | None = None,
+) -> dict[str, Path]:
+    """GeoParquet, GeoPackage, multi-band GeoTIFF and PCA RGB GeoTIFF of one table, all new or all old.
+
+    The four files are staged and moved into ``out_dir`` together (see ``io.output_transaction``); pass the
+    ``transaction`` of a larger output (a run folder) to make them part of it instead.
+    """
+    if not stem or Path(stem).name != stem or stem.startswith("."):
+        raise InvalidInputError(f"export stem {stem!r} must be a plain file name such as 'embeddings'")
+    embedding_columns(embeddings)  # refuse a table without embeddings before anything is staged
+    names = {kind: pattern.format(stem=stem) for kind, pattern in EXPORT_FILES.items()}
+    own = output_transaction(out_dir) if transaction is None else contextlib.nullcontext(transaction)
+    with own as txn:
+        write_embeddings(embeddings, txn.path(names["geoparquet"]))
+        write_embeddings(embeddings, txn.path(names["gpkg"]))
+        write_geotiff(embeddings, txn.path(names["geotiff"]))
+        write_geotiff(embeddings, txn.path(names["pca_rgb"]), rgb=True)
+    return {kind: txn.final(name) for kind, name in names.items()}

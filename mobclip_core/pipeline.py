@@ -13,7 +13,7 @@ import pandas as pd
 from .config import RunConfig
 from .dataset import RegionDataset, build_region_dataset
 from .export import export_all
-from .io import atomic_path
+from .io import OutputTransaction, atomic_path, output_transaction
 
 STAGES = ("dataset", "line", "train", "export")
 """Stages ``on_progress`` reports, in order."""
@@ -55,15 +55,14 @@ def run_pipeline(
     timings: dict[str, float] = {}
     ds_dir = out / "dataset"
     config_json = json.dumps(cfg.to_dict(), sort_keys=True, default=str)
-    stamp = ds_dir / "config.json"
     t0 = time.perf_counter()
     report("dataset", 0.0)
-    same_inputs = stamp.exists() and json.loads(stamp.read_text()).get("inputs") == _inputs_of(cfg)
-    if collectives.is_main and (rebuild or not same_inputs):
+    inputs = _inputs_of(cfg)
+    if collectives.is_main and (rebuild or _dataset_inputs(ds_dir) != inputs):
         log(f"building region dataset -> {ds_dir}")
         ds = build_region_dataset(cfg, progress=lambda m: log("  " + m))
+        ds.metadata[INPUTS_KEY] = inputs  # saved with the dataset, in the same atomic swap
         ds.save(ds_dir)
-        stamp.write_text(json.dumps({"inputs": _inputs_of(cfg)}, default=str))
         collectives.barrier()
     else:
         collectives.barrier()
@@ -104,21 +103,27 @@ def run_pipeline(
         return RunOutputs(out, ds_dir, result.embeddings, {}, timings, cov)
     t0 = time.perf_counter()
     report("export", 0.0)
-    write_run_files(out, result, cfg)
-    files = export_all(result.embeddings, out)
-    timings["export_s"] = time.perf_counter() - t0
-    with atomic_path(out / "config.json") as tmp:
-        tmp.write_text(config_json)
-    with atomic_path(out / "timings.json") as tmp:
-        tmp.write_text(json.dumps(timings, indent=2))
+    with output_transaction(out) as txn:  # the run's files appear together, or the previous run's stay
+        write_run_files(txn, result, cfg)
+        files = export_all(result.embeddings, out, transaction=txn)
+        txn.path("config.json").write_text(config_json)
+        timings["export_s"] = time.perf_counter() - t0
+        txn.path("timings.json").write_text(json.dumps(timings, indent=2))
     report("export", 1.0)
     return RunOutputs(out, ds_dir, result.embeddings, files, timings, cov)
 
 
-def write_run_files(out: Path, result, cfg: RunConfig) -> None:
-    """The trained model (``checkpoint/``, loadable with ``MobCLIP.load``), the loss log and its plot."""
+def write_run_files(txn: OutputTransaction, result, cfg: RunConfig) -> None:
+    """Stage the trained model (``checkpoint/``, loadable with ``MobCLIP.load``), the loss log and its plot.
+
+    ``checkpoint/last.pt`` (the resume state the trainer keeps) is not part of the run's output.
+    """
+    from .models.mobclip import CONFIG_FILE, MODEL_FILE
+
+    checkpoint = txn.path(f"checkpoint/{MODEL_FILE}").parent
+    txn.path(f"checkpoint/{CONFIG_FILE}")
     result.model.save(
-        out / "checkpoint",
+        checkpoint,
         extra={
             "train": asdict(cfg.train),
             "line": asdict(cfg.line),
@@ -128,10 +133,9 @@ def write_run_files(out: Path, result, cfg: RunConfig) -> None:
             "coverage": result.coverage,
         },
     )
-    with atomic_path(out / "loss_log.csv") as tmp:
-        result.history.to_csv(tmp, index=False)
+    result.history.to_csv(txn.path("loss_log.csv"), index=False)
     if len(result.history):
-        plot_loss_curve(result.history, out / "loss_curve.png")
+        plot_loss_curve(result.history, txn.path("loss_curve.png"))
 
 
 def plot_loss_curve(history: pd.DataFrame, path: Path) -> None:
@@ -152,6 +156,21 @@ def plot_loss_curve(history: pd.DataFrame, path: Path) -> None:
         fig.savefig(tmp, format="png")
 
 
-def _inputs_of(cfg: RunConfig) -> dict:
-    d = cfg.to_dict()
-    return {k: d[k] for k in ("resolution", "mobility", "poi", "image", "demographics")}
+INPUTS_KEY = "inputs_fingerprint"
+_NOT_DATASET_INPUTS = ("output", "name", "cache_dir", "line", "train")  # options that never change the dataset
+
+
+def _inputs_of(cfg: RunConfig) -> str:
+    """Fingerprint of what the dataset is built from: its config sections and every input file they name."""
+    from .modalities.cache import section_fingerprint
+
+    d = {k: v for k, v in cfg.to_dict().items() if k not in _NOT_DATASET_INPUTS}
+    return section_fingerprint(d, cfg.path)
+
+
+def _dataset_inputs(ds_dir: Path) -> str | None:
+    """The inputs fingerprint a saved dataset was built from (None: no dataset, or one from before stamps)."""
+    try:
+        return json.loads((ds_dir / "metadata.json").read_text()).get(INPUTS_KEY)
+    except (OSError, ValueError, AttributeError):
+        return None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -52,7 +54,7 @@ def test_modality_missing_for_all_cells(small_dataset):
     ],
 )
 def test_bad_config(raw, message):
-    with pytest.raises(Exception, match=message):
+    with pytest.raises(ConfigError, match=message):
         config_from_dict(raw)
 
 
@@ -65,18 +67,29 @@ def test_cli_help_lists_steps(capsys):
 
 
 def test_cli_graph_and_tessellate(small_city, tmp_path, capsys):
+    from mobclip_core.grid import polygons_to_cells
+    from mobclip_core.modalities import MobilityGraph, build_copresence_graph
+
     assert (
         main(
             ["graph", str(small_city.records), "--resolution", "9", "--out", str(tmp_path / "g.npz"), "--top-k", "0.3"]
         )
         == 0
     )
-    assert '"edges"' in capsys.readouterr().out
+    printed = json.loads(capsys.readouterr().out)
+    graph = MobilityGraph.load(tmp_path / "g.npz")
+    expected = build_copresence_graph(pd.read_parquet(small_city.records), 9).top_k(0.3)
+    assert np.array_equal(graph.cells, expected.cells) and abs(graph.adjacency - expected.adjacency).max() == 0
+    assert printed == expected.stats()
     assert main(["tessellate", str(small_city.districts), "--resolution", "8", "--out", str(tmp_path / "c.gpkg")]) == 0
     import geopandas as gpd
 
     cells = gpd.read_file(tmp_path / "c.gpkg")
     assert cells.h3_cell.str.len().eq(15).all() and cells.h3_cell.is_unique
+    districts = gpd.read_file(small_city.districts)
+    expected_cells = polygons_to_cells(districts.to_crs(4326).geometry.values, 8, cell_ids="str")
+    assert set(cells.h3_cell) == set(expected_cells["h3_cell"])
+    assert cells.crs.to_epsg() == 4326 and cells.geometry.geom_type.eq("Polygon").all()
 
 
 def test_cli_reports_errors_without_traceback(tmp_path, capsys):

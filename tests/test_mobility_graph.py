@@ -114,12 +114,28 @@ def test_top_k_keeps_exactly_the_strongest():
     assert (a != a.T).nnz == 0
 
 
+def _random_graph(n: int = 60, density: float = 0.3, seed: int = 0) -> MobilityGraph:
+    rng = np.random.default_rng(seed)
+    upper = sp.triu(sp.random(n, n, density=density, random_state=rng, data_rvs=lambda k: rng.uniform(1, 9, k)), 1)
+    cells = np.array(sorted(int(c, 16) for c in h3.grid_disk(A, 5)))[:n].astype(np.uint64)
+    return MobilityGraph(cells, (upper + upper.T).tocsr())
+
+
 def test_random_sample_is_seeded_and_sized():
-    g = _star_graph()
-    s1, s2 = g.random_sample(0.4, seed=1), g.random_sample(0.4, seed=1)
-    assert (s1.adjacency != s2.adjacency).nnz == 0
-    assert s1.n_edges <= g.n_edges
-    with pytest.raises(ValueError, match="ratio"):
+    g = _random_graph()
+    s1, s2 = g.random_sample(0.2, seed=1), g.random_sample(0.2, seed=1)
+    assert (s1.adjacency != s2.adjacency).nnz == 0  # same seed, same sample
+    assert (s1.adjacency != g.random_sample(0.2, seed=2).adjacency).nnz > 0  # another seed, another sample
+    a, kept = g.adjacency, s1.adjacency
+    # a symmetric subset of the edges, with their weights
+    assert (kept != kept.T).nnz == 0 and abs(kept - a.multiply(kept != 0)).max() == 0
+    # each cell keeps at least ceil(0.2 * degree) of its links; the union of choices stays well below the whole
+    budget = np.ceil(0.2 * g.degree())
+    assert (s1.degree() >= budget).all()
+    assert budget.sum() / 2 <= s1.n_edges <= budget.sum() < 0.5 * g.n_edges
+    # uniform, not strongest-first: it is not the top-k sample of the same size
+    assert (kept != g.top_k(0.2).adjacency).nnz > 0
+    with pytest.raises(InvalidInputError, match="ratio"):
         g.top_k(0)
 
 

@@ -71,11 +71,13 @@ def test_mobclip_recovers_zones_better_than_line_only(trained, small_dataset, sm
 
 
 def test_run_files_written_and_model_reloads(trained, small_config, small_dataset):
+    from mobclip_core.io import output_transaction
     from mobclip_core.models.mobclip import MobCLIP
     from mobclip_core.pipeline import write_run_files
 
     out, res = trained
-    write_run_files(out, res, small_config)
+    with output_transaction(out) as txn:
+        write_run_files(txn, res, small_config)
     for f in ("checkpoint/model.pt", "checkpoint/config.json", "checkpoint/last.pt", "loss_log.csv", "loss_curve.png"):
         assert (out / f).exists(), f
     import pandas as pd
@@ -100,7 +102,15 @@ def test_same_seed_same_embeddings(small_dataset):
 
 
 def test_ablations_run(small_dataset):
-    line = LineConfig(samples_per_edge=5)
+    # each ablation flag must change what is trained: a flag that is ignored gives the baseline's embeddings
+    line = LineConfig(samples_per_edge=5, batch_size=8192)
+
+    def run(**kw):
+        cfg = TrainConfig(batch_size=64, epochs=2, patience=0, **kw)
+        return train_mobclip(small_dataset, cfg, line, sampling="random", ratio=0.1)
+
+    base = run()
+    assert base.modalities == ["poi", "image", "demographics"] and len(base.history) == 2
     for kw in (
         {"clip": False},
         {"graph_encoder": "mlp"},
@@ -109,10 +119,14 @@ def test_ablations_run(small_dataset):
         {"modalities": ["demographics"]},
         {"learnable_temperature": True},
     ):
-        res = train_mobclip(
-            small_dataset, TrainConfig(batch_size=64, epochs=2, patience=0, **kw), line, sampling="random", ratio=0.1
-        )
-        assert np.isfinite(res.embeddings.to_numpy()).all(), kw
+        res = run(**kw)
+        emb = res.embeddings.to_numpy()
+        assert np.isfinite(emb).all(), kw
+        assert not np.array_equal(emb, base.embeddings.to_numpy()), f"{kw} changed nothing"
+        if "clip" in kw:
+            assert len(res.history) == 0  # no contrastive epochs at all
+        if "modalities" in kw:
+            assert res.modalities == ["demographics"]
 
 
 def test_bad_training_config_fails_before_training(small_dataset):
@@ -128,11 +142,21 @@ def test_bad_training_config_fails_before_training(small_dataset):
 
 
 def test_resume_continues_from_last_epoch(small_dataset, tmp_path):
-    cfg = TrainConfig(batch_size=64, epochs=4, patience=0)
-    train_mobclip(small_dataset, cfg, LineConfig(samples_per_edge=5), checkpoint_dir=tmp_path)
+    import pandas as pd
+
+    line = LineConfig(samples_per_edge=5, batch_size=8192)
+    first = train_mobclip(
+        small_dataset, TrainConfig(batch_size=64, epochs=4, patience=0), line, checkpoint_dir=tmp_path
+    )
     more = TrainConfig(batch_size=64, epochs=6, patience=0)
-    res = train_mobclip(small_dataset, more, LineConfig(samples_per_edge=5), checkpoint_dir=tmp_path, resume=True)
+    res = train_mobclip(small_dataset, more, line, checkpoint_dir=tmp_path, resume=True)
     assert list(res.history.epoch) == list(range(6))
+    # epochs 0-3 come from the checkpoint, not from training them again: their records match to the last bit,
+    # timings included (a run that ignored resume would have measured new ones)
+    pd.testing.assert_frame_equal(res.history.iloc[:4], first.history)
+    # and resuming is exact: the same embeddings as six epochs in one go
+    straight = train_mobclip(small_dataset, more, line)
+    np.testing.assert_array_equal(res.embeddings.to_numpy(), straight.embeddings.to_numpy())
 
 
 def test_out_of_core_lightgcn_matches_in_memory(small_dataset):

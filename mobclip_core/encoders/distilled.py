@@ -8,20 +8,27 @@ SH of degree 32 resolve about 180/32 = 5.6 degrees: enough for a nation (the pap
 city, where every cell would get nearly the same features. ``posenc="sh+fourier"`` (the default for ``fit``) adds
 multi-scale sine/cosine features of east/north kilometres from the region's centre, with wavelengths from
 ``min_wavelength_km`` up to ``max_wavelength_km``, so a city-scale teacher can be distilled too.
+
+A network fitted to one region answers anywhere, but away from its training points the answer is an
+extrapolation. ``fit`` records the ``TrainingExtent`` (saved in ``config.json``); ``embed`` warns about points
+outside it, or returns NaN rows for them, or refuses them, as ``outside`` says. A published checkpoint or a
+``config.json`` written before extents has none and is not checked.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import time
-from dataclasses import asdict, dataclass
+import warnings
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
 
 from .._optional import import_optional
-from ..exceptions import CheckpointError, InvalidInputError, ModelNotFittedError
-from ..io import atomic_path
+from ..exceptions import CheckpointError, InvalidInputError, ModelNotFittedError, OutsideExtentWarning
+from ..io import output_transaction
 from .positional import validate_coordinates
 
 
@@ -46,6 +53,72 @@ class DistilConfig:
     patience: int = 100  # epochs without a 0.1% better loss (validation loss if val_fraction > 0, else training)
     val_fraction: float = 0.0  # distillation reproduces the teacher everywhere it is known: train on all cells
     seed: int = 0
+
+
+OUTSIDE_MODES = ("warn", "nan", "error", "ignore")
+_MAX_EXTENT_CELLS = 20_000  # the footprint's cell count stays below this (a coarser resolution is taken)
+
+
+@dataclass
+class TrainingExtent:
+    """Where an encoder saw its teacher: the bounding box, and the H3 cells holding its training points.
+
+    The cells are taken at the finest resolution whose edge is at least the points' median spacing (so the
+    footprint has no holes between neighbouring points), plus one ring of cells as a margin.
+    """
+
+    lon_min: float
+    lon_max: float
+    lat_min: float
+    lat_max: float
+    resolution: int
+    cells: list[str]
+
+    @classmethod
+    def of_points(cls, lon: np.ndarray, lat: np.ndarray) -> TrainingExtent:
+        import h3
+
+        from ..grid import cells_to_strings, points_to_cells
+
+        spacing = 2 * _half_spacing_km(lon, lat)
+        res = max([r for r in range(16) if h3.average_hexagon_edge_length(r, unit="km") >= spacing] or [0])
+        while True:
+            core = np.unique(points_to_cells(lon, lat, res))
+            if core.size * 7 <= _MAX_EXTENT_CELLS or res == 0:
+                break
+            res -= 1
+        ring = {c for cell in cells_to_strings(core) for c in h3.grid_disk(cell, 1)}
+        return cls(float(lon.min()), float(lon.max()), float(lat.min()), float(lat.max()), int(res), sorted(ring))
+
+    @functools.cached_property
+    def _footprint(self) -> np.ndarray:
+        from ..grid import strings_to_cells
+
+        return np.sort(strings_to_cells(np.asarray(self.cells, dtype=object)))
+
+    def contains(self, lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
+        """Boolean mask: which points fall in the footprint."""
+        from ..grid import points_to_cells
+
+        footprint = self._footprint
+        cells = points_to_cells(lon, lat, self.resolution)
+        if footprint.size == 0 or cells.size == 0:
+            return np.zeros(cells.size, dtype=bool)
+        pos = np.minimum(np.searchsorted(footprint, cells), footprint.size - 1)
+        return footprint[pos] == cells
+
+    def describe(self) -> str:
+        return (
+            f"lon {self.lon_min:.4f}..{self.lon_max:.4f}, lat {self.lat_min:.4f}..{self.lat_max:.4f} "
+            f"({len(self.cells)} H3 cells at resolution {self.resolution})"
+        )
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> TrainingExtent:
+        return cls(**{f.name: raw[f.name] for f in fields(cls)})
 
 
 def _network(cfg: DistilConfig):
@@ -110,6 +183,7 @@ class DistilledEncoder:
         self.config = config or DistilConfig()
         self.net = None
         self.history: list[dict] = []
+        self.extent: TrainingExtent | None = None  # set by fit; None for published checkpoints
 
     # -- training -------------------------------------------------------------------------------------------
     def fit(self, lon, lat, targets: np.ndarray, *, progress: bool = False) -> DistilledEncoder:
@@ -120,8 +194,14 @@ class DistilledEncoder:
         y = np.asarray(targets, dtype=np.float64)
         if y.ndim != 2 or y.shape[0] != lon.size:
             raise InvalidInputError(f"targets must be (n_points, dim); got {y.shape} for {lon.size} points")
+        if lon.size == 0:
+            raise InvalidInputError("no training points: give the teacher's cell centres and their embeddings")
+        if not np.isfinite(y).all():
+            bad = int((~np.isfinite(y).all(axis=1)).sum())
+            raise InvalidInputError(f"{bad} target rows hold NaN or infinite values: drop those cells before fitting")
         cfg.out_dim = y.shape[1]
         cfg.center_lon, cfg.center_lat = float(np.mean(lon)), float(np.mean(lat))
+        self.extent = TrainingExtent.of_points(lon, lat)
         if cfg.min_wavelength_km is None:
             cfg.min_wavelength_km = _half_spacing_km(lon, lat)
         torch.manual_seed(cfg.seed)
@@ -176,33 +256,67 @@ class DistilledEncoder:
         return self
 
     # -- inference --------------------------------------------------------------------------------------------
-    def embed(self, lon, lat, *, batch_size: int = 8192) -> np.ndarray:
-        """Embeddings (N, out_dim) of WGS84 coordinates in degrees."""
+    def embed(self, lon, lat, *, batch_size: int = 8192, outside: str = "warn") -> np.ndarray:
+        """Embeddings (N, out_dim) of WGS84 coordinates in degrees.
+
+        ``outside`` says what to do with points outside the training extent: "warn" (an OutsideExtentWarning,
+        values still computed), "nan" (NaN rows for them), "error" (InvalidInputError) or "ignore".
+        """
         torch = import_optional("torch")
+        if outside not in OUTSIDE_MODES:
+            raise InvalidInputError(f"outside must be one of {list(OUTSIDE_MODES)}, got {outside!r}")
         if self.net is None:
             raise ModelNotFittedError("the distilled encoder is not fitted: call fit() or load() first")
         lon, lat = validate_coordinates(lon, lat)
+        inside = np.ones(lon.size, dtype=bool)
+        if self.extent is not None and outside != "ignore" and lon.size:
+            inside = self.extent.contains(lon, lat)
+            n_out = int((~inside).sum())
+            if n_out and outside == "error":
+                raise InvalidInputError(
+                    f"{n_out} of {lon.size} points lie outside the area this encoder was trained on "
+                    f"({self.extent.describe()}), e.g. lon {lon[~inside][0]}, lat {lat[~inside][0]}: use points "
+                    "inside it, or pass outside='nan' to get NaN rows for the others"
+                )
+            if n_out and outside == "warn":
+                warnings.warn(
+                    f"{n_out} of {lon.size} points lie outside the area this encoder was trained on "
+                    f"({self.extent.describe()}): their embeddings are extrapolations. Pass outside='nan' for NaN "
+                    "rows, outside='error' to refuse them, or outside='ignore' to silence this",
+                    OutsideExtentWarning,
+                    stacklevel=2,
+                )
+            if outside == "warn":
+                inside[:] = True
         dtype = torch.float64 if self.config.float64 else torch.float32
-        coords = torch.tensor(np.c_[lon, lat], dtype=dtype)
+        result = np.full(
+            (lon.size, self.config.out_dim), np.nan, dtype=np.float64 if self.config.float64 else np.float32
+        )
+        coords = torch.tensor(np.c_[lon[inside], lat[inside]], dtype=dtype)
         out = []
         with torch.inference_mode():
             for s in range(0, coords.shape[0], batch_size):
                 out.append(self.net(coords[s : s + batch_size]).numpy())
-        return np.concatenate(out) if out else np.zeros((0, self.config.out_dim))
+        if out:
+            result[inside] = np.concatenate(out)
+        return result
 
     # -- persistence -------------------------------------------------------------------------------------------
     def save(self, directory: str | Path) -> Path:
-        """``model.pth`` (published layout: {"model_state_dict": network weights}) + ``config.json``."""
+        """``model.pth`` (published layout: {"model_state_dict": network weights}) + ``config.json``, together."""
         torch = import_optional("torch")
         if self.net is None:
             raise ModelNotFittedError("nothing to save: the distilled encoder is not fitted")
         directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
         state = {f"network.{k}": v for k, v in self.net.network.state_dict().items()}
-        with atomic_path(directory / "model.pth") as tmp:
-            torch.save({"model_state_dict": state}, tmp)
-        with atomic_path(directory / "config.json") as tmp:
-            tmp.write_text(json.dumps({"distil": asdict(self.config), "history_epochs": len(self.history)}, indent=2))
+        meta = {
+            "distil": asdict(self.config),
+            "history_epochs": len(self.history),
+            "extent": self.extent.to_dict() if self.extent is not None else None,
+        }
+        with output_transaction(directory) as txn:  # weights and the config (extent) that goes with them: both or none
+            torch.save({"model_state_dict": state}, txn.path("model.pth"))
+            txn.path("config.json").write_text(json.dumps(meta, indent=2))
         return directory
 
     @classmethod
@@ -212,12 +326,18 @@ class DistilledEncoder:
         path = Path(path)
         if path.is_dir():
             path = path / "model.pth"
-        cfg = None
+        cfg, extent = None, None
         cfg_file = path.parent / "config.json"  # written by save(); a bare published .pth has none
         if cfg_file.exists():
-            raw = json.loads(cfg_file.read_text())
+            try:
+                raw = json.loads(cfg_file.read_text())
+            except (OSError, ValueError) as exc:
+                raise CheckpointError(f"{cfg_file} is not readable JSON ({exc}): save the encoder again") from exc
             if isinstance(raw, dict) and "distil" in raw:
-                cfg = DistilConfig(**raw["distil"])
+                known = {f.name for f in fields(DistilConfig)}
+                cfg = DistilConfig(**{k: v for k, v in raw["distil"].items() if k in known})
+                if raw.get("extent"):  # written since extents were saved; older files have none
+                    extent = TrainingExtent.from_dict(raw["extent"])
         if not path.exists():
             raise CheckpointError(f"distilled checkpoint {path} does not exist")
         try:
@@ -246,6 +366,7 @@ class DistilledEncoder:
                 float64=weights[0].dtype == torch.float64,
             )
         enc = cls(cfg)
+        enc.extent = extent
         enc.net = _network(cfg)
         expected = {f"network.{k}": tuple(v.shape) for k, v in enc.net.network.state_dict().items()}
         in_dim = weights[0].shape[1] if weights else None

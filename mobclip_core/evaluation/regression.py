@@ -76,7 +76,7 @@ def make_model(kind: str, n_samples: int, params: dict | None, seed: int, n_jobs
             force_col_wise=True,
             **p,
         )
-    raise ValueError(f"model must be 'auto', 'lightgbm' or 'ridge', got {kind!r}")
+    raise InvalidInputError(f"model must be 'auto', 'lightgbm' or 'ridge', got {kind!r}")
 
 
 def fit_model(est, kind: str, x: np.ndarray, y: np.ndarray, rows: np.ndarray, early_stopping: int | None, seed: int):

@@ -147,7 +147,7 @@ def neighbours(cells: np.ndarray, k: int = 1, *, include_self: bool = False) -> 
     """Pairs (``h3_cell``, ``neighbour``) of cells within ``k`` grid steps (pentagons have fewer neighbours)."""
     cells = np.asarray(cells, dtype=np.uint64)
     if k < 0:
-        raise ValueError(f"k must be >= 0, got {k}")
+        raise InvalidInputError(f"k must be >= 0, got {k}")
     disks = [np.asarray([int(x, 16) for x in h3.grid_disk(format(int(c), "x"), k)], dtype=np.uint64) for c in cells]
     sizes = np.fromiter((d.size for d in disks), dtype=np.int64, count=len(disks))
     df = pd.DataFrame({"h3_cell": np.repeat(cells, sizes), "neighbour": np.concatenate(disks) if disks else []})

@@ -19,10 +19,26 @@ if TYPE_CHECKING:
 _MAX_PART_WIDTH_DEG = 90.0
 
 
+def _as_degrees(values, name: str, what: str) -> np.ndarray:
+    """``values`` as float64, or an error naming the first entry that is not a number (text such as 'n/a')."""
+    try:
+        return np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError):
+        import pandas as pd
+
+        flat = pd.Series(np.asarray(values, dtype=object).ravel())
+        bad = pd.to_numeric(flat, errors="coerce").isna() & flat.notna()
+        i = int(np.argmax(bad.to_numpy())) if bad.any() else 0
+        raise InvalidInputError(
+            f"{what}: {name} must be numbers; {int(bad.sum())} value(s) are not, e.g. {flat.iloc[i]!r} at row {i}. "
+            "Fix or drop those rows (pandas: pd.to_numeric(column, errors='coerce') then dropna)"
+        ) from None
+
+
 def validate_lonlat(lon: np.ndarray, lat: np.ndarray, *, what: str = "points") -> tuple[np.ndarray, np.ndarray]:
     """Return float64 arrays after checking shapes, finiteness and WGS84 ranges."""
-    lon = np.asarray(lon, dtype=np.float64)
-    lat = np.asarray(lat, dtype=np.float64)
+    lon = _as_degrees(lon, "longitude", what)
+    lat = _as_degrees(lat, "latitude", what)
     if lon.shape != lat.shape or lon.ndim != 1:
         raise InvalidInputError(
             f"{what}: longitude and latitude must be 1-D arrays of equal length, got {lon.shape} and {lat.shape}"

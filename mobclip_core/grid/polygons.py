@@ -10,6 +10,7 @@ import pandas as pd
 import shapely
 
 from ..constants import REGION_INDEX
+from ..exceptions import InvalidInputError
 from .cells import validate_resolution
 from .geometry import split_for_h3
 
@@ -27,7 +28,7 @@ def polygons_to_cells(
     """
     res = validate_resolution(resolution)
     if containment not in ("center", "overlap"):
-        raise ValueError(f"containment must be 'center' or 'overlap', got {containment!r}")
+        raise InvalidInputError(f"containment must be 'center' or 'overlap', got {containment!r}")
     parts, owner = _prepare_parts(np.asarray(geometries, dtype=object))
     if parts.size == 0:
         return pd.DataFrame({"polygon": np.zeros(0, dtype=np.int64), REGION_INDEX: np.zeros(0, dtype=np.uint64)})

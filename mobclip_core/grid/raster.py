@@ -37,7 +37,7 @@ def raster_to_cells(
 
     res = validate_resolution(resolution)
     if statistic not in ("sum", "mean"):
-        raise ValueError(f"statistic must be 'sum' or 'mean', got {statistic!r}")
+        raise InvalidInputError(f"statistic must be 'sum' or 'mean', got {statistic!r}")
     path = Path(path)
     if not path.exists():
         raise InvalidInputError(f"raster {path} does not exist")
@@ -47,7 +47,7 @@ def raster_to_cells(
         bands = bands or list(range(1, src.count + 1))
         names = band_names or [src.descriptions[b - 1] or f"band_{b}" for b in bands]
         if len(names) != len(bands):
-            raise ValueError("band_names must have one name per band")
+            raise InvalidInputError("band_names must have one name per band")
         transformer = None
         if not src.crs.to_epsg() == 4326:
             transformer = Transformer.from_crs(src.crs.to_wkt(), "EPSG:4326", always_xy=True)

@@ -51,9 +51,12 @@ def stage_records(
     n = 0
     chunks = [records] if isinstance(records, pd.DataFrame) else records
     for k, chunk in enumerate(chunks):
-        missing = {person, time} - set(chunk.columns)
+        missing = {person, time, *([cell] if cell is not None else [lon, lat])} - set(chunk.columns)
         if missing:
-            raise InvalidInputError(f"records lack columns {sorted(missing)}; they have {list(chunk.columns)}")
+            raise InvalidInputError(
+                f"records lack columns {sorted(missing)}; they have {list(chunk.columns)}: name the right ones "
+                "(--person/--time/--lon/--lat/--cell, or [mobility] person/time/lon/lat/cell)"
+            )
         if cell is not None:
             cells = chunk[cell].to_numpy()
             cells = cells.astype(np.uint64) if cells.dtype.kind in "ui" else strings_to_cells(cells)

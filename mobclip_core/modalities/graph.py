@@ -78,7 +78,7 @@ class MobilityGraph:
 
     def _per_node_budget(self, ratio: float) -> np.ndarray:
         if not 0.0 < ratio <= 1.0:
-            raise ValueError(f"sampling ratio must be in (0, 1], got {ratio}")
+            raise InvalidInputError(f"sampling ratio must be in (0, 1], got {ratio}")
         deg = self.degree()
         return np.where(deg > 0, np.maximum(1, np.ceil(ratio * deg)), 0).astype(np.int64)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
@@ -15,20 +14,11 @@ from ..io import atomic_path
 from ..modalities.graph import MobilityGraph
 
 
-def graph_fingerprint(graph: MobilityGraph) -> str:
-    """A hash of the whole graph: its cells and every edge and weight."""
-    a = graph.adjacency
-    h = hashlib.blake2b(digest_size=16)
-    for arr in (graph.cells, a.indptr, a.indices, a.data):
-        h.update(np.ascontiguousarray(arr).tobytes())
-    return h.hexdigest()
-
-
 def line_cache_key(graph: MobilityGraph, line: LineConfig) -> str:
-    h = hashlib.blake2b(digest_size=12)
-    h.update(graph_fingerprint(graph).encode())
-    h.update(repr(sorted(asdict(line).items())).encode())
-    return h.hexdigest()
+    """The LINE settings and the whole graph (every cell, edge and weight), by the library's fingerprint rule."""
+    from ..modalities.cache import fingerprint
+
+    return fingerprint("line", asdict(line), graph)
 
 
 def line_embeddings(

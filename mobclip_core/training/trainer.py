@@ -55,6 +55,9 @@ def resolve_device(device: str) -> str:
 
 def check_config(train: TrainConfig, line: LineConfig) -> None:
     """Refuse settings that cannot train, before any work is done."""
+    for name, value in (("[train] embedding_dim", train.embedding_dim), ("[line] dim", line.dim)):
+        if value < 1:
+            raise ConfigError(f"{name} must be a positive number of dimensions (128 in the paper), got {value}")
     if train.embedding_dim != line.dim and train.graph_encoder == GraphEncoder.LIGHTGCN:
         raise ConfigError(
             f"[line] dim ({line.dim}) must equal [train] embedding_dim ({train.embedding_dim}) "
