@@ -76,7 +76,7 @@ def _cmd_make_demo_data(args) -> int:
 
 def _cmd_build(args) -> int:
     from .config import load_config
-    from .dataset import build_region_dataset
+    from .modalities.build import build_region_dataset
 
     cfg = load_config(args.config)
     ds = build_region_dataset(cfg, progress=print)
@@ -90,7 +90,7 @@ def _cmd_build(args) -> int:
 def _cmd_graph(args) -> int:
     from tqdm.auto import tqdm
 
-    from .modalities.engines import build_graph_from_records
+    from .modalities.mobility.engines import build_graph_from_records
     from .sources import iter_records
 
     bar = tqdm(unit="rec", unit_scale=True, desc="records")

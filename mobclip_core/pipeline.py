@@ -10,9 +10,10 @@ from pathlib import Path
 import pandas as pd
 
 from .config import RunConfig
-from .dataset import RegionDataset, build_region_dataset
+from .dataset import RegionDataset
 from .export import export_all
 from .io import atomic_path
+from .modalities.build import build_region_dataset
 
 
 @dataclass

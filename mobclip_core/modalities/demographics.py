@@ -10,6 +10,7 @@ import pandas as pd
 from ..constants import REGION_INDEX
 from ..exceptions import InvalidInputError
 from ..grid import cells_to_strings, raster_to_cells
+from .base import BuildContext, FeatureModality
 from .cache import cached, fingerprint
 
 
@@ -56,16 +57,87 @@ def demographics_from_table(
 ) -> pd.DataFrame:
     """Per-cell histogram from a table of counts per bin, keyed by ``h3_cell`` or by zone.
 
-    With ``zone_cells`` (from ``zones_to_cells``) a zone's histogram is given to each of its cells.
+    With ``zone_cells`` (from ``zones_to_cells``) a zone's histogram is given to each of its cells. Zone ids are
+    matched as normalised strings (``sources.zones.normalise_zone_ids``), so an integer GEOID in one table
+    matches the same code as text in the other; the zone column is never taken for a bin.
     """
-    counts = table.select_dtypes("number")
+    from ..sources.zones import normalise_zone_ids
+
+    counts = table.drop(columns=[zone], errors="ignore").select_dtypes("number")
     if counts.empty:
         raise InvalidInputError("the demographics table has no numeric bin columns")
     if zone_cells is None:
         if table.index.name != REGION_INDEX:
             raise InvalidInputError(f"index the table by '{REGION_INDEX}' or pass zone_cells to spread zones to cells")
         return _normalise(counts)
-    hist = _normalise(counts.set_axis(table[zone] if zone in table.columns else table.index))
+    keys = normalise_zone_ids(table[zone] if zone in table.columns else table.index)
+    hist = _normalise(counts.set_axis(pd.Index(keys, name="zone")))
+    if not hist.index.is_unique:
+        dup = hist.index[hist.index.duplicated()][0]
+        raise InvalidInputError(f"zone {dup!r} appears more than once in the demographics table; give one row per zone")
+    zone_cells = zone_cells.assign(zone=normalise_zone_ids(zone_cells["zone"]))
     joined = zone_cells.join(hist, on="zone", how="inner")
+    if joined.empty:
+        raise InvalidInputError(
+            f"no zone id of the demographics table (e.g. {list(hist.index[:3])}) matches the zone layer "
+            f"(e.g. {list(zone_cells['zone'].unique()[:3])}): check the zone_id column"
+        )
     joined[REGION_INDEX] = cells_to_strings(joined[REGION_INDEX].to_numpy(np.uint64))
     return joined.drop(columns=["zone", "weight"]).groupby(REGION_INDEX).mean()
+
+
+def demographics_from_zone_table(section, resolution: int, resolve) -> pd.DataFrame:
+    """``[demographics] table``: counts per zone (a zone layer, or a CSV/Parquet with a separate zone layer)."""
+    from ..sources import read_layer
+    from .mobility.od import zones_to_cells
+
+    path = resolve(section.table)
+    if path.suffix.lower() in (".csv", ".parquet"):
+        if not section.zones:
+            raise InvalidInputError(
+                "[demographics] a CSV/Parquet table needs 'zones' (a polygon layer with the zone id column)"
+            )
+        ids_as_text = {section.zone_id: str}  # keep leading zeros of zone codes
+        table = pd.read_parquet(path) if path.suffix.lower() == ".parquet" else pd.read_csv(path, dtype=ids_as_text)
+        zones = read_layer(resolve(section.zones))
+    else:
+        zones = read_layer(path)
+        table = pd.DataFrame(zones.drop(columns=zones.geometry.name))
+    for col in [section.zone_id, *section.columns]:
+        if col not in table.columns:
+            raise InvalidInputError(f"[demographics] table has no column {col!r}; it has {list(table.columns)}")
+    bins = section.columns or [c for c in table.select_dtypes("number").columns if c != section.zone_id]
+    counts = table[[section.zone_id, *bins]]
+    zone_cells = zones_to_cells(zones, resolution, zone_id=section.zone_id)
+    return demographics_from_table(counts.rename(columns={section.zone_id: "zone"}), zone_cells=zone_cells)
+
+
+class DemographicsModality(FeatureModality):
+    """``[demographics]``: age/sex counts (rasters or zone tables) -> normalised histogram per cell."""
+
+    name = "demographics"
+
+    def configured(self, section) -> bool:
+        return bool(section.raster or section.rasters or section.table)
+
+    def describe(self, section) -> str:
+        if section.raster or section.rasters:
+            return "demographics: age/sex histograms from rasters"
+        return f"demographics: histograms from zone table {section.table}"
+
+    def build(self, section, cells: np.ndarray, ctx: BuildContext) -> pd.DataFrame:
+        if section.raster or section.rasters:
+            src = (
+                ctx.resolve(section.raster)
+                if section.raster
+                else {k: ctx.resolve(v) for k, v in section.rasters.items()}
+            )
+            return demographics_from_rasters(src, ctx.resolution, cache_dir=ctx.cache_dir)
+        paths = [ctx.resolve(p) for p in (section.table, section.zones) if p]
+        key = fingerprint("demo_table", ctx.resolution, section.zone_id, list(section.columns), *paths)
+        return cached(
+            ctx.cache_dir,
+            "demographics_table",
+            key,
+            lambda: demographics_from_zone_table(section, ctx.resolution, ctx.resolve),
+        )

