@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +51,39 @@ def demographics_from_rasters(
         return _normalise(pd.concat(cols, axis=1).fillna(0.0))
 
     return cached(cache_dir, "demographics", key, compute)
+
+
+_WORLDPOP_NAME = re.compile(
+    r"^(?P<iso>[a-z]{3})_(?P<sex>[fm])_(?P<age>\d{1,2})_(?P<year>\d{4})(?P<variant>_[a-z0-9_]+)?\.tiff?$", re.IGNORECASE
+)
+
+
+def worldpop_rasters(folder: str | Path) -> dict[str, Path]:
+    """WorldPop age/sex rasters in a folder by their published names -> {"f_0": path, "f_1": ..., "m_80": ...}.
+
+    WorldPop names each sex x age-band file ``<iso>_<sex>_<age>_<year>[_<variant>].tif`` (e.g.
+    ``fin_f_0_2020.tif``, ``ken_m_65_2020_constrained.tif``); bins are ordered by sex, then by age. The folder
+    must hold one country, one year and one variant: anything else is ambiguous and refused.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InvalidInputError(f"[demographics] worldpop = {folder}: not a folder of WorldPop age/sex rasters")
+    found = {}
+    for f in sorted(folder.iterdir()):
+        m = _WORLDPOP_NAME.match(f.name)
+        if m:
+            found[f] = (m["iso"].lower(), m["year"], (m["variant"] or "").lower(), m["sex"].lower(), int(m["age"]))
+    if not found:
+        raise InvalidInputError(
+            f"no WorldPop age/sex raster in {folder}: files are named like fin_f_0_2020.tif or "
+            "ken_m_65_2020_constrained.tif (country, sex f/m, age band, year)"
+        )
+    groups = {v[:3] for v in found.values()}
+    if len(groups) > 1:
+        listed = ", ".join(f"{iso} {year}{variant}" for iso, year, variant in sorted(groups))
+        raise InvalidInputError(f"{folder} mixes WorldPop sets ({listed}): keep one country, year and variant")
+    bins = {f"{sex}_{age}": f for f, (*_, sex, age) in sorted(found.items(), key=lambda kv: kv[1][3:])}
+    return bins
 
 
 def demographics_from_table(
@@ -118,14 +152,20 @@ class DemographicsModality(FeatureModality):
     name = "demographics"
 
     def configured(self, section) -> bool:
-        return bool(section.raster or section.rasters or section.table)
+        return bool(section.raster or section.rasters or section.table or section.worldpop)
 
     def describe(self, section) -> str:
+        if section.worldpop:
+            return f"demographics: age/sex histograms from the WorldPop rasters in {section.worldpop}"
         if section.raster or section.rasters:
             return "demographics: age/sex histograms from rasters"
         return f"demographics: histograms from zone table {section.table}"
 
     def build(self, section, cells: np.ndarray, ctx: BuildContext) -> pd.DataFrame:
+        if section.worldpop:
+            return demographics_from_rasters(
+                worldpop_rasters(ctx.resolve(section.worldpop)), ctx.resolution, cache_dir=ctx.cache_dir
+            )
         if section.raster or section.rasters:
             src = (
                 ctx.resolve(section.raster)

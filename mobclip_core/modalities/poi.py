@@ -49,7 +49,10 @@ def poi_texts(pois: pd.DataFrame, name: str | None, category: str | None) -> pd.
     return text
 
 
-def _poi_cells(pois, resolution: int) -> np.ndarray:
+def _poi_cells(pois, resolution: int) -> tuple[pd.DataFrame, np.ndarray]:
+    """POIs and the hex cell of each: a GeoDataFrame by its geometry, a plain table by its lon/lat columns."""
+    if not hasattr(pois, "geometry") and {"lon", "lat"} <= set(pois.columns):
+        return pois, cells_to_strings(points_to_cells(pois["lon"].to_numpy(), pois["lat"].to_numpy(), resolution))
     pois = to_wgs84(pois, what="POI layer")
     pts = pois.geometry.values
     if not (pts.geom_type == "Point").all():
@@ -107,8 +110,52 @@ def _model_ref(model: str, ctx: BuildContext) -> str | Path:
     return model if model == DEFAULT_TEXT_MODEL else ctx.resolve(model)
 
 
+def poi_source_kind(path: Path, source: str = "auto") -> str:
+    """'osm' for .osm.pbf, 'overture' for GeoParquet with Overture's names/categories, else 'layer'."""
+    if source != "auto":
+        return source
+    name = path.name.lower()
+    if name.endswith(".pbf"):
+        return "osm"
+    if name.endswith((".parquet", ".geoparquet")) or path.is_dir():
+        import pyarrow.dataset as ds
+
+        columns = set(ds.dataset(path, format="parquet").schema.names)
+        if "geometry" in columns and ({"categories", "basic_category"} & columns):
+            return "overture"
+    return "layer"
+
+
+def read_pois(section, ctx: BuildContext) -> pd.DataFrame:
+    """The ``[poi]`` input as a table: a vector layer as it is, or OSM / Overture POIs (lon, lat, name, category).
+
+    Parsing an extract is cached by the fingerprint of the file and the reading options.
+    """
+    from ..sources import read_layer
+
+    path = ctx.resolve(section.path)
+    kind = poi_source_kind(path, section.source)
+    if kind == "layer":
+        return read_layer(path)
+    if not path.exists():
+        raise InvalidInputError(f"[poi] path {path} does not exist (paths are relative to the config file)")
+    if kind == "osm":
+        from ..sources.osm import read_osm_pois as read
+    else:
+        from ..sources.overture import read_overture_places as read
+    options = {"language": section.language, "bbox": list(section.bbox) or None}
+    key = fingerprint(f"{kind}_pois", path, options)
+    table = cached(ctx.cache_dir, f"{kind}_pois", key, lambda: read(path, **options))
+    if table.empty:
+        raise InvalidInputError(
+            f"[poi] {path.name} has no POI" + (f" inside bbox {section.bbox}" if section.bbox else "")
+        )
+    ctx.say(f"poi: {len(table)} POIs read from {path.name} ({kind})")
+    return table
+
+
 class PoiModality(FeatureModality):
-    """``[poi]``: a POI layer -> mean text embedding of 'name, category' per cell, or category shares."""
+    """``[poi]``: POIs (a layer, an OSM extract, Overture places) -> mean text embedding or category shares."""
 
     name = "poi"
 
@@ -116,22 +163,22 @@ class PoiModality(FeatureModality):
         return f"poi: {section.encoder} features from {section.path}"
 
     def build(self, section, cells: np.ndarray, ctx: BuildContext) -> pd.DataFrame:
-        from ..sources import read_layer
-
         path = ctx.resolve(section.path)
+        opened = poi_source_kind(path, section.source) != "layer" if path.exists() else False
+        name, category = ("name", "category") if opened else (section.name, section.category)
         if section.encoder != "text":
-            key = fingerprint("poi_counts", ctx.resolution, section.category, path)
+            key = fingerprint("poi_counts", ctx.resolution, category, path, section.source, section.bbox)
             return cached(
                 ctx.cache_dir,
                 "poi_counts",
                 key,
-                lambda: poi_category_counts(read_layer(path), ctx.resolution, category=section.category),
+                lambda: poi_category_counts(read_pois(section, ctx), ctx.resolution, category=category),
             )
         return poi_text_features(
-            read_layer(path),
+            read_pois(section, ctx),
             ctx.resolution,
-            name=section.name,
-            category=section.category,
+            name=name,
+            category=category,
             model=_model_ref(section.model, ctx),
             cache_dir=ctx.cache_dir,
         )
