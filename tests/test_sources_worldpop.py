@@ -28,12 +28,12 @@ def _raster(path, value: float) -> None:
 
 
 def test_worldpop_folder(tmp_path):
-    planted = {"f_0": 1.0, "f_5": 2.0, "f_80": 1.0, "m_0": 3.0, "m_5": 1.0, "m_80": 2.0}
+    planted = {"f_0": 1.0, "f_5": 2.0, "f_10": 1.0, "m_0": 3.0, "m_5": 1.0, "m_10": 2.0}
     for name, value in planted.items():
         _raster(tmp_path / f"fin_{name}_2020_constrained.tif", value)
     (tmp_path / "fin_ppp_2020_constrained.tif").write_bytes(b"")  # the total-population file is not a bin
     found = worldpop_rasters(tmp_path)
-    assert list(found) == ["f_0", "f_5", "f_80", "m_0", "m_5", "m_80"]  # by sex, then age (5 before 80)
+    assert list(found) == ["f_0", "f_5", "f_10", "m_0", "m_5", "m_10"]  # by sex, then age (5 before 10)
     hist = feature_modality("demographics").build(
         DemographicsConfig(worldpop=str(tmp_path)), None, BuildContext(9, resolve=lambda p: tmp_path / p)
     )
