@@ -83,3 +83,22 @@ def test_poi_modality_reads_a_pbf_directly(pois_fi, tmp_path):
     text = feature_modality("poi").build(PoiConfig(path=str(helsinki_pbf()), language="fi"), None, ctx)
     assert text.shape[1] == 384 and set(text.index) == set(counts.index)
     pd.testing.assert_index_equal(text.index.sort_values(), counts.index.sort_values())
+
+
+def test_node_index_on_disk_gives_the_same_pois():
+    memory = read_osm_pois(helsinki_pbf(), node_index="memory")
+    pd.testing.assert_frame_equal(memory, read_osm_pois(helsinki_pbf(), node_index="disk"))
+    with pytest.raises(InvalidInputError, match="node_index must be"):
+        read_osm_pois(helsinki_pbf(), node_index="ram")
+
+
+def test_cli_pois_writes_a_layer_for_qgis(tmp_path, capsys):
+    import geopandas as gpd
+
+    from mobclip_core.cli import main
+
+    assert main(["pois", str(helsinki_pbf()), "--out", str(tmp_path / "p.parquet"), "--language", "fi"]) == 0
+    assert "1631 POIs from Helsinki.osm.pbf (osm)" in capsys.readouterr().out
+    layer = gpd.read_parquet(tmp_path / "p.parquet")
+    assert layer.crs.to_epsg() == 4326 and len(layer) == 1631
+    assert layer.set_index("osm_id").loc[319513788, "name"] == "Uruguayn suurlähetystö"

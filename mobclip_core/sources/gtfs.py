@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
 from ..exceptions import InvalidInputError
 
@@ -68,7 +69,11 @@ class _Feed:
                 yield io.BufferedReader(fh)
 
     def table(self, name: str, columns: list[str], *, optional: list[str] = ()) -> pd.DataFrame:
-        """A small table (stops, trips, calendar...) with ids kept as text."""
+        """A small table (stops, calendar...) as pandas, ids kept as text."""
+        return self.arrow_table(name, columns, optional=optional).to_pandas()
+
+    def arrow_table(self, name: str, columns: list[str], *, optional: list[str] = ()):
+        """A table as Arrow string columns (compact: trips and frequencies of a national feed stay small)."""
         import pyarrow as pa
         import pyarrow.csv as pacsv
 
@@ -85,7 +90,7 @@ class _Feed:
                     include_columns=wanted, column_types={c: pa.string() for c in wanted}, strings_can_be_null=False
                 ),
             )
-        return table.to_pandas()
+        return table
 
     def close(self) -> None:
         if self._zip is not None:
@@ -104,20 +109,28 @@ def _seconds(times: pd.Series) -> np.ndarray:
     return (parts[0] * 3600 + parts[1] * 60 + parts[2]).to_numpy()
 
 
-def departures_per_day(feed: _Feed, trip_ids: pd.Index) -> np.ndarray:
-    """Departures of each trip on a day it runs: 1, or the count its frequencies rows imply."""
+def _positions(values, value_set) -> np.ndarray:
+    """Position of each value in ``value_set`` (Arrow string arrays), -1 where absent."""
+    import pyarrow.compute as pc
+
+    pos = pc.index_in(values, value_set=value_set)
+    return pos.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+
+
+def departures_per_day(feed: _Feed, trip_ids) -> np.ndarray:
+    """Departures of each trip (Arrow array of ids) on a day it runs: 1, or the count its frequencies imply."""
     per_trip = np.ones(len(trip_ids), dtype=np.float64)
     if not feed.has("frequencies.txt"):
         return per_trip
-    freq = feed.table("frequencies.txt", ["trip_id", "start_time", "end_time", "headway_secs"])
-    if freq.empty:
+    freq = feed.arrow_table("frequencies.txt", ["trip_id", "start_time", "end_time", "headway_secs"])
+    if freq.num_rows == 0:
         return per_trip
-    span = _seconds(freq["end_time"]) - _seconds(freq["start_time"])
-    headway = freq["headway_secs"].astype(np.int64).to_numpy()
+    span = _seconds(freq["end_time"].to_pandas()) - _seconds(freq["start_time"].to_pandas())
+    headway = freq["headway_secs"].to_pandas().astype(np.int64).to_numpy()
     if (headway <= 0).any() or (span < 0).any():
         raise InvalidInputError("GTFS frequencies.txt has a headway <= 0 or an end_time before its start_time")
     count = np.ceil(span / headway)  # starts at start, start + h, ... while < end
-    pos = trip_ids.get_indexer(freq["trip_id"])
+    pos = _positions(freq["trip_id"], trip_ids)
     known = pos >= 0
     per_trip_freq = np.bincount(pos[known], weights=count[known], minlength=len(trip_ids))
     has_freq = np.bincount(pos[known], minlength=len(trip_ids)) > 0
@@ -174,13 +187,12 @@ def _date(text: str) -> dt.date:
         raise InvalidInputError(f"GTFS date {text!r} is not YYYYMMDD") from exc
 
 
-def _stop_events(feed: _Feed, trip_ids, stop_ids, batch_bytes: int = 64 << 20):
+def _stop_events(feed: _Feed, trip_set, stop_ids, batch_bytes: int = 16 << 20):
     """stop_times as integer codes (trip, stop, sequence), read in batches; unknown trips/stops are dropped."""
     import pyarrow as pa
-    import pyarrow.compute as pc
     import pyarrow.csv as pacsv
 
-    trip_set, stop_set = pa.array(trip_ids, pa.string()), pa.array(stop_ids, pa.string())
+    stop_set = pa.array(stop_ids, pa.string())
     parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     read = 0
     with feed.open("stop_times.txt") as fh:
@@ -198,15 +210,13 @@ def _stop_events(feed: _Feed, trip_ids, stop_ids, batch_bytes: int = 64 << 20):
         )
         for batch in reader:
             read += batch.num_rows
-            trip = pc.index_in(batch.column("trip_id"), value_set=trip_set).to_numpy(zero_copy_only=False)
-            stop = pc.index_in(batch.column("stop_id"), value_set=stop_set).to_numpy(zero_copy_only=False)
-            seq = batch.column("stop_sequence").to_numpy(zero_copy_only=False)
-            ok = ~(np.isnan(trip) | np.isnan(stop)) if trip.dtype.kind == "f" or stop.dtype.kind == "f" else None
-            if ok is not None:
-                trip, stop, seq = trip[ok], stop[ok], seq[ok]
-            parts.append((trip.astype(np.int32), stop.astype(np.int32), seq.astype(np.int64)))
+            trip = _positions(batch.column("trip_id"), trip_set)
+            stop = _positions(batch.column("stop_id"), stop_set)
+            ok = (trip >= 0) & (stop >= 0)
+            seq = batch.column("stop_sequence").to_numpy(zero_copy_only=False)[ok]
+            parts.append((trip[ok].astype(np.int32), stop[ok].astype(np.int32), seq.astype(np.int32)))
     if not parts:
-        return np.zeros(0, np.int32), np.zeros(0, np.int32), np.zeros(0, np.int64), read
+        return np.zeros(0, np.int32), np.zeros(0, np.int32), np.zeros(0, np.int32), read
     return (*(np.concatenate([p[k] for p in parts]) for k in range(3)), read)
 
 
@@ -221,25 +231,29 @@ def stop_links(path: str | Path, *, max_stops_apart: int = 1, week: str | None =
             lon=pd.to_numeric(stops["stop_lon"], errors="coerce"), lat=pd.to_numeric(stops["stop_lat"], errors="coerce")
         )
         stops = stops[stops["lon"].notna() & stops["lat"].notna()].set_index("stop_id")[["lon", "lat"]]
-        trips = feed.table("trips.txt", ["trip_id", "service_id"]).drop_duplicates("trip_id")
-        trip_ids = pd.Index(trips["trip_id"])
+        trips = feed.arrow_table("trips.txt", ["trip_id", "service_id"])
+        trip_ids = trips["trip_id"].combine_chunks()
         days, monday = service_days(feed, week)
-        weekly = days.reindex(trips["service_id"]).fillna(0.0).to_numpy() * departures_per_day(feed, trip_ids)
-        trip, stop, seq, n_events = _stop_events(feed, trip_ids.to_numpy(), stops.index.to_numpy())
+        import pyarrow as pa
+
+        service = _positions(trips["service_id"], pa.array(days.index.to_numpy(dtype=str), pa.string()))
+        weekly = np.where(service >= 0, days.to_numpy()[service], 0.0) * departures_per_day(feed, trip_ids)
+        del trips, service
+        trip, stop, seq, n_events = _stop_events(feed, trip_ids, stops.index.to_numpy())
     finally:
         feed.close()
     order = np.lexsort((seq, trip))
     trip, stop = trip[order], stop[order]
-    frames = []
+    del seq, order
+    n = len(stops)
+    weights = sp.csr_matrix((n, n))  # (from stop, to stop) -> weekly trips, summed as links are added
     for k in range(1, max_stops_apart + 1):
         same = trip[:-k] == trip[k:]
-        a, b, t = stop[:-k][same], stop[k:][same], trip[:-k][same]
-        frames.append(pd.DataFrame({"a": a, "b": b, "w": weekly[t]}))
-    pairs = pd.concat(frames, ignore_index=True)
-    pairs = pairs[(pairs["w"] > 0) & (pairs["a"] != pairs["b"])]
-    links = pairs.groupby(["a", "b"], sort=True, as_index=False)["w"].sum()
+        a, b, w = stop[:-k][same], stop[k:][same], weekly[trip[:-k][same]]
+        keep = (w > 0) & (a != b)
+        weights = weights + sp.csr_matrix((w[keep], (a[keep], b[keep])), shape=(n, n))
+    weights.sum_duplicates()
+    pairs = weights.tocoo()
     ids = stops.index.to_numpy()
-    out = pd.DataFrame(
-        {"from_stop": ids[links["a"].to_numpy()], "to_stop": ids[links["b"].to_numpy()], "weekly_trips": links["w"]}
-    )
+    out = pd.DataFrame({"from_stop": ids[pairs.row], "to_stop": ids[pairs.col], "weekly_trips": pairs.data})
     return StopLinks(out, stops, monday, n_events)

@@ -1,14 +1,16 @@
 """OpenStreetMap ``.osm.pbf`` extracts -> points of interest (location, name, readable category), streamed.
 
-Read with pyosmium (libosmium, C++): a tag filter in C++ hands Python only the objects that carry a POI key, so a
-country extract streams through with memory bounded by its POIs, not by its hundreds of millions of nodes. Two
-passes: the first yields tagged nodes and remembers tagged ways with their node ids; the second reads just those
-nodes (an id filter, also in C++) to place each way at the mean of its nodes. Multipolygon relations (a few large
-sites such as campuses and parks) are not assembled: that would need every node location of the file.
+Read with pyosmium (libosmium, C++) in one pass: a tag filter in C++ hands Python only the objects that carry a POI
+key, so Python never sees the hundreds of millions of plain nodes of a country extract. Ways (shops and amenities
+mapped as building outlines) are placed at the mean of their nodes, looked up in libosmium's node-location index:
+in memory (16 bytes per node of the file) for extracts below ``DISK_INDEX_FROM_BYTES``, in a temporary file above
+it, so a country extract needs little more memory than its POIs. Multipolygon relations (a few large sites such as
+campuses and parks) are not assembled.
 """
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,6 +28,9 @@ STREET_FURNITURE = frozenset(
      "vending_machine", "post_box", "bicycle_parking", "drinking_water", "hunting_stand", "letter_box"}
 )  # fmt: skip
 """amenity values left out: objects on every street corner that say nothing about a place's function."""
+
+DISK_INDEX_FROM_BYTES = 256 * 2**20
+"""Extracts at least this large keep their node-location index in a temporary file instead of memory."""
 
 _SUFFIXED = ("shop", "office", "craft", "healthcare")  # "clothes" -> "clothes shop", "lawyer" -> "lawyer office"
 _COLUMNS = ("lon", "lat", "name", "category", "tag", "osm_type", "osm_id")
@@ -69,74 +74,62 @@ def iter_osm_pois(
     language: str | None = None,
     bbox: list[float] | None = None,
     chunk_rows: int = 200_000,
+    node_index: str = "auto",
 ) -> Iterator[pd.DataFrame]:
     """Yield POI chunks (columns lon, lat, name, category, tag, osm_type, osm_id) of an ``.osm.pbf`` file.
 
     ``name`` is ``name:<language>`` where the object has it, else ``name`` (else empty); ``category`` is the
-    readable form of the first of ``keys`` it carries, ``tag`` the raw ``key=value``.
+    readable form of the first of ``keys`` it carries, ``tag`` the raw ``key=value``. ``node_index``: "memory",
+    "disk" or "auto" (by file size, see ``DISK_INDEX_FROM_BYTES``).
     """
     osmium = import_optional("osmium")
     path = Path(path)
     if not path.is_file():
         raise InvalidInputError(f"OSM extract {path} does not exist")
+    if node_index not in ("auto", "memory", "disk"):
+        raise InvalidInputError(f"node_index must be 'auto', 'memory' or 'disk', got {node_index!r}")
+    on_disk = node_index == "disk" or (node_index == "auto" and path.stat().st_size >= DISK_INDEX_FROM_BYTES)
     name_keys = ([f"name:{language}"] if language else []) + ["name"]
-    rows: list[tuple] = []
-    way_rows: list[tuple] = []
-    way_refs: list[np.ndarray] = []
-    tracker = osmium.IdTracker()
-    processor = osmium.FileProcessor(str(path), osmium.osm.NODE | osmium.osm.WAY).with_filter(
-        osmium.filter.KeyFilter(*keys)
-    )
-    try:
-        for obj in processor:
-            tag = _poi_tag(obj.tags, keys)
-            if tag is None:
-                continue
-            name = next((obj.tags.get(k) for k in name_keys if obj.tags.get(k)), "")
-            row = (name, readable_category(*tag), f"{tag[0]}={tag[1]}")
-            if obj.is_node():
-                if obj.location.valid():
-                    rows.append((obj.location.lon, obj.location.lat, *row, "node", obj.id))
-                    if len(rows) >= chunk_rows:
-                        yield _inside(_frame(rows), bbox)
-                        rows = []
-            else:
-                refs = np.fromiter((n.ref for n in obj.nodes), dtype=np.int64)
-                if refs.size > 1 and refs[0] == refs[-1]:
-                    refs = refs[:-1]  # a closed way repeats its first node
-                way_rows.append((np.nan, np.nan, *row, "way", obj.id))
-                way_refs.append(refs)
-                tracker.add_references(obj)
-    except RuntimeError as exc:
-        raise InvalidInputError(f"{path.name} is not a readable OSM PBF file ({exc})") from exc
-    if rows:
-        yield _inside(_frame(rows), bbox)
-    if way_rows:
-        yield _inside(_place_ways(osmium, path, tracker, way_rows, way_refs), bbox)
+    with tempfile.TemporaryDirectory(prefix="mobclip-osm-") as tmp:
+        storage = f"sparse_file_array,{Path(tmp) / 'nodes.idx'}" if on_disk else "flex_mem"
+        processor = (
+            osmium.FileProcessor(str(path), osmium.osm.NODE | osmium.osm.WAY)
+            .with_locations(storage)
+            .with_filter(osmium.filter.KeyFilter(*keys))
+        )
+        rows: list[tuple] = []
+        try:
+            for obj in processor:
+                tag = _poi_tag(obj.tags, keys)
+                if tag is None:
+                    continue
+                lon, lat = _location(obj)
+                if lon is None:
+                    continue
+                name = next((obj.tags.get(k) for k in name_keys if obj.tags.get(k)), "")
+                kind = "node" if obj.is_node() else "way"
+                rows.append((lon, lat, name, readable_category(*tag), f"{tag[0]}={tag[1]}", kind, obj.id))
+                if len(rows) >= chunk_rows:
+                    yield _inside(_frame(rows), bbox)
+                    rows = []
+        except RuntimeError as exc:
+            raise InvalidInputError(f"{path.name} is not a readable OSM PBF file ({exc})") from exc
+        if rows:
+            yield _inside(_frame(rows), bbox)
 
 
-def _place_ways(osmium, path: Path, tracker, way_rows: list[tuple], way_refs: list[np.ndarray]) -> pd.DataFrame:
-    """Second pass: read only the nodes the POI ways use; each way sits at the mean of its nodes in the file."""
-    ids, lons, lats = [], [], []
-    for node in osmium.FileProcessor(str(path), osmium.osm.NODE).with_filter(tracker.id_filter()):
-        if node.location.valid():
-            ids.append(node.id)
-            lons.append(node.location.lon)
-            lats.append(node.location.lat)
-    order = np.argsort(np.asarray(ids, dtype=np.int64))
-    known = np.asarray(ids, dtype=np.int64)[order]
-    lon, lat = np.asarray(lons)[order], np.asarray(lats)[order]
-    refs = np.concatenate(way_refs)
-    way_of_ref = np.repeat(np.arange(len(way_refs)), [r.size for r in way_refs])
-    pos = np.searchsorted(known, refs)
-    found = (pos < known.size) & (known[np.minimum(pos, known.size - 1)] == refs) if known.size else refs < 0
-    count = np.bincount(way_of_ref[found], minlength=len(way_refs))
-    sum_lon = np.bincount(way_of_ref[found], weights=lon[pos[found]], minlength=len(way_refs))
-    sum_lat = np.bincount(way_of_ref[found], weights=lat[pos[found]], minlength=len(way_refs))
-    df = _frame(way_rows)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        df["lon"], df["lat"] = sum_lon / count, sum_lat / count
-    return df[count > 0]  # ways whose nodes all lie outside the extract are dropped
+def _location(obj) -> tuple[float | None, float | None]:
+    """A node's location; a way's mean node location (a closed way's repeated first node counted once)."""
+    if obj.is_node():
+        loc = obj.location
+        return (loc.lon, loc.lat) if loc.valid() else (None, None)
+    nodes = obj.nodes
+    count = len(nodes) - (1 if len(nodes) > 1 and nodes[0].ref == nodes[len(nodes) - 1].ref else 0)
+    xs = [(n.lon, n.lat) for n in (nodes[i] for i in range(count)) if n.location.valid()]
+    if not xs:
+        return None, None  # every node of the way lies outside the extract
+    lon, lat = np.mean(xs, axis=0)
+    return float(lon), float(lat)
 
 
 def read_osm_pois(path: str | Path, **options) -> pd.DataFrame:
