@@ -75,15 +75,11 @@ def _cmd_make_demo_data(args) -> int:
 
 
 def _cmd_build(args) -> int:
-    from .config import load_config
-    from .modalities.build import build_region_dataset
+    from .modalities.build import build_dataset
 
-    cfg = load_config(args.config)
-    ds = build_region_dataset(cfg, progress=print)
-    out = Path(args.out) if args.out else cfg.path(cfg.output) / "dataset"
-    ds.save(out)
-    print(json.dumps(ds.describe(), indent=2))
-    print(f"dataset written to {out}")
+    result = build_dataset(args.config, args.out, progress=print)
+    print(json.dumps(result["summary"], indent=2))
+    print(f"dataset written to {result['dataset']}")
     return 0
 
 

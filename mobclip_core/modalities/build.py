@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import pandas as pd
 
@@ -40,3 +41,17 @@ def build_region_dataset(cfg, *, progress: Callable[[str], None] | None = None) 
                 "check that its input overlaps the mobility data and uses the right CRS"
             )
     return ds
+
+
+def build_dataset(config: str | Path, out: str | Path | None = None, *, progress=None) -> dict:
+    """``mobclip build``: read a config file, build its region dataset, save it (default ``<output>/dataset``).
+
+    Returns the dataset folder and its summary; ``progress`` gets one line per source and modality.
+    """
+    from ..config import load_config
+
+    cfg = load_config(config)
+    ds = build_region_dataset(cfg, progress=progress)
+    folder = Path(out) if out else cfg.path(cfg.output) / "dataset"
+    ds.save(folder)
+    return {"name": cfg.name, "dataset": str(folder), "summary": ds.describe()}
