@@ -17,12 +17,12 @@ import numpy as np
 import pandas as pd
 
 from mobclip_core.config import LineConfig, TrainConfig, load_config
-from mobclip_core.dataset import build_region_dataset
 from mobclip_core.demo import make_demo_city
 from mobclip_core.encoders.distilled import DistilConfig, DistilledEncoder
 from mobclip_core.evaluation.harness import EmbeddingSource, Task, evaluate, to_markdown
 from mobclip_core.evaluation.probe import probe_accuracy
 from mobclip_core.grid import cell_centroids, strings_to_cells
+from mobclip_core.modalities.build import build_region_dataset
 from mobclip_core.training import train_mobclip
 from mobclip_core.training.pretrain import line_embeddings
 

@@ -79,7 +79,7 @@ def _case(kind: str, n: int) -> dict:
             staged.append(pd.DataFrame({"person_id": person, "timestamp": ts, "cell": place_cells[place]}))
         spent += time.perf_counter() - t0
     if kind == "duckdb":
-        from mobclip_core.modalities.engines import build_copresence_graph_duckdb
+        from mobclip_core.modalities.mobility.engines import build_copresence_graph_duckdb
 
         t0 = time.perf_counter()
         g = build_copresence_graph_duckdb(iter(staged), 9, cell="cell", memory_limit="2GB")

@@ -19,7 +19,7 @@ BATCH = 4096  # InfoNCE cost per epoch grows as cells x batch; the paper's 20480
 def synthetic_dataset(n: int, degree: int = 60, seed: int = 0):
     from mobclip_core.dataset import RegionDataset
     from mobclip_core.grid import cells_to_strings, points_to_cells
-    from mobclip_core.modalities.graph import MobilityGraph
+    from mobclip_core.modalities import MobilityGraph
 
     rng = np.random.default_rng(seed)
     # distinct res-12 cells around one point stand in for a region's cells

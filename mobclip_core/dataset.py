@@ -7,6 +7,8 @@ Layout of a dataset directory::
                              (keys data,row,col,shape as in the public MobCLIP code, plus cells)
     features/<modality>.parquet   one row per cell in the same order; NaN rows where a cell lacks the modality
     metadata.json            resolution, modalities with dimensions and coverage, graph statistics, config
+
+This module holds, saves and loads a dataset; ``modalities.build.build_region_dataset`` builds one.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from .constants import REGION_INDEX
 from .exceptions import InvalidInputError, ModalityMissingError
 from .grid import cell_centroids, cells_to_polygons, cells_to_strings, strings_to_cells
 from .io import atomic_dir
-from .modalities.graph import MobilityGraph
+from .modalities.mobility.graph import MobilityGraph
 
 
 @dataclass
@@ -116,114 +118,3 @@ class RegionDataset:
         features = {p.stem: pd.read_parquet(p) for p in sorted((directory / "features").glob("*.parquet"))}
         meta = json.loads((directory / "metadata.json").read_text())
         return cls(cell_ids, graph, features, meta)
-
-
-def _model_ref(cfg, model: str) -> str | Path:
-    """The packaged default model stays a name; anything else is a path relative to the config."""
-    from .modalities.poi import DEFAULT_TEXT_MODEL
-
-    return model if model == DEFAULT_TEXT_MODEL else cfg.path(model)
-
-
-def _demographics_table(cfg, d, res: int) -> pd.DataFrame:
-    from .modalities import zones_to_cells
-    from .modalities.demographics import demographics_from_table
-    from .sources import read_layer
-
-    path = cfg.path(d.table)
-    if path.suffix.lower() in (".csv", ".parquet"):
-        table = pd.read_parquet(path) if path.suffix.lower() == ".parquet" else pd.read_csv(path)
-        if not d.zones:
-            raise InvalidInputError("[demographics] a CSV/Parquet table needs 'zones' (polygons with zone_id)")
-        zones = read_layer(cfg.path(d.zones))
-    else:
-        zones = read_layer(path)
-        table = pd.DataFrame(zones.drop(columns=zones.geometry.name))
-    for col in [d.zone_id, *d.columns]:
-        if col not in table.columns:
-            raise InvalidInputError(f"[demographics] table has no column {col!r}; it has {list(table.columns)}")
-    counts = table[[d.zone_id, *(d.columns or list(table.select_dtypes("number").columns))]]
-    zone_cells = zones_to_cells(zones, res, zone_id=d.zone_id)
-    return demographics_from_table(counts.rename(columns={d.zone_id: "zone"}), zone_cells=zone_cells)
-
-
-def build_region_dataset(cfg, *, progress=None) -> RegionDataset:
-    """Run sources -> cells -> modality features for a RunConfig; returns the (unsaved) dataset."""
-    from .modalities import build_od_graph, zones_to_cells
-    from .modalities.demographics import demographics_from_rasters
-    from .modalities.imagery import image_features, image_stats_features
-    from .modalities.poi import poi_category_counts, poi_text_features
-    from .sources import iter_records, read_layer
-
-    say = progress or (lambda msg: None)
-    res = cfg.resolution
-    cache = cfg.path(cfg.cache_dir) if cfg.cache_dir else None
-    m = cfg.mobility
-    if m.records:
-        say(f"mobility: co-presence graph from {m.records} ({m.engine} engine)")
-        from .modalities.engines import build_graph_from_records
-
-        graph = build_graph_from_records(
-            iter_records(cfg.path(m.records)),
-            res,
-            engine=m.engine,
-            memory_budget_mb=m.memory_budget_mb,
-            person=m.person,
-            time=m.time,
-            cell=m.cell,
-            lon=m.lon,
-            lat=m.lat,
-        )
-    else:
-        say(f"mobility: OD graph from {m.od}")
-        od_path = cfg.path(m.od)
-        ids_as_text = {m.origin: str, m.destination: str}  # keep leading zeros of zone codes
-        od = pd.read_parquet(od_path) if od_path.suffix == ".parquet" else pd.read_csv(od_path, dtype=ids_as_text)
-        zone_cells = zones_to_cells(read_layer(cfg.path(m.zones)), res, zone_id=m.zone_id) if m.zones else None
-        graph = build_od_graph(od, origin=m.origin, destination=m.destination, flow=m.flow, zone_cells=zone_cells)
-    if graph.n_edges == 0:
-        raise InvalidInputError("the mobility graph has no edges: records never put one person in two cells in a week")
-    cells = cells_to_strings(graph.cells)
-    features: dict[str, pd.DataFrame] = {}
-    if cfg.poi.path:
-        say(f"poi: {cfg.poi.encoder} features from {cfg.poi.path}")
-        pois = read_layer(cfg.path(cfg.poi.path))
-        if cfg.poi.encoder == "text":
-            features["poi"] = poi_text_features(
-                pois,
-                res,
-                name=cfg.poi.name,
-                category=cfg.poi.category,
-                model=_model_ref(cfg, cfg.poi.model),
-                cache_dir=cache,
-            )
-        else:
-            features["poi"] = poi_category_counts(pois, res, category=cfg.poi.category)
-    if cfg.image.path:
-        say(f"image: {cfg.image.encoder} features from {cfg.image.path}")
-        if cfg.image.encoder == "open_clip":
-            features["image"] = image_features(
-                cfg.path(cfg.image.path),
-                cells,
-                checkpoint=cfg.path(cfg.image.checkpoint),
-                model_name=cfg.image.model_name,
-                cache_dir=cache,
-            )
-        else:
-            features["image"] = image_stats_features(cfg.path(cfg.image.path), cells)
-    d = cfg.demographics
-    if d.raster or d.rasters:
-        say("demographics: age/sex histograms from rasters")
-        src = cfg.path(d.raster) if d.raster else {k: cfg.path(v) for k, v in d.rasters.items()}
-        features["demographics"] = demographics_from_rasters(src, res, cache_dir=cache)
-    elif d.table:
-        say(f"demographics: histograms from zone table {d.table}")
-        features["demographics"] = _demographics_table(cfg, d, res)
-    ds = RegionDataset.from_parts(graph, features, {"name": cfg.name, "resolution": res, "config": cfg.to_dict()})
-    for name in list(ds.features):
-        if not ds.features[name].notna().all(axis=1).any():
-            raise ModalityMissingError(
-                f"modality {name!r} covers none of the {ds.cells.size} graph cells: "
-                "check that its input overlaps the mobility data and uses the right CRS"
-            )
-    return ds

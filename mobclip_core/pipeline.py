@@ -11,9 +11,10 @@ from pathlib import Path
 import pandas as pd
 
 from .config import RunConfig
-from .dataset import RegionDataset, build_region_dataset
+from .dataset import RegionDataset
 from .export import export_all
 from .io import OutputTransaction, atomic_path, output_transaction
+from .modalities.build import build_region_dataset
 
 STAGES = ("dataset", "line", "train", "export")
 """Stages ``on_progress`` reports, in order."""

@@ -40,6 +40,6 @@ def small_config(small_city):
 
 @pytest.fixture(scope="session")
 def small_dataset(small_config):
-    from mobclip_core.dataset import build_region_dataset
+    from mobclip_core.modalities.build import build_region_dataset
 
     return build_region_dataset(small_config)

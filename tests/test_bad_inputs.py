@@ -120,7 +120,10 @@ RECORDS = '[mobility]\nrecords = "r.parquet"\n'
         (RECORDS + "[line]\nsamples_per_edge = nan\n", ["[line] samples_per_edge must be >="]),
         (RECORDS + "ratio = 0\n", ["ratio must be in (0, 1]"]),
         (RECORDS + '[image]\npath = "img.tif"\nencoder = "open_clip"\n', ["needs 'checkpoint'", "encoder = 'stats'"]),
-        (RECORDS + '[demographics]\nraster = "img.tif"\ntable = "t.csv"\n', ["one of 'raster', 'rasters' or 'table'"]),
+        (
+            RECORDS + '[demographics]\nraster = "img.tif"\ntable = "t.csv"\n',
+            ["one of 'raster', 'rasters', 'table' or 'worldpop'"],
+        ),
         (
             RECORDS + '[poi]\npath = "missing.gpkg"\n',
             ["'missing.gpkg'", "does not exist", "config file's"],
@@ -228,7 +231,6 @@ def test_records_of_a_single_week_make_a_graph(records):
     assert np.array_equal(g.cells, np.unique(points_to_cells(one.lon.to_numpy(), one.lat.to_numpy(), 9)))
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError, reason=OPENDATA + " (sources.iter_records: wrap in io.reading)")
 @pytest.mark.parametrize("content", [b"", b"person_id,person_id,timestamp,lon,lat\n1,1,2024-01-01,9.0,45.0\n"])
 def test_empty_or_duplicate_column_csv_records(tmp_path, capsys, content):
     (tmp_path / "r.csv").write_bytes(content)
@@ -236,7 +238,6 @@ def test_empty_or_duplicate_column_csv_records(tmp_path, capsys, content):
     assert_message(rc, err, "r.csv")
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError, reason=OPENDATA + " (sources.iter_records: wrap in io.reading)")
 def test_truncated_parquet_records(tmp_path, capsys, small_city):
     data = Path(small_city.records).read_bytes()
     (tmp_path / "r.parquet").write_bytes(data[: len(data) // 2])
@@ -286,7 +287,6 @@ def test_negative_or_nan_od_flows_are_refused(records, flows):
         build_od_graph(_od(records, flows))
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError, reason=OPENDATA + " (build_od_graph: text flows)")
 def test_text_od_flows_are_refused_with_a_message(records):
     from mobclip_core.modalities import build_od_graph
 
@@ -313,26 +313,23 @@ def zone_config(small_city, tmp_path):
     return make
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=OPENDATA + " (numeric zone id counted as a bin)")
 def test_numeric_zone_ids_with_named_columns(zone_config):
-    from mobclip_core.dataset import build_region_dataset
+    from mobclip_core.modalities.build import build_region_dataset
 
     ds = build_region_dataset(zone_config(columns=["young", "old"]))
     demo = ds.features["demographics"]
     assert list(demo.columns) == ["demo_young", "demo_old"] and demo.notna().all(axis=1).any()
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError, reason=OPENDATA + " (_demographics_table: numeric zone ids)")
 def test_numeric_zone_ids_without_columns_are_not_counted_as_a_bin(zone_config):
-    from mobclip_core.dataset import build_region_dataset
+    from mobclip_core.modalities.build import build_region_dataset
 
     demo = build_region_dataset(zone_config()).features["demographics"]
     assert sorted(demo.columns) == ["demo_old", "demo_young"]  # GEOID is the id, not an age bin
 
 
-@pytest.mark.xfail(strict=True, raises=OSError, reason=OPENDATA + " (image path checked before rasterio opens it)")
 def test_missing_image_path_at_the_library_door(small_city, tmp_path):
-    from mobclip_core.dataset import build_region_dataset
+    from mobclip_core.modalities.build import build_region_dataset
 
     cfg = config_from_dict({"mobility": {"records": str(small_city.records)}, "image": {"path": "nope.tif"}}, tmp_path)
     with pytest.raises(MobClipError, match=r"nope\.tif.*does not exist"):

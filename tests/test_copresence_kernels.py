@@ -11,7 +11,7 @@ import scipy.sparse as sp
 from mobclip_core.exceptions import InvalidInputError
 from mobclip_core.grid import points_to_cells
 from mobclip_core.modalities import CopresenceGraphBuilder, to_week
-from mobclip_core.modalities._copresence import CellIndex, mirror_upper, unique_coordinates, upper_from_groups
+from mobclip_core.modalities.mobility._kernels import CellIndex, mirror_upper, unique_coordinates, upper_from_groups
 
 RNG = np.random.default_rng(7)
 N_PLACES = 400

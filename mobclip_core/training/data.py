@@ -10,7 +10,7 @@ import scipy.sparse as sp
 
 from ..config import TrainConfig
 from ..exceptions import ConfigError, ModalityMissingError
-from ..modalities.graph import MobilityGraph
+from ..modalities.mobility.graph import MobilityGraph
 from ..options import Sampling
 
 log = logging.getLogger(__name__)

@@ -11,7 +11,7 @@ import numpy as np
 from ..collectives import SINGLE_PROCESS, Collectives
 from ..config import LineConfig
 from ..io import atomic_path
-from ..modalities.graph import MobilityGraph
+from ..modalities.mobility.graph import MobilityGraph
 
 
 def line_cache_key(graph: MobilityGraph, line: LineConfig) -> str:

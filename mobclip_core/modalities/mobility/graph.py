@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from ..exceptions import InvalidInputError
-from ..grid import cells_to_strings
-from ..io import atomic_path
+from ...exceptions import InvalidInputError
+from ...grid import cells_to_strings
+from ...io import atomic_path
 
 
 @dataclass
@@ -69,37 +69,17 @@ class MobilityGraph:
         strs = cells_to_strings(self.cells)
         return pd.DataFrame({"source": strs[upper.row], "target": strs[upper.col], "weight": upper.data})
 
-    def _keep(self, mask: np.ndarray) -> MobilityGraph:
-        """Keep the directed entries in ``mask``; an edge stays if either endpoint keeps it."""
-        a = self.adjacency
-        kept = sp.csr_matrix((a.data * mask, a.indices.copy(), a.indptr.copy()), shape=a.shape)
-        kept.eliminate_zeros()
-        return MobilityGraph(self.cells, kept.maximum(kept.T))
-
-    def _per_node_budget(self, ratio: float) -> np.ndarray:
-        if not 0.0 < ratio <= 1.0:
-            raise InvalidInputError(f"sampling ratio must be in (0, 1], got {ratio}")
-        deg = self.degree()
-        return np.where(deg > 0, np.maximum(1, np.ceil(ratio * deg)), 0).astype(np.int64)
-
     def top_k(self, ratio: float) -> MobilityGraph:
-        """Keep each cell's strongest ``ratio`` share of links (at least one); ties broken by neighbour id."""
-        a = self.adjacency
-        row = np.repeat(np.arange(self.n_cells), np.diff(a.indptr))
-        order = np.lexsort((a.indices, -a.data, row))  # by row, then weight descending, then column
-        rank = np.empty_like(order)
-        rank[order] = np.arange(order.size) - np.repeat(a.indptr[:-1], np.diff(a.indptr))
-        return self._keep(rank < self._per_node_budget(ratio)[row])
+        """Keep each cell's strongest ``ratio`` share of links (see ``sampling.top_k``)."""
+        from .sampling import top_k
+
+        return top_k(self, ratio)
 
     def random_sample(self, ratio: float, seed: int = 0) -> MobilityGraph:
-        """Keep a random ``ratio`` share of each cell's links (same count as top_k, chosen uniformly)."""
-        a = self.adjacency
-        row = np.repeat(np.arange(self.n_cells), np.diff(a.indptr))
-        keys = np.random.default_rng(seed).random(a.nnz)
-        order = np.lexsort((keys, row))
-        rank = np.empty_like(order)
-        rank[order] = np.arange(order.size) - np.repeat(a.indptr[:-1], np.diff(a.indptr))
-        return self._keep(rank < self._per_node_budget(ratio)[row])
+        """Keep a random ``ratio`` share of each cell's links (see ``sampling.random_sample``)."""
+        from .sampling import random_sample
+
+        return random_sample(self, ratio, seed)
 
     def reindex(self, cells: np.ndarray) -> MobilityGraph:
         """The graph over ``cells`` (in that order); cells absent from the graph are isolated."""

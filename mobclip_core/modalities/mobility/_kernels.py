@@ -109,7 +109,7 @@ class CellIndex:
         """Dense ids of ``cells`` (``uint64``), adding unseen cells."""
         cells = np.ascontiguousarray(cells, dtype=np.uint64)
         if (cells == _EMPTY).any():
-            from ..exceptions import InvalidInputError
+            from ...exceptions import InvalidInputError
 
             raise InvalidInputError("0 is not an H3 cell id: drop records without a location")
         parts = []

@@ -1,4 +1,4 @@
-"""Building the mobility graph: weekly co-presence from activity records, or flows from OD tables."""
+"""The weekly co-presence graph of MobCLIP from activity records (check-ins, GPS fixes, payments)."""
 
 from __future__ import annotations
 
@@ -10,11 +10,9 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from ..constants import REGION_INDEX, SECONDS_PER_WEEK, WEEK_EPOCH_SHIFT_SECONDS
-from ..exceptions import InvalidInputError
-from ..grid import points_to_cells, polygons_to_cells, strings_to_cells, to_wgs84, validate_resolution
-from ..grid.cells import _points_to_cells, validate_cells
-from ..grid.geometry import validate_lonlat
+from ...constants import SECONDS_PER_WEEK, WEEK_EPOCH_SHIFT_SECONDS
+from ...exceptions import InvalidInputError
+from ...grid import points_to_cells, strings_to_cells, validate_cells, validate_lonlat, validate_resolution
 from .graph import MobilityGraph
 
 
@@ -38,7 +36,7 @@ def to_week(timestamps) -> np.ndarray:
         if np.isnat(ns).any():
             raise InvalidInputError("timestamps contain missing values; drop those records first")
         seconds = ns.view(np.int64) // 1_000_000_000
-    from ._copresence import week_numbers
+    from ._kernels import week_numbers
 
     return week_numbers(np.ascontiguousarray(seconds, dtype=np.int64), WEEK_EPOCH_SHIFT_SECONDS, SECONDS_PER_WEEK)
 
@@ -66,7 +64,7 @@ class CopresenceGraphBuilder:
     memory is bounded by the budget plus the graph, never by the number of records.
 
     The graph of a set of triples is B^T B with its diagonal removed, where B is the binary (person-week x cell)
-    incidence matrix; compiled kernels (``_copresence``) build its upper triangle with counting sorts and a
+    incidence matrix; compiled kernels (``_kernels``) build its upper triangle with counting sorts and a
     parallel row-wise product, with no Python loop over groups and no global sort.
     """
 
@@ -78,7 +76,7 @@ class CopresenceGraphBuilder:
         n_partitions: int = 16,
         spill_dir: str | Path | None = None,
     ) -> None:
-        from ._copresence import CellIndex
+        from ._kernels import CellIndex
 
         self.resolution = validate_resolution(resolution)
         self._budget_bytes = int(memory_budget_mb * 2**20)
@@ -103,7 +101,7 @@ class CopresenceGraphBuilder:
         The H3 step runs once per distinct coordinate pair of the chunk: records at the same venue, stop or
         place centroid are located once.
         """
-        from ._copresence import unique_coordinates
+        from ._kernels import unique_coordinates
 
         lon, lat = validate_lonlat(lon, lat, what="records")
         keys = self._keys(person, timestamp, lon.size)
@@ -112,9 +110,9 @@ class CopresenceGraphBuilder:
             codes, first = unique_coordinates(lon, lat)
             # GPS fixes rarely repeat: then hashing costs more than it saves, so skip it for the next chunks
             self._repeating_points = first.size < _REPEATS_WORTH_HASHING * lon.size
-            ids = self._cell_index.ids(_points_to_cells(lon[first], lat[first], self.resolution))[codes]
+            ids = self._cell_index.ids(points_to_cells(lon[first], lat[first], self.resolution))[codes]
         else:
-            ids = self._cell_index.ids(_points_to_cells(lon, lat, self.resolution))
+            ids = self._cell_index.ids(points_to_cells(lon, lat, self.resolution))
         self._append(keys, ids)
 
     def add_places(self, person, timestamp, place, places: pd.DataFrame) -> None:
@@ -181,7 +179,7 @@ class CopresenceGraphBuilder:
     # -- internals -------------------------------------------------------------------------------------
     def _spill_buffer(self) -> None:
         """Write the buffered chunks to disk, split by person into ``n_partitions`` files (one chunk at a time)."""
-        from ._copresence import partition_by_person
+        from ._kernels import partition_by_person
 
         if not self._buffer:
             return
@@ -209,7 +207,7 @@ class CopresenceGraphBuilder:
 
     def _upper(self, chunks: list[tuple[np.ndarray, np.ndarray, np.ndarray]], rank: np.ndarray):
         """Strict upper triangle of the co-presence matrix of buffered (person, week, cell id) chunks."""
-        from ._copresence import upper_from_records
+        from ._kernels import upper_from_records
 
         if len({c[0].dtype for c in chunks}) > 1:  # int64 and uint64 person ids mixed across chunks
             chunks = [(p.astype(np.uint64), w, c) for p, w, c in chunks]
@@ -239,7 +237,7 @@ class CopresenceGraphBuilder:
 
     def finish(self) -> MobilityGraph:
         """Build the graph from everything added; cells are sorted by id."""
-        from ._copresence import mirror_upper
+        from ._kernels import mirror_upper
 
         n = len(self._cell_index)
         if n == 0:
@@ -311,90 +309,3 @@ def build_copresence_graph(
         if progress is not None:
             progress(builder.records_seen)
     return builder.finish()
-
-
-def zones_to_cells(zones, resolution: int, *, zone_id: str, cell_weights: pd.Series | None = None) -> pd.DataFrame:
-    """Spread zones (polygons) onto H3 cells: rows (zone, h3_cell, weight) with weights summing to 1 per zone.
-
-    Cells are assigned by centre containment, so every cell belongs to one zone. Weights are proportional to
-    cell area, or to ``cell_weights`` (e.g. population per cell from ``raster_to_cells``) where a zone has any.
-    A zone too small to contain a cell centre gets the cell holding its representative point.
-    """
-    zones = to_wgs84(zones, what="zone layer")
-    if zone_id not in zones.columns:
-        raise InvalidInputError(f"zone layer has no column {zone_id!r}; it has {list(zones.columns)}")
-    geoms = zones.geometry.values
-    pairs = polygons_to_cells(geoms, resolution)
-    covered = np.zeros(len(zones), dtype=bool)
-    covered[pairs["polygon"].to_numpy()] = True
-    if (~covered).any():
-        rep = zones.geometry.iloc[np.flatnonzero(~covered)].representative_point()
-        extra = pd.DataFrame(
-            {
-                "polygon": np.flatnonzero(~covered),
-                REGION_INDEX: points_to_cells(rep.x.to_numpy(), rep.y.to_numpy(), resolution),
-            }
-        )
-        pairs = pd.concat([pairs, extra], ignore_index=True)
-    from ..grid import cell_area_km2
-
-    pairs["zone"] = zones[zone_id].to_numpy()[pairs["polygon"].to_numpy()]
-    pairs["weight"] = cell_area_km2(pairs[REGION_INDEX].to_numpy())
-    if cell_weights is not None:
-        cw = cell_weights.copy()
-        cw.index = strings_to_cells(cw.index.to_numpy())
-        w = cw.reindex(pairs[REGION_INDEX].to_numpy()).fillna(0.0).to_numpy()
-        zone_total = pd.Series(w).groupby(pairs["zone"].to_numpy()).transform("sum").to_numpy()
-        pairs["weight"] = np.where(zone_total > 0, w, pairs["weight"])
-    pairs["weight"] /= pairs.groupby("zone")["weight"].transform("sum")
-    return pairs[["zone", REGION_INDEX, "weight"]]
-
-
-def build_od_graph(
-    od: pd.DataFrame,
-    *,
-    origin: str = "origin",
-    destination: str = "destination",
-    flow: str = "flow",
-    zone_cells: pd.DataFrame | None = None,
-) -> MobilityGraph:
-    """Undirected cell graph from an origin-destination table.
-
-    Origins and destinations are H3 cells, or zone ids spread to cells by ``zone_cells`` (from ``zones_to_cells``):
-    flow between zones a and b goes to cell pairs (i, j) in proportion to w_ai * w_bj, i.e. C = W^T F W.
-    Directions are summed (A = C + C^T) and flows within one cell are dropped.
-    """
-    missing = {origin, destination, flow} - set(od.columns)
-    if missing:
-        raise InvalidInputError(f"OD table lacks columns {sorted(missing)}; it has {list(od.columns)}")
-    f = od[flow].to_numpy(dtype=np.float64)
-    if (f < 0).any() or not np.isfinite(f).all():
-        raise InvalidInputError("OD flows must be finite and non-negative")
-    if zone_cells is None:
-        o, d = strings_to_cells(od[origin].to_numpy()), strings_to_cells(od[destination].to_numpy())
-        cells, inv = np.unique(np.concatenate([o, d]), return_inverse=True)
-        n = cells.size
-        c = sp.csr_matrix((f, (inv[: o.size], inv[o.size :])), shape=(n, n))
-    else:
-        zone_ids = zone_cells["zone"].astype(str)  # ids compared as text: 10100 and "10100" are the same zone
-        zones = pd.Index(pd.unique(zone_ids))
-        cells, cell_inv = np.unique(zone_cells[REGION_INDEX].to_numpy(np.uint64), return_inverse=True)
-        w = sp.csr_matrix(
-            (zone_cells["weight"].to_numpy(), (zones.get_indexer(zone_ids), cell_inv)), shape=(len(zones), cells.size)
-        )
-        oi = zones.get_indexer(od[origin].astype(str))
-        di = zones.get_indexer(od[destination].astype(str))
-        known = (oi >= 0) & (di >= 0)
-        if not known.any():
-            raise InvalidInputError(
-                f"no OD zone id matches the zone layer (OD ids like {list(od[origin].astype(str)[:3])}, zone ids "
-                f"like {list(zones[:3])}): check the zone id column, and read CSV ids as text to keep leading zeros"
-            )
-        fz = sp.csr_matrix((f[known], (oi[known], di[known])), shape=(len(zones), len(zones)))
-        c = (w.T @ fz @ w).tocsr()
-    a = (c + c.T).tocsr()
-    a.setdiag(0.0)
-    a.eliminate_zeros()
-    if a.nnz == 0:
-        raise InvalidInputError("the OD table gives an empty graph (all flows zero or within one cell)")
-    return MobilityGraph(cells, a)

@@ -16,11 +16,11 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from .._optional import import_optional
-from ..exceptions import InvalidInputError
-from ..grid import points_to_cells, strings_to_cells, validate_resolution
+from ..._optional import import_optional
+from ...exceptions import InvalidInputError
+from ...grid import points_to_cells, strings_to_cells, validate_resolution
+from .copresence import to_week
 from .graph import MobilityGraph
-from .mobility import to_week
 
 COPRESENCE_SQL = """
 WITH triples AS (SELECT DISTINCT person, week, cell FROM staged)
@@ -150,7 +150,7 @@ def build_graph_from_records(
 ) -> MobilityGraph:
     """The co-presence graph on the chosen engine: "memory" (streaming numpy/scipy), "duckdb" or "spark"."""
     if engine == "memory":
-        from .mobility import build_copresence_graph
+        from .copresence import build_copresence_graph
 
         return build_copresence_graph(
             records, resolution, memory_budget_mb=memory_budget_mb, progress=progress, **columns
