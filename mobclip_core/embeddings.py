@@ -19,7 +19,7 @@ import pandas as pd
 from .constants import EMBEDDING_PREFIX, REGION_INDEX
 from .exceptions import InvalidInputError
 from .grid import cell_resolution, lookup_rows, parent_cells, points_to_cells, strings_to_cells
-from .grid.polygons import PreparedPolygons, polygons_to_cells, prepare_polygons
+from .grid.polygons import PreparedPolygons, polygons_to_cells, prepare_polygons, representative_points
 
 
 def embedding_columns(columns, prefix: str = EMBEDDING_PREFIX) -> list[str]:
@@ -200,3 +200,29 @@ def polygon_means(
     fp = pairs["from_point"].to_numpy()[keep][order]
     from_point[polygon[fp]] = True
     return PolygonMeans(values, counts, from_point)
+
+
+# --- what the QGIS algorithms call ----------------------------------------------------------------------------------
+def attach_to_geometries(table: pd.DataFrame, geometries) -> np.ndarray:
+    """Row of the cell holding each point, or each polygon's representative point; NaN where there is none."""
+    lon, lat = representative_points(geometries)
+    return embeddings_at_points(table, lon, lat)
+
+
+def attach_to_cell_ids(table: pd.DataFrame, cell_ids) -> np.ndarray:
+    """Rows for hex cell ids; a NULL or empty id gives a NaN row (not an error)."""
+    ids = pd.Series(list(cell_ids), dtype=object)
+    present = ~(ids.isna() | (ids.astype(str).str.strip() == ""))
+    out = np.full((len(ids), table.shape[1]), np.nan)
+    if present.any():
+        try:
+            cells = strings_to_cells(ids[present].astype(str).str.strip().to_numpy())
+        except InvalidInputError as exc:
+            raise InvalidInputError(f"the cell id field holds a value that is not an H3 cell id: {exc}") from exc
+        out[present.to_numpy()] = embeddings_for_cells(table, cells)
+    return out
+
+
+def aggregate_over_polygons(table: pd.DataFrame, geometries) -> PolygonMeans:
+    """Mean embedding over each polygon (see ``polygon_means``), at the table's resolution."""
+    return polygon_means(geometries, table_resolution(table), lambda cells: lookup_rows(table, cells))

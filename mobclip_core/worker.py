@@ -213,7 +213,7 @@ def _train(events: _Events, config: str, rebuild: bool) -> dict:
     events.progress("dataset", 0.0, force=True)
     run = run_pipeline(cfg, rebuild=rebuild, log=events.log, progress=True)
     events.progress("export", 1.0, force=True)
-    return {"output": str(run.output), "files": {k: str(v) for k, v in run.files.items()}}
+    return {"name": cfg.name, "output": str(run.output), "files": {k: str(v) for k, v in run.files.items()}}
 
 
 def _embed(events: _Events, model: str, coords: str, out: str) -> dict:

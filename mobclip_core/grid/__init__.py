@@ -23,7 +23,7 @@ from .cells import (
 )
 from .geometry import to_wgs84, validate_lonlat
 from .lookup import lookup_rows
-from .polygons import PreparedPolygons, polygons_to_cells, prepare_polygons, representative_points
+from .polygons import PreparedPolygons, polygons_to_cells, prepare_polygons, representative_points, tessellate
 from .raster import pixels_to_cells, raster_to_cells
 
 __all__ = [
@@ -46,6 +46,7 @@ __all__ = [
     "raster_to_cells",
     "representative_points",
     "strings_to_cells",
+    "tessellate",
     "to_wgs84",
     "validate_cells",
     "validate_lonlat",

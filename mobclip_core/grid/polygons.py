@@ -95,6 +95,12 @@ def polygons_to_cells(
     return prepared_to_cells(prepared, resolution, containment=containment, fallback=fallback, cell_ids=cell_ids)
 
 
+def tessellate(geometries, resolution: int, *, containment: Containment = "center") -> pd.DataFrame:
+    """Each cell covering the geometries once (``h3_cell``), with the first polygon it came from (``polygon``)."""
+    pairs = polygons_to_cells(geometries, resolution, containment=containment)
+    return pairs.drop_duplicates(REGION_INDEX, ignore_index=True)[[REGION_INDEX, "polygon"]]
+
+
 def prepared_to_cells(
     prepared: PreparedPolygons,
     resolution: int,
