@@ -160,6 +160,8 @@ class _Events:
         os.dup2(2, 1)
         sys.stdout = sys.stderr
         self._last = 0.0
+        self.stage = ""
+        self._dataset_steps = 0
 
     def emit(self, event: str, **fields) -> None:
         self._out.write(json.dumps({"event": event, **fields}, default=str) + "\n")
@@ -167,8 +169,12 @@ class _Events:
 
     def log(self, message: str) -> None:
         self.emit("log", message=str(message))
+        if self.stage == "dataset":  # the dataset build reports one line per modality: advance on each
+            self._dataset_steps += 1
+            self.progress("dataset", 1.0 - 0.5**self._dataset_steps, force=True)
 
     def progress(self, stage: str, fraction: float, *, force: bool = False) -> None:
+        self.stage = stage
         now = time.monotonic()
         if force or now - self._last >= 0.25:
             self._last = now

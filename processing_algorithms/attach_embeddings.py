@@ -79,7 +79,7 @@ class AttachEmbeddings(MobClipAlgorithm):
         if model:
             values = self._embed_with_model(model, wkbs, feedback)
         elif cell_field:
-            values = attach_to_cell_ids(table, (f[cell_field] for f in features))
+            values = attach_to_cell_ids(table, (None if f[cell_field] == None else f[cell_field] for f in features))  # noqa: E711 - QGIS NULL
         else:
             values = attach_to_geometries(table, wkbs)
         found = int((values == values).all(axis=1).sum())
