@@ -552,7 +552,8 @@ def test_fit_target_has_no_default_and_names_the_fitted_model(qgis, cells_with_t
             "TARGET": "night",
             "BLOCKS": 2,
             "MODEL": 1,
-            "N_ESTIMATORS": 50,
+            "FOLDS": 2,
+            "N_ESTIMATORS": 20,
             "OUTPUT": "memory:",
         },
     )
