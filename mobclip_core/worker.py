@@ -245,6 +245,13 @@ def _on_stop(signum, frame) -> None:  # noqa: ARG001 - signal handler signature
     raise _Stopped(128 + signum)
 
 
+def install_stop_handlers() -> None:
+    """Turn the parent's stop signal into an exception, so ``finally`` blocks and atomic writes clean up."""
+    for name in ("SIGTERM", "SIGBREAK", "SIGINT"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), _on_stop)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mobclip_core.worker", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="task", required=True)
@@ -256,9 +263,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     embed.add_argument("coords")
     embed.add_argument("out")
     args = parser.parse_args(argv)
-    for name in ("SIGTERM", "SIGBREAK", "SIGINT"):
-        if hasattr(signal, name):
-            signal.signal(getattr(signal, name), _on_stop)
+    install_stop_handlers()
     events = _Events()
     try:
         if args.task == "train":

@@ -164,10 +164,10 @@ def test_stopping_the_worker_unwinds_atomic_writes(tmp_path):
     from mobclip_core.worker import _stop
 
     script = (
-        "import signal, sys, time\n"
-        "from mobclip_core.worker import _on_stop\n"
+        "import time\n"
         "from mobclip_core.io import atomic_path\n"
-        "signal.signal(signal.SIGTERM, _on_stop)\n"
+        "from mobclip_core.worker import install_stop_handlers\n"
+        "install_stop_handlers()  # what the worker does first\n"
         f"with atomic_path({str(tmp_path / 'out.bin')!r}) as tmp:\n"
         "    tmp.write_bytes(b'half')\n"
         "    print('writing', flush=True)\n"
