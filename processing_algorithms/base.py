@@ -48,9 +48,8 @@ class MobClipAlgorithm(QgsProcessingAlgorithm):
     display_name = ""
     group_name = "Embeddings"
     help_text = ""
-    tier: tuple[str, ...] = MAPS  # import names the algorithm needs in this process (or in its child process)
+    requirements: tuple[str, ...] = MAPS  # import names it needs, in this process or in its child process
     resolution_parameters: tuple[str, ...] = ()  # H3 resolution parameters, checked with the library's message
-    requirements: tuple[str, ...] = ()  # read by the provider before plugin-shell's rewrite: register every algorithm
 
     # --- QGIS metadata -------------------------------------------------------------------------------------
     def name(self) -> str:
@@ -76,7 +75,7 @@ class MobClipAlgorithm(QgsProcessingAlgorithm):
 
     # --- can it run, are the parameters right --------------------------------------------------------------
     def canExecute(self):  # noqa: N802 - QGIS disables Run and shows the message when this is False
-        missing = missing_modules(self.tier)
+        missing = missing_modules(self.requirements)
         if missing:
             return False, install_hint(missing)
         return True, ""

@@ -28,14 +28,14 @@ class TrainEmbeddings(MobClipAlgorithm):
     algorithm_name = "train_embeddings"
     display_name = "Train embeddings from a config file"
     group_name = "Training"
-    tier = TRAINING
+    requirements = TRAINING
     help_text = (
         "Runs the MobCLIP pipeline of a TOML config (inputs, modalities, resolution, hyperparameters): builds the "
         "region dataset, pre-trains the mobility graph with LINE, trains LightGCN with CLIP alignment, and exports "
         "the embeddings (GeoParquet, GeoPackage, GeoTIFF, PCA RGB) into the config's output folder. The work runs "
         "in a separate Python process, so QGIS stays responsive and Cancel stops it within seconds without "
         "leaving half-written files. When it finishes, the embeddings and the PCA RGB map are added to the "
-        "project. The command mobclip make-demo-data DIR writes a demo city and a config to try."
+        "project. To try it, Plugins > MobCLIP > Create demo data… writes a demo city with its config (mobclip.toml)."
     )
 
     def initAlgorithm(self, config=None):  # noqa: N802
