@@ -178,7 +178,7 @@ class FitLightGBM(MobClipAlgorithm):
     @staticmethod
     def _matrix(features, fields, names):
         idx = [fields.indexFromName(n) for n in names]
-        return numbers([[f.attributes()[i] for i in idx] for f in features], len(idx))
+        return numbers([[a[i] for i in idx] for a in (f.attributes() for f in features)], len(idx))
 
     def _blocks(self, parameters, context, features, wkbs):
         """Spatial block per feature (H3 parent of its point), group labels, or None for random folds."""
