@@ -34,19 +34,21 @@ class PreparedPolygons:
     owner: np.ndarray  # int64, index into the input sequence
     size: int  # number of inputs
     _points: dict[int, tuple[float, float]]  # the first point of inputs that are points, not polygons
-    _representative: tuple[np.ndarray, np.ndarray] | None = None
 
-    def representative_points(self) -> tuple[np.ndarray, np.ndarray]:
-        """(lon, lat) of a point inside each input polygon, the point of point inputs, NaN for empty ones."""
-        if self._representative is None:
-            lon, lat = np.full(self.size, np.nan), np.full(self.size, np.nan)
-            for i, (x, y) in self._points.items():
-                lon[i], lat[i] = x, y
-            bounds = np.flatnonzero(np.r_[True, self.owner[1:] != self.owner[:-1]]) if self.owner.size else []
-            for start, stop in zip(bounds, [*bounds[1:], self.owner.size]):
+    def representative_points(self, which: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(lon, lat) of a point inside each input polygon, the point of point inputs, NaN for empty ones.
+
+        ``which`` (input positions) limits the work to those inputs; the others are NaN.
+        """
+        wanted = np.ones(self.size, dtype=bool) if which is None else np.isin(np.arange(self.size), which)
+        lon, lat = np.full(self.size, np.nan), np.full(self.size, np.nan)
+        for i, (x, y) in self._points.items():
+            lon[i], lat[i] = x, y
+        starts = np.flatnonzero(np.r_[True, self.owner[1:] != self.owner[:-1]]) if self.owner.size else []
+        for start, stop in zip(starts, [*starts[1:], self.owner.size]):
+            if wanted[self.owner[start]]:
                 lon[self.owner[start]], lat[self.owner[start]] = interior_point(self.parts[start:stop])
-            self._representative = (lon, lat)
-        return self._representative
+        return lon, lat
 
 
 def prepare_polygons(geometries) -> PreparedPolygons:
@@ -124,9 +126,9 @@ def prepared_to_cells(
     if len(parts) != len(set(prepared.owner.tolist())) or containment == "overlap":
         df = df.drop_duplicates(ignore_index=True)  # parts of one polygon may share a cell
     if fallback == "point":
-        lon, lat = prepared.representative_points()
         covered = np.zeros(prepared.size, dtype=bool)
         covered[df["polygon"].to_numpy()] = True
+        lon, lat = prepared.representative_points(np.flatnonzero(~covered))
         todo = np.flatnonzero(~covered & np.isfinite(lon))
         extra = pd.DataFrame({"polygon": todo, REGION_INDEX: points_to_cells(lon[todo], lat[todo], res)})
         df["from_point"] = False
