@@ -65,8 +65,10 @@ def run_worker(
     lines: queue.Queue = queue.Queue()
     tail: collections.deque[str] = collections.deque(maxlen=60)
     readers = [
-        threading.Thread(target=_pump, args=(proc.stdout, lines.put, lambda: lines.put(None)), daemon=True),
-        threading.Thread(target=_pump, args=(proc.stderr, tail.append, None), daemon=True),
+        threading.Thread(
+            target=_pump, args=(proc.stdout, lines.put, lambda: lines.put(None)), name="mobclip-worker-out", daemon=True
+        ),
+        threading.Thread(target=_pump, args=(proc.stderr, tail.append, None), name="mobclip-worker-err", daemon=True),
     ]
     for t in readers:
         t.start()

@@ -321,4 +321,3 @@ def numbers(rows, width: int):
 def nullable(values) -> list:
     """Floats with NaN -> Python floats with None (NULL in QGIS)."""
     return [None if v != v else float(v) for v in values]
-

@@ -180,6 +180,10 @@ def test_tessellate_longitudes_past_180_are_wrapped(qgis, tmp_path):
 
     split = polygons_to_cells([box(179, -18, 180, -16), box(-180, -18, -179, -16)], 5)["h3_cell"].to_numpy()
     assert set(got.h3_cell) == set(cells_to_strings(split)) and len(got) > 150
+    # curved geometries (CurvePolygon) are linearised by QGIS before they reach the library
+    curved = memory_layer("CurvePolygon", ["CURVEPOLYGON(CIRCULARSTRING(9 45, 9.1 45.1, 9 45.2, 8.9 45.1, 9 45))"])
+    circle = layer_frame(run("tessellate", {"INPUT": curved, "RESOLUTION": 7, "OUTPUT": "memory:"})["OUTPUT"])
+    assert 40 < len(circle) < 70  # an ellipse of ~270 km2 at ~5.2 km2 per cell
 
 
 def test_tessellate_refuses_projected_coordinates_without_a_partial_file(qgis, tmp_path):
