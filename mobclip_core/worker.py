@@ -4,7 +4,7 @@ Training (torch, numba, geopandas, rasterio) and embedding coordinates with a di
 second GDAL, GEOS, PROJ or LLVM next to QGIS's own; here they run in ``python -m mobclip_core.worker``. The child
 writes one JSON object per line on stdout (everything else it prints goes to stderr):
 
-    {"event": "progress", "stage": "dataset" | "line" | "epochs" | "export", "fraction": 0.0..1.0}
+    {"event": "progress", "stage": "dataset" | "line" | "train" | "export", "fraction": 0.0..1.0}
     {"event": "log", "message": "..."}
     {"event": "error", "message": "..."}     a MobClipError: a message for the user
     {"event": "done", "result": {...}}
@@ -32,8 +32,8 @@ from pathlib import Path
 
 from .exceptions import MobClipError, WorkerError
 
-STAGES = ("dataset", "line", "epochs", "export")
-_BAR_STAGES = {"LINE": "line", "MobCLIP": "epochs"}
+STAGES = ("dataset", "line", "train", "export")  # the pipeline's own stages (LINE pre-training, MobCLIP epochs)
+_BAR_STAGES = {"LINE": "line", "MobCLIP": "train"}
 
 
 class WorkerCancelled(Exception):
@@ -184,7 +184,8 @@ class _Events:
 
 
 def _stage_bars(events: _Events) -> None:
-    """Turn the library's tqdm bars (LINE samples, MobCLIP epochs) into progress events, in this child only."""
+    """Turn the library's tqdm bars (LINE samples, MobCLIP epochs) into progress events, in this child only: for a
+    ``run_pipeline`` without ``on_progress``. TODO(lead): delete once the trainer-in-parts branch is merged."""
     import tqdm.auto
     import tqdm.std
 
@@ -203,7 +204,7 @@ def _stage_bars(events: _Events) -> None:
             return out
 
         def close(self):
-            if not self.disable and self._stage == "epochs":
+            if not self.disable and self._stage == "train":
                 events.progress("export", 0.0, force=True)  # the pipeline exports right after training
             fp = self.fp
             super().close()
@@ -213,13 +214,18 @@ def _stage_bars(events: _Events) -> None:
 
 
 def _train(events: _Events, config: str, rebuild: bool) -> dict:
+    import inspect
+
     from .config import load_config
     from .pipeline import run_pipeline
 
     cfg = load_config(config)
-    _stage_bars(events)
     events.progress("dataset", 0.0, force=True)
-    run = run_pipeline(cfg, rebuild=rebuild, log=events.log, progress=True)
+    if "on_progress" in inspect.signature(run_pipeline).parameters:
+        run = run_pipeline(cfg, rebuild=rebuild, log=events.log, progress=False, on_progress=events.progress)
+    else:
+        _stage_bars(events)
+        run = run_pipeline(cfg, rebuild=rebuild, log=events.log, progress=True)
     events.progress("export", 1.0, force=True)
     return {"name": cfg.name, "output": str(run.output), "files": {k: str(v) for k, v in run.files.items()}}
 

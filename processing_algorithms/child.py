@@ -5,8 +5,8 @@ from __future__ import annotations
 from ._dependencies import child_environment, find_python
 from .base import Cancelled
 
-# share of the progress bar per training stage (dataset, LINE pre-training, MobCLIP epochs, export)
-STAGE_SPANS = {"dataset": (0.0, 0.2), "line": (0.2, 0.45), "epochs": (0.45, 0.9), "export": (0.9, 1.0)}
+# share of the progress bar per pipeline stage (dataset, LINE pre-training, MobCLIP training, export)
+STAGE_SPANS = {"dataset": (0.0, 0.2), "line": (0.2, 0.45), "train": (0.45, 0.9), "export": (0.9, 1.0)}
 
 
 def run_in_child(alg, args: list[str], feedback, *, span=(0.0, 100.0)) -> dict:

@@ -152,7 +152,7 @@ def test_training_reports_progress_per_stage(session):
     report, _ = session
     train = next(j for j in report["jobs"] if j["id"] == "mobclip:train_embeddings")
     progress = np.array(train["progress"])
-    for lo, hi in ((0, 20), (20, 45), (45, 90), (90, 100.01)):  # dataset, LINE, epochs, export
+    for lo, hi in ((0, 20), (20, 45), (45, 90), (90, 100.01)):  # dataset, LINE, train, export
         assert ((progress >= lo) & (progress < hi)).any(), (lo, hi, progress)
     assert np.all(np.diff(progress) >= -0.01)  # never goes back
     assert any("building region dataset" in line for line in train["info"])
