@@ -166,6 +166,7 @@ def _cmd_graph(args) -> int:
 def _cmd_tessellate(args) -> int:
     import geopandas as gpd
 
+    from .geofile import write_geodataframe
     from .grid import cells_to_polygons, cells_to_strings, polygons_to_cells, to_wgs84
     from .io import atomic_path, reading
     from .sources import read_layer
@@ -177,7 +178,7 @@ def _cmd_tessellate(args) -> int:
     cells = pairs["h3_cell"].drop_duplicates().to_numpy()
     gdf = gpd.GeoDataFrame({"h3_cell": cells_to_strings(cells)}, geometry=cells_to_polygons(cells), crs="EPSG:4326")
     with atomic_path(args.out) as tmp:
-        gdf.to_file(tmp, driver="GPKG", layer="cells")
+        write_geodataframe(gdf, tmp, layer="cells")
     print(f"{len(gdf)} cells at resolution {args.resolution} -> {args.out}")
     return 0
 

@@ -88,13 +88,15 @@ class RegionDataset:
         """Write the dataset atomically (a half-written dataset never appears)."""
         import geopandas as gpd
 
+        from .geofile import write_geodataframe
+
         directory = Path(directory)
         with atomic_dir(directory) as tmp:
             lon, lat = cell_centroids(self.cells)
             gdf = gpd.GeoDataFrame(
                 {"lon": lon, "lat": lat}, geometry=cells_to_polygons(self.cells), index=self.cell_ids, crs="EPSG:4326"
             )
-            gdf.to_parquet(tmp / "cells.parquet")
+            write_geodataframe(gdf, tmp / "cells.parquet")
             self.graph.save(tmp / "graph.npz")
             (tmp / "features").mkdir()
             for name, df in self.features.items():

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from .constants import REGION_INDEX
+from .geofile import write_geodataframe
 from .grid import cell_centroids, cells_to_strings, points_to_cells
 
 ZONES = ("residential", "commercial", "industrial", "park", "campus")
@@ -201,7 +202,7 @@ def make_demo_city(
         crs="EPSG:4326",
     ).to_crs(DEMO_CRS)
     pois_path = directory / "pois.gpkg"
-    pois.to_file(pois_path, driver="GPKG")
+    write_geodataframe(pois, pois_path)
 
     # --- rasters: imagery (RGB) and age/sex counts ---------------------------------------------------
     hull = gpd.GeoSeries([MultiPoint(np.c_[lon, lat]).convex_hull.buffer(0.01)], crs="EPSG:4326").to_crs(DEMO_CRS)
@@ -309,7 +310,7 @@ def make_demo_city(
     means = joined.groupby("district")[["income", "night_activity", "green_share"]].mean()
     districts = districts.merge(means, left_on="district", right_index=True, how="left").to_crs(DEMO_CRS)
     districts_path = directory / "districts.gpkg"
-    districts.to_file(districts_path, driver="GPKG")
+    write_geodataframe(districts, districts_path)
 
     return DemoCity(
         directory,

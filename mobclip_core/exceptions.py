@@ -25,6 +25,10 @@ class CheckpointError(MobClipError):
     """A checkpoint does not exist, is not ours, or has the wrong shape."""
 
 
+class WorkerError(MobClipError):
+    """Work run in a child Python process (training, torch models for QGIS) failed; the message says why."""
+
+
 class ConfigError(MobClipError):
     """A configuration file names an unknown option or an inconsistent value."""
 

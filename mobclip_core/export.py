@@ -10,16 +10,17 @@ import pandas as pd
 
 from ._optional import import_optional
 from .constants import EMBEDDING_PREFIX, REGION_INDEX
+from .embeddings import embedding_columns as _embedding_columns
+from .embeddings import read_embedding_table
 from .exceptions import InvalidInputError
-from .grid import cell_centroids, cells_to_polygons, points_to_cells, strings_to_cells
-from .io import OutputTransaction, atomic_path, output_transaction, reading
+from .geofile import write_geodataframe
+from .grid import cell_centroids, cells_to_polygons, strings_to_cells
+from .io import OutputTransaction, atomic_path, output_transaction
+from .rasterize import embedding_image
 
 
 def embedding_columns(df: pd.DataFrame, prefix: str = EMBEDDING_PREFIX) -> list[str]:
-    cols = [c for c in df.columns if str(c).startswith(prefix) and str(c)[len(prefix) :].isdigit()]
-    if not cols:
-        raise InvalidInputError(f"no embedding columns named {prefix}0, {prefix}1, ... in {list(df.columns)[:8]}")
-    return sorted(cols, key=lambda c: int(str(c)[len(prefix) :]))
+    return _embedding_columns(df.columns, prefix)
 
 
 def _table_cells(embeddings: pd.DataFrame) -> np.ndarray:
@@ -61,9 +62,9 @@ def write_embeddings(embeddings: pd.DataFrame, path: str | Path) -> Path:
     suffix = path.suffix.lower()
     with atomic_path(path) as tmp:
         if suffix == ".parquet":
-            gdf.to_parquet(tmp)
+            write_geodataframe(gdf, tmp)
         elif suffix == ".gpkg":
-            gdf.reset_index().to_file(tmp, driver="GPKG", layer="embeddings")
+            write_geodataframe(gdf.reset_index(), tmp, layer="embeddings")
         else:
             raise InvalidInputError(f"unknown embedding file type {suffix!r}: use .parquet or .gpkg")
     return path
@@ -71,63 +72,7 @@ def write_embeddings(embeddings: pd.DataFrame, path: str | Path) -> Path:
 
 def read_embeddings(path: str | Path) -> pd.DataFrame:
     """Read an embedding table written by ``write_embeddings`` (or any table with h3_cell + emb_* columns)."""
-    path = Path(path)
-    if not path.exists():
-        raise InvalidInputError(f"embedding file {path} does not exist")
-    with reading(path, "embedding table"):
-        if path.suffix.lower() == ".parquet":
-            df = pd.read_parquet(path)
-        else:
-            import geopandas as gpd
-
-            df = pd.DataFrame(gpd.read_file(path, ignore_geometry=True))
-    if REGION_INDEX in df.columns:
-        df = df.set_index(REGION_INDEX)
-    if df.index.name != REGION_INDEX:
-        raise InvalidInputError(f"{path} has no '{REGION_INDEX}' column: not an embedding table")
-    df.index = df.index.astype(str)
-    return df[embedding_columns(df)].astype(np.float32)
-
-
-def pca_rgb(values: np.ndarray, *, lo: float = 2.0, hi: float = 98.0) -> np.ndarray:
-    """First three principal components stretched to 1..255 (uint8); 0 is kept for nodata (rows with NaN)."""
-    values = np.asarray(values, dtype=np.float64)
-    finite = np.isfinite(values).all(axis=1)
-    out = np.zeros((values.shape[0], 3), dtype=np.uint8)
-    if finite.sum() < 2:
-        return out
-    out[finite] = _pca_rgb_finite(values[finite], lo, hi)
-    return out
-
-
-def _pca_rgb_finite(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
-    x = x - x.mean(axis=0)
-    _, _, vt = np.linalg.svd(x, full_matrices=False)
-    comps = np.zeros((x.shape[0], 3))
-    comps[:, : min(3, vt.shape[0])] = x @ vt[:3].T
-    comps *= np.sign(comps.sum(axis=0) + 1e-12)  # deterministic sign
-    a, b = np.percentile(comps, lo, axis=0), np.percentile(comps, hi, axis=0)
-    scaled = np.clip((comps - a) / np.where(b > a, b - a, 1.0), 0, 1)
-    return (1 + np.round(scaled * 254)).astype(np.uint8)
-
-
-def _raster_grid(cells: np.ndarray, pixels_per_cell: float):
-    import h3
-
-    res = h3.get_resolution(format(int(cells[0]), "x"))
-    bounds = np.array([g.bounds for g in cells_to_polygons(cells)])
-    minx, miny = bounds[:, 0].min(), bounds[:, 1].min()
-    maxx, maxy = bounds[:, 2].max(), bounds[:, 3].max()
-    edge_deg = h3.average_hexagon_edge_length(res, unit="km") / 111.0
-    px = edge_deg * 1.7 / pixels_per_cell
-    width, height = int(np.ceil((maxx - minx) / px)), int(np.ceil((maxy - miny) / px))
-    if width * height > 60_000_000:
-        raise InvalidInputError(f"raster would be {width} x {height} pixels; lower pixels_per_cell")
-    xs = minx + (np.arange(width) + 0.5) * px
-    ys = maxy - (np.arange(height) + 0.5) * px
-    gx, gy = np.meshgrid(xs, ys)
-    pix_cells = points_to_cells(gx.ravel(), gy.ravel(), res)
-    return res, (minx, maxy, px), width, height, pix_cells
+    return read_embedding_table(path)
 
 
 def write_geotiff(
@@ -137,26 +82,16 @@ def write_geotiff(
     rasterio = import_optional("rasterio")
     from rasterio.transform import from_origin
 
-    if not pixels_per_cell > 0:
-        raise InvalidInputError(f"pixels_per_cell must be > 0, got {pixels_per_cell!r} (4 draws each cell clearly)")
-    cols = embedding_columns(embeddings)
-    cells = _table_cells(embeddings)
-    _, (x0, y0, px), width, height, pix_cells = _raster_grid(cells, pixels_per_cell)
-    pos = pd.Index(cells).get_indexer(pix_cells)
-    inside = pos >= 0
-    values = pca_rgb(embeddings[cols].to_numpy()) if rgb else embeddings[cols].to_numpy(np.float32)
-    nodata = 0 if rgb else np.float32(np.nan)
-    out = np.full((values.shape[1], width * height), nodata, dtype=values.dtype)
-    out[:, inside] = values[pos[inside]].T
+    image = embedding_image(embeddings, pixels_per_cell=pixels_per_cell, rgb=rgb)
     profile = dict(
         driver="GTiff",
-        width=width,
-        height=height,
-        count=values.shape[1],
-        dtype=values.dtype.name,
+        width=image.data.shape[2],
+        height=image.data.shape[1],
+        count=image.data.shape[0],
+        dtype=image.data.dtype.name,
         crs="EPSG:4326",
-        transform=from_origin(x0, y0, px, px),
-        nodata=nodata,
+        transform=from_origin(image.x0, image.y0, image.px, image.px),
+        nodata=image.nodata,
         compress="deflate",
     )
     if rgb:
@@ -164,9 +99,8 @@ def write_geotiff(
     path = Path(path)
     with atomic_path(path) as tmp:
         with rasterio.open(tmp, "w", **profile) as dst:
-            dst.write(out.reshape(values.shape[1], height, width))
-            names = ["pca_1", "pca_2", "pca_3"] if rgb else cols
-            for i, name in enumerate(names, start=1):
+            dst.write(image.data)
+            for i, name in enumerate(image.band_names, start=1):
                 dst.set_band_description(i, name)
     return path
 

@@ -1,8 +1,7 @@
-"""Attach embeddings to points, polygons or H3 cells by cell lookup."""
+"""Attach embeddings to points, polygons or H3 cells by cell lookup, or from a distilled model."""
 
 from __future__ import annotations
 
-import numpy as np
 from qgis.core import (
     QgsProcessing,
     QgsProcessingException,
@@ -13,8 +12,9 @@ from qgis.core import (
     QgsProcessingParameterString,
 )
 
-from ._embeddings import load_embedding_table, lookup
+from ._dependencies import install_hint, missing_modules
 from .base import MobClipAlgorithm, nullable
+from .child import run_in_child
 
 
 class AttachEmbeddings(MobClipAlgorithm):
@@ -23,10 +23,11 @@ class AttachEmbeddings(MobClipAlgorithm):
     help_text = (
         "Adds the embedding of the H3 cell each feature falls in: points by their location, polygons by their "
         "representative point (use 'Aggregate embeddings over polygons' for a mean over the polygon), or H3 cell "
-        "layers by their cell id field. Features outside the table's cells get NULL. The embedding table is a "
-        "GeoParquet or GeoPackage written by mobclip (train/export); its resolution is read from the table. "
-        "Instead of a table, give a distilled model (a folder written by mobclip, or a published "
-        "distilled_MobCLIP.pth): it embeds any coordinate, no mobility data needed (requires torch)."
+        "layers by their cell id field (a NULL id gives NULL embeddings). Features outside the table's cells get "
+        "NULL. The embedding table is a GeoParquet or GeoPackage written by mobclip (train or export), or such a "
+        "layer already in the project; its resolution is read from the table. Instead of a table, give a distilled "
+        "model (a folder written by mobclip, or a published distilled_MobCLIP.pth): it embeds any coordinate, no "
+        "mobility data needed; it runs in a separate Python process and needs the training packages."
     )
 
     def initAlgorithm(self, config=None):  # noqa: N802
@@ -37,14 +38,7 @@ class AttachEmbeddings(MobClipAlgorithm):
                 [QgsProcessing.TypeVectorPoint, QgsProcessing.TypeVectorPolygon],
             )
         )
-        self.addParameter(
-            QgsProcessingParameterFile(
-                "EMBEDDINGS",
-                self.tr("Embedding table"),
-                fileFilter="Embedding tables (*.parquet *.gpkg)",
-                optional=True,
-            )
-        )
+        self.add_embedding_table_parameters()
         self.addParameter(
             QgsProcessingParameterFile(
                 "MODEL",
@@ -66,56 +60,64 @@ class AttachEmbeddings(MobClipAlgorithm):
         self.addParameter(QgsProcessingParameterFeatureSink("OUTPUT", self.tr("With embeddings")))
 
     def execute(self, parameters, context, feedback):
-        import shapely
-
-        from mobclip_core.grid import cell_centroids, points_to_cells, strings_to_cells
+        from mobclip_core.embeddings import attach_to_cell_ids, attach_to_geometries, table_resolution
 
         source = self.require_source(parameters, "INPUT", context)
-        table_path = self.parameterAsFile(parameters, "EMBEDDINGS", context)
-        model_path = self.parameterAsFile(parameters, "MODEL", context)
-        if bool(table_path) == bool(model_path):
+        model = self.parameterAsFile(parameters, "MODEL", context)
+        table = self.embedding_table(parameters, context, required=not model)
+        if (table is None) == (not model):
             raise QgsProcessingException(
                 self.tr("Give either an embedding table or a distilled model checkpoint (exactly one of the two)")
             )
         prefix = self.parameterAsString(parameters, "PREFIX", context)
         cell_field = self.parameterAsString(parameters, "CELL_FIELD", context)
-        features, geoms = self.read_wgs84(source, context, feedback, progress_span=(0, 40))
-        if model_path:
-            from mobclip_core.encoders.distilled import DistilledEncoder
-
-            encoder = DistilledEncoder.load(model_path)
+        if model and cell_field:
+            raise QgsProcessingException(
+                self.tr("A cell id field works with an embedding table; a distilled model embeds locations instead")
+            )
+        features, wkbs = self.read_wgs84(source, context, feedback, span=(0, 40))
+        if model:
+            values = self._embed_with_model(model, wkbs, feedback)
+        elif cell_field:
+            values = attach_to_cell_ids(table, (None if f[cell_field] == None else f[cell_field] for f in features))  # noqa: E711 - QGIS NULL
         else:
-            table, res, cols = load_embedding_table(table_path)
-        if cell_field:
-            ids = [f[cell_field] for f in features]
-            cells = strings_to_cells(np.array([str(i) if i else "0" for i in ids]))
-            x, y = cell_centroids(cells)
-        else:
-            pts = shapely.point_on_surface(np.array([g if g is not None else shapely.Point() for g in geoms]))
-            x, y = shapely.get_x(pts), shapely.get_y(pts)
-        ok = np.isfinite(x) & np.isfinite(y)
-        if model_path:
-            values = np.full((len(features), encoder.config.out_dim), np.nan)
-            values[ok] = encoder.embed(x[ok], y[ok])
-            n_dims = values.shape[1]
-            feedback.pushInfo(self.tr(f"embedded {int(ok.sum())} features with the distilled model"))
-        else:
-            if not cell_field:
-                cells = np.zeros(len(features), dtype=np.uint64)
-                cells[ok] = points_to_cells(x[ok], y[ok], res)
-            values = lookup(table, cells)
-            n_dims = len(cols)
-            found = int(np.isfinite(values[:, 0]).sum())
-            feedback.pushInfo(self.tr(f"{found} of {len(features)} features fall in cells of the table (res {res})"))
+            values = attach_to_geometries(table, wkbs)
+        found = int((values == values).all(axis=1).sum())
+        if table is not None:
+            feedback.pushInfo(
+                self.tr(f"{found} of {len(features)} features got embeddings (resolution {table_resolution(table)})")
+            )
             if found == 0:
                 raise QgsProcessingException(
                     self.tr("No feature falls in a cell of the embedding table: does the layer cover the region?")
                 )
-        new_fields = self.double_fields([f"{prefix}{i}" for i in range(n_dims)])
+        new_fields = self.double_fields([f"{prefix}{i}" for i in range(values.shape[1])])
         fields = self.merge_fields(source.fields(), new_fields)
-        sink, dest = self.parameterAsSink(parameters, "OUTPUT", context, fields, source.wkbType(), source.sourceCrs())
-        if sink is None:
-            raise QgsProcessingException(self.invalidSinkError(parameters, "OUTPUT"))
-        attrs = (f.attributes() + nullable(v) for f, v in zip(features, values))
-        self.write_qgs_features(sink, attrs, (f.geometry() for f in features), feedback, total=len(features))
+        sink, dest = self.create_sink(parameters, "OUTPUT", context, fields, source.wkbType(), source.sourceCrs())
+        rows = (f.attributes() + nullable(v) for f, v in zip(features, values))
+        self.write_features(sink, rows, (f.geometry() for f in features), feedback, total=len(features), span=(80, 100))
         return {"OUTPUT": dest}
+
+    def _embed_with_model(self, model: str, wkbs, feedback):
+        """Embed the features' locations with a distilled model in a child Python process (torch stays out)."""
+        import os
+        import tempfile
+
+        import numpy as np
+
+        from mobclip_core.grid import representative_points
+
+        missing = missing_modules(("torch",))
+        if missing:
+            raise QgsProcessingException(install_hint(missing))
+        lon, lat = representative_points(wkbs)
+        ok = np.isfinite(lon) & np.isfinite(lat)
+        with tempfile.TemporaryDirectory(prefix="mobclip-embed-") as tmp:
+            coords, out = os.path.join(tmp, "coords.npy"), os.path.join(tmp, "values.npy")
+            np.save(coords, np.c_[lon[ok], lat[ok]])
+            run_in_child(self, ["embed", model, coords, out], feedback, span=(40, 80))
+            embedded = np.load(out)
+        values = np.full((len(wkbs), embedded.shape[1]), np.nan)
+        values[ok] = embedded
+        feedback.pushInfo(self.tr(f"embedded {int(ok.sum())} features with the distilled model"))
+        return values

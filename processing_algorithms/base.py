@@ -1,29 +1,44 @@
-"""Shared base of the MobCLIP Processing algorithms: metadata, dependency gate, CRS, progress, errors."""
+"""Shared base of the MobCLIP Processing algorithms: metadata, the dependency gate, reading and writing features,
+progress, cancellation, errors, and outputs that are complete or absent.
+
+Everything here runs inside QGIS's process, which already holds QGIS's GDAL, GEOS, PROJ (and, in the desktop,
+LLVM). So the algorithms use QGIS for layers and geometry, ``osgeo`` from QGIS's Python for rasters, and the
+"maps" tier (h3, pandas, pyarrow, LightGBM, scikit-learn) for the rest; geopandas, shapely, pyproj, rasterio, numba
+and torch never load here (training and torch models run in a child process: ``mobclip_core.worker``). No module of
+this package imports a third-party package at import time: QGIS lists every algorithm on a stock install, and
+``canExecute`` says what to install.
+"""
 
 from __future__ import annotations
 
-import numpy as np
+import os
+import traceback
+
 from qgis.core import (
     QgsCoordinateReferenceSystem,
     QgsCoordinateTransform,
     QgsCsException,
     QgsFeature,
+    QgsFeatureRequest,
     QgsFeatureSink,
     QgsField,
     QgsFields,
     QgsGeometry,
     QgsProcessingAlgorithm,
     QgsProcessingException,
+    QgsProcessingParameterFile,
+    QgsProcessingParameterVectorLayer,
+    QgsWkbTypes,
 )
 from qgis.PyQt.QtCore import QCoreApplication, QVariant
 
-from ..qgis_plugin.dependencies import CORE, install_hint, missing_modules
+from ._dependencies import MAPS, install_hint, missing_modules
 
 WGS84 = "EPSG:4326"
 
 
 class Cancelled(Exception):
-    pass
+    """The user pressed Cancel."""
 
 
 class MobClipAlgorithm(QgsProcessingAlgorithm):
@@ -33,7 +48,8 @@ class MobClipAlgorithm(QgsProcessingAlgorithm):
     display_name = ""
     group_name = "Embeddings"
     help_text = ""
-    requirements: tuple[str, ...] = CORE
+    requirements: tuple[str, ...] = MAPS  # import names it needs, in this process or in its child process
+    resolution_parameters: tuple[str, ...] = ()  # H3 resolution parameters, checked with the library's message
 
     # --- QGIS metadata -------------------------------------------------------------------------------------
     def name(self) -> str:
@@ -57,28 +73,89 @@ class MobClipAlgorithm(QgsProcessingAlgorithm):
     def tr(self, text: str) -> str:
         return QCoreApplication.translate("MobCLIP", text)
 
-    # --- run with clear errors -----------------------------------------------------------------------------
-    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
+    # --- can it run, are the parameters right --------------------------------------------------------------
+    def canExecute(self):  # noqa: N802 - QGIS disables Run and shows the message when this is False
         missing = missing_modules(self.requirements)
         if missing:
-            raise QgsProcessingException(install_hint(missing))
+            return False, install_hint(missing)
+        return True, ""
+
+    def checkParameterValues(self, parameters, context):  # noqa: N802
+        for name in self.resolution_parameters:
+            value = parameters.get(name)
+            if value is None or not self.canExecute()[0]:
+                continue
+            from mobclip_core.exceptions import MobClipError
+            from mobclip_core.grid import validate_resolution
+
+            try:
+                validate_resolution(int(value) if str(value).strip().lstrip("-").isdigit() else value)
+            except MobClipError as exc:
+                return False, str(exc)
+        return super().checkParameterValues(parameters, context)
+
+    # --- run with clear errors and no partial outputs -------------------------------------------------------
+    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
+        ok, message = self.canExecute()
+        if not ok:
+            raise QgsProcessingException(message)
         from mobclip_core.exceptions import MissingDependencyError, MobClipError
 
+        self._sinks: list[tuple[object, str]] = []
         try:
             return self.execute(parameters, context, feedback)
-        except Cancelled:
+        except Cancelled as exc:
+            self._discard_outputs(exc)
             raise QgsProcessingException(self.tr("Cancelled by the user; no output was written")) from None
         except (MobClipError, MissingDependencyError) as exc:
-            raise QgsProcessingException(str(exc)) from exc
+            self._discard_outputs(exc)
+            raise QgsProcessingException(str(exc)) from None
+        except BaseException as exc:
+            self._discard_outputs(exc)
+            raise
 
     def execute(self, parameters, context, feedback) -> dict:
         raise NotImplementedError
+
+    def create_sink(self, parameters, name, context, fields, wkb_type, crs):
+        """``parameterAsSink``, remembered so that a failed or cancelled run leaves no partial file behind."""
+        sink, dest = self.parameterAsSink(parameters, name, context, fields, wkb_type, crs)
+        if sink is None:
+            raise QgsProcessingException(self.invalidSinkError(parameters, name))
+        self._sinks.append((sink, dest))
+        return sink, dest
+
+    def _discard_outputs(self, exc: BaseException) -> None:
+        """Close the sinks this run opened and delete the files they were writing (only plain file paths)."""
+        if not getattr(self, "_sinks", None):
+            return
+        dests = [dest for _, dest in self._sinks]
+        self._sinks.clear()
+        traceback.clear_frames(exc.__traceback__)  # the frames hold the sinks; closing them closes the files
+        for dest in dests:
+            path = str(dest).split("|")[0]
+            if not os.path.isabs(path) or not os.path.isfile(path):  # memory:, ogr:dbname=..., postgres://...
+                continue
+            for leftover in (path, path + "-wal", path + "-shm", path + "-journal"):
+                try:
+                    os.remove(leftover)
+                except OSError:
+                    pass
 
     # --- helpers --------------------------------------------------------------------------------------------
     @staticmethod
     def check_cancel(feedback) -> None:
         if feedback is not None and feedback.isCanceled():
             raise Cancelled()
+
+    def progress(self, feedback, lo: float, hi: float):
+        """A ``fraction -> None`` callback that maps 0..1 onto lo..hi percent and raises Cancelled on Cancel."""
+
+        def report(fraction: float) -> None:
+            self.check_cancel(feedback)
+            feedback.setProgress(lo + (hi - lo) * max(0.0, min(1.0, fraction)))
+
+        return report
 
     def require_source(self, parameters, name, context):
         source = self.parameterAsSource(parameters, name, context)
@@ -95,16 +172,18 @@ class MobClipAlgorithm(QgsProcessingAlgorithm):
             )
         return source
 
-    def read_wgs84(self, source, context, feedback, *, progress_span=(0.0, 20.0)):
-        """(features in the source CRS, shapely geometries in EPSG:4326 via the context's transforms)."""
-        import shapely
+    def read_wgs84(self, source, context, feedback, *, span=(0.0, 20.0)):
+        """(features in the source CRS, their geometries as 2D-or-more WKB in EPSG:4326, None where empty).
 
+        Geometries are transformed by QGIS (the project's datum transformations apply) and curves are
+        linearised, so the library only ever sees plain (multi)polygons and points.
+        """
         xform = QgsCoordinateTransform(
             source.sourceCrs(), QgsCoordinateReferenceSystem(WGS84), context.transformContext()
         )
-        features, wkb = [], []
+        features, wkbs = [], []
         total = max(source.featureCount(), 1)
-        lo, hi = progress_span
+        lo, hi = span
         for i, f in enumerate(source.getFeatures()):
             if i % 1000 == 0:
                 self.check_cancel(feedback)
@@ -112,8 +191,10 @@ class MobClipAlgorithm(QgsProcessingAlgorithm):
             features.append(f)
             g = QgsGeometry(f.geometry())
             if g.isNull() or g.isEmpty():
-                wkb.append(None)
+                wkbs.append(None)
                 continue
+            if QgsWkbTypes.isCurvedType(g.wkbType()):
+                g.convertToStraightSegment()
             try:
                 g.transform(xform)
             except QgsCsException as exc:
@@ -121,18 +202,22 @@ class MobClipAlgorithm(QgsProcessingAlgorithm):
                     f"Cannot transform feature {f.id()} of '{source.sourceName()}' to EPSG:4326 ({exc}): "
                     "is the layer's CRS right?"
                 ) from exc
-            wkb.append(bytes(g.asWkb()))
-        geoms = shapely.from_wkb(np.array(wkb, dtype=object))
-        return features, geoms
+            wkbs.append(bytes(g.asWkb()))
+        return features, wkbs
 
-    def write_qgs_features(self, sink, attrs_iter, geoms_iter, feedback, *, total: int, span=(40.0, 100.0)) -> int:
-        """Write QgsGeometry objects with attribute lists, in batches, with progress and cancellation."""
+    def write_features(self, sink, rows, geometries, feedback, *, total: int, span=(80.0, 100.0)) -> int:
+        """Write attribute lists with geometries (QgsGeometry or WKB bytes; None for none), in batches."""
         lo, hi = span
         batch, n = [], 0
-        for attrs, geom in zip(attrs_iter, geoms_iter):
+        for attrs, geom in zip(rows, geometries):
             f = QgsFeature()
             f.setAttributes(attrs)
-            f.setGeometry(geom)
+            if isinstance(geom, bytes | bytearray):
+                g = QgsGeometry()
+                g.fromWkb(geom)
+                geom = g
+            if geom is not None:
+                f.setGeometry(geom)
             batch.append(f)
             n += 1
             if len(batch) >= 1000:
@@ -160,20 +245,79 @@ class MobClipAlgorithm(QgsProcessingAlgorithm):
                 out.append(f)
         return out
 
-    def write_features(self, sink, attrs_iter, geoms_iter, feedback, *, total: int, span=(80.0, 100.0)) -> int:
-        """Like ``write_qgs_features`` for shapely geometries (None writes a feature without geometry)."""
-        qgs = (_from_shapely(g) if g is not None else QgsGeometry() for g in geoms_iter)
-        return self.write_qgs_features(sink, attrs_iter, qgs, feedback, total=total, span=span)
+    # --- embedding tables: a file, or a layer already in the project ----------------------------------------
+    def add_embedding_table_parameters(self) -> None:
+        self.addParameter(
+            QgsProcessingParameterFile(
+                "EMBEDDINGS",
+                self.tr("Embedding table file (.parquet or .gpkg written by mobclip)"),
+                fileFilter="Embedding tables (*.parquet *.gpkg)",
+                optional=True,
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterVectorLayer(
+                "EMBEDDINGS_LAYER", self.tr("or an embedding layer already in the project"), optional=True
+            )
+        )
+
+    def embedding_table(self, parameters, context, *, required: bool = True):
+        """The table from the file or the layer parameter (exactly one), or None when optional and not given."""
+        from mobclip_core.embeddings import read_embedding_table
+
+        path = self.parameterAsFile(parameters, "EMBEDDINGS", context)
+        layer = self.parameterAsVectorLayer(parameters, "EMBEDDINGS_LAYER", context)
+        if path and layer is not None:
+            raise QgsProcessingException(
+                self.tr("Give the embedding table once: either as a file or as a project layer, not both")
+            )
+        if path:
+            return read_embedding_table(path)
+        if layer is not None:
+            return embedding_table_from_layer(layer)
+        if required:
+            raise QgsProcessingException(
+                self.tr(
+                    "No embedding table given: choose a .parquet or .gpkg written by mobclip (train or export), "
+                    "or an embedding layer of the project"
+                )
+            )
+        return None
 
 
-def _from_shapely(geom) -> QgsGeometry:
-    import shapely
+def embedding_table_from_layer(layer):
+    """Read the h3_cell and emb_* attributes of a QGIS vector layer into a validated embedding table."""
+    from mobclip_core.constants import REGION_INDEX
+    from mobclip_core.embeddings import embedding_columns, embedding_frame
+    from mobclip_core.exceptions import InvalidInputError
 
-    g = QgsGeometry()
-    g.fromWkb(shapely.to_wkb(geom, output_dimension=2))
-    return g
+    names = [f.name() for f in layer.fields()]
+    if REGION_INDEX not in names:
+        raise InvalidInputError(f"layer '{layer.name()}' has no '{REGION_INDEX}' field: not an embedding table")
+    cols = embedding_columns(names)
+    idx = [names.index(REGION_INDEX)] + [names.index(c) for c in cols]
+    request = QgsFeatureRequest().setFlags(QgsFeatureRequest.NoGeometry).setSubsetOfAttributes(idx)
+    rows = [f.attributes() for f in layer.getFeatures(request)]
+    ids = [None if r[idx[0]] == None else str(r[idx[0]]) for r in rows]  # noqa: E711 - QGIS NULL equals None
+    values = numbers([[r[i] for i in idx[1:]] for r in rows], len(cols))
+    return embedding_frame(ids, values, cols, source=f"layer '{layer.name()}'")
 
 
-def nullable(values: np.ndarray) -> list:
+def numbers(rows, width: int):
+    """Attribute rows -> float64 matrix; NULL and non-numbers become NaN."""
+    import numpy as np
+
+    try:
+        return np.array(rows, dtype=np.float64).reshape(len(rows), width)
+    except (TypeError, ValueError):
+        out = np.full((len(rows), width), np.nan)
+        for i, row in enumerate(rows):
+            for j, v in enumerate(row):
+                if isinstance(v, int | float) and not isinstance(v, bool):
+                    out[i, j] = v
+        return out
+
+
+def nullable(values) -> list:
     """Floats with NaN -> Python floats with None (NULL in QGIS)."""
     return [None if v != v else float(v) for v in values]

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
+import os
+
 from qgis.core import (
-    QgsProcessingParameterFile,
     QgsProcessingParameterNumber,
     QgsProcessingParameterRasterDestination,
+    QgsRasterFileWriter,
 )
 
-from ..qgis_plugin.dependencies import RASTER
-from ._embeddings import load_embedding_table
 from .base import MobClipAlgorithm
 
 
@@ -17,19 +17,15 @@ class EmbeddingRaster(MobClipAlgorithm):
     algorithm_name = "embedding_raster"
     display_name = "Embedding raster (multi-band and PCA RGB)"
     group_name = "Maps"
-    requirements = RASTER
     help_text = (
         "Rasterises an embedding table in EPSG:4326: one float32 band per embedding dimension (NaN outside the "
         "cells), and a 3-band RGB image of the first three principal components (2-98 % stretch) in which cells "
-        "that play similar roles get similar colours."
+        "that play similar roles get similar colours. The table is a file written by mobclip or an embedding "
+        "layer of the project."
     )
 
     def initAlgorithm(self, config=None):  # noqa: N802
-        self.addParameter(
-            QgsProcessingParameterFile(
-                "EMBEDDINGS", self.tr("Embedding table"), fileFilter="Embedding tables (*.parquet *.gpkg)"
-            )
-        )
+        self.add_embedding_table_parameters()
         self.addParameter(
             QgsProcessingParameterNumber(
                 "PIXELS_PER_CELL",
@@ -49,20 +45,49 @@ class EmbeddingRaster(MobClipAlgorithm):
         self.addParameter(QgsProcessingParameterRasterDestination("OUTPUT_RGB", self.tr("PCA RGB")))
 
     def execute(self, parameters, context, feedback):
-        from mobclip_core.export import write_geotiff
+        from mobclip_core.rasterize import embedding_image
 
-        table, _, _ = load_embedding_table(self.parameterAsFile(parameters, "EMBEDDINGS", context))
+        table = self.embedding_table(parameters, context)
         ppc = self.parameterAsDouble(parameters, "PIXELS_PER_CELL", context)
         results = {}
-        rgb = self.parameterAsOutputLayer(parameters, "OUTPUT_RGB", context)
-        if rgb:
-            write_geotiff(table, rgb, pixels_per_cell=ppc, rgb=True)
-            results["OUTPUT_RGB"] = rgb
-        feedback.setProgress(50)
-        self.check_cancel(feedback)
-        bands = self.parameterAsOutputLayer(parameters, "OUTPUT", context)
-        if bands:
-            write_geotiff(table, bands, pixels_per_cell=ppc)
-            results["OUTPUT"] = bands
-        feedback.setProgress(100)
+        for name, rgb, progress in (("OUTPUT_RGB", True, 50), ("OUTPUT", False, 100)):
+            path = self.parameterAsOutputLayer(parameters, name, context)
+            if not path:
+                continue
+            write_gdal_raster(embedding_image(table, pixels_per_cell=ppc, rgb=rgb), path, rgb=rgb)
+            results[name] = path
+            self.check_cancel(feedback)
+            feedback.setProgress(progress)
         return results
+
+
+def write_gdal_raster(image, path: str, *, rgb: bool) -> None:
+    """Write an ``EmbeddingImage`` with QGIS's own GDAL (never rasterio inside QGIS), all at once or not at all."""
+    from osgeo import gdal, osr
+
+    from mobclip_core.exceptions import InvalidInputError
+    from mobclip_core.io import atomic_path
+
+    ext = os.path.splitext(path)[1].lstrip(".")
+    driver_name = QgsRasterFileWriter.driverForExtension(ext) or "GTiff"
+    driver = gdal.GetDriverByName(driver_name)
+    if driver is None or driver.GetMetadataItem(gdal.DCAP_CREATE) != "YES":
+        raise InvalidInputError(f"GDAL cannot create .{ext} rasters here: choose a .tif output")
+    options = ["COMPRESS=DEFLATE", *(["PHOTOMETRIC=RGB"] if rgb else [])] if driver_name == "GTiff" else []
+    bands, height, width = image.data.shape
+    data_type = gdal.GDT_Byte if rgb else gdal.GDT_Float32
+    srs = osr.SpatialReference()
+    srs.ImportFromEPSG(4326)
+    with atomic_path(path) as tmp:
+        ds = driver.Create(str(tmp), width, height, bands, data_type, options)
+        if ds is None:
+            raise InvalidInputError(f"GDAL could not create {path} ({gdal.GetLastErrorMsg()})")
+        ds.SetGeoTransform(image.geotransform)
+        ds.SetProjection(srs.ExportToWkt())
+        for i, name in enumerate(image.band_names):
+            band = ds.GetRasterBand(i + 1)
+            band.WriteArray(image.data[i])
+            band.SetNoDataValue(image.nodata)
+            band.SetDescription(name)
+        ds.FlushCache()
+        ds = None

@@ -1,13 +1,13 @@
-"""Fit LightGBM (or Ridge) to a numeric attribute from embedding fields, with spatially blocked CV."""
+"""Predict a numeric field from embedding fields with LightGBM (or Ridge), spatially blocked cross-validation."""
 
 from __future__ import annotations
 
-import numpy as np
 from qgis.core import (
     QgsField,
     QgsFields,
     QgsProcessingException,
     QgsProcessingOutputNumber,
+    QgsProcessingOutputString,
     QgsProcessingParameterEnum,
     QgsProcessingParameterFeatureSink,
     QgsProcessingParameterFeatureSource,
@@ -17,32 +17,43 @@ from qgis.core import (
 )
 from qgis.PyQt.QtCore import QVariant
 
-from ..qgis_plugin.dependencies import REGRESSION
-from .base import MobClipAlgorithm, nullable
+from .base import Cancelled, MobClipAlgorithm, nullable, numbers
 
 BLOCKS = ["H3 parent cells (spatial blocks)", "Group field (e.g. admin unit)", "Random folds (optimistic)"]
-MODELS = ["auto (Ridge under 300 rows)", "lightgbm", "ridge"]
+MODELS = ["Automatic: LightGBM, or Ridge under 300 features", "LightGBM", "Ridge"]
+MODEL_KEYS = ["auto", "lightgbm", "ridge"]
 
 
 class FitLightGBM(MobClipAlgorithm):
     algorithm_name = "fit_lightgbm"
-    display_name = "Fit LightGBM to an attribute field"
+    display_name = "Predict a field from embeddings (LightGBM or Ridge)"
     group_name = "Regression"
-    requirements = REGRESSION
+    resolution_parameters = ("BLOCK_RESOLUTION",)
     help_text = (
-        "Regresses a numeric field on the embedding fields (all fields starting with the prefix) plus any extra "
-        "fields. Cross-validation holds out whole spatial blocks (coarse H3 parents of each feature, or a group "
-        "field) so neighbouring features do not leak into the score; random folds are offered for comparison and "
-        "are optimistic on spatial data. Each LightGBM fold stops adding trees once 10% of its training rows "
-        "stop improving (50 rounds); the final model uses the mean number of trees. Writes the layer with "
-        "'prediction' (a model refit on all rows), 'oof_prediction' (out-of-fold: the honest one) and 'residual' "
-        "(target - oof), reports R2 and RMSE, and optionally predicts onto a second layer with the same fields."
+        "Learns to predict a numeric field (the target) from the embedding fields, i.e. every numeric field whose "
+        "name starts with the prefix, plus any extra fields you pick. The model is LightGBM (gradient-boosted "
+        "trees), or Ridge regression (linear) under 300 usable features or when you choose it; the log and the "
+        "MODEL output say which one was fitted.\n\n"
+        "How good is it? Cross-validation holds out whole spatial blocks (the coarse H3 cell each feature lies in, "
+        "or a group field such as the admin unit), so neighbouring features cannot leak into the score. Random "
+        "folds are offered for comparison; on spatial data they are optimistic. Each LightGBM fold stops adding "
+        "trees once a tenth of its training rows stops improving for 50 rounds.\n\n"
+        "Output fields: prediction (a model refit on all features: the one to map), oof_prediction (out-of-fold: "
+        "each feature predicted by a model that never saw its block; the honest one) and residual (target minus "
+        "out-of-fold prediction). Outputs R2 and RMSE are out-of-fold. Features with a NULL target or NULL "
+        "embedding fields are left out. Optionally predicts onto a second layer that has the same fields."
     )
 
     def initAlgorithm(self, config=None):  # noqa: N802
         self.addParameter(QgsProcessingParameterFeatureSource("INPUT", self.tr("Layer with embeddings and target")))
         self.addParameter(
-            QgsProcessingParameterField("TARGET", self.tr("Target field (numeric)"), parentLayerParameterName="INPUT")
+            QgsProcessingParameterField(
+                "TARGET",
+                self.tr("Target field to predict (numeric)"),
+                parentLayerParameterName="INPUT",
+                type=QgsProcessingParameterField.Numeric,
+                optional=True,  # no preselected field (it would be 'fid'); execute() asks for one
+            )
         )
         self.addParameter(QgsProcessingParameterString("PREFIX", self.tr("Embedding field prefix"), "emb_"))
         self.addParameter(
@@ -94,7 +105,7 @@ class FitLightGBM(MobClipAlgorithm):
         self.addParameter(
             QgsProcessingParameterNumber(
                 "MIN_CHILD_SAMPLES",
-                self.tr("LightGBM minimum rows per leaf"),
+                self.tr("LightGBM minimum features per leaf"),
                 QgsProcessingParameterNumber.Integer,
                 20,
                 False,
@@ -118,23 +129,35 @@ class FitLightGBM(MobClipAlgorithm):
         )
         self.addOutput(QgsProcessingOutputNumber("R2", self.tr("Out-of-fold R2")))
         self.addOutput(QgsProcessingOutputNumber("RMSE", self.tr("Out-of-fold RMSE")))
-
-    def _matrix(self, features, fields, names) -> np.ndarray:
-        idx = [fields.indexFromName(n) for n in names]
-        x = np.array([[a[i] for i in idx] for a in (f.attributes() for f in features)], dtype=object)
-        x[x == None] = np.nan  # noqa: E711 - NULL attributes
-        return x.astype(np.float64)
+        self.addOutput(QgsProcessingOutputString("MODEL", self.tr("Model fitted (LightGBM or Ridge)")))
 
     def execute(self, parameters, context, feedback):
-        from mobclip_core.evaluation.regression import cross_validate
-        from mobclip_core.grid import points_to_cells
-
         source = self.require_source(parameters, "INPUT", context)
-        fields = source.fields()
+        target, names = self._target_and_features(parameters, context, source.fields())
+        features, wkbs = self.read_wgs84(source, context, feedback, span=(0, 15))
+        x = self._matrix(features, source.fields(), names)
+        y = self._matrix(features, source.fields(), [target])[:, 0]
+        fit = self._fit(parameters, context, feedback, x, y, target, self._blocks(parameters, context, features, wkbs))
+        feedback.pushInfo(
+            self.tr(
+                f"Fitted {fit.model_name} on {int(fit.used.sum())} features: out-of-fold R2 = {fit.r2:.4f}, "
+                f"RMSE = {fit.rmse:.4g} (fold R2 {', '.join(f'{r:.3f}' for r in fit.cv.fold_r2)})"
+            )
+        )
+        if (~fit.used).any():
+            feedback.pushWarning(self.tr(f"{int((~fit.used).sum())} features with a NULL target or field left out"))
+        output = self._write_predictions(parameters, context, feedback, source, features, fit)
+        results = {"OUTPUT": output, "R2": fit.r2, "RMSE": fit.rmse, "MODEL": fit.model_name}
+        results.update(self._predict_second_layer(parameters, context, feedback, names, fit))
+        return results
+
+    def _target_and_features(self, parameters, context, fields) -> tuple[str, list[str]]:
         target = self.parameterAsString(parameters, "TARGET", context)
-        tfield = fields.field(target) if fields.indexFromName(target) >= 0 else None
-        if tfield is None or not tfield.isNumeric():
-            kind = tfield.typeName() if tfield is not None else "missing"
+        if not target:
+            raise QgsProcessingException(self.tr("Choose the target field: the numeric field to predict"))
+        field = fields.field(target) if fields.indexFromName(target) >= 0 else None
+        if field is None or not field.isNumeric():
+            kind = field.typeName() if field is not None else "missing"
             raise QgsProcessingException(
                 self.tr(
                     f"Target field '{target}' is not numeric ({kind}): choose a numeric field, or convert it with "
@@ -142,116 +165,112 @@ class FitLightGBM(MobClipAlgorithm):
                 )
             )
         prefix = self.parameterAsString(parameters, "PREFIX", context)
-        names = [f.name() for f in fields if f.name().startswith(prefix) and f.isNumeric()]
+        names = [f.name() for f in fields if f.name().startswith(prefix) and f.isNumeric() and f.name() != target]
         if not names:
             raise QgsProcessingException(
                 self.tr(
                     f"No numeric fields start with '{prefix}': attach or aggregate embeddings first, or fix the prefix"
                 )
             )
-        names += [n for n in self.parameterAsFields(parameters, "EXTRA_FIELDS", context) if n not in names]
-        features, geoms = self.read_wgs84(source, context, feedback, progress_span=(0, 15))
-        x = self._matrix(features, fields, names)
-        y = self._matrix(features, fields, [target])[:, 0]
-        ok = np.isfinite(y) & np.isfinite(x).all(axis=1)
-        if ok.sum() < 10:
-            raise QgsProcessingException(self.tr(f"Only {int(ok.sum())} features have a target and all features"))
-        if (~ok).any():
-            feedback.pushWarning(self.tr(f"{int((~ok).sum())} features with NULL target or features are left out"))
-        blocks = self.parameterAsEnum(parameters, "BLOCKS", context)
-        groups = None
-        if blocks == 0:
-            import shapely
+        extra = self.parameterAsFields(parameters, "EXTRA_FIELDS", context)
+        return target, names + [n for n in extra if n not in names and n != target]
 
-            pts = shapely.point_on_surface(geoms[ok])
-            res = self.parameterAsInt(parameters, "BLOCK_RESOLUTION", context)
-            groups = points_to_cells(shapely.get_x(pts), shapely.get_y(pts), res)
-            feedback.pushInfo(self.tr(f"{len(np.unique(groups))} spatial blocks (H3 resolution {res} parents)"))
-        elif blocks == 1:
-            gf = self.parameterAsString(parameters, "GROUP_FIELD", context)
-            if not gf:
-                raise QgsProcessingException(self.tr("Choose a group field for group blocks"))
-            groups = np.array([str(f[gf]) for f in features], dtype=object)[ok]
-        model = ["auto", "lightgbm", "ridge"][self.parameterAsEnum(parameters, "MODEL", context)]
+    @staticmethod
+    def _matrix(features, fields, names):
+        idx = [fields.indexFromName(n) for n in names]
+        return numbers([[a[i] for i in idx] for a in (f.attributes() for f in features)], len(idx))
+
+    def _blocks(self, parameters, context, features, wkbs):
+        """Spatial block per feature (H3 parent of its point), group labels, or None for random folds."""
+        import numpy as np
+
+        choice = self.parameterAsEnum(parameters, "BLOCKS", context)
+        if choice == 2:
+            return None
+        if choice == 1:
+            group = self.parameterAsString(parameters, "GROUP_FIELD", context)
+            if not group:
+                raise QgsProcessingException(self.tr("Choose a group field for group blocks (e.g. the admin unit id)"))
+            return np.array([str(f[group]) for f in features], dtype=object)
+        from mobclip_core.grid import point_blocks, representative_points
+
+        res = self.parameterAsInt(parameters, "BLOCK_RESOLUTION", context)
+        lon, lat = representative_points(wkbs)
+        located = np.isfinite(lon) & np.isfinite(lat)
+        blocks = np.zeros(len(features), dtype=np.uint64)  # features without a geometry share one block
+        blocks[located] = point_blocks(lon[located], lat[located], res)
+        return blocks
+
+    def _fit(self, parameters, context, feedback, x, y, target, blocks):
+        from mobclip_core.evaluation.layer_regression import regress_layer
+
+        model = MODEL_KEYS[self.parameterAsEnum(parameters, "MODEL", context)]
         params = {
             "n_estimators": self.parameterAsInt(parameters, "N_ESTIMATORS", context),
             "min_child_samples": self.parameterAsInt(parameters, "MIN_CHILD_SAMPLES", context),
         }
-        seed = self.parameterAsInt(parameters, "SEED", context)
 
-        def progress(frac: float) -> bool:
-            feedback.setProgress(15 + 65 * frac)
+        def progress(fraction: float) -> bool:
+            feedback.setProgress(15 + 65 * fraction)
             return feedback.isCanceled()
 
         try:
-            cv = cross_validate(
-                x[ok],
-                y[ok],
-                groups=groups,
+            fit = regress_layer(
+                x,
+                y,
+                target_name=target,
+                blocks=blocks,
                 n_folds=self.parameterAsInt(parameters, "FOLDS", context),
                 model=model,
                 params=params,
-                seed=seed,
-                early_stopping=50,
+                seed=self.parameterAsInt(parameters, "SEED", context),
                 feedback=progress,
             )
         except InterruptedError:
-            self.check_cancel(feedback)
-            raise
-        feedback.pushInfo(
-            self.tr(
-                f"{cv.model_kind}: out-of-fold R2 = {cv.r2:.4f}, RMSE = {cv.rmse:.4g} "
-                f"(fold R2 {', '.join(f'{r:.3f}' for r in cv.fold_r2)})"
-            )
-        )
-        pred = np.full(len(features), np.nan)
-        oof = np.full(len(features), np.nan)
-        pred[ok] = cv.predict(x[ok])
-        oof[ok] = cv.oof
+            raise Cancelled() from None
+        if blocks is not None and self.parameterAsEnum(parameters, "BLOCKS", context) == 0:
+            import numpy as np
+
+            res = self.parameterAsInt(parameters, "BLOCK_RESOLUTION", context)
+            n_blocks = len(np.unique(blocks[fit.used]))
+            feedback.pushInfo(self.tr(f"{n_blocks} spatial blocks (H3 resolution {res} cells)"))
+        return fit
+
+    def _write_predictions(self, parameters, context, feedback, source, features, fit) -> str:
+        import numpy as np
+
         new = QgsFields()
         for name in ("prediction", "oof_prediction", "residual"):
             new.append(QgsField(name, QVariant.Double))
-        out_fields = self.merge_fields(fields, new)
-        sink, dest = self.parameterAsSink(
-            parameters, "OUTPUT", context, out_fields, source.wkbType(), source.sourceCrs()
-        )
-        if sink is None:
-            raise QgsProcessingException(self.invalidSinkError(parameters, "OUTPUT"))
-        attrs = (f.attributes() + nullable(np.array([p, o, t - o])) for f, p, o, t in zip(features, pred, oof, y))
-        self.write_qgs_features(
-            sink, attrs, (f.geometry() for f in features), feedback, total=len(features), span=(80, 92)
-        )
-        results = {"OUTPUT": dest, "R2": cv.r2, "RMSE": cv.rmse}
+        fields = self.merge_fields(source.fields(), new)
+        sink, dest = self.create_sink(parameters, "OUTPUT", context, fields, source.wkbType(), source.sourceCrs())
+        values = np.c_[fit.prediction, fit.oof, fit.residual]
+        rows = (f.attributes() + nullable(v) for f, v in zip(features, values))
+        self.write_features(sink, rows, (f.geometry() for f in features), feedback, total=len(features), span=(80, 92))
+        return dest
+
+    def _predict_second_layer(self, parameters, context, feedback, names, fit) -> dict:
         other = self.parameterAsSource(parameters, "PREDICT_LAYER", context)
-        if other is not None:
-            ofields = other.fields()
-            absent = [n for n in names if ofields.indexFromName(n) < 0]
-            if absent:
-                raise QgsProcessingException(self.tr(f"The second layer lacks feature fields {absent[:5]}"))
-            ofeats = list(other.getFeatures())
-            ox = self._matrix(ofeats, ofields, names)
-            good = np.isfinite(ox).all(axis=1)
-            opred = np.full(len(ofeats), np.nan)
-            if good.any():
-                opred[good] = cv.predict(ox[good])
-            pf = QgsFields()
-            pf.append(QgsField("prediction", QVariant.Double))
-            osink, odest = self.parameterAsSink(
-                parameters,
-                "OUTPUT_PREDICT",
-                context,
-                self.merge_fields(ofields, pf),
-                other.wkbType(),
-                other.sourceCrs(),
+        if other is None:
+            return {}
+        if not parameters.get("OUTPUT_PREDICT"):
+            raise QgsProcessingException(
+                self.tr("Choose where to write the predictions on the second layer (Predictions on the second layer)")
             )
-            if osink is not None:
-                self.write_qgs_features(
-                    osink,
-                    (f.attributes() + nullable(np.array([p])) for f, p in zip(ofeats, opred)),
-                    (f.geometry() for f in ofeats),
-                    feedback,
-                    total=len(ofeats),
-                    span=(92, 100),
-                )
-                results["OUTPUT_PREDICT"] = odest
-        return results
+        fields = other.fields()
+        absent = [n for n in names if fields.indexFromName(n) < 0]
+        if absent:
+            raise QgsProcessingException(
+                self.tr(f"The layer to predict onto lacks the feature fields {absent[:5]}: attach the same embeddings")
+            )
+        features = list(other.getFeatures())
+        predicted = fit.predict(self._matrix(features, fields, names))
+        extra = QgsFields()
+        extra.append(QgsField("prediction", QVariant.Double))
+        out_fields = self.merge_fields(fields, extra)
+        sink, dest = self.create_sink(
+            parameters, "OUTPUT_PREDICT", context, out_fields, other.wkbType(), other.sourceCrs()
+        )
+        rows = (f.attributes() + nullable([p]) for f, p in zip(features, predicted))
+        self.write_features(sink, rows, (f.geometry() for f in features), feedback, total=len(features), span=(92, 100))
+        return {"OUTPUT_PREDICT": dest}

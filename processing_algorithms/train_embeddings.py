@@ -1,16 +1,27 @@
-"""Train MobCLIP embeddings from a config file, as a background Processing task."""
+"""Train MobCLIP embeddings from a config file, in a child Python process that QGIS watches."""
 
 from __future__ import annotations
 
+import os
+
 from qgis.core import (
-    QgsProcessingOutputFile,
+    QgsFillSymbol,
+    QgsMultiBandColorRenderer,
+    QgsProcessingContext,
+    QgsProcessingException,
+    QgsProcessingLayerPostProcessorInterface,
     QgsProcessingOutputFolder,
+    QgsProcessingOutputRasterLayer,
+    QgsProcessingOutputVectorLayer,
     QgsProcessingParameterBoolean,
     QgsProcessingParameterFile,
+    QgsProcessingUtils,
+    QgsSingleSymbolRenderer,
 )
 
-from ..qgis_plugin.dependencies import TRAINING
+from ._dependencies import TRAINING
 from .base import MobClipAlgorithm
+from .child import run_in_child
 
 
 class TrainEmbeddings(MobClipAlgorithm):
@@ -20,31 +31,62 @@ class TrainEmbeddings(MobClipAlgorithm):
     requirements = TRAINING
     help_text = (
         "Runs the MobCLIP pipeline of a TOML config (inputs, modalities, resolution, hyperparameters): builds the "
-        "region dataset, pre-encodes the mobility graph with LINE, trains LightGCN + CLIP alignment, and exports "
-        "the embeddings (GeoParquet, GeoPackage, GeoTIFF, PCA RGB) into the config's output folder. "
-        "`mobclip make-demo-data DIR` writes a demo city and a config to try."
+        "region dataset, pre-trains the mobility graph with LINE, trains LightGCN with CLIP alignment, and exports "
+        "the embeddings (GeoParquet, GeoPackage, GeoTIFF, PCA RGB) into the config's output folder. The work runs "
+        "in a separate Python process, so QGIS stays responsive and Cancel stops it within seconds without "
+        "leaving half-written files. When it finishes, the embeddings and the PCA RGB map are added to the "
+        "project. To try it, Plugins > MobCLIP > Create demo data… writes a demo city with its config (mobclip.toml)."
     )
 
     def initAlgorithm(self, config=None):  # noqa: N802
         self.addParameter(QgsProcessingParameterFile("CONFIG", self.tr("Config file (TOML)"), extension="toml"))
         self.addParameter(QgsProcessingParameterBoolean("REBUILD", self.tr("Rebuild the dataset"), False))
-        self.addOutput(QgsProcessingOutputFile("EMBEDDINGS", self.tr("Embedding table (GeoPackage)")))
-        self.addOutput(QgsProcessingOutputFile("PCA_RGB", self.tr("PCA RGB GeoTIFF")))
+        self.addOutput(QgsProcessingOutputVectorLayer("EMBEDDINGS", self.tr("Embeddings (GeoPackage)")))
+        self.addOutput(QgsProcessingOutputRasterLayer("PCA_RGB", self.tr("PCA RGB map")))
         self.addOutput(QgsProcessingOutputFolder("OUTPUT_FOLDER", self.tr("Output folder")))
 
     def execute(self, parameters, context, feedback):
-        from mobclip_core.config import load_config
-        from mobclip_core.pipeline import run_pipeline
-
-        cfg = load_config(self.parameterAsFile(parameters, "CONFIG", context))
-        feedback.setProgress(1)
-        run = run_pipeline(
-            cfg, rebuild=self.parameterAsBool(parameters, "REBUILD", context), log=feedback.pushInfo, progress=False
-        )
-        self.check_cancel(feedback)
+        config = self.parameterAsFile(parameters, "CONFIG", context)
+        if not config or not os.path.isfile(config):
+            raise QgsProcessingException(self.tr(f"Config file {config!r} does not exist: choose a .toml file"))
+        args = ["train", config, *(["--rebuild"] if self.parameterAsBool(parameters, "REBUILD", context) else [])]
+        result = run_in_child(self, args, feedback)
+        files = result["files"]
         feedback.setProgress(100)
-        return {
-            "EMBEDDINGS": str(run.files["gpkg"]),
-            "PCA_RGB": str(run.files["pca_rgb"]),
-            "OUTPUT_FOLDER": str(run.output),
-        }
+        name = result.get("name") or os.path.basename(result["output"])
+        load_styled(context, files["gpkg"], f"MobCLIP embeddings ({name})", "EMBEDDINGS", CellOutlines())
+        load_styled(context, files["pca_rgb"], f"MobCLIP PCA RGB ({name})", "PCA_RGB", RgbAsIs())
+        return {"EMBEDDINGS": files["gpkg"], "PCA_RGB": files["pca_rgb"], "OUTPUT_FOLDER": result["output"]}
+
+
+# --- adding the results to the project, styled (done by QGIS on the main thread once the run has finished) ----------
+_ALIVE: set = set()  # QGIS does not own post-processors: keep them until they have run
+
+
+def load_styled(context, path: str, name: str, output: str, styler: QgsProcessingLayerPostProcessorInterface) -> None:
+    hint = QgsProcessingUtils.LayerHint.Raster if output == "PCA_RGB" else QgsProcessingUtils.LayerHint.Vector
+    details = QgsProcessingContext.LayerDetails(name, context.project(), output, hint)
+    details.setPostProcessor(styler)
+    _ALIVE.add(styler)
+    context.addLayerToLoadOnCompletion(path, details)
+
+
+class RgbAsIs(QgsProcessingLayerPostProcessorInterface):
+    """The PCA image is already stretched to 1..255: show bands 1-2-3 as they are (0 is transparent nodata)."""
+
+    def postProcessLayer(self, layer, context, feedback):  # noqa: N802
+        layer.setRenderer(QgsMultiBandColorRenderer(layer.dataProvider(), 1, 2, 3))
+        layer.triggerRepaint()
+        _ALIVE.discard(self)
+
+
+class CellOutlines(QgsProcessingLayerPostProcessorInterface):
+    """Cells as thin outlines over the RGB map; their embedding fields are there to query and join."""
+
+    def postProcessLayer(self, layer, context, feedback):  # noqa: N802
+        symbol = QgsFillSymbol.createSimple(
+            {"color": "0,0,0,0", "outline_color": "60,60,60,140", "outline_width": "0.1", "outline_width_unit": "MM"}
+        )
+        layer.setRenderer(QgsSingleSymbolRenderer(symbol))
+        layer.triggerRepaint()
+        _ALIVE.discard(self)

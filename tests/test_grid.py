@@ -84,21 +84,6 @@ def test_polygon_with_hole():
     assert len(polygons_to_cells([holed], 9)) == n_outer - n_hole
 
 
-def test_wide_band_and_polar_cap_and_pacific_wrap():
-    # wider than 180 degrees: h3 alone inverts it (19 cells); split into strips we get the band
-    band = polygons_to_cells([box(-170, 10, 170, 20)], 2)
-    assert len(band) > 400
-    assert len(polygons_to_cells([box(-180, 85, 180, 90)], 3)) > 60  # h3 alone: 0
-    world = polygons_to_cells([box(-180, -90, 180, 90)], 1)
-    assert len(world) == h3.get_num_cells(1)
-    # a Pacific polygon stored as 179..181 equals the same area split at the antimeridian
-    wrapped = set(polygons_to_cells([box(179, -18, 181, -16)], 5)["h3_cell"])
-    split = set(polygons_to_cells([box(179, -18, 180, -16), box(-180, -18, -179, -16)], 5)["h3_cell"])
-    assert wrapped == split and len(wrapped) > 150
-    with pytest.raises(InvalidInputError, match="outside"):
-        polygons_to_cells([box(400, 0, 401, 1)], 5)
-
-
 def test_cells_to_polygons_round_trip_and_antimeridian():
     lon, lat = np.array([13.4, -70.0]), np.array([52.5, -33.0])
     cells = points_to_cells(lon, lat, 8)

@@ -51,7 +51,8 @@ def layer_frame(path_or_layer):
 
     layer = path_or_layer if isinstance(path_or_layer, QgsVectorLayer) else QgsVectorLayer(str(path_or_layer))
     names = [f.name() for f in layer.fields()]
-    return pd.DataFrame([f.attributes() for f in layer.getFeatures()], columns=names)
+    rows = [[None if v == None else v for v in f.attributes()] for f in layer.getFeatures()]  # noqa: E711 - QGIS NULL
+    return pd.DataFrame(rows, columns=names)
 
 
 def test_provider_registers_all_algorithms(qgis):
@@ -70,6 +71,65 @@ def test_provider_registers_all_algorithms(qgis):
     }
     for alg in provider.algorithms():
         assert len(alg.shortHelpString()) > 80
+        assert "`" not in alg.shortHelpString()  # the dialog shows help as plain text: no Markdown backticks
+        assert alg.canExecute() == (True, "")
+
+
+def test_missing_tier_keeps_the_algorithm_listed_and_names_the_install_action(qgis, monkeypatch, tmp_path):
+    import mobclip.processing_algorithms.base as base
+    import processing
+    from qgis.core import QgsApplication, QgsProcessingException
+
+    monkeypatch.setattr(base, "missing_modules", lambda modules: [m for m in modules if m == "torch"])
+    registry = QgsApplication.processingRegistry()
+    train = registry.algorithmById("mobclip:train_embeddings")
+    ok, message = train.canExecute()
+    assert not ok and "torch" in message and "Install dependencies" in message
+    assert registry.algorithmById("mobclip:tessellate").canExecute() == (True, "")
+    config = tmp_path / "any.toml"
+    config.write_text('name = "x"\n')
+    with pytest.raises(QgsProcessingException, match="Install dependencies"):
+        processing.run("mobclip:train_embeddings", {"CONFIG": str(config)})
+
+
+def test_plugin_imports_on_stock_python_without_third_party_packages(tmp_path):
+    """QGIS's own Python with no pip packages: the plugin loads, lists every algorithm, and says what to install."""
+    import subprocess
+    from pathlib import Path
+
+    stock = Path("/usr/bin/python3.11")
+    if not stock.exists():
+        pytest.skip("no Debian python3.11")
+    (tmp_path / "mobclip").symlink_to(Path(__file__).resolve().parents[1])
+    script = f"""
+import os, sys
+os.environ["QT_QPA_PLATFORM"] = "offscreen"
+sys.path.insert(0, {str(tmp_path)!r})
+from qgis.core import QgsApplication
+QgsApplication.setPrefixPath("/usr", True)
+app = QgsApplication([], False)
+app.initQgis()
+import mobclip
+plugin = mobclip.classFactory(None)
+import mobclip.processing_algorithms as algs
+for cls in algs.ALGORITHMS:
+    alg = cls()
+    alg.initAlgorithm()
+    ok, message = alg.canExecute()
+    print(alg.name(), ok, message)
+heavy = {{"pandas", "h3", "pyarrow", "lightgbm", "sklearn", "shapely", "geopandas", "pyproj", "rasterio", "pyogrio",
+         "torch", "numba", "polars", "h3ronpy", "matplotlib"}}
+print("LOADED", sorted(heavy & {{m.split(".")[0] for m in sys.modules}}))
+app.exitQgis()
+"""
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "XDG_RUNTIME_DIR": str(tmp_path)}
+    out = subprocess.run([str(stock), "-c", script], capture_output=True, text=True, timeout=120, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = dict(line.split(" ", 1) for line in out.stdout.splitlines())
+    assert lines.pop("LOADED") == "[]"
+    assert len(lines) == 6
+    for name, verdict in lines.items():
+        assert verdict.startswith("False") and "Install dependencies" in verdict, (name, verdict)
 
 
 def test_tessellate_ids_equal_library(qgis, small_city, tmp_path):
@@ -86,6 +146,56 @@ def test_tessellate_ids_equal_library(qgis, small_city, tmp_path):
     ref = set(cells_to_strings(polygons_to_cells(districts.geometry.values, 9)["h3_cell"].to_numpy()))
     assert set(got.h3_cell) == ref and got.h3_cell.is_unique
     assert (got.resolution == 9).all()
+
+
+def memory_layer(kind: str, wkts, crs: str = "EPSG:4326", **fields):
+    """A memory layer of WKT geometries with attribute columns given as lists."""
+    from qgis.core import QgsFeature, QgsField, QgsGeometry, QgsVectorLayer
+    from qgis.PyQt.QtCore import QVariant
+
+    layer = QgsVectorLayer(f"{kind}?crs={crs}", "test", "memory")
+    types = {str: QVariant.String, float: QVariant.Double, int: QVariant.Int}
+    layer.dataProvider().addAttributes(
+        [QgsField(name, types[type(next(v for v in values if v is not None))]) for name, values in fields.items()]
+    )
+    layer.updateFields()
+    features = []
+    for i, wkt in enumerate(wkts):
+        f = QgsFeature(layer.fields())
+        f.setGeometry(QgsGeometry.fromWkt(wkt))
+        f.setAttributes([values[i] for values in fields.values()])
+        features.append(f)
+    layer.dataProvider().addFeatures(features)
+    return layer
+
+
+def test_tessellate_longitudes_past_180_are_wrapped(qgis, tmp_path):
+    from mobclip_core.grid import cells_to_strings, polygons_to_cells
+
+    pacific = memory_layer("Polygon", ["POLYGON((179 -18, 181 -18, 181 -16, 179 -16, 179 -18))"])
+    got = layer_frame(
+        run("tessellate", {"INPUT": pacific, "RESOLUTION": 5, "OUTPUT": str(tmp_path / "p.gpkg")})["OUTPUT"]
+    )
+    from shapely.geometry import box
+
+    split = polygons_to_cells([box(179, -18, 180, -16), box(-180, -18, -179, -16)], 5)["h3_cell"].to_numpy()
+    assert set(got.h3_cell) == set(cells_to_strings(split)) and len(got) > 150
+    # curved geometries (CurvePolygon) are linearised by QGIS before they reach the library
+    curved = memory_layer("CurvePolygon", ["CURVEPOLYGON(CIRCULARSTRING(9 45, 9.1 45.1, 9 45.2, 8.9 45.1, 9 45))"])
+    circle = layer_frame(run("tessellate", {"INPUT": curved, "RESOLUTION": 7, "OUTPUT": "memory:"})["OUTPUT"])
+    assert 40 < len(circle) < 70  # an ellipse of ~270 km2 at ~5.2 km2 per cell
+
+
+def test_tessellate_refuses_projected_coordinates_without_a_partial_file(qgis, tmp_path):
+    from qgis.core import QgsProcessingException
+
+    wrong = memory_layer("Polygon", ["POLYGON((500000 50, 501000 50, 501000 51, 500000 50))"])
+    out = tmp_path / "never.gpkg"
+    with pytest.raises(QgsProcessingException, match=r"outside \[-360, 360\].*Reproject"):
+        run("tessellate", {"INPUT": wrong, "RESOLUTION": 9, "OUTPUT": str(out)})
+    assert not out.exists()
+    with pytest.raises(QgsProcessingException, match="unknown H3 resolution 16: use an integer from 0 to 15"):
+        run("tessellate", {"INPUT": wrong, "RESOLUTION": 16, "OUTPUT": str(out)})
 
 
 def test_tessellate_raster_sums(qgis, small_city, tmp_path):
@@ -194,6 +304,7 @@ def cells_with_targets(qgis, small_city, embedding_file, tmp_path_factory):
     import geopandas as gpd
 
     from mobclip_core.export import embeddings_geodataframe
+    from mobclip_core.geofile import write_geodataframe
 
     _, table = embedding_file
     gdf = embeddings_geodataframe(table).reset_index()
@@ -202,7 +313,7 @@ def cells_with_targets(qgis, small_city, embedding_file, tmp_path_factory):
     gdf["shuffled"] = np.random.default_rng(1).permutation(gdf["night"].to_numpy())
     gdf["label"] = "x"
     path = tmp_path_factory.mktemp("cells") / "cells.gpkg"
-    gpd.GeoDataFrame(gdf, crs=4326).to_file(path, driver="GPKG")
+    write_geodataframe(gpd.GeoDataFrame(gdf, crs=4326), path)
     return path
 
 
@@ -261,27 +372,262 @@ def test_cancellation_stops_the_work(qgis, small_city, tmp_path):
             {"INPUT": str(small_city.districts), "RESOLUTION": 11, "OUTPUT": str(tmp_path / "never.gpkg")},
             feedback,
         )
-    assert not (tmp_path / "never.gpkg").exists() or _feature_count(tmp_path / "never.gpkg") < 10000
+    assert not (tmp_path / "never.gpkg").exists()
 
 
-def _feature_count(path):
-    from qgis.core import QgsVectorLayer
+def test_embedding_raster_pixels_hold_the_cell_values(qgis, embedding_file, tmp_path):
+    from osgeo import gdal
 
-    return QgsVectorLayer(str(path)).featureCount()
+    from mobclip_core.grid import cell_centroids, strings_to_cells
+    from mobclip_core.rasterize import pca_rgb
 
-
-def test_embedding_raster(qgis, embedding_file, tmp_path):
-    import rasterio
-
+    path, table = embedding_file
     res = run(
         "embedding_raster",
+        {"EMBEDDINGS": str(path), "OUTPUT": str(tmp_path / "b.tif"), "OUTPUT_RGB": str(tmp_path / "rgb.tif")},
+    )
+    lon, lat = cell_centroids(strings_to_cells(table.index.to_numpy()))
+    rgb_expected = pca_rgb(table.to_numpy())
+    for name, expected, dtype in (("OUTPUT", table.to_numpy(), np.float32), ("OUTPUT_RGB", rgb_expected, np.uint8)):
+        ds = gdal.Open(res[name])
+        x0, px, _, y0, _, py = ds.GetGeoTransform()
+        data = ds.ReadAsArray()
+        assert data.dtype == dtype and data.shape[0] == expected.shape[1] and "4326" in ds.GetProjection()
+        cols, rows = ((lon - x0) / px).astype(int), ((lat - y0) / py).astype(int)
+        np.testing.assert_allclose(data[:, rows, cols].T, expected, rtol=1e-6)  # the pixel at each cell centre
+        assert ds.GetRasterBand(1).GetNoDataValue() is not None
+        ds = None
+    assert gdal.Open(res["OUTPUT_RGB"]).GetRasterBand(1).GetDescription() == "pca_1"
+
+
+def test_embedding_table_from_a_project_layer(qgis, small_city, embedding_file, tmp_path):
+    from qgis.core import QgsProcessingException, QgsVectorLayer
+
+    path, _ = embedding_file
+    layer = QgsVectorLayer(f"{path}|layername=embeddings", "embeddings on the map", "ogr")
+    assert layer.isValid()
+    from_file = layer_frame(
+        run("aggregate_embeddings", {"INPUT": str(small_city.districts), "EMBEDDINGS": str(path), "OUTPUT": "memory:"})[
+            "OUTPUT"
+        ]
+    )
+    from_layer = layer_frame(
+        run(
+            "aggregate_embeddings", {"INPUT": str(small_city.districts), "EMBEDDINGS_LAYER": layer, "OUTPUT": "memory:"}
+        )["OUTPUT"]
+    )
+    pd.testing.assert_frame_equal(from_file, from_layer)
+    with pytest.raises(QgsProcessingException, match="either as a file or as a project layer, not both"):
+        run(
+            "aggregate_embeddings",
+            {
+                "INPUT": str(small_city.districts),
+                "EMBEDDINGS": str(path),
+                "EMBEDDINGS_LAYER": layer,
+                "OUTPUT": "memory:",
+            },
+        )
+    with pytest.raises(QgsProcessingException, match="No embedding table given"):
+        run("embedding_raster", {"OUTPUT_RGB": str(tmp_path / "x.tif")})
+
+
+def test_attach_table_and_model_exactly_one(qgis, small_city, embedding_file, tmp_path):
+    from qgis.core import QgsProcessingException
+
+    out = tmp_path / "never.gpkg"
+    for extra in ({}, {"EMBEDDINGS": str(embedding_file[0]), "MODEL": str(embedding_file[0])}):
+        with pytest.raises(QgsProcessingException, match="either an embedding table or a distilled model|table given"):
+            run("attach_embeddings", {"INPUT": str(small_city.pois), "OUTPUT": str(out), **extra})
+    assert not out.exists()
+
+
+def test_attach_by_cell_field_writes_null_for_a_null_id(qgis, embedding_file, small_city):
+    from mobclip_core.grid import cell_centroids, cells_to_strings
+
+    path, table = embedding_file
+    ids = list(table.index[:5]) + [None, ""]
+    lon, lat = cell_centroids(small_city.cells[:7])
+    wkts = [f"POINT({x} {y})" for x, y in zip(lon, lat)]
+    layer = memory_layer("Point", wkts, h3_cell=ids)
+    got = layer_frame(
+        run(
+            "attach_embeddings", {"INPUT": layer, "EMBEDDINGS": str(path), "CELL_FIELD": "h3_cell", "OUTPUT": "memory:"}
+        )["OUTPUT"]
+    )
+    np.testing.assert_allclose(got.loc[:4, "emb_2"].astype(float), table["emb_2"].iloc[:5], rtol=1e-6)
+    assert got.loc[5:, "emb_2"].isna().all()  # NULL and empty ids: NULL embeddings, not a failed run
+    assert cells_to_strings(small_city.cells[:1])[0] == got.h3_cell[0]
+
+
+def test_aggregate_ignores_cells_with_missing_values(qgis, small_city, embedding_file, tmp_path):
+    from mobclip_core.export import write_embeddings
+
+    _, table = embedding_file
+    holes = table.copy()
+    holes.iloc[::7] = np.nan  # a few NaN rows, spread over every district
+    write_embeddings(holes, tmp_path / "holes.gpkg")
+    full = layer_frame(
+        run(
+            "aggregate_embeddings",
+            {"INPUT": str(small_city.districts), "EMBEDDINGS": str(tmp_path / "holes.gpkg"), "OUTPUT": "memory:"},
+        )["OUTPUT"]
+    )
+    assert full["emb_0"].notna().all() and (full.cell_count > 0).all()
+    write_embeddings(holes.dropna(), tmp_path / "dropped.gpkg")
+    dropped = layer_frame(
+        run(
+            "aggregate_embeddings",
+            {"INPUT": str(small_city.districts), "EMBEDDINGS": str(tmp_path / "dropped.gpkg"), "OUTPUT": "memory:"},
+        )["OUTPUT"]
+    )
+    pd.testing.assert_frame_equal(full, dropped)
+
+
+def test_aggregate_equals_the_evaluation_protocol_on_small_polygons(qgis, small_city, embedding_file):
+    """QGIS's aggregation and the evaluation harness's admin features: one helper, the same numbers, tiny polygons
+    (smaller than a cell: they take their representative point's cell) included."""
+    import geopandas as gpd
+    import shapely
+
+    from mobclip_core.evaluation.harness import EmbeddingSource, admin_features
+    from mobclip_core.geofile import write_geodataframe
+    from mobclip_core.grid import cell_centroids
+
+    path, table = embedding_file
+    districts = gpd.read_file(small_city.districts).to_crs(4326)
+    lon, lat = cell_centroids(small_city.cells[::40])
+    tiny = [shapely.box(x + 1e-4, y + 1e-4, x + 3e-4, y + 3e-4) for x, y in zip(lon, lat)]
+    polys = gpd.GeoDataFrame(geometry=[*districts.geometry, *tiny], crs=4326).to_crs(32632)
+    polys["name"] = [f"p{i}" for i in range(len(polys))]
+    write_geodataframe(polys, small_city.directory / "with_tiny.gpkg")
+    got = layer_frame(
+        run(
+            "aggregate_embeddings",
+            {"INPUT": str(small_city.directory / "with_tiny.gpkg"), "EMBEDDINGS": str(path), "OUTPUT": "memory:"},
+        )["OUTPUT"]
+    )
+    expected = admin_features(EmbeddingSource("table", table=table), polys, 9)
+    np.testing.assert_allclose(
+        got[[f"emb_{i}" for i in range(table.shape[1])]].astype(float).to_numpy(), expected, rtol=1e-9
+    )
+    small = got.iloc[len(districts) :]
+    assert small.from_point.all() and (small.cell_count == 1).all()
+    assert not got.iloc[: len(districts)].from_point.any()
+
+
+def test_fit_refuses_constant_all_null_and_missing_targets(qgis, cells_with_targets, tmp_path):
+    import geopandas as gpd
+    from qgis.core import QgsProcessingException
+
+    from mobclip_core.geofile import write_geodataframe
+
+    gdf = gpd.read_file(cells_with_targets)
+    gdf["constant"] = 3.0
+    gdf["nothing"] = np.nan
+    write_geodataframe(gdf, tmp_path / "t.gpkg")
+    common = {"INPUT": str(tmp_path / "t.gpkg"), "BLOCK_RESOLUTION": 7, "OUTPUT": str(tmp_path / "o.gpkg")}
+    with pytest.raises(QgsProcessingException, match="'constant' has the same value \\(3\\) for every usable feature"):
+        run("fit_lightgbm", {**common, "TARGET": "constant"})
+    with pytest.raises(QgsProcessingException, match="'nothing' is NULL for every feature"):
+        run("fit_lightgbm", {**common, "TARGET": "nothing"})
+    with pytest.raises(QgsProcessingException, match="Choose the target field"):
+        run("fit_lightgbm", common)
+    assert not (tmp_path / "o.gpkg").exists()
+
+
+def test_fit_target_has_no_default_and_names_the_fitted_model(qgis, cells_with_targets):
+    from qgis.core import QgsApplication
+
+    alg = QgsApplication.processingRegistry().algorithmById("mobclip:fit_lightgbm")
+    assert alg.parameterDefinition("TARGET").defaultValue() is None
+    assert "LightGBM or Ridge" in alg.displayName()
+    feedback = LogFeedback()
+    small = run(
+        "fit_lightgbm",
+        {"INPUT": str(cells_with_targets), "TARGET": "night", "BLOCKS": 2, "OUTPUT": "memory:"},
+        feedback,
+    )
+    assert small["MODEL"] == "Ridge"  # 'auto' under 300 features
+    assert any(line.startswith("Fitted Ridge on") for line in feedback.lines)
+    forced = run(
+        "fit_lightgbm",
         {
-            "EMBEDDINGS": str(embedding_file[0]),
-            "OUTPUT": str(tmp_path / "b.tif"),
-            "OUTPUT_RGB": str(tmp_path / "rgb.tif"),
+            "INPUT": str(cells_with_targets),
+            "TARGET": "night",
+            "BLOCKS": 2,
+            "MODEL": 1,
+            "FOLDS": 2,
+            "N_ESTIMATORS": 20,
+            "OUTPUT": "memory:",
         },
     )
-    with rasterio.open(res["OUTPUT_RGB"]) as src:
-        assert src.count == 3 and src.dtypes[0] == "uint8" and src.crs.to_epsg() == 4326
-    with rasterio.open(res["OUTPUT"]) as src:
-        assert src.count == embedding_file[1].shape[1]
+    assert forced["MODEL"] == "LightGBM"
+
+
+def test_fit_group_and_random_folds_and_second_layer(qgis, cells_with_targets, small_city, tmp_path):
+    import geopandas as gpd
+
+    from mobclip_core.geofile import write_geodataframe
+
+    gdf = gpd.read_file(cells_with_targets)
+    gdf["district"] = [f"d{i % 6}" for i in range(len(gdf))]
+    write_geodataframe(gdf, tmp_path / "g.gpkg")
+    common = {"INPUT": str(tmp_path / "g.gpkg"), "TARGET": "night", "MODEL": 2, "FOLDS": 3}
+    grouped = run("fit_lightgbm", {**common, "BLOCKS": 1, "GROUP_FIELD": "district", "OUTPUT": "memory:"})
+    random = run("fit_lightgbm", {**common, "BLOCKS": 2, "OUTPUT": "memory:"})
+    assert grouped["R2"] > 0.5 and random["R2"] > 0.5 and grouped["R2"] != random["R2"]
+    other = gdf.iloc[:20].drop(columns=["night"])
+    write_geodataframe(other, tmp_path / "other.gpkg")
+    both = run(
+        "fit_lightgbm",
+        {
+            **common,
+            "BLOCKS": 2,
+            "PREDICT_LAYER": str(tmp_path / "other.gpkg"),
+            "OUTPUT": "memory:",
+            "OUTPUT_PREDICT": str(tmp_path / "pred.gpkg"),
+        },
+    )
+    first = layer_frame(both["OUTPUT"]).iloc[:20]["prediction"].astype(float).to_numpy()
+    onto = layer_frame(both["OUTPUT_PREDICT"])["prediction"].astype(float).to_numpy()
+    np.testing.assert_allclose(onto, first, rtol=1e-9)  # same refit model, same features
+
+
+def test_fit_cancel_mid_cross_validation(qgis, cells_with_targets, tmp_path):
+    from qgis.core import QgsProcessingException, QgsProcessingFeedback
+
+    feedback = QgsProcessingFeedback()
+    feedback.progressChanged.connect(lambda p: feedback.cancel() if p > 20 else None)  # after the first fold
+    out = tmp_path / "never.gpkg"
+    with pytest.raises(QgsProcessingException, match="Cancelled"):
+        run(
+            "fit_lightgbm",
+            {
+                "INPUT": str(cells_with_targets),
+                "TARGET": "night",
+                "MODEL": 1,
+                "BLOCK_RESOLUTION": 7,
+                "FOLDS": 3,
+                "OUTPUT": str(out),
+            },
+            feedback,
+        )
+    assert not out.exists()
+
+
+class LogFeedback:
+    """A QgsProcessingFeedback that keeps the log lines (created lazily: QGIS must be started first)."""
+
+    def __new__(cls):
+        from qgis.core import QgsProcessingFeedback
+
+        class Recording(QgsProcessingFeedback):
+            def __init__(self):
+                super().__init__()
+                self.lines = []
+
+            def pushInfo(self, info):  # noqa: N802
+                self.lines.append(info)
+                super().pushInfo(info)
+
+        return Recording()

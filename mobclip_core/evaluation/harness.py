@@ -18,11 +18,21 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..constants import REGION_INDEX
+from ..embeddings import polygon_means
 from ..exceptions import InvalidInputError
-from ..grid import cell_centroids, cells_to_strings, points_to_cells, polygons_to_cells, strings_to_cells, to_wgs84
+from ..grid import (
+    cell_blocks,
+    cell_centroids,
+    lookup_rows,
+    point_blocks,
+    points_to_cells,
+    representative_points,
+    strings_to_cells,
+    to_wgs84,
+)
 from ..io import atomic_path
 from .regression import ADMIN_PARAMS, GRID_PARAMS, fit_model, make_model, r2_score
+from .splits import holdout_split
 
 
 @dataclass
@@ -35,10 +45,7 @@ class EmbeddingSource:
 
     def for_cells(self, cells: np.ndarray) -> np.ndarray:
         if self.table is not None:
-            pos = self.table.index.get_indexer(cells_to_strings(cells))
-            out = np.full((cells.size, self.table.shape[1]), np.nan)
-            out[pos >= 0] = self.table.to_numpy(dtype=np.float64)[pos[pos >= 0]]
-            return out
+            return lookup_rows(self.table, cells)
         lon, lat = cell_centroids(cells)
         return np.asarray(self.encoder(lon, lat), dtype=np.float64)
 
@@ -63,17 +70,11 @@ class Task:
 
 
 def admin_features(source: EmbeddingSource, polygons, resolution: int) -> np.ndarray:
-    """Mean source features over the cells whose centres fall in each polygon (NaN where none)."""
+    """Mean source features over the cells whose centres fall in each polygon; a polygon too small to hold a cell
+    centre takes its representative point's cell (NaN where no cell has features). Same helper as QGIS's
+    'Aggregate embeddings over polygons'."""
     polys = to_wgs84(polygons, what="admin polygons")
-    pairs = polygons_to_cells(polys.geometry.values, resolution)
-    feats = source.for_cells(pairs[REGION_INDEX].to_numpy(np.uint64))
-    ok = np.isfinite(feats).all(axis=1)
-    df = pd.DataFrame(feats[ok])
-    df["polygon"] = pairs["polygon"].to_numpy()[ok]
-    means = df.groupby("polygon").mean()
-    out = np.full((len(polys), feats.shape[1]), np.nan)
-    out[means.index.to_numpy()] = means.to_numpy()
-    return out
+    return polygon_means(polys.geometry.values, resolution, source.for_cells).values
 
 
 def _features(source: EmbeddingSource, task: Task, resolution: int) -> np.ndarray:
@@ -90,29 +91,12 @@ def _groups(task: Task, resolution: int) -> np.ndarray:
     if task.groups is not None:
         return task.groups.astype(str).to_numpy()
     if task.level == "grid":
-        cells = strings_to_cells(task.target.index.to_numpy())
-    elif task.level == "point":
-        cells = points_to_cells(task.points["lon"].to_numpy(), task.points["lat"].to_numpy(), resolution)
+        return cell_blocks(strings_to_cells(task.target.index.to_numpy()), task.block_resolution)
+    if task.level == "point":
+        lon, lat = task.points["lon"].to_numpy(), task.points["lat"].to_numpy()
     else:
-        rep = to_wgs84(task.polygons).geometry.representative_point()
-        cells = points_to_cells(rep.x.to_numpy(), rep.y.to_numpy(), resolution)
-    import h3
-
-    return np.array([h3.cell_to_parent(format(int(c), "x"), task.block_resolution) for c in cells])
-
-
-def _split(n: int, groups: np.ndarray, blocked: bool, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    if not blocked:
-        test = rng.permutation(n)[: max(1, int(round(0.2 * n)))]
-    else:
-        uniq = rng.permutation(np.unique(groups))
-        sizes = pd.Series(groups).value_counts().reindex(uniq).to_numpy()
-        chosen = uniq[: int(np.searchsorted(np.cumsum(sizes), 0.2 * n)) + 1]
-        test = np.flatnonzero(np.isin(groups, chosen))
-    mask = np.zeros(n, dtype=bool)
-    mask[test] = True
-    return np.flatnonzero(~mask), np.flatnonzero(mask)
+        lon, lat = representative_points(to_wgs84(task.polygons).geometry.values)
+    return point_blocks(lon, lat, task.block_resolution, resolution)
 
 
 def _score(x, y, tr, te, model, params, seed, early_stopping) -> tuple[str, float, float, float]:
@@ -161,7 +145,7 @@ def evaluate(
                 )
             for split in splits:
                 for run in range(runs):
-                    tr, te = _split(len(y), groups, split == "blocked", seed=run)
+                    tr, te = holdout_split(len(y), groups, split == "blocked", seed=run)
                     jobs.append(delayed(_score)(x, y, tr, te, model, params, run, early_stopping))
                     meta.append((task.name, task.level, source.name, split, len(y)))
     t0 = time.perf_counter()

@@ -8,6 +8,7 @@ import numpy as np
 
 from .._optional import import_optional
 from ..exceptions import InvalidInputError
+from .splits import kfold_splits
 
 GRID_PARAMS = dict(learning_rate=0.05, max_depth=7, n_estimators=1000, num_leaves=63, min_child_samples=30)
 ADMIN_PARAMS = dict(learning_rate=0.05, max_depth=7, n_estimators=1000, num_leaves=31, min_child_samples=50)
@@ -121,25 +122,15 @@ def cross_validate(
     best number of trees; the test fold is never seen while fitting.
     """
     import_optional("sklearn")
-    from sklearn.model_selection import GroupKFold, KFold
-
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
     if x.ndim != 2 or x.shape[0] != y.shape[0]:
         raise InvalidInputError(f"features {x.shape} and target {y.shape} do not line up")
     if not np.isfinite(y).all():
         raise InvalidInputError("the target has missing or infinite values: drop those rows first")
-    if x.shape[0] < n_folds * 2:
-        raise InvalidInputError(f"{x.shape[0]} rows are too few for {n_folds}-fold cross-validation")
-    if groups is not None:
-        n_groups = len(np.unique(groups))
-        if n_groups < n_folds:
-            raise InvalidInputError(
-                f"only {n_groups} spatial blocks for {n_folds} folds: use finer blocks or fewer folds"
-            )
-        splits = list(GroupKFold(n_splits=n_folds).split(x, y, groups))
-    else:
-        splits = list(KFold(n_splits=n_folds, shuffle=True, random_state=seed).split(x))
+    if y.size and np.ptp(y) == 0:
+        raise InvalidInputError(f"the target is constant ({y[0]:g} everywhere): there is nothing to predict")
+    splits = kfold_splits(x.shape[0], n_folds, groups, seed)
     oof = np.empty_like(y)
     fold_r2 = []
     kind = None
@@ -162,13 +153,3 @@ def cross_validate(
         final.fit(x, y)
     rmse = float(np.sqrt(np.mean((y - oof) ** 2)))
     return CVResult(oof, r2_score(y, oof), rmse, fold_r2, kind, final)
-
-
-def h3_blocks(cells, resolution: int) -> np.ndarray:
-    """Spatial block label of each cell: its parent at a coarser H3 resolution."""
-    import h3
-
-    from ..grid import strings_to_cells
-
-    ids = strings_to_cells(np.asarray(cells))
-    return np.array([h3.cell_to_parent(format(int(c), "x"), resolution) for c in ids])

@@ -1,22 +1,16 @@
-"""Input validation and geometry preparation for H3: CRS, coordinate ranges, antimeridian, poles."""
+"""Input validation for H3: coordinate ranges, and GeoDataFrames to WGS84 (library side)."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
 import numpy as np
-import shapely
-from shapely.geometry import MultiPolygon, Polygon, box
 
 from ..constants import WGS84_CRS
 from ..exceptions import CRSError, InvalidInputError
 
 if TYPE_CHECKING:
     import geopandas as gpd
-
-# Parts wider than this are split into strips before they reach H3, which reads any polygon wider than
-# 180 degrees as one that crosses the antimeridian (and a full-longitude polar cap as empty).
-_MAX_PART_WIDTH_DEG = 90.0
 
 
 def _as_degrees(values, name: str, what: str) -> np.ndarray:
@@ -75,6 +69,8 @@ def to_wgs84(gdf: gpd.GeoDataFrame, *, what: str = "layer") -> gpd.GeoDataFrame:
         raise CRSError(
             f"{what} has no CRS. Set it (e.g. gdf.set_crs('EPSG:4326')) or assign one in QGIS before tokenizing"
         )
+    import shapely
+
     if len(gdf) == 0:
         raise InvalidInputError(f"{what} is empty: it has no features to tokenize")
     if gdf.crs.to_string() != WGS84_CRS and not gdf.crs.equals(WGS84_CRS):
@@ -95,57 +91,3 @@ def to_wgs84(gdf: gpd.GeoDataFrame, *, what: str = "layer") -> gpd.GeoDataFrame:
     lat = np.concatenate([bounds[:, 1], bounds[:, 3]])
     validate_lonlat(lon, lat, what=f"{what} geometry bounds")
     return gdf
-
-
-def _polygon_parts(geom) -> list[Polygon]:
-    if isinstance(geom, Polygon):
-        return [geom]
-    if isinstance(geom, MultiPolygon):
-        return list(geom.geoms)
-    if hasattr(geom, "geoms"):
-        return [p for g in geom.geoms for p in _polygon_parts(g)]
-    return []
-
-
-_WORLD = box(-180.0, -90.0, 180.0, 90.0)
-
-
-def split_for_h3(geom) -> list[Polygon]:
-    """Split a WGS84 (multi)polygon into parts that H3 reads as they look on a plate-carree map.
-
-    Coordinates are taken planar, as QGIS draws them. Parts reaching past +-180 (Pacific layers stored as
-    170..190) are cut at the antimeridian and wrapped; longitudes beyond +-360 are an error. Parts wider than
-    90 degrees (wide bands, polar caps) are cut into strips, since H3 reads any polygon wider than 180 degrees as
-    antimeridian-crossing and returns nothing for a full polar cap. Long edges are densified to 1 degree so
-    H3's great-circle edges follow the drawn (rhumb) edges.
-    """
-    if geom is None or geom.is_empty:
-        return []
-    if not geom.is_valid:
-        geom = shapely.make_valid(geom)
-    minx, _, maxx, _ = geom.bounds
-    if minx < -360.0 or maxx > 360.0:
-        raise InvalidInputError(
-            f"polygon longitudes span {minx}..{maxx}: outside [-360, 360]. Reproject the layer to EPSG:4326"
-        )
-    pieces: list[Polygon] = []
-    for shift in (-360.0, 0.0, 360.0):
-        window = shapely.affinity.translate(_WORLD, xoff=shift)
-        if not geom.intersects(window):
-            continue
-        part = geom.intersection(window)
-        if shift:
-            part = shapely.affinity.translate(part, xoff=-shift)
-        pieces.extend(_polygon_parts(part))
-    out: list[Polygon] = []
-    for piece in pieces:
-        minx, miny, maxx, maxy = piece.bounds
-        if maxx - minx <= _MAX_PART_WIDTH_DEG:
-            out.append(piece)
-            continue
-        n_strips = int(np.ceil((maxx - minx) / _MAX_PART_WIDTH_DEG))
-        edges = np.linspace(minx, maxx, n_strips + 1)
-        for x0, x1 in zip(edges[:-1], edges[1:]):
-            out.extend(_polygon_parts(piece.intersection(box(x0, miny, x1, maxy))))
-    out = [p for p in out if not p.is_empty and p.area > 0]
-    return [shapely.segmentize(p, 1.0) for p in out]

@@ -1,100 +1,174 @@
-"""Polygons to H3 cells, in bulk."""
+"""Polygons to H3 cells, in bulk: the one path the library, the evaluation and the QGIS algorithms share.
+
+Geometries come in as shapely geometries (library) or WKB bytes (QGIS: ``QgsGeometry.asWkb``) in EPSG:4326. Each
+polygon is split for H3 (``antimeridian.split_polygon``), then filled by centre containment (adjacent polygons get
+disjoint cells) or by overlap. Polygons too small to hold any cell centre can fall back to the cell of their
+representative point. Needs only numpy, pandas and h3-py; polars-h3 speeds up centre containment when installed
+(same cells).
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Literal
 
-import h3
 import numpy as np
 import pandas as pd
-import shapely
 
 from ..constants import REGION_INDEX
 from ..exceptions import InvalidInputError
-from .cells import validate_resolution
-from .geometry import split_for_h3
+from . import _backend
+from .antimeridian import interior_point, split_polygon
+from .cells import cells_to_strings, points_to_cells, validate_resolution
+from .wkb import Polygon, geometries_to_wkb, parse_wkb, polygon_wkb
 
 Containment = Literal["center", "overlap"]
+Fallback = Literal["none", "point"]
+
+
+@dataclass
+class PreparedPolygons:
+    """Geometries split for H3: the parts and the input each came from (see ``prepare_polygons``)."""
+
+    parts: list[Polygon]
+    owner: np.ndarray  # int64, index into the input sequence
+    size: int  # number of inputs
+    _points: dict[int, tuple[float, float]]  # the first point of inputs that are points, not polygons
+
+    def representative_points(self, which: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(lon, lat) of a point inside each input polygon, the point of point inputs, NaN for empty ones.
+
+        ``which`` (input positions) limits the work to those inputs; the others are NaN.
+        """
+        wanted = np.ones(self.size, dtype=bool) if which is None else np.isin(np.arange(self.size), which)
+        lon, lat = np.full(self.size, np.nan), np.full(self.size, np.nan)
+        for i, (x, y) in self._points.items():
+            lon[i], lat[i] = x, y
+        starts = np.flatnonzero(np.r_[True, self.owner[1:] != self.owner[:-1]]) if self.owner.size else []
+        for start, stop in zip(starts, [*starts[1:], self.owner.size]):
+            if wanted[self.owner[start]]:
+                lon[self.owner[start]], lat[self.owner[start]] = interior_point(self.parts[start:stop])
+        return lon, lat
+
+
+def prepare_polygons(geometries) -> PreparedPolygons:
+    """Split every polygonal geometry (shapely or WKB, EPSG:4326) for H3; point inputs keep their point."""
+    wkbs = geometries_to_wkb(geometries)
+    parts: list[Polygon] = []
+    owner: list[int] = []
+    points: dict[int, tuple[float, float]] = {}
+    for i, wkb in enumerate(wkbs):
+        parsed = parse_wkb(wkb)
+        mine = [p for poly in parsed.polygons for p in split_polygon(poly)]
+        parts.extend(mine)
+        owner.extend([i] * len(mine))
+        if not mine and parsed.points:
+            points[i] = parsed.points[0]
+    return PreparedPolygons(parts, np.asarray(owner, dtype=np.int64), len(wkbs), points)
+
+
+def representative_points(geometries) -> tuple[np.ndarray, np.ndarray]:
+    """A point inside each polygon (GEOS's point-on-surface rule) or the point of a point geometry; NaN if none.
+
+    Polygons across the antimeridian or around a pole get a point inside their split parts, in [-180, 180].
+    """
+    return prepare_polygons(geometries).representative_points()
 
 
 def polygons_to_cells(
-    geometries, resolution: int, *, containment: Containment = "center", cell_ids: str = "uint64"
+    geometries,
+    resolution: int,
+    *,
+    containment: Containment = "center",
+    fallback: Fallback = "none",
+    cell_ids: Literal["uint64", "str"] = "uint64",
 ) -> pd.DataFrame:
-    """Cells covering each WGS84 polygon.
+    """Cells covering each WGS84 polygon: columns ``polygon`` (position in ``geometries``) and ``h3_cell``.
 
     ``containment="center"`` keeps cells whose centre lies in the polygon, so adjacent polygons get disjoint
-    cells (what aggregation over admin units needs). ``"overlap"`` keeps every cell that touches the polygon.
-    Returns a DataFrame with columns ``polygon`` (position in ``geometries``) and ``h3_cell``.
+    cells (what aggregation over admin units needs); ``"overlap"`` keeps every cell that touches the polygon.
+    ``fallback="point"`` gives each polygon too small to hold a cell centre the cell of its representative point,
+    and adds a boolean column ``from_point`` that marks those rows.
     """
+    if isinstance(geometries, PreparedPolygons):
+        prepared = geometries
+    else:
+        prepared = prepare_polygons(geometries)
+    return prepared_to_cells(prepared, resolution, containment=containment, fallback=fallback, cell_ids=cell_ids)
+
+
+def tessellate(geometries, resolution: int, *, containment: Containment = "center") -> pd.DataFrame:
+    """Each cell covering the geometries once (``h3_cell``), with the first polygon it came from (``polygon``)."""
+    pairs = polygons_to_cells(geometries, resolution, containment=containment)
+    return pairs.drop_duplicates(REGION_INDEX, ignore_index=True)[[REGION_INDEX, "polygon"]]
+
+
+def prepared_to_cells(
+    prepared: PreparedPolygons,
+    resolution: int,
+    *,
+    containment: Containment = "center",
+    fallback: Fallback = "none",
+    cell_ids: Literal["uint64", "str"] = "uint64",
+) -> pd.DataFrame:
+    """``polygons_to_cells`` for geometries already split (reuse one split at several resolutions)."""
     res = validate_resolution(resolution)
     if containment not in ("center", "overlap"):
         raise InvalidInputError(f"containment must be 'center' or 'overlap', got {containment!r}")
-    parts, owner = _prepare_parts(np.asarray(geometries, dtype=object))
-    if parts.size == 0:
-        return pd.DataFrame({"polygon": np.zeros(0, dtype=np.int64), REGION_INDEX: np.zeros(0, dtype=np.uint64)})
+    if fallback not in ("none", "point"):
+        raise InvalidInputError(f"fallback must be 'none' or 'point', got {fallback!r}")
+    parts = prepared.parts
     if containment == "center":
-        polygon, cells = _center_cells_polars(parts, owner, res)
-        df = pd.DataFrame({"polygon": polygon, REGION_INDEX: cells})
+        polygon, cells = _center_cells(parts, prepared.owner, res)
     else:
-        polygon, cells = _overlap_cells_h3(parts, owner, res)
-        df = pd.DataFrame({"polygon": polygon, REGION_INDEX: cells}).drop_duplicates(ignore_index=True)
+        polygon, cells = _overlap_cells(parts, prepared.owner, res)
+    df = pd.DataFrame({"polygon": polygon, REGION_INDEX: cells})
+    if len(parts) != len(set(prepared.owner.tolist())) or containment == "overlap":
+        df = df.drop_duplicates(ignore_index=True)  # parts of one polygon may share a cell
+    if fallback == "point":
+        covered = np.zeros(prepared.size, dtype=bool)
+        covered[df["polygon"].to_numpy()] = True
+        lon, lat = prepared.representative_points(np.flatnonzero(~covered))
+        todo = np.flatnonzero(~covered & np.isfinite(lon))
+        extra = pd.DataFrame({"polygon": todo, REGION_INDEX: points_to_cells(lon[todo], lat[todo], res)})
+        df["from_point"] = False
+        df = pd.concat([df, extra.assign(from_point=True)], ignore_index=True)
     if cell_ids == "str":
-        from .cells import cells_to_strings
-
         df[REGION_INDEX] = cells_to_strings(df[REGION_INDEX].to_numpy())
     return df
 
 
-def _prepare_parts(geoms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Polygons ready for H3 and the index of the input each came from.
+def _center_cells(parts: list[Polygon], owner: np.ndarray, res: int) -> tuple[np.ndarray, np.ndarray]:
+    if not parts:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.uint64)
+    plh3 = _backend.polars_h3()
+    if plh3 is not None:
+        import polars as pl
 
-    The common case (valid, inside +-180, under 90 degrees wide) is handled in bulk; only wide, wrapped or
-    invalid geometries go through ``split_for_h3`` one by one. Parts over a degree across are densified so
-    H3's great-circle edges follow the drawn edges.
-    """
-    present = ~(shapely.is_missing(geoms) | shapely.is_empty(geoms))
-    bounds = np.full((geoms.size, 4), np.nan)
-    if present.any():
-        bounds[present] = shapely.bounds(geoms[present])
-    width = bounds[:, 2] - bounds[:, 0]
-    inside = (bounds[:, 0] >= -180) & (bounds[:, 2] <= 180) & (width <= 90)
-    polygonal = np.isin(shapely.get_type_id(geoms), (3, 6))  # Polygon, MultiPolygon
-    simple = present & inside & polygonal
-    simple[simple] = shapely.is_valid(geoms[simple])
-    idx = np.flatnonzero(simple)
-    parts_simple, part_owner = shapely.get_parts(geoms[idx], return_index=True)
-    owner_simple = idx[part_owner]
-    big = np.flatnonzero(
-        shapely.bounds(parts_simple)[:, 2:].max(axis=1) - shapely.bounds(parts_simple)[:, :2].min(axis=1) > 1.0
-    )
-    if big.size:
-        parts_simple[big] = shapely.segmentize(parts_simple[big], 1.0)
-    other_parts, other_owner = [], []
-    for i in np.flatnonzero(present & ~simple):
-        for p in split_for_h3(geoms[i]):
-            other_parts.append(p)
-            other_owner.append(i)
-    parts = np.concatenate([parts_simple, np.array(other_parts, dtype=object)])
-    owner = np.concatenate([owner_simple, np.array(other_owner, dtype=np.int64)]).astype(np.int64)
-    return parts, owner
+        frame = pl.DataFrame({"polygon": owner, "wkb": [polygon_wkb([p]) for p in parts]})
+        out = frame.select("polygon", plh3.polygon_to_cells("wkb", res).alias("cell")).explode("cell")
+        out = out.drop_nulls("cell")
+        return out["polygon"].to_numpy().astype(np.int64), out["cell"].to_numpy().astype(np.uint64)
+    import h3.api.numpy_int as h3n
+
+    found = [h3n.h3shape_to_cells(_h3shape(p), res) for p in parts]
+    return _stack(found, owner)
 
 
-def _center_cells_polars(parts, owner, res) -> tuple[np.ndarray, np.ndarray]:
-    import polars as pl
-    import polars_h3 as plh3
+def _overlap_cells(parts: list[Polygon], owner: np.ndarray, res: int) -> tuple[np.ndarray, np.ndarray]:
+    import h3.api.numpy_int as h3n
 
-    # output_dimension=2: inside QGIS an older system GEOS may be the one loaded, and it rejects the default
-    wkb = shapely.to_wkb(np.asarray(parts), output_dimension=2)
-    frame = pl.DataFrame({"polygon": np.asarray(owner, dtype=np.int64), "wkb": wkb})
-    out = frame.select("polygon", plh3.polygon_to_cells("wkb", res).alias("cell")).explode("cell").drop_nulls("cell")
-    return out["polygon"].to_numpy(), out["cell"].to_numpy().astype(np.uint64)
+    found = [h3n.h3shape_to_cells_experimental(_h3shape(p), res, contain="overlap") for p in parts]
+    return _stack(found, owner)
 
 
-def _overlap_cells_h3(parts, owner, res) -> tuple[np.ndarray, np.ndarray]:
-    polys, cells = [], []
-    for i, p in zip(owner, parts):
-        shape = h3.geo_to_h3shape(p.__geo_interface__)
-        found = h3.h3shape_to_cells_experimental(shape, res, contain="overlap")
-        cells.extend(int(c, 16) for c in found)
-        polys.extend([i] * len(found))
-    return np.asarray(polys, dtype=np.int64), np.asarray(cells, dtype=np.uint64)
+def _h3shape(rings: Polygon):
+    import h3
+
+    return h3.LatLngPoly(*[r[:-1, ::-1].tolist() for r in rings])
+
+
+def _stack(found: list[np.ndarray], owner: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    sizes = np.fromiter((len(f) for f in found), dtype=np.int64, count=len(found))
+    cells = np.concatenate(found).astype(np.uint64) if found else np.zeros(0, dtype=np.uint64)
+    return np.repeat(owner, sizes), cells

@@ -144,6 +144,9 @@ def train_line(
     if a.nnz == 0:
         raise InvalidInputError("LINE needs a graph with at least one edge")
     n = a.shape[0]
+    # a batch applies its updates at once: on a small graph the same few rows would be hit many times per batch
+    # and the summed steps diverge (NaN); keep a batch below half the cells so each row moves about once
+    batch_size = max(1, min(int(batch_size), n // 2))
     coo = a.tocoo()
     src, dst, w = coo.row.astype(np.int64), coo.col.astype(np.int64), coo.data
     total = int(samples if samples is not None else max(100_000, samples_per_edge * a.nnz))

@@ -8,7 +8,7 @@ import scipy.sparse as sp
 
 from ...constants import REGION_INDEX
 from ...exceptions import InvalidInputError
-from ...grid import cell_area_km2, points_to_cells, polygons_to_cells, strings_to_cells, to_wgs84
+from ...grid import cell_area_km2, polygons_to_cells, strings_to_cells, to_wgs84
 from .graph import MobilityGraph
 
 
@@ -22,19 +22,7 @@ def zones_to_cells(zones, resolution: int, *, zone_id: str, cell_weights: pd.Ser
     zones = to_wgs84(zones, what="zone layer")
     if zone_id not in zones.columns:
         raise InvalidInputError(f"zone layer has no column {zone_id!r}; it has {list(zones.columns)}")
-    geoms = zones.geometry.values
-    pairs = polygons_to_cells(geoms, resolution)
-    covered = np.zeros(len(zones), dtype=bool)
-    covered[pairs["polygon"].to_numpy()] = True
-    if (~covered).any():
-        rep = zones.geometry.iloc[np.flatnonzero(~covered)].representative_point()
-        extra = pd.DataFrame(
-            {
-                "polygon": np.flatnonzero(~covered),
-                REGION_INDEX: points_to_cells(rep.x.to_numpy(), rep.y.to_numpy(), resolution),
-            }
-        )
-        pairs = pd.concat([pairs, extra], ignore_index=True)
+    pairs = polygons_to_cells(zones.geometry.values, resolution, fallback="point")
     pairs["zone"] = zones[zone_id].to_numpy()[pairs["polygon"].to_numpy()]
     pairs["weight"] = cell_area_km2(pairs[REGION_INDEX].to_numpy())
     if cell_weights is not None:

@@ -1,0 +1,253 @@
+"""Work that must not run inside QGIS's process, run in a child Python process that the caller watches.
+
+Training (torch, numba, geopandas, rasterio) and embedding coordinates with a distilled model (torch) would load a
+second GDAL, GEOS, PROJ or LLVM next to QGIS's own; here they run in ``python -m mobclip_core.worker``. The child
+writes one JSON object per line on stdout (everything else it prints goes to stderr):
+
+    {"event": "progress", "stage": "dataset" | "line" | "train" | "export", "fraction": 0.0..1.0}
+    {"event": "log", "message": "..."}
+    {"event": "error", "message": "..."}     a MobClipError: a message for the user
+    {"event": "done", "result": {...}}
+
+``run_worker`` starts the child, hands each event to a callback, polls a cancel flag every ``poll_s`` seconds and
+stops the child when it is set: SIGTERM (CTRL_BREAK on Windows) lets the child unwind, so every output that was
+being written atomically is removed; after ``grace_s`` it is killed. A failure raises ``WorkerError`` with the
+child's message, or the tail of its stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from .exceptions import MobClipError, WorkerError
+
+
+class WorkerCancelled(Exception):
+    """The caller cancelled; the child was stopped."""
+
+
+# --- parent side ----------------------------------------------------------------------------------------------------
+def run_worker(
+    args: Sequence[str],
+    *,
+    python: str | os.PathLike,
+    env: dict[str, str] | None = None,
+    on_event: Callable[[dict], object] | None = None,
+    is_cancelled: Callable[[], bool] | None = None,
+    poll_s: float = 0.2,
+    grace_s: float = 5.0,
+) -> dict:
+    """Run ``python -m mobclip_core.worker ARGS`` and return its result (the ``done`` event's ``result``)."""
+    cmd = [str(python), "-u", "-m", "mobclip_core.worker", *args]
+    kwargs: dict = dict(stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    if os.name == "nt":
+        kwargs["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP | subprocess.CREATE_NO_WINDOW
+    else:
+        kwargs["start_new_session"] = True  # its own process group: a stop reaches everything it started
+    try:
+        proc = subprocess.Popen(cmd, **kwargs)
+    except OSError as exc:
+        raise WorkerError(f"cannot start {python} for the child process ({exc})") from exc
+    lines: queue.Queue = queue.Queue()
+    tail: collections.deque[str] = collections.deque(maxlen=60)
+    readers = [
+        threading.Thread(
+            target=_pump, args=(proc.stdout, lines.put, lambda: lines.put(None)), name="mobclip-worker-out", daemon=True
+        ),
+        threading.Thread(target=_pump, args=(proc.stderr, tail.append, None), name="mobclip-worker-err", daemon=True),
+    ]
+    for t in readers:
+        t.start()
+    result, error = None, None
+    try:
+        while True:
+            try:
+                line = lines.get(timeout=poll_s)
+            except queue.Empty:
+                line = ""
+            if is_cancelled is not None and is_cancelled():
+                _stop(proc, grace_s)
+                raise WorkerCancelled()
+            if line is None:  # stdout closed: the child is exiting
+                break
+            event = _parse(line)
+            if event is None:
+                continue
+            if event.get("event") == "done":
+                result = event.get("result", {})
+            elif event.get("event") == "error":
+                error = str(event.get("message", ""))
+            elif on_event is not None:
+                on_event(event)
+        while proc.poll() is None:
+            if is_cancelled is not None and is_cancelled():
+                _stop(proc, grace_s)
+                raise WorkerCancelled()
+            time.sleep(poll_s / 4)
+    finally:
+        if proc.poll() is None:
+            _stop(proc, 0.0)
+        for t in readers:
+            t.join(timeout=5.0)
+    if error is not None:
+        raise WorkerError(error)
+    if proc.returncode != 0 or result is None:
+        how = f"crashed (signal {-proc.returncode})" if proc.returncode < 0 else f"failed (exit {proc.returncode})"
+        stderr = "".join(tail).strip()
+        raise WorkerError(f"the child Python process {how}:\n{stderr[-3000:] or '(no output on stderr)'}")
+    return result
+
+
+def _pump(stream, sink: Callable[[str], object], at_end: Callable[[], object] | None) -> None:
+    for raw in iter(stream.readline, b""):
+        sink(raw.decode("utf-8", errors="replace"))
+    stream.close()
+    if at_end is not None:
+        at_end()
+
+
+def _parse(line: str) -> dict | None:
+    line = line.strip()
+    if not line:
+        return None
+    try:
+        event = json.loads(line)
+    except ValueError:
+        return {"event": "log", "message": line}
+    return event if isinstance(event, dict) else {"event": "log", "message": line}
+
+
+def _stop(proc: subprocess.Popen, grace_s: float) -> None:
+    """SIGTERM (CTRL_BREAK on Windows) to the child's process group, then SIGKILL after ``grace_s``."""
+    try:
+        if os.name == "nt":
+            proc.send_signal(signal.CTRL_BREAK_EVENT)
+        else:
+            os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=grace_s)
+    except (subprocess.TimeoutExpired, ProcessLookupError, PermissionError, OSError):
+        pass
+    if proc.poll() is None:
+        try:
+            if os.name == "nt":
+                proc.kill()
+            else:
+                os.killpg(proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError, OSError):
+            pass
+        proc.wait()
+
+
+# --- child side -----------------------------------------------------------------------------------------------------
+class _Events:
+    """JSON lines on the real stdout; fd 1 itself goes to stderr, so stray prints cannot corrupt the stream."""
+
+    def __init__(self) -> None:
+        sys.stdout.flush()
+        self._out = os.fdopen(os.dup(1), "w", encoding="utf-8", buffering=1)
+        os.dup2(2, 1)
+        sys.stdout = sys.stderr
+        self._last = 0.0
+        self.stage = ""
+        self._dataset_steps = 0
+
+    def emit(self, event: str, **fields) -> None:
+        self._out.write(json.dumps({"event": event, **fields}, default=str) + "\n")
+        self._out.flush()
+
+    def log(self, message: str) -> None:
+        self.emit("log", message=str(message))
+        if self.stage == "dataset":  # the dataset build reports one line per modality: advance on each
+            self._dataset_steps += 1
+            self.progress("dataset", 1.0 - 0.5**self._dataset_steps, force=True)
+
+    def progress(self, stage: str, fraction: float, *, force: bool = False) -> None:
+        self.stage = stage
+        now = time.monotonic()
+        if force or now - self._last >= 0.25:
+            self._last = now
+            self.emit("progress", stage=stage, fraction=round(min(max(fraction, 0.0), 1.0), 4))
+
+
+def _train(events: _Events, config: str, rebuild: bool) -> dict:
+    from .config import load_config
+    from .pipeline import run_pipeline
+
+    cfg = load_config(config)
+    events.progress("dataset", 0.0, force=True)
+    run = run_pipeline(cfg, rebuild=rebuild, log=events.log, progress=False, on_progress=events.progress)
+    events.progress("export", 1.0, force=True)
+    return {"name": cfg.name, "output": str(run.output), "files": {k: str(v) for k, v in run.files.items()}}
+
+
+def _embed(events: _Events, model: str, coords: str, out: str) -> dict:
+    import numpy as np
+
+    from .encoders.distilled import DistilledEncoder
+    from .io import atomic_path
+
+    lon_lat = np.load(coords)
+    encoder = DistilledEncoder.load(model)
+    values = encoder.embed(lon_lat[:, 0], lon_lat[:, 1])
+    with atomic_path(Path(out)) as tmp, open(tmp, "wb") as f:
+        np.save(f, np.asarray(values, dtype=np.float64))
+    events.log(f"embedded {len(lon_lat)} coordinates with {Path(model).name}")
+    return {"rows": int(values.shape[0]), "dims": int(values.shape[1])}
+
+
+class _Stopped(SystemExit):
+    pass
+
+
+def _on_stop(signum, frame) -> None:  # noqa: ARG001 - signal handler signature
+    raise _Stopped(128 + signum)
+
+
+def install_stop_handlers() -> None:
+    """Turn the parent's stop signal into an exception, so ``finally`` blocks and atomic writes clean up."""
+    for name in ("SIGTERM", "SIGBREAK", "SIGINT"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), _on_stop)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m mobclip_core.worker", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="task", required=True)
+    train = sub.add_parser("train", help="run the pipeline of a config file")
+    train.add_argument("config")
+    train.add_argument("--rebuild", action="store_true")
+    embed = sub.add_parser("embed", help="embed (lon, lat) rows of an .npy file with a distilled model")
+    embed.add_argument("model")
+    embed.add_argument("coords")
+    embed.add_argument("out")
+    args = parser.parse_args(argv)
+    install_stop_handlers()
+    events = _Events()
+    try:
+        if args.task == "train":
+            result = _train(events, args.config, args.rebuild)
+        else:
+            result = _embed(events, args.model, args.coords, args.out)
+    except MobClipError as exc:
+        events.emit("error", message=str(exc))
+        return 2
+    except ImportError as exc:  # a missing package: MissingDependencyError's message names it
+        events.emit("error", message=f"{exc}")
+        return 3
+    events.emit("done", result=result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

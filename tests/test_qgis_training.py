@@ -1,0 +1,215 @@
+"""QGIS as a user runs it, end to end: every algorithm in one QGIS session (training included, in its child
+process), then what that session loaded; training through qgis_process.bin; Cancel during training."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+pytestmark = [pytest.mark.qgis, pytest.mark.slow]
+
+HERE = Path(__file__).resolve().parent
+FORBIDDEN_MODULES = {"shapely", "geopandas", "pyproj", "rasterio", "pyogrio", "fiona", "torch", "numba", "triton"}
+
+
+def write_config(city, folder: Path, output: str) -> Path:
+    """A small training config over the test city (few epochs: the point is the plumbing, not the quality)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    d = Path(city.directory)
+    path = folder / f"{output}.toml"
+    path.write_text(
+        f'name = "{output}"\nresolution = 9\noutput = "{folder / output}"\ncache_dir = "{folder / "cache"}"\n'
+        f'[mobility]\nrecords = "{d / "records.parquet"}"\n[poi]\npath = "{d / "pois.gpkg"}"\n'
+        f'[image]\npath = "{d / "imagery.tif"}"\n[demographics]\nraster = "{d / "demographics.tif"}"\n'
+        "[line]\nsamples_per_edge = 10\n[train]\nbatch_size = 64\nepochs = 6\npatience = 3\n"
+    )
+    return path
+
+
+@pytest.fixture(scope="module")
+def inputs(small_city, tmp_path_factory):
+    """Files a user would have: the city's layers, an embedding table (GeoPackage and GeoParquet), a layer of
+    cells with a target, a distilled model, and a training config."""
+    import geopandas as gpd
+
+    from mobclip_core.encoders.distilled import DistilConfig, DistilledEncoder
+    from mobclip_core.export import embeddings_geodataframe, write_embeddings
+    from mobclip_core.geofile import write_geodataframe
+    from mobclip_core.grid import cell_centroids, cells_to_strings
+
+    root = tmp_path_factory.mktemp("session")
+    rng = np.random.default_rng(0)
+    table = pd.DataFrame(
+        np.c_[np.eye(5)[small_city.zone], rng.normal(size=(small_city.cells.size, 3))].astype(np.float32),
+        index=pd.Index(cells_to_strings(small_city.cells), name="h3_cell"),
+        columns=[f"emb_{i}" for i in range(8)],
+    )
+    write_embeddings(table, root / "emb.gpkg")
+    write_embeddings(table, root / "emb.parquet")
+    cells = embeddings_geodataframe(table).reset_index()
+    cells["target"] = 2.0 * cells["emb_5"] + rng.normal(scale=0.1, size=len(cells))
+    write_geodataframe(gpd.GeoDataFrame(cells, crs=4326), root / "cells.gpkg")
+    lon, lat = cell_centroids(small_city.cells)
+    encoder = DistilledEncoder(DistilConfig(degree=4, hidden=16, layers=2, epochs=5))
+    encoder.fit(lon, lat, table.to_numpy()[:, :4]).save(root / "distilled")
+    return {
+        "root": root,
+        "table": table,
+        "config": write_config(small_city, root / "train", "session-run"),
+        "model": root / "distilled" / "model.pth",
+    }
+
+
+@pytest.fixture(scope="module")
+def session(small_city, inputs):
+    """Run every algorithm in one QGIS process, training last and loaded into the project like the dialog does."""
+    root = inputs["root"]
+    out = root / "out"
+    out.mkdir()
+    pois, districts, gpkg, parquet = (
+        str(x) for x in (small_city.pois, small_city.districts, root / "emb.gpkg", root / "emb.parquet")
+    )
+    jobs = [
+        ("tessellate", {"INPUT": districts, "RESOLUTION": 9, "OUTPUT": out / "cells.gpkg"}),
+        ("tessellate", {"INPUT": small_city.demographics, "RESOLUTION": 8, "OUTPUT": out / "rc.gpkg"}),
+        ("attach_embeddings", {"INPUT": pois, "EMBEDDINGS": gpkg, "OUTPUT": out / "a.gpkg"}),
+        ("attach_embeddings", {"INPUT": pois, "EMBEDDINGS": parquet, "OUTPUT": out / "b.gpkg"}),
+        ("attach_embeddings", {"INPUT": pois, "MODEL": inputs["model"], "OUTPUT": out / "m.gpkg"}),
+        ("aggregate_embeddings", {"INPUT": districts, "EMBEDDINGS": gpkg, "OUTPUT": out / "g.gpkg"}),
+        (
+            "fit_lightgbm",
+            {"INPUT": root / "cells.gpkg", "TARGET": "target", "BLOCK_RESOLUTION": 7, "OUTPUT": out / "p.gpkg"},
+        ),
+        ("embedding_raster", {"EMBEDDINGS": parquet, "OUTPUT_RGB": out / "rgb.tif"}),
+        ("train_embeddings", {"CONFIG": inputs["config"]}),
+    ]
+    jobs_file = root / "jobs.json"
+    jobs_file.write_text(
+        json.dumps(
+            [
+                {
+                    "id": f"mobclip:{alg}",
+                    "parameters": {k: str(v) for k, v in params.items()},
+                    "load": alg == "train_embeddings",
+                }
+                for alg, params in jobs
+            ]
+        )
+    )
+    report_file = root / "report.json"
+    run = subprocess.run(
+        [sys.executable, str(HERE / "qgis_session.py"), str(jobs_file), str(report_file)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={**os.environ, "QT_QPA_PLATFORM": "offscreen"},
+    )
+    assert run.returncode == 0, f"the QGIS session ended with {run.returncode}:\n{run.stderr[-3000:]}"
+    return json.loads(report_file.read_text()), run
+
+
+def test_every_algorithm_runs_in_one_qgis_session(session):
+    report, _ = session
+    failed = {j["id"]: j["error"] for j in report["jobs"] if "error" in j}
+    assert not failed
+    assert len(report["jobs"]) == 9
+
+
+def test_qgis_keeps_its_own_gdal_geos_proj(session):
+    """After every algorithm ran (training included), only QGIS's copies of the native libraries are mapped."""
+    report, _ = session
+    foreign = [p for p in report["libraries"] if not p.startswith(("/usr/lib/", "/lib/"))]
+    assert not foreign, f"a second copy was loaded into QGIS: {foreign}"
+    assert any("libgdal" in p for p in report["libraries"]) and any("libproj" in p for p in report["libraries"])
+    assert not FORBIDDEN_MODULES & set(report["modules"]), FORBIDDEN_MODULES & set(report["modules"])
+
+
+def test_training_adds_styled_layers_to_the_project(session, inputs):
+    report, _ = session
+    train = next(j for j in report["jobs"] if j["id"] == "mobclip:train_embeddings")["results"]
+    assert Path(train["EMBEDDINGS"]).name == "embeddings.gpkg" and Path(train["PCA_RGB"]).exists()
+    layers = {layer["name"]: layer for layer in report["layers"]}
+    rgb = layers["MobCLIP PCA RGB (session-run)"]
+    cells = layers["MobCLIP embeddings (session-run)"]
+    assert rgb["renderer"] == "QgsMultiBandColorRenderer" and rgb["bands"] == [1, 2, 3]
+    assert cells["renderer"] == "QgsSingleSymbolRenderer" and cells["fill_alpha"] == 0
+    from mobclip_core.embeddings import read_embedding_table
+
+    table = read_embedding_table(train["EMBEDDINGS"])
+    assert len(table) > 100 and np.isfinite(table.to_numpy()).all()
+
+
+def test_training_reports_progress_per_stage(session):
+    report, _ = session
+    train = next(j for j in report["jobs"] if j["id"] == "mobclip:train_embeddings")
+    progress = np.array(train["progress"])
+    for lo, hi in ((0, 20), (20, 45), (45, 90), (90, 100.01)):  # dataset, LINE, train, export
+        assert ((progress >= lo) & (progress < hi)).any(), (lo, hi, progress)
+    assert np.all(np.diff(progress) >= -0.01)  # never goes back
+    assert any("building region dataset" in line for line in train["info"])
+
+
+def test_cancel_stops_training_within_seconds_and_leaves_nothing_half_written(qgis_app, session, small_city, tmp_path):
+    import shutil
+
+    import processing
+    from qgis.core import QgsProcessingContext, QgsProcessingException, QgsProcessingFeedback
+
+    config = write_config(small_city, tmp_path, "cancelled-run")
+    trained = Path(
+        next(j for j in session[0]["jobs"] if j["id"] == "mobclip:train_embeddings")["results"]["OUTPUT_FOLDER"]
+    )
+    shutil.copytree(trained / "dataset", tmp_path / "cancelled-run" / "dataset")  # same inputs: LINE starts at once
+    feedback = QgsProcessingFeedback()
+    cancelled_at = []
+
+    def on_progress(p: float) -> None:
+        if p >= 20 and not cancelled_at:  # LINE has started (after the dataset stage)
+            cancelled_at.append(time.monotonic())
+            feedback.cancel()
+
+    feedback.progressChanged.connect(on_progress)
+    with pytest.raises(QgsProcessingException, match="Cancelled"):
+        processing.run(
+            "mobclip:train_embeddings", {"CONFIG": str(config)}, feedback=feedback, context=QgsProcessingContext()
+        )
+    assert cancelled_at and time.monotonic() - cancelled_at[0] < 10
+    output = tmp_path / "cancelled-run"
+    leftovers = [p.name for p in output.rglob("*") if ".tmp" in p.name or p.name.startswith(".")]
+    assert not leftovers
+    assert not list(output.glob("embeddings*"))
+    assert not [t for t in threading.enumerate() if t.name.startswith("mobclip")]
+
+
+def test_train_from_qgis_process(qgis_process_env, inputs):
+    from test_qgis_process import qgis_process
+
+    out = qgis_process(
+        qgis_process_env, "--json", "run", "mobclip:train_embeddings", "--", f"CONFIG={inputs['config']}"
+    )
+    results = json.loads(out.stdout)["results"]
+    assert Path(results["EMBEDDINGS"]).exists() and Path(results["PCA_RGB"]).exists()
+    assert "dataset" in out.stderr + out.stdout or "reusing region dataset" in out.stdout + out.stderr
+
+
+@pytest.fixture(scope="module")
+def qgis_app(small_city):
+    from qgis_support import start_qgis
+
+    return start_qgis()
+
+
+@pytest.fixture(scope="module")
+def qgis_process_env(tmp_path_factory):
+    from test_qgis_process import make_env
+
+    return make_env(tmp_path_factory)
