@@ -203,7 +203,33 @@ def _cmd_export(args) -> int:
     return 0
 
 
+def _cmd_distil(args) -> int:
+    import numpy as np
+
+    from .encoders.distilled import DistilConfig, DistilledEncoder
+    from .export import read_embeddings
+    from .grid import cell_centroids, strings_to_cells
+
+    source = Path(args.embeddings)
+    table = read_embeddings(source / "embeddings.parquet" if source.is_dir() else source)
+    lon, lat = cell_centroids(strings_to_cells(table.index.to_numpy()))
+    cfg = DistilConfig(epochs=args.epochs, seed=args.seed, posenc=args.posenc)
+    encoder = DistilledEncoder(cfg).fit(lon, lat, table.to_numpy(), progress=not args.quiet)
+    out = encoder.save(args.out)
+    fitted = encoder.embed(lon, lat, outside="ignore")
+    target = table.to_numpy(dtype=np.float64)
+    r2 = 1.0 - ((fitted - target) ** 2).sum() / ((target - target.mean(axis=0)) ** 2).sum()
+    print(
+        f"distilled {len(table)} cells x {table.shape[1]} dimensions into a coordinate encoder "
+        f"({cfg.posenc}, {len(encoder.history)} epochs; R2 of the teacher's embeddings on its own cells {r2:.3f}) "
+        f"-> {out}\nuse it in QGIS: 'Attach embeddings' with the model folder, or DistilledEncoder.load({str(out)!r})"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from .encoders.distilled import DistilConfig
+
     p = argparse.ArgumentParser(
         prog="mobclip",
         description="MobCLIP location embeddings: build a region dataset from mobility, POIs, imagery and "
@@ -279,6 +305,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=_cmd_train)
+
+    s = sub.add_parser(
+        "distil",
+        help="embedding table or run folder -> a coordinate encoder (lon, lat -> embedding) for anywhere in its extent",
+    )
+    s.add_argument("embeddings", help="a run's output folder (its embeddings.parquet) or an embedding table")
+    s.add_argument("--out", required=True, help="folder for the distilled model (model.pth + config.json)")
+    s.add_argument("--epochs", type=int, default=DistilConfig.epochs, help="at most this many epochs (early stop)")
+    s.add_argument("--posenc", choices=["sh+fourier", "sh"], default="sh+fourier", help="sh: the published layout")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(func=_cmd_distil)
 
     s = sub.add_parser("export", help="embedding table -> GeoParquet, GeoPackage, GeoTIFF, PCA RGB GeoTIFF")
     s.add_argument("embeddings")

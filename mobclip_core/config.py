@@ -206,6 +206,7 @@ class RunConfig:
     output: str = "mobclip_output"
     name: str = "region"
     cache_dir: str | None = None
+    preset: str | None = None  # "paper": the published MobCLIP setting; options given in the file still win
     mobility: MobilityConfig = field(default_factory=MobilityConfig)
     poi: PoiConfig = field(default_factory=PoiConfig)
     image: ImageConfig = field(default_factory=ImageConfig)
@@ -291,9 +292,35 @@ def _describe(hint) -> str:
     )
 
 
+PRESETS: dict[str, dict[str, dict]] = {
+    "paper": {
+        # the published MobCLIP: the mobility tower is the output; only it sees the graph; no spatial links
+        "mobility": {"spatial_weight": 0.0},
+        "train": {"output": "mobility", "propagate_modalities": False, "layers": 2},
+    },
+}
+"""Named settings; ``preset = "paper"`` in a config applies one, and the config's own options override it."""
+
+
+def apply_preset(raw: dict) -> dict:
+    """``raw`` with the options of its ``preset`` filled in where the config does not set them itself."""
+    name = raw.get("preset")
+    if name is None:
+        return raw
+    if name not in PRESETS:
+        raise ConfigError(f"preset = {name!r} is unknown; known presets: {sorted(PRESETS)}")
+    out = dict(raw)
+    for section, values in PRESETS[name].items():
+        given = out.get(section) or {}
+        if not isinstance(given, dict):
+            raise ConfigError(f"[{section}] must be a table (a [{section}] section), got {given!r}")
+        out[section] = {**values, **given}
+    return out
+
+
 def config_from_dict(raw: dict, base_dir: Path = Path("."), *, check_files: bool = False) -> RunConfig:
     """Validate a parsed config; every problem is a ConfigError naming the option (``check_files``: inputs too)."""
-    raw = dict(raw)
+    raw = apply_preset(dict(raw))
     sections = {k: _build(cls, raw.pop(k, {}) or {}, k) for k, cls in _SECTIONS.items()}
     top = {f.name for f in fields(RunConfig)} - set(_SECTIONS) - {"base_dir"}
     unknown = set(raw) - top

@@ -350,7 +350,9 @@ def test_truncated_embedding_file_given_to_export(tmp_path, capsys, emb, suffix)
     (tmp_path / f"cut{suffix}").write_bytes(whole[: len(whole) // 2])
     out = tmp_path / "out"
     rc, err = run_cli(capsys, "export", tmp_path / f"cut{suffix}", "--out", out)
-    assert_message(rc, err, str(tmp_path / f"cut{suffix}"), "not a readable", "truncated", "export the embeddings again")
+    assert_message(
+        rc, err, str(tmp_path / f"cut{suffix}"), "not a readable", "truncated", "export the embeddings again"
+    )
     assert not out.exists() or (list(out.iterdir()) == [])
     (tmp_path / "empty.parquet").touch()
     rc, err = run_cli(capsys, "export", tmp_path / "empty.parquet", "--out", out)

@@ -178,3 +178,31 @@ def test_siren_baseline_and_siren_distillation(tmp_path):
     d = DistilledEncoder(cfg).fit(x, y, teacher)
     d.save(tmp_path / "s")
     np.testing.assert_allclose(DistilledEncoder.load(tmp_path / "s").embed(x, y), d.embed(x, y), rtol=1e-6)
+
+
+def test_distil_subcommand_writes_a_loadable_encoder(tmp_path, capsys):
+    import pandas as pd
+
+    from mobclip_core.cli import main
+    from mobclip_core.encoders.distilled import DistilledEncoder
+    from mobclip_core.export import write_embeddings
+    from mobclip_core.grid import cell_centroids, cells_to_strings, points_to_cells
+
+    rng = np.random.default_rng(0)
+    cells = np.unique(points_to_cells(rng.uniform(9.0, 9.1, 400), rng.uniform(45.0, 45.1, 400), 8))
+    lon, lat = cell_centroids(cells)
+    values = np.c_[np.sin(40 * lon), np.cos(40 * lat), lon - lon.mean()].astype(np.float32)  # smooth in space
+    table = pd.DataFrame(
+        values, index=pd.Index(cells_to_strings(cells), name="h3_cell"), columns=["emb_0", "emb_1", "emb_2"]
+    )
+    write_embeddings(table, tmp_path / "embeddings.parquet")
+    config_before = DistilledEncoder().config
+    assert main(["distil", str(tmp_path), "--out", str(tmp_path / "distilled"), "--epochs", "100", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "distilled" in out and str(tmp_path / "distilled") in out
+    enc = DistilledEncoder.load(tmp_path / "distilled")
+    pred = enc.embed(lon, lat)
+    assert pred.shape == values.shape
+    for dim in (0, 1):  # it learned the teacher, not noise
+        assert np.corrcoef(pred[:, dim], values[:, dim])[0, 1] > 0.8
+    assert DistilledEncoder().config == config_before  # fitting did not change the defaults it started from

@@ -227,3 +227,16 @@ def test_propagated_towers_change_the_fused_output(train_variant):
     fused = train_variant(*OUTPUT_FUSED)
     propagated = train_variant({"output": "fused", "propagate_modalities": True}, {}, {})
     assert np.abs(propagated - fused).max() > 1e-4
+
+
+def test_paper_preset_sets_the_published_options_and_the_file_still_wins():
+    from mobclip_core.config import PRESETS, config_from_dict
+
+    paper = config_from_dict({"preset": "paper", "mobility": {"records": "r.parquet"}})
+    for section, values in PRESETS["paper"].items():
+        for key, value in values.items():
+            assert getattr(getattr(paper, section), key) == value, (section, key)
+    mine = config_from_dict({"preset": "paper", "mobility": {"records": "r.parquet"}, "train": {"layers": 3}})
+    assert mine.train.layers == 3 and mine.train.output == "mobility"
+    with pytest.raises(ConfigError, match="preset = 'papr' is unknown"):
+        config_from_dict({"preset": "papr", "mobility": {"records": "r.parquet"}})

@@ -19,9 +19,8 @@ from __future__ import annotations
 
 import functools
 import json
-import time
 import warnings
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +28,8 @@ import numpy as np
 from .._optional import import_optional
 from ..exceptions import CheckpointError, InvalidInputError, ModelNotFittedError, OutsideExtentWarning
 from ..io import output_transaction
+from ..training.early_stopping import EarlyStopping
+from ..training.loop import run_epochs
 from .positional import validate_coordinates
 
 
@@ -199,13 +200,18 @@ class DistilledEncoder:
         if not np.isfinite(y).all():
             bad = int((~np.isfinite(y).all(axis=1)).sum())
             raise InvalidInputError(f"{bad} target rows hold NaN or infinite values: drop those cells before fitting")
-        cfg.out_dim = y.shape[1]
-        cfg.center_lon, cfg.center_lat = float(np.mean(lon)), float(np.mean(lat))
+        # the fitted frame goes into a copy: the config the caller gave stays as it was
+        cfg = self.config = replace(
+            cfg,
+            out_dim=y.shape[1],
+            center_lon=float(np.mean(lon)),
+            center_lat=float(np.mean(lat)),
+            min_wavelength_km=cfg.min_wavelength_km or _half_spacing_km(lon, lat),
+        )
         self.extent = TrainingExtent.of_points(lon, lat)
-        if cfg.min_wavelength_km is None:
-            cfg.min_wavelength_km = _half_spacing_km(lon, lat)
-        torch.manual_seed(cfg.seed)
-        self.net = _network(cfg)
+        with torch.random.fork_rng(devices=[]):  # initial weights from the seed, global RNG untouched
+            torch.manual_seed(cfg.seed)
+            self.net = _network(cfg)
         dtype = torch.float64 if cfg.float64 else torch.float32
         x = torch.tensor(np.c_[lon, lat], dtype=dtype)
         yt = torch.tensor(y, dtype=dtype)
@@ -214,14 +220,9 @@ class DistilledEncoder:
         n_val = int(round(cfg.val_fraction * x.shape[0])) if x.shape[0] >= 20 else 0
         val, tr = perm[:n_val], perm[n_val:]
         opt = torch.optim.AdamW(self.net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        best, best_state, stale = float("inf"), None, 0
-        bar = None
-        if progress:
-            from tqdm.auto import tqdm
+        last_train = [0.0]
 
-            bar = tqdm(total=cfg.epochs, desc="distil", unit="epoch")
-        for epoch in range(cfg.epochs):
-            t0 = time.perf_counter()
+        def train_epoch(epoch: int) -> float:
             self.net.train()
             order = tr[torch.randperm(tr.numel(), generator=gen)]
             losses = []
@@ -232,26 +233,28 @@ class DistilledEncoder:
                 loss.backward()
                 opt.step()
                 losses.append(loss.item())
+            last_train[0] = float(np.mean(losses))
+            return last_train[0]
+
+        def validate() -> float:
+            if not n_val:
+                return last_train[0]
             self.net.eval()
             with torch.no_grad():
-                v = torch.nn.functional.mse_loss(self.net(x[val]), yt[val]).item() if n_val else float(np.mean(losses))
-            self.history.append(
-                {"epoch": epoch, "train_mse": float(np.mean(losses)), "val_mse": v, "seconds": time.perf_counter() - t0}
-            )
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(val=f"{v:.4f}")
-            if v < best * (1 - 1e-3):
-                best, stale = v, 0
-                best_state = {k: t.detach().clone() for k, t in self.net.state_dict().items()}
-            else:
-                stale += 1
-                if stale >= cfg.patience:
-                    break
-        if bar is not None:
-            bar.close()
-        if best_state is not None:
-            self.net.load_state_dict(best_state)
+                return torch.nn.functional.mse_loss(self.net(x[val]), yt[val]).item()
+
+        stopper = EarlyStopping(cfg.patience, min_delta=1e-3, relative=True)
+        self.history = run_epochs(
+            epochs=cfg.epochs,
+            train_epoch=train_epoch,
+            validate=validate,
+            stopper=stopper,
+            snapshot=lambda: {k: t.detach().clone() for k, t in self.net.state_dict().items()},
+            desc="distil",
+            progress=progress,
+        )
+        if stopper.best_state is not None:
+            self.net.load_state_dict(stopper.best_state)
         self.net.eval()
         return self
 
