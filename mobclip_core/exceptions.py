@@ -35,3 +35,7 @@ class ModelNotFittedError(MobClipError):
 
 class MissingDependencyError(ImportError):
     """An optional dependency is not installed; the message says what to install."""
+
+
+class DependencyInstallError(MobClipError):
+    """Installing the plugin's Python packages failed; the message says why and what to try."""

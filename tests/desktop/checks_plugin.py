@@ -1,0 +1,282 @@
+"""Desktop checks of the plugin shell: start-up state, toolbox, dialogs, the installer dialog, training and Cancel."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from driver import Wait, check
+
+ALGORITHMS = (
+    "tessellate",
+    "attach_embeddings",
+    "aggregate_embeddings",
+    "fit_lightgbm",
+    "embedding_raster",
+    "train_embeddings",
+)
+
+
+def _bar_items(iface) -> list[dict]:
+    from qgis.PyQt.QtWidgets import QPushButton
+
+    out = []
+    for item in iface.messageBar().items():
+        buttons = [b.text() for b in item.findChildren(QPushButton) if b.text()]
+        out.append({"title": item.title(), "text": item.text(), "level": int(item.level()), "buttons": buttons})
+    return out
+
+
+def _menu_actions(iface) -> list[str]:
+    menu = iface.pluginMenu()
+    out = []
+    for action in menu.actions():
+        if action.menu() is not None:
+            out += [f"{action.text()} > {a.text()}" for a in action.menu().actions()]
+    return out
+
+
+def _visible_dialogs() -> list[dict]:
+    from qgis.PyQt.QtWidgets import QApplication, QDialog
+
+    return [
+        {"class": type(w).__name__, "title": w.windowTitle(), "modal": w.isModal()}
+        for w in QApplication.topLevelWidgets()
+        if isinstance(w, QDialog) and w.isVisible()
+    ]
+
+
+@check("startup")
+def startup(ctx):
+    """What a user sees right after QGIS started with the plugin enabled."""
+    from qgis.utils import active_plugins, plugins
+
+    yield Wait(1.0)
+    ctx.result["loaded"] = "mobclip" in plugins and "mobclip" in active_plugins
+    ctx.result["bar"] = _bar_items(ctx.iface)
+    ctx.result["menu"] = _menu_actions(ctx.iface)
+    ctx.result["dialogs"] = _visible_dialogs()
+    ctx.result["python_errors"] = [m["msg"] for m in ctx.messages() if m["tag"] == "Python error"]
+    ctx.result["mobclip_log"] = [m for m in ctx.messages() if m["tag"] == "MobCLIP"]
+    ctx.shot(ctx.iface.mainWindow(), "main_window_at_start")
+
+
+@check("toolbox")
+def toolbox(ctx):
+    """The Processing toolbox lists every MobCLIP algorithm; canExecute() says what each needs."""
+    from qgis.core import QgsApplication
+    from qgis.utils import plugins
+
+    provider = QgsApplication.processingRegistry().providerById("mobclip")
+    ctx.result["algorithms"] = sorted(a.name() for a in provider.algorithms()) if provider else []
+    ctx.result["can_execute"] = {}
+    for alg in provider.algorithms() if provider else []:
+        ok, message = alg.canExecute()
+        ctx.result["can_execute"][alg.name()] = {"ok": bool(ok), "message": message}
+    box = plugins["processing"].toolbox
+    box.show()
+    box.raise_()
+    box.searchBox.setText("MobCLIP")
+    yield Wait(1.0)
+    box.algorithmTree.expandAll()
+    yield Wait(0.5)
+    ctx.shot(box, "toolbox")
+
+
+@check("blocked_algorithm")
+def blocked_algorithm(ctx):
+    """Double-clicking an algorithm whose packages are missing: QGIS's own 'cannot be run' dialog with the hint."""
+    from qgis.PyQt.QtWidgets import QApplication, QDialog
+    from qgis.utils import plugins
+
+    box = plugins["processing"].toolbox
+    tree = box.algorithmTree
+    box.searchBox.setText("Tessellate")
+    yield Wait(0.5)
+    tree.expandAll()
+    model = tree.model()
+    target = None
+    stack = [model.index(r, 0) for r in range(model.rowCount())]
+    while stack:
+        index = stack.pop()
+        alg = tree.algorithmForIndex(index)
+        if alg is not None and alg.id() == "mobclip:tessellate":
+            target = index
+            break
+        stack += [model.index(r, 0, index) for r in range(model.rowCount(index))]
+    assert target is not None, "mobclip:tessellate not found in the toolbox"
+    tree.setCurrentIndex(target)
+    seen = {}
+
+    def inspect_and_close():
+        for w in QApplication.topLevelWidgets():
+            if isinstance(w, QDialog) and w.isVisible() and "cannot" in (w.windowTitle() + _text_of(w)).lower():
+                seen["title"] = w.windowTitle()
+                seen["text"] = _text_of(w)
+                seen["shot"] = ctx.shot(w, "blocked_algorithm")
+                w.close()
+                return
+        seen["text"] = None
+
+    from qgis.PyQt.QtCore import QTimer
+
+    QTimer.singleShot(1500, inspect_and_close)
+    box.executeAlgorithm()  # modal while the dialog is open; the timer above reads and closes it
+    yield Wait(until=lambda: "text" in seen, timeout=10)
+    ctx.result.update(seen)
+    box.searchBox.setText("")
+
+
+def _text_of(widget) -> str:
+    from qgis.PyQt.QtWidgets import QLabel, QTextBrowser, QTextEdit
+
+    parts = [w.text() for w in widget.findChildren(QLabel)]
+    parts += [w.toPlainText() for w in widget.findChildren((QTextBrowser, QTextEdit))]
+    return "\n".join(p for p in parts if p)
+
+
+@check("installer_dialog")
+def installer_dialog(ctx):
+    """The message bar's button (or, when there is no bar, the Plugins menu entry) opens the installer dialog."""
+    from qgis.PyQt.QtWidgets import QApplication, QPushButton
+
+    button = None
+    for item in ctx.iface.messageBar().items():
+        button = item.findChild(QPushButton, "mobclipInstallButton") or button
+    if button is not None:
+        ctx.result["opened_from"] = "message bar"
+        button.click()
+    else:
+        ctx.result["opened_from"] = "menu"
+        from qgis.PyQt.QtWidgets import QAction
+
+        ctx.iface.mainWindow().findChild(QAction, "mobclipInstallDependencies").trigger()
+    dialog = []
+    yield Wait(
+        until=lambda: (
+            dialog.extend(
+                w
+                for w in QApplication.topLevelWidgets()
+                if w.objectName() == "mobclipInstallerDialog" and w.isVisible()
+            )
+            or dialog
+        ),
+        timeout=10,
+    )
+    dlg = dialog[0]
+    yield Wait(0.5)
+    ctx.result["title"] = dlg.windowTitle()
+    ctx.result["tiers"] = {key: label.text() for key, label in dlg.tier_state.items()}
+    ctx.result["folder"] = dlg.folder_label.text()
+    ctx.result["buttons"] = {
+        b.text(): b.isEnabled() for b in dlg.findChildren(QPushButton) if b.text() and b.isVisible()
+    }
+    dlg.copy_diagnostics()
+    ctx.result["diagnostics"] = QApplication.clipboard().text()
+    ctx.shot(dlg, "installer_dialog")
+    dlg.close()
+
+
+@check("algorithm_dialogs")
+def algorithm_dialogs(ctx):
+    """Each algorithm's dialog opens (processing.createAlgorithmDialog) with Run enabled."""
+    import processing
+
+    opened = {}
+    for name in ALGORITHMS:
+        dlg = processing.createAlgorithmDialog(f"mobclip:{name}")
+        dlg.show()
+        yield Wait(0.3)
+        opened[name] = {
+            "title": dlg.windowTitle(),
+            "run_enabled": dlg.runButton().isEnabled(),
+            "can_execute": bool(dlg.algorithm().canExecute()[0]),
+        }
+        if name == ctx.args.get("dialog_screenshot", "fit_lightgbm"):
+            ctx.shot(dlg, "algorithm_dialog")
+        dlg.close()
+        dlg.deleteLater()
+    ctx.result["dialogs"] = opened
+
+
+def _project_layers() -> list[dict]:
+    from qgis.core import QgsProject
+
+    return [
+        {"name": lyr.name(), "type": int(lyr.type()), "source": lyr.source(), "valid": lyr.isValid()}
+        for lyr in QgsProject.instance().mapLayers().values()
+    ]
+
+
+def _run_dialog(ctx, parameters: dict, cancel_after: float | None = None):
+    """Run mobclip:train_embeddings through its dialog as a user does; yields until it has finished."""
+    import processing
+
+    dlg = processing.createAlgorithmDialog("mobclip:train_embeddings", parameters)
+    dlg.show()
+    state = {"progress": [], "done": None, "started": time.time()}
+    dlg.algorithmFinished.connect(lambda ok, results: state.update(done=(bool(ok), dict(results)), end=time.time()))
+    dlg.progressBar.valueChanged.connect(
+        lambda v: state["progress"].append((round(time.time() - state["started"], 1), v))
+    )
+    dlg.runAlgorithm()
+    if cancel_after is not None:
+        yield Wait(
+            until=lambda: state["done"] is not None or time.time() - state["started"] > cancel_after, timeout=600
+        )
+        if state["done"] is None:
+            state["cancel_at"] = time.time()
+            dlg.cancelButton().click()
+    yield Wait(
+        until=lambda: state["done"] is not None or not dlg.cancelButton().isEnabled() and _stopped(dlg, state),
+        timeout=900,
+    )
+    return dlg, state
+
+
+def _stopped(dlg, state) -> bool:
+    """A failed or cancelled run does not emit algorithmFinished in every QGIS version: the Run button is back."""
+    if state["done"] is None and dlg.runButton().isEnabled() and time.time() - state["started"] > 2:
+        state.setdefault("end", time.time())
+        return True
+    return False
+
+
+@check("train")
+def train(ctx):
+    """train_embeddings on the demo config (fresh cache) from its dialog: succeeds, adds its layers, map shown."""
+    before = {lyr["source"] for lyr in _project_layers()}
+    dlg, state = yield from _run_dialog(ctx, {"CONFIG": ctx.args["demo_config"]})
+    ctx.result["ok"], ctx.result["results"] = state["done"] if state["done"] else (False, {})
+    ctx.result["seconds"] = round(state.get("end", time.time()) - state["started"], 1)
+    ctx.result["progress"] = state["progress"]
+    ctx.result["dialog_log"] = _dialog_log(dlg)
+    ctx.result["layers"] = [lyr for lyr in _project_layers() if lyr["source"] not in before]
+    ctx.shot(dlg, "train_dialog")
+    dlg.close()
+    canvas = ctx.iface.mapCanvas()
+    canvas.zoomToFullExtent()
+    canvas.refreshAllLayers()
+    yield Wait(until=lambda: not canvas.isDrawing(), timeout=30)
+    yield Wait(1.0)
+    ctx.shot(ctx.iface.mainWindow(), "trained_map")
+
+
+def _dialog_log(dlg) -> str:
+    from qgis.PyQt.QtWidgets import QTextEdit
+
+    texts = [w.toPlainText() for w in dlg.findChildren(QTextEdit) if w.objectName() == "txtLog"]
+    return (texts[0] if texts else "")[-4000:]
+
+
+@check("train_cancel")
+def train_cancel(ctx):
+    """A second training run (new output folder) cancelled from the dialog stops within seconds."""
+    config = Path(ctx.args["cancel_config"])
+    dlg, state = yield from _run_dialog(ctx, {"CONFIG": str(config)}, cancel_after=ctx.args.get("cancel_after", 8))
+    ctx.result["cancelled"] = "cancel_at" in state
+    ctx.result["ok"] = bool(state["done"] and state["done"][0])
+    ctx.result["stop_seconds"] = round(state.get("end", time.time()) - state.get("cancel_at", time.time()), 1)
+    ctx.result["dialog_log"] = _dialog_log(dlg)
+    ctx.result["layers"] = _project_layers()
+    dlg.close()
