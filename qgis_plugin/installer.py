@@ -335,6 +335,8 @@ def pip_command(
         "--progress-bar",
         progress,
     ]
+    if pip_version(facts, pip_wheel) >= (22, 1):
+        cmd += ["--root-user-action", "ignore"]  # the folder is the user's own, whoever runs QGIS
     if extra_index:
         cmd += ["--extra-index-url", extra_index]
     return cmd + list(requirements)
@@ -345,6 +347,7 @@ class PipProgress:
     """Turns pip's output lines into a percentage (0-90; verification takes the rest) and a short status."""
 
     _raw = re.compile(r"^Progress (\d+) of (\d+)$")
+    _wheel = re.compile(r"^([A-Za-z0-9_.]+?)-(\d[^-]*)-.*?\.whl( \(.*\))?$")
 
     def __init__(self) -> None:
         self.percent = 0.0
@@ -365,8 +368,9 @@ class PipProgress:
             self.percent = max(self.percent, 60.0 * (1 - 1 / (1 + self.collected / 10)))
             self.status = f"Resolving {line.split()[1]}"
         elif line.startswith("Downloading ") or line.startswith("Using cached "):
-            self.status = line.split("/")[-1] if "/" in line else line
-            self.status = "Downloading " + re.sub(r"^(Downloading|Using cached) ", "", self.status)
+            what = re.sub(r"^(Downloading|Using cached) ", "", line).split("/")[-1]
+            wheel = self._wheel.match(what)  # pandas-2.3.3-cp311-...whl (12.8 MB) -> pandas 2.3.3 (12.8 MB)
+            self.status = "Downloading " + (f"{wheel.group(1)} {wheel.group(2)}{wheel.group(3)}" if wheel else what)
         elif line.startswith("Installing collected packages"):
             self.percent = max(self.percent, 65.0)
             self.status = "Installing " + line.split(":", 1)[-1].strip()

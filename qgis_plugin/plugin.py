@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 from qgis.core import Qgis, QgsApplication, QgsMessageLog
@@ -36,6 +37,7 @@ class MobClipPlugin:
         self.dialog = None
         self.folder = None
         self.restart_needed = False
+        self.tasks: list = []
         try:  # before anything imports from it; a broken folder must never stop QGIS from loading the plugin
             self.folder = deps_folder()
             self.restart_needed = self.folder.activate().restart_needed
@@ -69,6 +71,12 @@ class MobClipPlugin:
         action.triggered.connect(self.show_installer)
         self.iface.addPluginToMenu(MENU, action)
         self.actions.append(action)
+        demo = QAction("Create demo data…", self.iface.mainWindow())
+        demo.setObjectName("mobclipCreateDemoData")
+        demo.setToolTip("Write the synthetic demo city and its training config into a folder, and show its layers")
+        demo.triggered.connect(self.ask_demo_folder)
+        self.iface.addPluginToMenu(MENU, demo)
+        self.actions.append(demo)
         self.show_dependency_message()
 
     def unload(self) -> None:
@@ -135,6 +143,46 @@ class MobClipPlugin:
         self.dialog.show()
         self.dialog.raise_()
         self.dialog.activateWindow()
+
+    # --- demo data ------------------------------------------------------------------------------------------
+    def ask_demo_folder(self) -> None:
+        from qgis.PyQt.QtWidgets import QFileDialog
+
+        folder = QFileDialog.getExistingDirectory(self.iface.mainWindow(), "Folder for the MobCLIP demo city")
+        if folder:
+            self.create_demo_data(os.path.join(folder, "mobclip-demo", "data"))
+
+    def create_demo_data(self, folder: str, rings: int = 14):
+        """Write the demo city into ``folder`` in a background task; its layers are added when it is done."""
+        missing = deps.missing_modules(deps.TRAINING)
+        if missing:
+            self.iface.messageBar().pushWarning(
+                "MobCLIP", f"The demo city needs the \u201cTraining\u201d packages. {deps.install_hint(missing)}"
+            )
+            self.show_installer()
+            return None
+        from .demo_data import DemoDataTask
+
+        task = DemoDataTask(folder, rings)
+        task.taskCompleted.connect(lambda: self.demo_done(task))
+        task.taskTerminated.connect(lambda: self.demo_done(task))
+        self.tasks.append(task)  # QgsTask objects must outlive this method
+        QgsApplication.taskManager().addTask(task)
+        return task
+
+    def demo_done(self, task) -> None:
+        if task in self.tasks:
+            self.tasks.remove(task)
+        if task.error is None and task.config.exists():
+            task.add_layers()
+            self.iface.messageBar().pushSuccess(
+                "MobCLIP",
+                f"Demo city written to {task.folder}. Next: Processing Toolbox > MobCLIP > Training > Train "
+                f"embeddings from a config file, with {task.config}.",
+            )
+        else:
+            self.iface.messageBar().pushWarning("MobCLIP", f"The demo city could not be created: {task.error}")
+            log(f"make-demo-data failed: {task.error}\n{task.output[-4000:]}", Qgis.Warning)
 
     def packages_changed(self) -> bool:
         """After an install or removal: use the new folder now when possible, refresh the algorithms and the bar.

@@ -211,14 +211,14 @@ def _project_layers() -> list[dict]:
 def _run_dialog(ctx, parameters: dict, cancel_after: float | None = None):
     """Run mobclip:train_embeddings through its dialog as a user does; yields until it has finished."""
     import processing
+    from qgis.PyQt.QtWidgets import QProgressBar
 
     dlg = processing.createAlgorithmDialog("mobclip:train_embeddings", parameters)
     dlg.show()
+    bar = dlg.findChild(QProgressBar)  # the dialog's progress bar, what the user watches
     state = {"progress": [], "done": None, "started": time.time()}
     dlg.algorithmFinished.connect(lambda ok, results: state.update(done=(bool(ok), dict(results)), end=time.time()))
-    dlg.progressBar.valueChanged.connect(
-        lambda v: state["progress"].append((round(time.time() - state["started"], 1), v))
-    )
+    bar.valueChanged.connect(lambda v: state["progress"].append((round(time.time() - state["started"], 1), v)))
     dlg.runAlgorithm()
     if cancel_after is not None:
         yield Wait(
@@ -242,11 +242,34 @@ def _stopped(dlg, state) -> bool:
     return False
 
 
+@check("demo_data")
+def demo_data(ctx):
+    """Plugins > MobCLIP > Create demo data… (the folder dialog answered): the demo city and its config are
+    written by a child process and its layers are added to the project."""
+    from qgis.core import QgsApplication
+    from qgis.PyQt.QtWidgets import QAction
+    from qgis.utils import plugins
+
+    ctx.result["menu_action"] = ctx.iface.mainWindow().findChild(QAction, "mobclipCreateDemoData") is not None
+    task = plugins["mobclip"].create_demo_data(ctx.args["demo_folder"], rings=ctx.args.get("rings", 14))
+    t0 = time.time()
+    yield Wait(until=lambda: task not in plugins["mobclip"].tasks, timeout=600)
+    ctx.result["seconds"] = round(time.time() - t0, 1)
+    ctx.result["task_error"] = task.error
+    ctx.result["config"] = str(task.config) if task.config.exists() else None
+    ctx.result["layers"] = _project_layers()
+    ctx.result["bar"] = _bar_items(ctx.iface)
+    ctx.result["tasks_left"] = QgsApplication.taskManager().countActiveTasks()
+    ctx.shared["demo_config"] = ctx.result["config"]
+
+
 @check("train")
 def train(ctx):
     """train_embeddings on the demo config (fresh cache) from its dialog: succeeds, adds its layers, map shown."""
     before = {lyr["source"] for lyr in _project_layers()}
-    dlg, state = yield from _run_dialog(ctx, {"CONFIG": ctx.args["demo_config"]})
+    config = ctx.shared.get("demo_config") or ctx.args["demo_config"]
+    ctx.result["config"] = config
+    dlg, state = yield from _run_dialog(ctx, {"CONFIG": config})
     ctx.result["ok"], ctx.result["results"] = state["done"] if state["done"] else (False, {})
     ctx.result["seconds"] = round(state.get("end", time.time()) - state["started"], 1)
     ctx.result["progress"] = state["progress"]
@@ -271,8 +294,12 @@ def _dialog_log(dlg) -> str:
 
 @check("train_cancel")
 def train_cancel(ctx):
-    """A second training run (new output folder) cancelled from the dialog stops within seconds."""
-    config = Path(ctx.args["cancel_config"])
+    """A second training run (its own output and cache folders) cancelled from the dialog stops within seconds."""
+    demo = Path(ctx.shared.get("demo_config") or ctx.args["demo_config"])
+    config = demo.with_name("mobclip_cancel.toml")
+    text = demo.read_text(encoding="utf-8")
+    config.write_text(text.replace('"../output"', '"../output_cancel"').replace('"../cache"', '"../cache_cancel"'))
+    ctx.result["config"] = str(config)
     dlg, state = yield from _run_dialog(ctx, {"CONFIG": str(config)}, cancel_after=ctx.args.get("cancel_after", 8))
     ctx.result["cancelled"] = "cancel_at" in state
     ctx.result["ok"] = bool(state["done"] and state["done"][0])
@@ -280,3 +307,36 @@ def train_cancel(ctx):
     ctx.result["dialog_log"] = _dialog_log(dlg)
     ctx.result["layers"] = _project_layers()
     dlg.close()
+
+
+@check("install_from_dialog")
+def install_from_dialog(ctx):
+    """Install the "Maps and regression" tier with the dialog's Install button (a QgsTask running pip): the
+    algorithms that need only that tier can run right after, without restarting QGIS."""
+    from qgis.core import QgsApplication
+    from qgis.PyQt.QtWidgets import QAction, QApplication
+
+    ctx.iface.mainWindow().findChild(QAction, "mobclipInstallDependencies").trigger()
+    yield Wait(0.5)
+    dlg = next(w for w in QApplication.topLevelWidgets() if w.objectName() == "mobclipInstallerDialog")
+    next(b for b in dlg.tier_buttons.buttons() if b.property("tier") == "maps").setChecked(True)
+    progress, statuses = [], []
+    dlg.progress.valueChanged.connect(progress.append)
+    t0 = time.time()
+    dlg.install_button.click()
+    task = dlg.task
+    task.status.connect(statuses.append)
+    ctx.result["cancel_enabled_while_running"] = dlg.cancel_button.isEnabled()
+    yield Wait(until=lambda: dlg.task is None, timeout=900)
+    ctx.result["seconds"] = round(time.time() - t0, 1)
+    ctx.result["progress"] = sorted(set(progress))
+    ctx.result["statuses"] = statuses[:50]
+    ctx.result["status"] = dlg.status.text()
+    ctx.result["log_tail"] = dlg.log_view.toPlainText()[-1500:]
+    ctx.result["tiers"] = {key: label.text() for key, label in dlg.tier_state.items()}
+    ctx.result["remove_enabled"] = dlg.remove_button.isEnabled()
+    ctx.shot(dlg, "installer_dialog_installed")
+    dlg.close()
+    provider = QgsApplication.processingRegistry().providerById("mobclip")
+    ctx.result["can_execute"] = {a.name(): bool(a.canExecute()[0]) for a in provider.algorithms()}
+    ctx.result["bar"] = _bar_items(ctx.iface)

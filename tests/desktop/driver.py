@@ -43,11 +43,12 @@ class Wait:
 
 
 class Context:
-    def __init__(self, spec: dict, name: str) -> None:
+    def __init__(self, spec: dict, name: str, shared: dict) -> None:
         from qgis.utils import iface
 
         self.iface = iface
         self.args = spec.get("args", {})
+        self.shared = shared  # what earlier checks of this start left for later ones
         self.name = name
         self.result: dict = {}
         self.shots_dir = Path(spec["shots"])
@@ -82,6 +83,7 @@ class Runner:
         self.spec = spec
         self.names = list(spec["checks"])
         self.results: dict = {"checks": {}, "started": time.time()}
+        self.shared: dict = {}
         self.current = None
 
     def start(self) -> None:
@@ -95,8 +97,10 @@ class Runner:
             self.finish()
             return
         name = self.names.pop(0)
-        ctx = Context(self.spec, name)
+        ctx = Context(self.spec, name, self.shared)
         self.results["checks"][name] = ctx.result
+        self.results["running"] = name
+        self.save()
         try:
             gen = CHECKS[name](ctx)
         except Exception:  # noqa: BLE001 - record and go on
@@ -104,7 +108,6 @@ class Runner:
             self.schedule(0, self.next_check)
             return
         self.current = (name, ctx, gen, time.time())
-        self.results["running"] = name
         self.step(None)
 
     def step(self, throw: BaseException | None) -> None:
@@ -158,6 +161,7 @@ class Runner:
         from qgis.utils import iface
 
         self.results["finished"] = time.time()
+        self.results.pop("running", None)
         self.save()
         QgsProject.instance().setDirty(False)  # no "save the project?" question on exit
         iface.actionExit().trigger()

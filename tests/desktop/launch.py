@@ -3,7 +3,8 @@ import json
 import os
 import sys
 
-sys.path.insert(0, json.load(open(os.environ["MOBCLIP_DESKTOP_SPEC"], encoding="utf-8"))["driver_dir"])
+with open(os.environ["MOBCLIP_DESKTOP_SPEC"], encoding="utf-8") as spec:
+    sys.path.insert(0, json.load(spec)["driver_dir"])
 import driver  # noqa: E402
 
 driver.main()
