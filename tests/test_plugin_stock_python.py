@@ -193,9 +193,16 @@ def test_map_algorithms_end_to_end_in_stock_python(stock, maps_tier, demo_inputs
 
     import geopandas as gpd
 
-    cell_layer = gpd.read_file(attached["OUTPUT"])
-    assert len(cell_layer) > 100 and cell_layer["h3_cell"].is_unique
-    assert cell_layer.filter(like="emb_").notna().all(axis=None)
+    from mobclip_core.export import read_embeddings
+
+    table = read_embeddings(demo_inputs["emb"])
+    cell_layer = gpd.read_file(attached["OUTPUT"]).set_index("h3_cell")
+    assert len(cell_layer) > 100 and cell_layer.index.is_unique
+    known = cell_layer.index.isin(table.index)  # the districts reach beyond the city's cells
+    assert known.sum() > 100 and cell_layer.loc[~known, table.columns].isna().all(axis=None)
+    np.testing.assert_allclose(
+        cell_layer.loc[known, table.columns].to_numpy(), table.loc[cell_layer.index[known]].to_numpy(), rtol=1e-6
+    )
     district_layer = gpd.read_file(districts["OUTPUT"])
     assert len(district_layer) == len(gpd.read_file(demo_inputs["districts"]))
     predictions = gpd.read_file(fit["OUTPUT"])
