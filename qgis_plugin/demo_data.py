@@ -10,6 +10,8 @@ import io
 from pathlib import Path
 
 from qgis.core import QgsProject, QgsRasterLayer, QgsTask, QgsVectorLayer
+from qgis.PyQt.QtCore import Qt
+from qgis.PyQt.QtGui import QColor
 
 from mobclip_core import dependencies as deps
 from mobclip_core.exceptions import DependencyInstallError
@@ -65,6 +67,13 @@ class DemoDataTask(QgsTask):
             path = str(self.folder / file)
             layer = QgsRasterLayer(path, name) if file.endswith(".tif") else QgsVectorLayer(path, name, "ogr")
             if layer.isValid():
+                if file == "districts.gpkg":  # outlines only: trained maps drawn below stay visible
+                    symbol = layer.renderer().symbol()
+                    symbol.symbolLayer(0).setBrushStyle(Qt.NoBrush)
+                    symbol.symbolLayer(0).setStrokeColor(QColor(40, 40, 40))
+                    symbol.symbolLayer(0).setStrokeWidth(0.5)
+                elif file == "imagery.tif":
+                    layer.setOpacity(0.6)
                 QgsProject.instance().addMapLayer(layer, False)
                 group.addLayer(layer)
                 added.append(layer)

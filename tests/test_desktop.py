@@ -50,6 +50,7 @@ def stock_run(plugin_zip, tmp_path_factory):
 
 
 def test_stock_qgis_starts_without_python_errors_and_shows_the_hint(stock_run):
+    assert "exit_blocked" not in stock_run.results, stock_run.results["exit_blocked"]
     assert stock_run.returncode == 0, stock_run.output[-3000:]
     assert stock_run.python_errors() == []
     start = stock_run.check("startup")
@@ -156,11 +157,13 @@ def test_cancel_stops_training_within_seconds(packages_run):
     cancel = packages_run.check("train_cancel")
     assert cancel["cancelled"] and not cancel["ok"], cancel
     assert cancel["stop_seconds"] < 20, cancel
+    assert cancel["active_tasks"] == [], cancel
     leftovers = list((packages_run.demo / "output_cancel").glob("embeddings*"))
     assert leftovers == []  # nothing half-written
 
 
 def test_qgis_exits_cleanly_after_training(packages_run):
+    assert "exit_blocked" not in packages_run.results, packages_run.results["exit_blocked"]
     assert packages_run.returncode == 0, packages_run.output[-3000:]
     assert packages_run.results.get("finished"), "the checks did not finish"
     publish_screenshots(packages_run, {"algorithm_dialog": "algorithm_dialog.png", "trained_map": "trained_map.png"})

@@ -307,6 +307,14 @@ def train_cancel(ctx):
     ctx.result["dialog_log"] = _dialog_log(dlg)
     ctx.result["layers"] = _project_layers()
     dlg.close()
+    from qgis.core import QgsApplication
+
+    manager = QgsApplication.taskManager()
+    try:  # the cancelled run must also leave QGIS's task manager (else QGIS asks about it on exit)
+        yield Wait(until=lambda: manager.countActiveTasks() == 0, timeout=30)
+    except TimeoutError:
+        pass
+    ctx.result["active_tasks"] = [t.description() for t in manager.activeTasks()]
 
 
 @check("install_from_dialog")

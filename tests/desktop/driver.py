@@ -164,7 +164,26 @@ class Runner:
         self.results.pop("running", None)
         self.save()
         QgsProject.instance().setDirty(False)  # no "save the project?" question on exit
+        self.schedule(20, self.exit_blocked)  # still alive then: something (a question, a task) holds QGIS open
         iface.actionExit().trigger()
+
+    def exit_blocked(self) -> None:
+        """QGIS did not exit 20 s after File > Exit: record what is on screen, then leave with exit code 3."""
+        from qgis.core import QgsApplication
+        from qgis.PyQt.QtWidgets import QApplication
+
+        shots = Path(self.spec["shots"])
+        blocked = []
+        for i, widget in enumerate(w for w in QApplication.topLevelWidgets() if w.isVisible()):
+            path = shots / f"exit_blocked_{i}.png"
+            widget.grab().save(str(path))
+            blocked.append({"class": type(widget).__name__, "title": widget.windowTitle(), "shot": str(path)})
+        self.results["exit_blocked"] = {
+            "widgets": blocked,
+            "active_tasks": [t.description() for t in QgsApplication.taskManager().activeTasks()],
+        }
+        self.save()
+        QgsApplication.exit(3)
 
 
 def main() -> None:
