@@ -91,8 +91,11 @@ def clean_env(home: Path, path_first: str | None = None, **extra: str) -> dict[s
     """A user's environment, not the test runner's: no venv on PATH (unless asked), no PYTHONPATH, a fresh HOME."""
     runtime = home / "runtime"
     runtime.mkdir(parents=True, exist_ok=True, mode=0o700)
+    (home / "tmp").mkdir(exist_ok=True)
     env = {
         "HOME": str(home),
+        # QGIS treats layers under the temp folder as temporary (and asks before exit); test data lives in /tmp
+        "TMPDIR": str(home / "tmp"),
         "PATH": ":".join(p for p in (path_first, "/usr/bin", "/bin") if p),
         "LANG": "C.UTF-8",
         "XDG_RUNTIME_DIR": str(runtime),
