@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
@@ -261,6 +262,14 @@ def demo_data(ctx):
     ctx.result["bar"] = _bar_items(ctx.iface)
     ctx.result["tasks_left"] = QgsApplication.taskManager().countActiveTasks()
     ctx.shared["demo_config"] = ctx.result["config"]
+    overrides = ctx.args.get("config_overrides", {})  # a lighter training for CI: every stage, fewer steps
+    if ctx.result["config"] and overrides:
+        config = Path(ctx.result["config"])
+        text = config.read_text(encoding="utf-8")
+        for key, value in overrides.items():
+            text, n = re.subn(rf"(?m)^{key} = \S+", f"{key} = {value}", text)
+            assert n == 1, f"{key} not found once in the demo config"
+        config.write_text(text, encoding="utf-8")
 
 
 @check("train")
