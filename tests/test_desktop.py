@@ -103,6 +103,10 @@ def test_stock_install_from_the_dialog_makes_the_map_algorithms_ready_without_re
 
 
 # --- (b) QGIS with every package (the project's venv first on PATH) ----------------------------------------
+PACKAGES_CHECKS = ["startup", "algorithm_dialogs", "installer_dialog", "demo_data", "train", "dialog_with_layers"]
+PACKAGES_CHECKS += ["train_cancel"]
+
+
 @pytest.fixture(scope="module")
 def packages_run(plugin_zip, tmp_path_factory):
     """The README's demo, as a user runs it: Create demo data (a small city), then Train embeddings from its config
@@ -111,7 +115,7 @@ def packages_run(plugin_zip, tmp_path_factory):
     config = make_profile(work / "config", plugin_zip)
     run = run_qgis(
         config,
-        ["startup", "algorithm_dialogs", "installer_dialog", "demo_data", "train", "train_cancel"],
+        PACKAGES_CHECKS,
         work / "run",
         args={
             "demo_folder": str(work / "demo" / "data"),
@@ -155,6 +159,11 @@ def test_train_embeddings_from_its_dialog_adds_layers(packages_run):
     assert {lyr["type"] for lyr in layers} >= {0, 1}, train["layers"]  # a vector and a raster layer
     values = sorted({v for _, v in train["progress"]})
     assert len(values) >= 5 and values[-1] == 100, train["progress"]  # progress moves through the stages
+
+
+def test_the_trained_layer_feeds_the_next_algorithm(packages_run):
+    dialog = packages_run.check("dialog_with_layers")
+    assert dialog["run_enabled"] and "INPUT" in dialog["parameters"]
 
 
 def test_cancel_stops_training_within_seconds(packages_run):

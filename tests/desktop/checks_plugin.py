@@ -74,14 +74,19 @@ def toolbox(ctx):
     for alg in provider.algorithms() if provider else []:
         ok, message = alg.canExecute()
         ctx.result["can_execute"][alg.name()] = {"ok": bool(ok), "message": message}
+    from qgis.PyQt.QtCore import QModelIndex, Qt
+
     box = plugins["processing"].toolbox
     box.show()
     box.raise_()
+    ctx.iface.mainWindow().resizeDocks([box], [460], Qt.Horizontal)  # full algorithm names in the screenshot
     box.searchBox.setText("MobCLIP")
     yield Wait(1.0)
     box.algorithmTree.expandAll()
+    box.algorithmTree.setCurrentIndex(QModelIndex())
+    box.algorithmTree.clearSelection()
     yield Wait(0.5)
-    ctx.shot(box, "toolbox")
+    ctx.shot(box, "toolbox", height=330)
 
 
 @check("blocked_algorithm")
@@ -193,8 +198,8 @@ def algorithm_dialogs(ctx):
             "run_enabled": dlg.runButton().isEnabled(),
             "can_execute": bool(dlg.algorithm().canExecute()[0]),
         }
-        if name == ctx.args.get("dialog_screenshot", "fit_lightgbm"):
-            ctx.shot(dlg, "algorithm_dialog")
+        if name == "fit_lightgbm":
+            ctx.shot(dlg, "algorithm_dialog_empty")
         dlg.close()
         dlg.deleteLater()
     ctx.result["dialogs"] = opened
@@ -286,6 +291,11 @@ def train(ctx):
     ctx.result["layers"] = [lyr for lyr in _project_layers() if lyr["source"] not in before]
     ctx.shot(dlg, "train_dialog")
     dlg.close()
+    from qgis.core import QgsProject
+
+    root = QgsProject.instance().layerTreeRoot()
+    for layer in QgsProject.instance().mapLayersByName("Demo imagery"):  # the trained map alone over the districts
+        root.findLayer(layer.id()).setItemVisibilityChecked(False)
     canvas = ctx.iface.mapCanvas()
     canvas.zoomToFullExtent()
     canvas.refreshAllLayers()
@@ -357,3 +367,29 @@ def install_from_dialog(ctx):
     provider = QgsApplication.processingRegistry().providerById("mobclip")
     ctx.result["can_execute"] = {a.name(): bool(a.canExecute()[0]) for a in provider.algorithms()}
     ctx.result["bar"] = _bar_items(ctx.iface)
+
+
+@check("dialog_with_layers")
+def dialog_with_layers(ctx):
+    """After training: the aggregation dialog filled in as a user would (Demo districts + the trained embeddings
+    layer on the map), for the README."""
+    import processing
+    from qgis.core import QgsApplication, QgsProject
+
+    project = QgsProject.instance()
+    districts = project.mapLayersByName("Demo districts")[0]
+    embeddings = next(lyr for lyr in project.mapLayers().values() if lyr.source().endswith("embeddings.gpkg"))
+    alg = QgsApplication.processingRegistry().algorithmById("mobclip:aggregate_embeddings")
+    names = {d.name() for d in alg.parameterDefinitions()}
+    params = {"INPUT": districts.id()}
+    if "EMBEDDINGS_LAYER" in names:
+        params["EMBEDDINGS_LAYER"] = embeddings.id()
+    else:
+        params["EMBEDDINGS"] = embeddings.source().split("|")[0]
+    dlg = processing.createAlgorithmDialog("mobclip:aggregate_embeddings", params)
+    dlg.show()
+    yield Wait(1.0)
+    ctx.result["parameters"] = sorted(params)
+    ctx.result["run_enabled"] = dlg.runButton().isEnabled()
+    ctx.shot(dlg, "algorithm_dialog")
+    dlg.close()

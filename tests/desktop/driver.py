@@ -54,14 +54,17 @@ class Context:
         self.shots_dir = Path(spec["shots"])
         self.log_path = Path(spec["log"]) if spec.get("log") else None
 
-    def shot(self, widget, name: str) -> str:
-        """Save a screenshot of ``widget`` (``QWidget.grab``) as ``<shots>/<name>.png``; returns the path."""
+    def shot(self, widget, name: str, height: int | None = None) -> str:
+        """Save a screenshot of ``widget`` (``QWidget.grab``, its top ``height`` pixels if given) as
+        ``<shots>/<name>.png``; returns the path."""
+        from qgis.PyQt.QtCore import QRect
         from qgis.PyQt.QtWidgets import QApplication
 
         QApplication.processEvents()
         self.shots_dir.mkdir(parents=True, exist_ok=True)
         path = self.shots_dir / f"{name}.png"
-        widget.grab().save(str(path))
+        rect = QRect(0, 0, widget.width(), min(height, widget.height())) if height else QRect()
+        widget.grab(rect).save(str(path))
         self.result.setdefault("shots", []).append(str(path))
         return str(path)
 
