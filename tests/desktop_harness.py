@@ -124,6 +124,13 @@ class DesktopRun:
         assert "error" not in result, f"check {name!r} raised inside QGIS:\n{result['error']}"
         return result
 
+    def screenshots(self) -> dict[str, Path]:
+        """{name: path} of every screenshot the checks took (each a PNG file that exists)."""
+        shots = {Path(p).stem: Path(p) for c in self.results.get("checks", {}).values() for p in c.get("shots", [])}
+        for path in shots.values():
+            assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
+        return shots
+
     def python_errors(self) -> list[str]:
         """Python errors QGIS reported (the 'Python error' log tab, tracebacks on the console)."""
         errors = [m["msg"] for m in self.messages if m["tag"] == "Python error"]
@@ -200,7 +207,7 @@ def publish_screenshots(run: DesktopRun, names: dict[str, str], max_width: int =
     """Copy screenshots to ``docs/`` (scaled down) when ``MOBCLIP_UPDATE_SCREENSHOTS=1``: {shot name: docs name}."""
     if os.environ.get("MOBCLIP_UPDATE_SCREENSHOTS") != "1":
         return
-    shots = {Path(p).stem: Path(p) for c in run.results.get("checks", {}).values() for p in c.get("shots", [])}
+    shots = run.screenshots()
     from qgis.PyQt.QtCore import Qt
     from qgis.PyQt.QtGui import QImage
 

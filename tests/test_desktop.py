@@ -83,6 +83,7 @@ def test_stock_installer_dialog_opens_from_the_message_bar(stock_run):
         "QGIS: 3." in dialog["diagnostics"]
         and f"Python: {sys.version_info[0]}.{sys.version_info[1]}" in (dialog["diagnostics"])
     )
+    assert {"main_window_at_start", "toolbox", "blocked_algorithm", "installer_dialog"} <= set(stock_run.screenshots())
     publish_screenshots(stock_run, {"toolbox": "toolbox.png"})
 
 
@@ -179,4 +180,5 @@ def test_qgis_exits_cleanly_after_training(packages_run):
     assert "exit_blocked" not in packages_run.results, packages_run.results["exit_blocked"]
     assert packages_run.returncode == 0, packages_run.output[-3000:]
     assert packages_run.results.get("finished"), "the checks did not finish"
+    assert {"algorithm_dialog", "trained_map", "train_dialog"} <= set(packages_run.screenshots())
     publish_screenshots(packages_run, {"algorithm_dialog": "algorithm_dialog.png", "trained_map": "trained_map.png"})

@@ -63,8 +63,9 @@ class Context:
         QApplication.processEvents()
         self.shots_dir.mkdir(parents=True, exist_ok=True)
         path = self.shots_dir / f"{name}.png"
-        rect = QRect(0, 0, widget.width(), min(height, widget.height())) if height else QRect()
-        widget.grab(rect).save(str(path))
+        image = widget.grab(QRect(0, 0, widget.width(), min(height, widget.height()))) if height else widget.grab()
+        if not image.save(str(path)):
+            raise OSError(f"could not save the screenshot {path}")
         self.result.setdefault("shots", []).append(str(path))
         return str(path)
 
