@@ -170,6 +170,7 @@ def test_the_trained_layer_feeds_the_next_algorithm(packages_run):
 def test_cancel_stops_training_within_seconds(packages_run):
     cancel = packages_run.check("train_cancel")
     assert cancel["cancelled"] and not cancel["ok"], cancel
+    assert cancel["progress_at_cancel"] < 90, cancel  # cancelled mid-run, before the export
     assert cancel["stop_seconds"] < 20, cancel
     assert cancel["active_tasks"] == [], cancel
     leftovers = list((packages_run.demo / "output_cancel").glob("embeddings*"))

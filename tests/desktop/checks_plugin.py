@@ -215,7 +215,8 @@ def _project_layers() -> list[dict]:
 
 
 def _run_dialog(ctx, parameters: dict, cancel_after: float | None = None):
-    """Run mobclip:train_embeddings through its dialog as a user does; yields until it has finished."""
+    """Run mobclip:train_embeddings through its dialog as a user does; yields until it has finished. With
+    ``cancel_after``, click Cancel that many seconds after the progress bar first moves (the work has started)."""
     import processing
     from qgis.PyQt.QtWidgets import QProgressBar
 
@@ -227,9 +228,10 @@ def _run_dialog(ctx, parameters: dict, cancel_after: float | None = None):
     bar.valueChanged.connect(lambda v: state["progress"].append((round(time.time() - state["started"], 1), v)))
     dlg.runAlgorithm()
     if cancel_after is not None:
-        yield Wait(
-            until=lambda: state["done"] is not None or time.time() - state["started"] > cancel_after, timeout=600
-        )
+        yield Wait(until=lambda: state["done"] is not None or any(v > 0 for _, v in state["progress"]), timeout=600)
+        moved = state["started"] + next((t for t, v in state["progress"] if v > 0), 0.0)
+        yield Wait(until=lambda: state["done"] is not None or time.time() > moved + cancel_after, timeout=600)
+        state["progress_at_cancel"] = state["progress"][-1][1] if state["progress"] else None
         if state["done"] is None:
             state["cancel_at"] = time.time()
             dlg.cancelButton().click()
@@ -319,7 +321,8 @@ def train_cancel(ctx):
     text = demo.read_text(encoding="utf-8")
     config.write_text(text.replace('"../output"', '"../output_cancel"').replace('"../cache"', '"../cache_cancel"'))
     ctx.result["config"] = str(config)
-    dlg, state = yield from _run_dialog(ctx, {"CONFIG": str(config)}, cancel_after=ctx.args.get("cancel_after", 8))
+    dlg, state = yield from _run_dialog(ctx, {"CONFIG": str(config)}, cancel_after=ctx.args.get("cancel_after", 1.0))
+    ctx.result["progress_at_cancel"] = state.get("progress_at_cancel")
     ctx.result["cancelled"] = "cancel_at" in state
     ctx.result["ok"] = bool(state["done"] and state["done"][0])
     ctx.result["stop_seconds"] = round(state.get("end", time.time()) - state.get("cancel_at", time.time()), 1)
