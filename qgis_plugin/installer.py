@@ -143,8 +143,11 @@ class DepsFolder:
         active = self.active_site()
         loaded = set(deps.added_sites())
         for child in self.path.iterdir():
-            if child.is_dir() and child.name.startswith("site-") and child != active and str(child) not in loaded:
-                shutil.rmtree(child, ignore_errors=True)
+            if not child.is_dir() or not child.name.startswith("site-") or child == active or str(child) in loaded:
+                continue
+            if child.name.endswith(".partial") and time.time() - child.stat().st_mtime < 6 * 3600:
+                continue  # maybe an install running in another QGIS window; a cancelled one is removed by itself
+            shutil.rmtree(child, ignore_errors=True)
 
     def write_state(self, state: dict) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
@@ -595,9 +598,8 @@ def install(
             log.write("$ " + " ".join(cmd) + "\n")
             log.flush()
             with tempfile.TemporaryDirectory(prefix="mobclip-pip-") as scratch:
-                rc = run_logged(
-                    cmd, env=child_env({"TMPDIR": scratch}), log=log, on_line=line_seen, cancelled=cancelled
-                )
+                scratch_env = child_env({"TMPDIR": scratch, "TEMP": scratch, "TMP": scratch})  # pip's build files
+                rc = run_logged(cmd, env=scratch_env, log=log, on_line=line_seen, cancelled=cancelled)
             if rc != 0:
                 raise DependencyInstallError(
                     f"pip failed (exit code {rc}): {_pip_error(folder.log_file, log)} "

@@ -117,11 +117,16 @@ class DesktopRun:
     seconds: float
 
     def check(self, name: str) -> dict:
-        assert name in self.results.get("checks", {}), (
-            f"check {name!r} did not run; QGIS output:\n{self.output[-3000:]}"
-        )
-        result = self.results["checks"][name]
+        """The findings of check ``name``; fails with QGIS's output when it did not run, raised, or never ended
+        (QGIS crashed or was killed while it ran)."""
+        checks = self.results.get("checks", {})
+        assert name in checks, f"check {name!r} did not run (exit code {self.returncode}):\n{self.output[-3000:]}"
+        result = checks[name]
         assert "error" not in result, f"check {name!r} raised inside QGIS:\n{result['error']}"
+        assert "seconds" in result, (
+            f"check {name!r} never finished: QGIS ended with exit code {self.returncode} while it ran:\n"
+            f"{self.output[-3000:]}"
+        )
         return result
 
     def screenshots(self) -> dict[str, Path]:

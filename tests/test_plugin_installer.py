@@ -214,11 +214,14 @@ def installed_folder(
 def test_activation_puts_the_site_first_and_children_see_it(tmp_path, clean_sys_path):
     folder = installed_folder(tmp_path)
     (folder.path / "site-0").mkdir()  # left by an earlier install
-    (folder.path / "site-9.partial").mkdir()  # a cancelled install
+    (folder.path / "site-8.partial").mkdir()  # a crashed install, a day ago
+    os.utime(folder.path / "site-8.partial", (time.time() - 86400, time.time() - 86400))
+    (folder.path / "site-9.partial").mkdir()  # maybe running now in another QGIS window
     activation = folder.activate()
     assert activation.site == folder.path / "site-1" and not activation.restart_needed
     assert sys.path[0] == str(folder.path / "site-1")
-    assert not (folder.path / "site-0").exists() and not (folder.path / "site-9.partial").exists()
+    assert not (folder.path / "site-0").exists() and not (folder.path / "site-8.partial").exists()
+    assert (folder.path / "site-9.partial").exists()
     env = deps.child_environment({"PATH": "/usr/bin"})
     entries = env["PYTHONPATH"].split(os.pathsep)
     assert str(folder.path / "site-1") in entries
