@@ -67,6 +67,7 @@ PACKAGES: dict[str, Package] = {
         Package("geoclip", "geoclip>=1.3", "ml"),
         Package("duckdb", "duckdb>=1.0", "scale"),
         Package("pyspark", "pyspark>=3.5", "scale"),
+        Package("osmium", "osmium>=4.0", "opendata"),
     )
 }
 
