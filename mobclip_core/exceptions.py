@@ -9,6 +9,10 @@ class InvalidInputError(MobClipError):
     """Input data is malformed: wrong columns, out-of-range coordinates, empty layers."""
 
 
+class DependencyInstallError(MobClipError):
+    """Installing the plugin's Python packages failed; the message says why and what to try."""
+
+
 class ResolutionError(MobClipError):
     """An H3 resolution outside 0..15."""
 

@@ -12,7 +12,8 @@ from qgis.core import (
     QgsProcessingParameterString,
 )
 
-from ._dependencies import install_hint, missing_modules
+from mobclip_core.dependencies import install_hint, missing_modules
+
 from .base import MobClipAlgorithm, nullable
 from .child import run_in_child
 

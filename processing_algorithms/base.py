@@ -32,7 +32,7 @@ from qgis.core import (
 )
 from qgis.PyQt.QtCore import QCoreApplication, QVariant
 
-from ._dependencies import MAPS, install_hint, missing_modules
+from mobclip_core.dependencies import MAPS, install_hint, missing_modules
 
 WGS84 = "EPSG:4326"
 

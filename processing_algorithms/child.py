@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from ._dependencies import child_environment, find_python
+from mobclip_core.dependencies import child_environment, find_python
+
 from .base import Cancelled
 
 # share of the progress bar per pipeline stage (dataset, LINE pre-training, MobCLIP training, export)

@@ -19,7 +19,8 @@ from qgis.core import (
     QgsSingleSymbolRenderer,
 )
 
-from ._dependencies import TRAINING
+from mobclip_core.dependencies import TRAINING
+
 from .base import MobClipAlgorithm
 from .child import run_in_child
 

@@ -1,1 +1,2 @@
-"""The QGIS plugin: plugin class, Processing provider, dependency checks. Nothing heavy is imported here."""
+"""The QGIS plugin shell: plugin class, Processing provider, dependency installer. Nothing third-party is imported
+anywhere in it; ``installer`` is QGIS-free and the dialog is a thin Qt layer over it."""

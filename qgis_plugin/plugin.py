@@ -1,28 +1,210 @@
-"""The plugin class QGIS instantiates through ``classFactory``."""
+"""The plugin class QGIS instantiates through ``classFactory``: packages folder, provider, menu, message bar."""
 
 from __future__ import annotations
 
-from qgis.core import QgsApplication
+import os
+import sys
+
+from qgis.core import Qgis, QgsApplication, QgsMessageLog
+
+from mobclip_core import dependencies as deps
+
+from . import installer
+
+MENU = "&MobCLIP"
+
+
+def deps_folder() -> installer.DepsFolder:
+    """This QGIS's packages folder: ``$MOBCLIP_DEPS_DIR`` or ``<profile>/python/mobclip-deps``."""
+    return installer.DepsFolder(installer.default_root(QgsApplication.qgisSettingsDirPath()))
+
+
+def missing_by_tier() -> dict[str, list[str]]:
+    """Import names each tier still lacks, as QGIS sees them now."""
+    return {key: deps.missing_modules(tier.modules) for key, tier in deps.TIERS.items()}
+
+
+def log(message: str, level=Qgis.Info) -> None:
+    QgsMessageLog.logMessage(message, "MobCLIP", level)
 
 
 class MobClipPlugin:
     def __init__(self, iface) -> None:
         self.iface = iface  # None under qgis_process
         self.provider = None
+        self.actions: list = []
+        self.bar_item = None
+        self.dialog = None
+        self.folder = None
+        self.restart_needed = False
+        self.tasks: list = []
+        try:  # before anything imports from it; a broken folder must never stop QGIS from loading the plugin
+            self.folder = deps_folder()
+            self.restart_needed = self.folder.activate().restart_needed
+        except Exception as exc:  # noqa: BLE001
+            log(f"MobCLIP's packages folder could not be used: {exc}", Qgis.Warning)
 
+    # --- QGIS hooks ---------------------------------------------------------------------------------------
     def initProcessing(self) -> None:  # noqa: N802 - QGIS API name
         from .provider import MobClipProvider
 
         self.provider = MobClipProvider()
         QgsApplication.processingRegistry().addProvider(self.provider)
+        if self.iface is None:  # qgis_process: no message bar, and it prints only critical log messages
+            missing = missing_by_tier()["maps"]
+            if missing:
+                command = installer.headless_command("maps", QgsApplication.qgisSettingsDirPath())
+                hint = f"{deps.install_hint(missing)} Without the QGIS window: {command}"
+                log(hint, Qgis.Warning)
+                print(f"MobCLIP: {hint}", file=sys.stderr)
 
     def initGui(self) -> None:  # noqa: N802
+        from qgis.PyQt.QtGui import QIcon
+        from qgis.PyQt.QtWidgets import QAction
+
+        from .provider import ICON
+
         self.initProcessing()
-        hint = self.provider.missing_summary() if self.provider else None
-        if hint and self.iface is not None:
-            self.iface.messageBar().pushWarning("MobCLIP", hint)
+        action = QAction(QIcon(ICON), "Install dependencies…", self.iface.mainWindow())
+        action.setObjectName("mobclipInstallDependencies")
+        action.setToolTip("Install, check or remove the Python packages MobCLIP's algorithms need")
+        action.triggered.connect(self.show_installer)
+        self.iface.addPluginToMenu(MENU, action)
+        self.actions.append(action)
+        demo = QAction("Create demo data…", self.iface.mainWindow())
+        demo.setObjectName("mobclipCreateDemoData")
+        demo.setToolTip("Write the synthetic demo city and its training config into a folder, and show its layers")
+        demo.triggered.connect(self.ask_demo_folder)
+        self.iface.addPluginToMenu(MENU, demo)
+        self.actions.append(demo)
+        self.show_dependency_message()
 
     def unload(self) -> None:
+        for action in self.actions:
+            self.iface.removePluginMenu(MENU, action)
+        self.actions = []
+        self.clear_message()
+        if self.dialog is not None:
+            self.dialog.shutdown()
+            self.dialog.deleteLater()
+            self.dialog = None
         if self.provider is not None:
             QgsApplication.processingRegistry().removeProvider(self.provider)
             self.provider = None
+
+    # --- dependency state ---------------------------------------------------------------------------------
+    def dependency_message(self) -> tuple[str, int]:
+        """(text for the user, Qgis message level); empty text when every tier is installed."""
+        if self.restart_needed:
+            return "new Python packages were installed: restart QGIS to use them.", Qgis.Info
+        stale = self.folder.stale_reason(_qgis_numpy()) if self.folder is not None else None
+        if stale:
+            return stale, Qgis.Warning
+        missing = missing_by_tier()
+        if missing["maps"]:
+            return f"its algorithms need Python packages that are not installed yet ({_names(missing['maps'])}).", (
+                Qgis.Warning
+            )
+        if missing["training"]:
+            return f"training embeddings needs more Python packages ({_names(missing['training'])}).", Qgis.Info
+        return "", Qgis.Info
+
+    def show_dependency_message(self) -> None:
+        from qgis.PyQt.QtWidgets import QPushButton
+
+        self.clear_message()
+        text, level = self.dependency_message()
+        if not text or self.iface is None:
+            return
+        bar = self.iface.messageBar()
+        widget = bar.createMessage("MobCLIP", text)
+        button = QPushButton("Install dependencies…", widget)
+        button.setObjectName("mobclipInstallButton")
+        button.clicked.connect(self.show_installer)
+        widget.layout().addWidget(button)
+        self.bar_item = bar.pushWidget(widget, level, 0 if level == Qgis.Warning else 15)
+
+    def clear_message(self) -> None:
+        if self.bar_item is not None and self.iface is not None:
+            try:
+                self.iface.messageBar().popWidget(self.bar_item)
+            except RuntimeError:  # already closed by the user (the C++ object is gone)
+                pass
+        self.bar_item = None
+
+    def show_installer(self) -> None:
+        if self.folder is None:
+            self.folder = deps_folder()
+        if self.dialog is None:
+            from .installer_dialog import InstallerDialog
+
+            self.dialog = InstallerDialog(self.folder, on_change=self.packages_changed, parent=self.iface.mainWindow())
+        self.dialog.refresh()
+        self.dialog.show()
+        self.dialog.raise_()
+        self.dialog.activateWindow()
+
+    # --- demo data ------------------------------------------------------------------------------------------
+    def ask_demo_folder(self) -> None:
+        from qgis.PyQt.QtWidgets import QFileDialog
+
+        folder = QFileDialog.getExistingDirectory(self.iface.mainWindow(), "Folder for the MobCLIP demo city")
+        if folder:
+            self.create_demo_data(os.path.join(folder, "mobclip-demo", "data"))
+
+    def create_demo_data(self, folder: str, rings: int = 14):
+        """Write the demo city into ``folder`` in a background task; its layers are added when it is done."""
+        missing = deps.missing_modules(deps.TRAINING)
+        if missing:
+            self.iface.messageBar().pushWarning(
+                "MobCLIP", f"The demo city needs the \u201cTraining\u201d packages. {deps.install_hint(missing)}"
+            )
+            self.show_installer()
+            return None
+        from .demo_data import DemoDataTask
+
+        task = DemoDataTask(folder, rings)
+        task.taskCompleted.connect(lambda: self.demo_done(task))
+        task.taskTerminated.connect(lambda: self.demo_done(task))
+        self.tasks.append(task)  # QgsTask objects must outlive this method
+        QgsApplication.taskManager().addTask(task)
+        return task
+
+    def demo_done(self, task) -> None:
+        if task in self.tasks:
+            self.tasks.remove(task)
+        if task.error is None and task.config.exists():
+            task.add_layers()
+            self.iface.messageBar().pushSuccess(
+                "MobCLIP",
+                f"Demo city written to {task.folder}. Next: Processing Toolbox > MobCLIP > Training > Train "
+                f"embeddings from a config file, with {task.config}.",
+            )
+        else:
+            self.iface.messageBar().pushWarning("MobCLIP", f"The demo city could not be created: {task.error}")
+            log(f"make-demo-data failed: {task.error}\n{task.output[-4000:]}", Qgis.Warning)
+
+    def packages_changed(self) -> bool:
+        """After an install or removal: use the new folder now when possible, refresh the algorithms and the bar.
+        True when QGIS must restart to use the new packages."""
+        self.restart_needed = self.folder.activate().restart_needed
+        if self.provider is not None:
+            self.provider.refreshAlgorithms()
+        self.show_dependency_message()
+        return self.restart_needed
+
+
+def _names(modules: list[str]) -> str:
+    return ", ".join(deps.PACKAGES[m].name for m in modules)
+
+
+def _qgis_numpy() -> str | None:
+    """The numpy version QGIS itself runs (already imported by QGIS's Processing, or found without importing)."""
+    numpy = sys.modules.get("numpy")
+    if numpy is not None:
+        return getattr(numpy, "__version__", None)
+    from importlib import metadata
+
+    paths = [p for p in sys.path if p not in deps.added_sites()]
+    found = next(iter(metadata.distributions(name="numpy", path=paths)), None)
+    return found.version if found else None

@@ -1,4 +1,8 @@
-"""The MobCLIP Processing provider: registers the algorithms whose dependencies are installed."""
+"""The MobCLIP Processing provider: lists every algorithm, whatever is installed.
+
+An algorithm whose Python packages are missing stays in the toolbox; QGIS's ``canExecute()`` (in the algorithms'
+base class) disables its Run button with the install hint.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +11,12 @@ import os
 from qgis.core import Qgis, QgsMessageLog, QgsProcessingProvider
 from qgis.PyQt.QtGui import QIcon
 
-from .dependencies import install_hint, missing_modules
+from mobclip_core.dependencies import MAPS, install_hint, missing_modules
+
+ICON = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "icon.png")
 
 
 class MobClipProvider(QgsProcessingProvider):
-    def __init__(self) -> None:
-        super().__init__()
-        self.unavailable: dict[str, list[str]] = {}
-
     def id(self) -> str:  # noqa: A003 - QGIS API name
         return "mobclip"
 
@@ -25,29 +27,17 @@ class MobClipProvider(QgsProcessingProvider):
         return "MobCLIP location embeddings"
 
     def icon(self) -> QIcon:
-        return QIcon(os.path.join(os.path.dirname(os.path.dirname(__file__)), "icon.svg"))
+        return QIcon(ICON)
 
     def loadAlgorithms(self) -> None:  # noqa: N802
-        from ..processing_algorithms import ALGORITHMS
-
-        self.unavailable = {}
-        for cls in ALGORITHMS:
-            missing = missing_modules(cls.requirements)
-            if missing:
-                self.unavailable[cls.algorithm_name] = missing
-                continue
-            self.addAlgorithm(cls())
-        if self.unavailable:
-            every = sorted({m for ms in self.unavailable.values() for m in ms})
+        try:
+            from ..processing_algorithms import ALGORITHMS
+        except ImportError as exc:  # a module-level third-party import slipped into an algorithm: say so, load on
             QgsMessageLog.logMessage(
-                f"MobCLIP: {len(self.unavailable)} algorithm(s) not available "
-                f"({', '.join(sorted(self.unavailable))}). {install_hint(every)}",
+                f"MobCLIP's algorithms could not be loaded ({exc}). {install_hint(missing_modules(MAPS))}",
                 "MobCLIP",
-                Qgis.Warning,
+                Qgis.Critical,
             )
-
-    def missing_summary(self) -> str | None:
-        if not self.unavailable:
-            return None
-        every = sorted({m for ms in self.unavailable.values() for m in ms})
-        return install_hint(every)
+            return
+        for cls in ALGORITHMS:
+            self.addAlgorithm(cls())

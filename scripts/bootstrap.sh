@@ -15,6 +15,14 @@ if ! command -v /usr/bin/qgis_process.bin >/dev/null 2>&1 || ! /usr/bin/python3.
   apt-get install -y -qq --no-install-recommends qgis python3-venv >/dev/null
 fi
 /usr/bin/python3.11 -c 'import qgis.core' || { log "QGIS's Python bindings do not import"; exit 1; }
+if ! command -v xvfb-run >/dev/null 2>&1 || ! command -v xauth >/dev/null 2>&1; then
+  # the desktop tests start the real QGIS app on a virtual X server
+  [ "$(id -u)" = 0 ] || { log "xvfb-run is missing: apt-get install xvfb xauth x11-utils (as root)"; exit 1; }
+  log "installing Xvfb for the desktop tests"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends xvfb xauth x11-utils >/dev/null
+fi
 if ! command -v java >/dev/null 2>&1; then  # Apache Spark (the cluster graph engine) runs on the JVM
   log "installing a Java runtime for Spark"
   apt-get install -y -qq --no-install-recommends default-jre-headless >/dev/null

@@ -15,21 +15,27 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PLUGIN = "mobclip"
-INCLUDE = ("__init__.py", "metadata.txt", "LICENSE", "icon.svg", "README.md", "CHANGELOG.md")
+INCLUDE = ("__init__.py", "metadata.txt", "LICENSE", "icon.png", "README.md", "CHANGELOG.md")
 PACKAGES = ("qgis_plugin/", "processing_algorithms/", "mobclip_core/")
 REQUIRED = ("name", "qgisMinimumVersion", "description", "about", "version", "author", "email", "repository", "tracker")
+CATEGORIES = ("Raster", "Vector", "Database", "Mesh", "Web")  # PyQGIS cookbook, plugin metadata table
 FORBIDDEN_SUFFIXES = (".pyc", ".so", ".dll", ".dylib", ".exe", ".pt", ".pth", ".bin", ".zip")
 
 
 def metadata() -> configparser.SectionProxy:
     parser = configparser.ConfigParser()
-    parser.read(ROOT / "metadata.txt")
+    parser.read(ROOT / "metadata.txt", encoding="utf-8")
     meta = parser["general"]
     missing = [k for k in REQUIRED if not meta.get(k)]
     if missing:
         sys.exit(f"metadata.txt lacks required keys: {missing}")
     if meta.get("hasProcessingProvider", "").lower() not in ("yes", "true"):
         sys.exit("metadata.txt must declare hasProcessingProvider=yes")
+    if meta.get("category") and meta["category"] not in CATEGORIES:
+        sys.exit(f"metadata.txt category must be one of {CATEGORIES}, not {meta['category']!r}")
+    icon = ROOT / meta.get("icon", "")
+    if not meta.get("icon") or not icon.is_file() or icon.read_bytes()[:8] != b"\x89PNG\r\n\x1a\n":
+        sys.exit(f"metadata.txt icon must name a PNG file in the repository (got {meta.get('icon')!r})")
     return meta
 
 
