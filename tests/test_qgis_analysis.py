@@ -415,3 +415,48 @@ def _far_table_layer():
         features.append(f)
     layer.dataProvider().addFeatures(features)
     return layer
+
+
+def test_map_tool_overlay_updates_cells_raster_and_feature_field(qgis, small_city, tables, tmp_path):
+    """What a click does (the overlay behind the desktop map tool), headless: cells -> raster, polygons -> field."""
+    import processing
+    from mobclip.qgis_plugin.similarity_tool import SimilarityOverlay
+    from osgeo import gdal
+    from qgis.core import QgsPointXY, QgsVectorLayer
+
+    from mobclip_core.analysis.similarity import similar_cells
+    from mobclip_core.embeddings import read_embedding_table
+    from mobclip_core.grid import cell_centroids, strings_to_cells
+
+    _, paths = tables
+    layer = QgsVectorLayer(f"{paths['seed0']}|layername=embeddings", "cells")
+    overlay = SimilarityOverlay(layer)
+    try:
+        table = read_embedding_table(paths["seed0"])
+        ref = deep_cell(small_city, "campus")
+        lon, lat = cell_centroids(strings_to_cells(np.array([ref])))
+        row = overlay.row_at(QgsPointXY(lon[0], lat[0]))
+        assert row is not None and overlay.row_at(QgsPointXY(-70, -30)) is None
+        overlay.update(row)
+        expected = similar_cells(table, cells=[ref]).frame()["similarity"]
+        clon, clat = cell_centroids(strings_to_cells(table.index.to_numpy()))
+        ds = gdal.Open(overlay.path)
+        x0, px, _, y0, _, py = ds.GetGeoTransform()
+        pixels = ds.ReadAsArray()[((clat - y0) / py).astype(int), ((clon - x0) / px).astype(int)]
+        np.testing.assert_allclose(pixels, expected.to_numpy(), atol=1e-6)
+        assert overlay.result.isValid() and overlay.result.dataProvider().bandStatistics(1).maximumValue > 0.99
+    finally:
+        overlay.close()
+    processing.run(
+        "mobclip:aggregate_embeddings",
+        {"INPUT": str(small_city.districts), "EMBEDDINGS": str(paths["seed0"]), "OUTPUT": str(tmp_path / "d.gpkg")},
+    )
+    districts = QgsVectorLayer(str(tmp_path / "d.gpkg"), "districts")
+    polygons = SimilarityOverlay(districts)
+    first = next(districts.getFeatures())
+    point = first.geometry().pointOnSurface().asPoint()
+    row = polygons.row_at(QgsPointXY(point))
+    scores = polygons.update(row)
+    values = {f["source_fid"]: f["similarity"] for f in polygons.result.getFeatures()}
+    assert values[first.id()] == pytest.approx(1.0, abs=1e-5)
+    assert sorted(values.values()) == pytest.approx(sorted(float(s) for s in scores))
