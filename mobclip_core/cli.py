@@ -8,6 +8,7 @@ import signal
 import sys
 import threading
 import time
+import warnings
 from pathlib import Path
 
 from .exceptions import MissingDependencyError, MobClipError
@@ -227,6 +228,156 @@ def _cmd_distil(args) -> int:
     return 0
 
 
+# --- analysis: similar places, zones, a look inside, change --------------------------------------------------------
+def _read_wgs84(path: str, what: str):
+    from .grid import to_wgs84
+    from .io import reading
+    from .sources import read_layer
+
+    with reading(path, what):
+        layer = read_layer(path)
+    return to_wgs84(layer, what=str(path))
+
+
+def _reference_geometries(path: str) -> list:
+    return list(_read_wgs84(path, "reference layer").geometry.values)
+
+
+def _poi_points(path: str, category: str):
+    """A POI layer as lon, lat, category (polygons by their representative point)."""
+    import pandas as pd
+
+    from .exceptions import InvalidInputError
+
+    layer = _read_wgs84(path, "POI layer")
+    if category not in layer.columns:
+        raise InvalidInputError(f"{path} has no column {category!r} (use --category); it has {list(layer.columns)}")
+    points = layer.geometry.representative_point()
+    return pd.DataFrame(
+        {"lon": points.x.to_numpy(), "lat": points.y.to_numpy(), "category": layer[category].to_numpy()}
+    )
+
+
+def _cmd_similar(args) -> int:
+    from shapely.geometry import Point
+
+    from .analysis.outputs import write_cell_layer, write_cell_raster
+    from .analysis.similarity import similar_cells
+    from .embeddings import read_embedding_table
+
+    table = read_embedding_table(args.embeddings)
+    geometries = [Point(lon, lat) for lon, lat in args.point or []]
+    if args.places:
+        geometries += _reference_geometries(args.places)
+    result = similar_cells(table, cells=args.cell, geometries=geometries or None, top_n=args.top, center=args.center)
+    frame = result.frame()
+    write_cell_layer(frame, args.out, layer="similarity")
+    if args.raster:
+        write_cell_raster(frame["similarity"], args.raster)
+    if args.ranking:
+        _write_csv(result.top, args.ranking)
+    print(f"{int(result.is_reference.sum())} reference cells; the {len(result.top)} most similar others:")
+    print(result.top.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    return 0
+
+
+def _write_csv(frame, path) -> None:
+    from .io import atomic_path
+
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False)
+
+
+def _cmd_zones(args) -> int:
+    import pandas as pd
+
+    from .analysis.describe import table_zones
+    from .analysis.outputs import write_cell_layer, write_cell_raster
+    from .embeddings import read_embedding_table
+
+    table = read_embedding_table(args.embeddings)
+    pois = _poi_points(args.pois, args.category) if args.pois else None
+    k = args.k if args.k == "auto" else int(args.k)
+    zones = table_zones(
+        table,
+        dataset=args.dataset,
+        pois=pois,
+        method=args.method,
+        k=k,
+        k_range=(2, args.k_max),
+        min_cluster_size=args.min_size,
+        seed=args.seed,
+    )
+    frame = pd.DataFrame({"zone": zones.labels}, index=table.index)
+    frame["zone_label"] = [zones.name_of(z) for z in zones.labels]
+    write_cell_layer(frame, args.out, layer="zones")
+    if args.raster:
+        write_cell_raster(frame["zone"], args.raster)
+    if args.profiles:
+        _write_csv(zones.profiles.reset_index(), args.profiles)
+    if zones.scores is not None:
+        print("k-means scores per number of zones (the best silhouette is kept):")
+        print(zones.scores.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    print(f"{zones.k} zones ({args.method}); {int((zones.labels < 0).sum())} places in no zone")
+    print(zones.profiles.to_string(float_format=lambda v: f"{v:.3g}"))
+    return 0
+
+
+def _cmd_space(args) -> int:
+    import geopandas as gpd
+    import numpy as np
+    import pandas as pd
+
+    from .analysis.space import embedding_space
+    from .embeddings import read_embedding_table
+    from .geofile import write_geodataframe
+    from .io import atomic_path
+    from .rasterize import PcaColourScale
+
+    table = read_embedding_table(args.embeddings)
+    xy, method = embedding_space(table.to_numpy(), method=args.method, seed=args.seed)
+    scale = PcaColourScale.load(args.scale) if args.scale else PcaColourScale.fit(table.to_numpy())
+    rgb = scale.transform(table.to_numpy())
+    ok = np.isfinite(xy).all(axis=1)
+    colours = [f"#{r:02x}{g:02x}{b:02x}" for r, g, b in rgb[ok]]
+    frame = pd.DataFrame({"h3_cell": table.index[ok], "x": xy[ok, 0], "y": xy[ok, 1], "colour": colours})
+    gdf = gpd.GeoDataFrame(frame, geometry=gpd.points_from_xy(frame.x, frame.y), crs=None)
+    with atomic_path(args.out) as tmp, warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="'crs' was not provided")  # embedding space has no CRS
+        write_geodataframe(gdf, tmp, layer="embedding_space")
+    print(f"{len(frame)} places placed by {method.upper()} -> {args.out}")
+    return 0
+
+
+def _cmd_pca_rgb(args) -> int:
+    from .embeddings import read_embedding_table
+    from .export import write_image
+    from .rasterize import PcaColourScale, embedding_image
+
+    table = read_embedding_table(args.embeddings)
+    scale = PcaColourScale.load(args.scale) if args.scale else PcaColourScale.fit(table.to_numpy())
+    write_image(
+        embedding_image(table, pixels_per_cell=args.pixels_per_cell, rgb=True, colour_scale=scale), args.out, rgb=True
+    )
+    if args.save_scale:
+        scale.save(args.save_scale)
+    print(f"PCA RGB on {'the scale of ' + str(args.scale) if args.scale else 'its own scale'} -> {args.out}")
+    return 0
+
+
+def _cmd_change(args) -> int:
+    from .analysis.change import embedding_change
+    from .analysis.outputs import write_cell_layer, write_cell_raster
+    from .embeddings import read_embedding_table
+
+    change = embedding_change(read_embedding_table(args.before), read_embedding_table(args.after))
+    write_cell_layer(change.distance.to_frame(), args.out, layer="change")
+    if args.raster:
+        write_cell_raster(change.distance, args.raster)
+    print(json.dumps(change.summary(), indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .encoders.distilled import DistilConfig
 
@@ -323,6 +474,56 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True)
     s.add_argument("--stem", default="embeddings")
     s.set_defaults(func=_cmd_export)
+
+    s = sub.add_parser("similar", help="embedding table + reference places -> similarity of every cell, top-N")
+    s.add_argument("embeddings", help="embedding table (.parquet or .gpkg)")
+    s.add_argument("--cell", action="append", help="a reference H3 cell id (repeatable)")
+    s.add_argument("--point", type=float, nargs=2, action="append", metavar=("LON", "LAT"), help="a reference point")
+    s.add_argument("--places", help="a layer of reference points or polygons")
+    s.add_argument("--top", type=int, default=10, help="how many of the most similar cells to list (default 10)")
+    s.add_argument("--center", action="store_true", help="subtract the mean embedding first (more contrast)")
+    s.add_argument("--out", required=True, help="cells with similarity and rank (.gpkg or .parquet)")
+    s.add_argument("--raster", help="also the similarity as a GeoTIFF")
+    s.add_argument("--ranking", help="also the top-N as CSV")
+    s.set_defaults(func=_cmd_similar)
+
+    s = sub.add_parser("zones", help="embedding table -> functional zones (k-means or HDBSCAN) with readable labels")
+    s.add_argument("embeddings")
+    s.add_argument("--method", choices=["kmeans", "hdbscan"], default="kmeans")
+    s.add_argument("--k", default="auto", help="number of zones, or 'auto' (best silhouette in 2..--k-max)")
+    s.add_argument("--k-max", type=int, default=12)
+    s.add_argument("--min-size", type=int, default=None, help="HDBSCAN: smallest zone (default 2%% of places)")
+    s.add_argument("--dataset", help="the region dataset folder the embeddings were trained on (describes zones)")
+    s.add_argument("--pois", help="a POI layer to name each zone's typical categories")
+    s.add_argument("--category", default="category", help="the POI layer's category column")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--out", required=True, help="cells with zone and zone_label (.gpkg or .parquet)")
+    s.add_argument("--raster", help="also the zones as a GeoTIFF")
+    s.add_argument("--profiles", help="also the zone profiles as CSV")
+    s.set_defaults(func=_cmd_zones)
+
+    s = sub.add_parser("space", help="embedding table -> 2-D map of the embedding space (UMAP or PCA) as points")
+    s.add_argument("embeddings")
+    s.add_argument("--method", choices=["auto", "umap", "pca"], default="auto")
+    s.add_argument("--scale", help="colour the points on this saved PCA colour scale (see pca-rgb --save-scale)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--out", required=True, help="points (.gpkg) with h3_cell, x, y and colour")
+    s.set_defaults(func=_cmd_space)
+
+    s = sub.add_parser("pca-rgb", help="embedding table -> PCA RGB GeoTIFF, on its own or a saved colour scale")
+    s.add_argument("embeddings")
+    s.add_argument("--scale", help="apply this saved colour scale (JSON) instead of fitting one")
+    s.add_argument("--save-scale", help="save the colour scale used (JSON) to colour other tables alike")
+    s.add_argument("--pixels-per-cell", type=float, default=4.0)
+    s.add_argument("--out", required=True)
+    s.set_defaults(func=_cmd_pca_rgb)
+
+    s = sub.add_parser("change", help="two embedding tables of the same cells -> per-cell change after alignment")
+    s.add_argument("before")
+    s.add_argument("after")
+    s.add_argument("--out", required=True, help="cells with change (.gpkg or .parquet)")
+    s.add_argument("--raster", help="also the change as a GeoTIFF")
+    s.set_defaults(func=_cmd_change)
     return p
 
 

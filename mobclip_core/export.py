@@ -16,7 +16,7 @@ from .exceptions import InvalidInputError
 from .geofile import write_geodataframe
 from .grid import cell_centroids, cells_to_polygons, strings_to_cells
 from .io import OutputTransaction, atomic_path, output_transaction
-from .rasterize import embedding_image
+from .rasterize import EmbeddingImage, embedding_image
 
 
 def embedding_columns(df: pd.DataFrame, prefix: str = EMBEDDING_PREFIX) -> list[str]:
@@ -79,10 +79,14 @@ def write_geotiff(
     embeddings: pd.DataFrame, path: str | Path, *, pixels_per_cell: float = 4.0, rgb: bool = False
 ) -> Path:
     """Rasterise an embedding table (EPSG:4326): one float32 band per dimension, or the PCA RGB rendering."""
+    return write_image(embedding_image(embeddings, pixels_per_cell=pixels_per_cell, rgb=rgb), path, rgb=rgb)
+
+
+def write_image(image: EmbeddingImage, path: str | Path, *, rgb: bool = False) -> Path:
+    """Write an ``EmbeddingImage`` (any band count and dtype) as a GeoTIFF with rasterio, atomically."""
     rasterio = import_optional("rasterio")
     from rasterio.transform import from_origin
 
-    image = embedding_image(embeddings, pixels_per_cell=pixels_per_cell, rgb=rgb)
     profile = dict(
         driver="GTiff",
         width=image.data.shape[2],

@@ -6,7 +6,9 @@ h3-py only; the library writes it with rasterio (``export.write_geotiff``), the 
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -36,22 +38,102 @@ class EmbeddingImage:
         return (self.x0, self.px, 0.0, self.y0, 0.0, -self.px)
 
 
+@dataclass
+class PcaColourScale:
+    """The PCA RGB colouring of one table, kept so that other tables can be coloured on the same scale.
+
+    Fitted on a reference table (mean, the first three principal axes with a deterministic sign, and the
+    ``lo``..``hi`` percentile stretch of each component); ``transform`` colours any table of the same dimension, so
+    two maps (two years, two regions, a model and its successor) are directly comparable. ``save``/``load`` keep it
+    as JSON beside the maps.
+    """
+
+    mean: np.ndarray  # (d,)
+    axes: np.ndarray  # (3, d): rows are principal axes (zero rows when the table has fewer than 3 dimensions)
+    lo: np.ndarray  # (3,) component value drawn as 1
+    hi: np.ndarray  # (3,) component value drawn as 255
+
+    @classmethod
+    def fit(cls, values: np.ndarray, *, lo: float = 2.0, hi: float = 98.0) -> PcaColourScale:
+        values = np.asarray(values, dtype=np.float64)
+        x = values[np.isfinite(values).all(axis=1)]
+        if x.shape[0] < 2:
+            raise InvalidInputError("a PCA colour scale needs at least 2 rows with complete embeddings")
+        mean = x.mean(axis=0)
+        _, _, vt = np.linalg.svd(x - mean, full_matrices=False)
+        axes = np.zeros((3, x.shape[1]))
+        axes[: min(3, vt.shape[0])] = vt[:3]  # fewer than three dimensions: the rest stay flat
+        comps = (x - mean) @ axes.T
+        sign = np.sign(comps.sum(axis=0) + 1e-12)  # deterministic sign: the bulk of the cells on the positive side
+        axes *= sign[:, None]
+        comps *= sign
+        return cls(mean, axes, np.percentile(comps, lo, axis=0), np.percentile(comps, hi, axis=0))
+
+    @property
+    def dim(self) -> int:
+        return int(self.mean.size)
+
+    def transform(self, values: np.ndarray) -> np.ndarray:
+        """Colours (uint8, 1..255) of each row; 0 (nodata) for rows with a NaN."""
+        values = np.asarray(values, dtype=np.float64)
+        if values.ndim != 2 or values.shape[1] != self.dim:
+            raise InvalidInputError(
+                f"this colour scale was fitted on {self.dim}-dimensional embeddings; the table has "
+                f"{values.shape[-1]}: colour tables of one model (same dimension) on one scale"
+            )
+        finite = np.isfinite(values).all(axis=1)
+        out = np.zeros((values.shape[0], 3), dtype=np.uint8)
+        comps = (values[finite] - self.mean) @ self.axes.T
+        span = np.where(self.hi > self.lo, self.hi - self.lo, 1.0)
+        out[finite] = (1 + np.round(np.clip((comps - self.lo) / span, 0, 1) * 254)).astype(np.uint8)
+        return out
+
+    def to_dict(self) -> dict:
+        return {
+            "kind": "mobclip-pca-colour-scale",
+            "version": 1,
+            **{k: getattr(self, k).tolist() for k in ("mean", "axes", "lo", "hi")},
+        }
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> PcaColourScale:
+        if not isinstance(raw, dict) or raw.get("kind") != "mobclip-pca-colour-scale":
+            raise InvalidInputError("not a MobCLIP PCA colour scale (save one with PcaColourScale.save)")
+        try:
+            parts = {k: np.asarray(raw[k], dtype=np.float64) for k in ("mean", "axes", "lo", "hi")}
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InvalidInputError(f"the PCA colour scale is incomplete or damaged ({exc}): save it again") from exc
+        d = parts["mean"].size
+        if parts["axes"].shape != (3, d) or parts["lo"].shape != (3,) or parts["hi"].shape != (3,):
+            raise InvalidInputError("the PCA colour scale's arrays do not fit together: save it again")
+        return cls(**parts)
+
+    def save(self, path: str | Path) -> Path:
+        from .io import atomic_path
+
+        path = Path(path)
+        with atomic_path(path) as tmp:
+            tmp.write_text(json.dumps(self.to_dict(), indent=1))
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> PcaColourScale:
+        path = Path(path)
+        try:
+            raw = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise InvalidInputError(f"colour scale file {path} does not exist") from None
+        except (OSError, ValueError) as exc:
+            raise InvalidInputError(f"{path} is not a readable colour scale ({exc}): save it again") from exc
+        return cls.from_dict(raw)
+
+
 def pca_rgb(values: np.ndarray, *, lo: float = 2.0, hi: float = 98.0) -> np.ndarray:
     """First three principal components stretched to 1..255 (uint8); 0 is kept for nodata (rows with NaN)."""
     values = np.asarray(values, dtype=np.float64)
-    finite = np.isfinite(values).all(axis=1)
-    out = np.zeros((values.shape[0], 3), dtype=np.uint8)
-    if finite.sum() < 2:
-        return out
-    x = values[finite] - values[finite].mean(axis=0)
-    _, _, vt = np.linalg.svd(x, full_matrices=False)
-    comps = np.zeros((x.shape[0], 3))
-    comps[:, : min(3, vt.shape[0])] = x @ vt[:3].T  # fewer than three dimensions: the rest stay flat
-    comps *= np.sign(comps.sum(axis=0) + 1e-12)  # deterministic sign
-    a, b = np.percentile(comps, lo, axis=0), np.percentile(comps, hi, axis=0)
-    scaled = np.clip((comps - a) / np.where(b > a, b - a, 1.0), 0, 1)
-    out[finite] = (1 + np.round(scaled * 254)).astype(np.uint8)
-    return out
+    if np.isfinite(values).all(axis=1).sum() < 2:
+        return np.zeros((values.shape[0], 3), dtype=np.uint8)
+    return PcaColourScale.fit(values, lo=lo, hi=hi).transform(values)
 
 
 def raster_grid(cells: np.ndarray, pixels_per_cell: float):
@@ -76,26 +158,67 @@ def raster_grid(cells: np.ndarray, pixels_per_cell: float):
     return res, (minx, maxy, px), width, height, pix_cells
 
 
-def embedding_image(table: pd.DataFrame, *, pixels_per_cell: float = 4.0, rgb: bool = False) -> EmbeddingImage:
+def cells_image(
+    cells: np.ndarray,
+    values: np.ndarray,
+    *,
+    band_names: list[str],
+    nodata: float,
+    pixels_per_cell: float = 4.0,
+) -> EmbeddingImage:
+    """Rasterise per-cell values (``values[i]`` is cell ``cells[i]``'s row, one column per band) in EPSG:4326.
+
+    Pixels take the value of the cell their centre falls in, ``nodata`` outside the cells; the dtype is ``values``'s.
+    """
+    if not pixels_per_cell > 0:
+        raise InvalidInputError(f"pixels per cell must be positive, got {pixels_per_cell!r}")
+    cells = np.asarray(cells, dtype=np.uint64)
+    values = np.asarray(values)
+    values = values[:, None] if values.ndim == 1 else values
+    if cells.size == 0:
+        raise InvalidInputError("no cells to rasterise")
+    _, (x0, y0, px), width, height, pix_cells = raster_grid(cells, pixels_per_cell)
+    pos = pd.Index(cells).get_indexer(pix_cells)
+    inside = pos >= 0
+    out = np.full((values.shape[1], width * height), nodata, dtype=values.dtype)
+    out[:, inside] = values[pos[inside]].T
+    return EmbeddingImage(out.reshape(values.shape[1], height, width), x0, y0, px, float(nodata), list(band_names))
+
+
+def embedding_image(
+    table: pd.DataFrame,
+    *,
+    pixels_per_cell: float = 4.0,
+    rgb: bool = False,
+    colour_scale: PcaColourScale | None = None,
+) -> EmbeddingImage:
     """Rasterise an embedding table: one float32 band per dimension (NaN outside the cells), or the PCA RGB
-    rendering (uint8, 0 outside). Cells with a NaN value are left empty in the RGB image."""
+    rendering (uint8, 0 outside; on ``colour_scale`` when given, else on the table's own PCA). Cells with a NaN value
+    are left empty in the RGB image."""
     if not pixels_per_cell > 0:
         raise InvalidInputError(f"pixels per cell must be positive, got {pixels_per_cell!r}")
     cols = embedding_columns(table.columns)
     if rgb:
         table = table[np.isfinite(table[cols].to_numpy()).all(axis=1)]
-        if len(table) < 3:
+        if len(table) < (1 if colour_scale is not None else 3):
             raise InvalidInputError("the PCA RGB image needs at least 3 cells with complete embeddings")
     elif table.empty:
         raise InvalidInputError("the embedding table has no rows")
     table_resolution(table)
     cells = strings_to_cells(table.index.to_numpy())
-    _, (x0, y0, px), width, height, pix_cells = raster_grid(cells, pixels_per_cell)
-    pos = pd.Index(cells).get_indexer(pix_cells)
-    inside = pos >= 0
-    values = pca_rgb(table[cols].to_numpy()) if rgb else table[cols].to_numpy(np.float32)
-    nodata = 0 if rgb else np.float32(np.nan)
-    out = np.full((values.shape[1], width * height), nodata, dtype=values.dtype)
-    out[:, inside] = values[pos[inside]].T
-    names = ["pca_1", "pca_2", "pca_3"] if rgb else [str(c) for c in cols]
-    return EmbeddingImage(out.reshape(values.shape[1], height, width), x0, y0, px, float(nodata), names)
+    if rgb:
+        scale = colour_scale if colour_scale is not None else PcaColourScale.fit(table[cols].to_numpy())
+        return cells_image(
+            cells,
+            scale.transform(table[cols].to_numpy()),
+            band_names=["pca_1", "pca_2", "pca_3"],
+            nodata=0,
+            pixels_per_cell=pixels_per_cell,
+        )
+    return cells_image(
+        cells,
+        table[cols].to_numpy(np.float32),
+        band_names=[str(c) for c in cols],
+        nodata=np.float32(np.nan),
+        pixels_per_cell=pixels_per_cell,
+    )

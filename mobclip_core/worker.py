@@ -206,6 +206,20 @@ def _embed(events: _Events, model: str, coords: str, out: str) -> dict:
     return {"rows": int(values.shape[0]), "dims": int(values.shape[1])}
 
 
+def _project(events: _Events, values: str, out: str, method: str, seed: int) -> dict:
+    import numpy as np
+
+    from .analysis.space import embedding_space
+    from .io import atomic_path
+
+    events.progress("project", 0.0, force=True)
+    xy, used = embedding_space(np.load(values), method=method, seed=seed)
+    with atomic_path(Path(out)) as tmp, open(tmp, "wb") as f:
+        np.save(f, xy)
+    events.progress("project", 1.0, force=True)
+    return {"method": used, "rows": int(xy.shape[0])}
+
+
 class _Stopped(SystemExit):
     pass
 
@@ -231,12 +245,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     embed.add_argument("model")
     embed.add_argument("coords")
     embed.add_argument("out")
+    project = sub.add_parser("project", help="rows of an .npy file -> 2-D map of the embedding space (UMAP or PCA)")
+    project.add_argument("values")
+    project.add_argument("out")
+    project.add_argument("--method", default="auto")
+    project.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     install_stop_handlers()
     events = _Events()
     try:
         if args.task == "train":
             result = _train(events, args.config, args.rebuild)
+        elif args.task == "project":
+            result = _project(events, args.values, args.out, args.method, args.seed)
         else:
             result = _embed(events, args.model, args.coords, args.out)
     except MobClipError as exc:

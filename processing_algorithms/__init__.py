@@ -2,11 +2,29 @@
 
 from .aggregate_embeddings import AggregateEmbeddings
 from .attach_embeddings import AttachEmbeddings
+from .embedding_change import EmbeddingChange
 from .embedding_raster import EmbeddingRaster
+from .embedding_space import EmbeddingSpace
 from .fit_lightgbm import FitLightGBM
+from .functional_zones import FunctionalZones
+from .shared_pca_rgb import SharedPcaRgb
+from .similar_places import SimilarPlaces
 from .tessellate import TessellateToH3
 from .train_embeddings import TrainEmbeddings
 
-ALGORITHMS = (TessellateToH3, AttachEmbeddings, AggregateEmbeddings, FitLightGBM, EmbeddingRaster, TrainEmbeddings)
+ALGORITHMS = (
+    TessellateToH3,
+    AttachEmbeddings,
+    AggregateEmbeddings,
+    FitLightGBM,
+    EmbeddingRaster,
+    TrainEmbeddings,
+    # analysis (issue #15)
+    SimilarPlaces,
+    FunctionalZones,
+    EmbeddingSpace,
+    SharedPcaRgb,
+    EmbeddingChange,
+)
 
 __all__ = ["ALGORITHMS"]

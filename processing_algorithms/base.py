@@ -246,27 +246,28 @@ class MobClipAlgorithm(QgsProcessingAlgorithm):
         return out
 
     # --- embedding tables: a file, or a layer already in the project ----------------------------------------
-    def add_embedding_table_parameters(self) -> None:
+    def add_embedding_table_parameters(self, name: str = "EMBEDDINGS", label: str | None = None) -> None:
+        """Two optional parameters ``name`` (a file) and ``name``_LAYER (a project layer); give exactly one."""
         self.addParameter(
             QgsProcessingParameterFile(
-                "EMBEDDINGS",
-                self.tr("Embedding table file (.parquet or .gpkg written by mobclip)"),
+                name,
+                self.tr(label or "Embedding table file (.parquet or .gpkg written by mobclip)"),
                 fileFilter="Embedding tables (*.parquet *.gpkg)",
                 optional=True,
             )
         )
         self.addParameter(
             QgsProcessingParameterVectorLayer(
-                "EMBEDDINGS_LAYER", self.tr("or an embedding layer already in the project"), optional=True
+                f"{name}_LAYER", self.tr("or an embedding layer already in the project"), optional=True
             )
         )
 
-    def embedding_table(self, parameters, context, *, required: bool = True):
+    def embedding_table(self, parameters, context, *, required: bool = True, name: str = "EMBEDDINGS"):
         """The table from the file or the layer parameter (exactly one), or None when optional and not given."""
         from mobclip_core.embeddings import read_embedding_table
 
-        path = self.parameterAsFile(parameters, "EMBEDDINGS", context)
-        layer = self.parameterAsVectorLayer(parameters, "EMBEDDINGS_LAYER", context)
+        path = self.parameterAsFile(parameters, name, context)
+        layer = self.parameterAsVectorLayer(parameters, f"{name}_LAYER", context)
         if path and layer is not None:
             raise QgsProcessingException(
                 self.tr("Give the embedding table once: either as a file or as a project layer, not both")

@@ -75,7 +75,7 @@ def write_gdal_raster(image, path: str, *, rgb: bool) -> None:
         raise InvalidInputError(f"GDAL cannot create .{ext} rasters here: choose a .tif output")
     options = ["COMPRESS=DEFLATE", *(["PHOTOMETRIC=RGB"] if rgb else [])] if driver_name == "GTiff" else []
     bands, height, width = image.data.shape
-    data_type = gdal.GDT_Byte if rgb else gdal.GDT_Float32
+    data_type = {"uint8": gdal.GDT_Byte, "int16": gdal.GDT_Int16}.get(image.data.dtype.name, gdal.GDT_Float32)
     srs = osr.SpatialReference()
     srs.ImportFromEPSG(4326)
     with atomic_path(path) as tmp:

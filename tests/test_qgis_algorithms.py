@@ -68,6 +68,11 @@ def test_provider_registers_all_algorithms(qgis):
         "fit_lightgbm",
         "embedding_raster",
         "train_embeddings",
+        "similar_places",
+        "functional_zones",
+        "embedding_space",
+        "shared_pca_rgb",
+        "embedding_change",
     }
     for alg in provider.algorithms():
         assert len(alg.shortHelpString()) > 80
@@ -127,9 +132,15 @@ app.exitQgis()
     assert out.returncode == 0, out.stderr[-2000:]
     lines = dict(line.split(" ", 1) for line in out.stdout.splitlines())
     assert lines.pop("LOADED") == "[]"
-    assert len(lines) == 6
+    assert len(lines) == len(algs_names())
     for name, verdict in lines.items():
         assert verdict.startswith("False") and "Install dependencies" in verdict, (name, verdict)
+
+
+def algs_names():
+    import processing_algorithms
+
+    return [cls.algorithm_name for cls in processing_algorithms.ALGORITHMS]
 
 
 def test_tessellate_ids_equal_library(qgis, small_city, tmp_path):

@@ -1,0 +1,210 @@
+"""What distinguishes each zone, in the terms of the inputs that built the embedding, and a label a reader gets.
+
+From the region dataset (``RegionDataset``: the features each modality gave each cell, and the mobility graph) and,
+optionally, the POIs themselves (a table with lon, lat and a category), each zone gets a profile: its most
+over-represented POI categories (or how many of its cells have POIs at all), the mean age of its people against
+the region's, how busy its cells are on the mobility graph, and how far its mean sits from the region's mean on
+each modality. The label keeps the traits that stand out: "Zone 3: many supermarkets, young, busy".
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pandas as pd
+
+from ..constants import REGION_INDEX
+from ..exceptions import InvalidInputError
+from .zones import NO_ZONE, Zones
+
+_AGE_COLUMN = re.compile(r"^(?:demo_)?(?:[fm]_)?(\d+)$")
+MANY_LIFT = 1.5  # a POI category counts as "many" at 1.5x its share in the region
+BUSY, QUIET = 1.3, 0.75  # mean flow per cell against the region's
+AGE_GAP = 3.0  # years from the region's mean age for "young" / "older"
+
+
+def plural(word: str) -> str:
+    """English plural of a category's last word ("university building" -> "university buildings")."""
+    head, _, last = word.rpartition(" ")
+    if last.endswith(("s", "x", "ch", "sh")):
+        last += "es" if not last.endswith("s") else ""
+    elif last.endswith("y") and last[-2:-1] not in tuple("aeiou"):
+        last = last[:-1] + "ies"
+    elif last:
+        last += "s"
+    return f"{head} {last}".strip()
+
+
+def poi_category_shares(pois: pd.DataFrame, cells: pd.Index, resolution: int, category: str = "category"):
+    """POIs per category in each cell (counts) from a table with ``lon``, ``lat`` and ``category`` columns."""
+    from ..grid import cells_to_strings, points_to_cells
+
+    missing = {"lon", "lat", category} - set(pois.columns)
+    if missing:
+        raise InvalidInputError(
+            f"the POI table needs columns lon, lat and {category!r}; it lacks {sorted(missing)}: name the category "
+            "column, or give POIs as points with that field"
+        )
+    lon, lat = pois["lon"].to_numpy(np.float64), pois["lat"].to_numpy(np.float64)
+    ok = np.isfinite(lon) & np.isfinite(lat) & pois[category].notna().to_numpy()
+    ids = cells_to_strings(points_to_cells(lon[ok], lat[ok], resolution))
+    counts = pd.crosstab(pd.Series(ids, name=REGION_INDEX), pois[category].to_numpy()[ok].astype(str))
+    return counts.reindex(cells, fill_value=0)
+
+
+def _mean_age(demo: pd.DataFrame) -> pd.Series | None:
+    """Mean age per cell from age-bin shares (columns like demo_f_20: the bin's lower age); None if not age bins."""
+    ages = {c: int(m.group(1)) for c in demo.columns if (m := _AGE_COLUMN.match(str(c)))}
+    if len(set(ages.values())) < 3:
+        return None
+    starts = sorted(set(ages.values()))
+    width = {a: (b - a) for a, b in zip(starts, starts[1:])}
+    mid = {c: a + width.get(a, 10) / 2 for c, a in ages.items()}
+    cols = list(mid)
+    w = demo[cols].to_numpy(np.float64)
+    total = w.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        age = (w @ np.array([mid[c] for c in cols])) / total
+    return pd.Series(np.where(total > 0, age, np.nan), index=demo.index)
+
+
+def describe_zones(
+    zones: Zones,
+    cells: pd.Index,
+    *,
+    dataset=None,
+    pois: pd.DataFrame | None = None,
+    poi_category: str = "category",
+    resolution: int | None = None,
+) -> Zones:
+    """Fill ``zones.profiles`` (one row per zone) and ``zones.names`` from the region dataset and/or a POI table.
+
+    ``cells`` are the hex ids of the rows ``zones.labels`` refers to. Without a dataset or POIs the names are
+    "Zone i (n places)".
+    """
+    cells = pd.Index(np.asarray(cells, dtype=str), name=REGION_INDEX)
+    labels = pd.Series(zones.labels, index=cells)
+    in_zone = labels[labels != NO_ZONE]
+    ids = list(range(1, zones.k + 1))
+    prof = pd.DataFrame(index=pd.Index(ids, name="zone"))
+    prof["places"] = in_zone.value_counts().reindex(ids, fill_value=0)
+    prof["share"] = prof["places"] / max(len(in_zone), 1)
+    traits: dict[int, list[str]] = {z: [] for z in ids}
+
+    def zone_mean(series: pd.Series) -> pd.Series:
+        s = series.reindex(in_zone.index)
+        return s.groupby(in_zone).mean().reindex(ids)
+
+    feats = dict(getattr(dataset, "features", {}) or {})
+    if pois is not None:
+        res = resolution if resolution is not None else _resolution(cells)
+        counts = poi_category_shares(pois, cells, res, poi_category)
+        _poi_traits(counts, in_zone, ids, prof, traits)
+    elif "poi" in feats and any(str(c).startswith("cat_") for c in feats["poi"].columns):
+        shares = feats["poi"].filter(like="cat_").rename(columns=lambda c: str(c)[4:])
+        _poi_traits(shares.reindex(cells).fillna(0.0), in_zone, ids, prof, traits)
+    elif "poi" in feats:  # text embeddings of POIs say nothing readable; whether cells have POIs does
+        has = feats["poi"].reindex(cells).notna().all(axis=1).astype(float)
+        share = zone_mean(has)
+        prof["cells_with_pois"] = share
+        overall = float(has.reindex(in_zone.index).mean())
+        for z in ids:
+            if overall > 0 and share[z] >= min(1.0, 1.3 * overall) and share[z] > 0.5:
+                traits[z].append("many POIs")
+            elif share[z] <= 0.5 * overall:
+                traits[z].append("few POIs")
+    if "demographics" in feats:
+        age = _mean_age(feats["demographics"].reindex(cells))
+        if age is not None:
+            prof["mean_age"] = zone_mean(age)
+            overall = float(age.reindex(in_zone.index).mean())
+            for z in ids:
+                gap = prof.at[z, "mean_age"] - overall
+                if gap <= -AGE_GAP:
+                    traits[z].append("young")
+                elif gap >= AGE_GAP:
+                    traits[z].append("older")
+    graph = getattr(dataset, "graph", None)
+    if graph is not None:
+        from ..grid import cells_to_strings
+
+        flow = pd.Series(graph.strength(), index=cells_to_strings(graph.cells))
+        zone_flow = zone_mean(flow)
+        overall = float(flow.reindex(in_zone.index).mean())
+        prof["flow_vs_region"] = zone_flow / overall if overall > 0 else np.nan
+        prof["links_per_place"] = zone_mean(pd.Series(graph.degree(), index=flow.index).astype(float))
+        for z in ids:
+            ratio = prof.at[z, "flow_vs_region"]
+            if ratio >= BUSY:
+                traits[z].append("busy")
+            elif ratio <= QUIET:
+                traits[z].append("quiet")
+    for name, table in feats.items():  # how far the zone's mean is from the region's, per modality
+        x = table.reindex(in_zone.index)
+        present = x.notna().all(axis=1)
+        if not present.any():
+            continue
+        x = x[present]
+        std = x.std(ddof=0).replace(0, np.nan)
+        z_means = (x.groupby(in_zone[present]).mean() - x.mean()) / std
+        prof[f"{name}_distinctness"] = z_means.abs().mean(axis=1).reindex(ids)
+    names = {}
+    for z in ids:
+        words = traits[z]
+        if not words and (dataset is not None or pois is not None):
+            words = ["like the region overall"]
+        names[z] = f"Zone {z}: {', '.join(words)}" if words else f"Zone {z} ({prof.at[z, 'places']} places)"
+    prof.insert(0, "label", pd.Series(names))
+    zones.names = names
+    zones.profiles = prof
+    return zones
+
+
+def _poi_traits(counts: pd.DataFrame, in_zone: pd.Series, ids, prof: pd.DataFrame, traits) -> None:
+    """The two most over-represented categories of each zone (at least 1.5x the region's share)."""
+    c = counts.reindex(in_zone.index).fillna(0.0)
+    per_zone = c.groupby(in_zone).sum().reindex(ids, fill_value=0.0)
+    region = c.sum()
+    if region.sum() <= 0:
+        return
+    region_share = region / region.sum()
+    totals = per_zone.sum(axis=1)
+    prof["pois"] = totals if not np.allclose(totals, totals.round()) else totals.round().astype(int)
+    top = []
+    for z in ids:
+        if totals[z] <= 0:
+            top.append("")
+            traits[z].append("no POIs")
+            continue
+        lift = (per_zone.loc[z] / totals[z]) / region_share.replace(0, np.nan)
+        lifted = lift[lift >= MANY_LIFT].sort_values(ascending=False).head(2)
+        top.append(", ".join(lifted.index))
+        if len(lifted):
+            traits[z].append("many " + " and ".join(plural(str(c)) for c in lifted.index))
+    prof["top_poi_categories"] = top
+
+
+def _resolution(cells: pd.Index) -> int:
+    from ..grid import cell_resolution, strings_to_cells
+
+    return int(cell_resolution(strings_to_cells(cells[:1].to_numpy()))[0])
+
+
+def table_zones(
+    table: pd.DataFrame,
+    *,
+    dataset=None,
+    pois: pd.DataFrame | None = None,
+    poi_category: str = "category",
+    **options,
+) -> Zones:
+    """Zones of an embedding table (``functional_zones`` with ``options``), described from the region dataset (a
+    ``RegionDataset`` or its folder) and/or a POI table. The call behind ``mobclip zones`` and QGIS's algorithm."""
+    from ..dataset import RegionDataset
+    from .zones import functional_zones
+
+    if dataset is not None and not isinstance(dataset, RegionDataset):
+        dataset = RegionDataset.load(dataset)
+    zones = functional_zones(table.to_numpy(np.float32), **options)
+    return describe_zones(zones, table.index, dataset=dataset, pois=pois, poi_category=poi_category)

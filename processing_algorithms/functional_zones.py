@@ -1,0 +1,231 @@
+"""Functional zones: k-means or HDBSCAN clusters of places by embedding, described in the inputs' own terms."""
+
+from __future__ import annotations
+
+from qgis.core import (
+    QgsCoordinateReferenceSystem,
+    QgsFeature,
+    QgsField,
+    QgsFields,
+    QgsProcessing,
+    QgsProcessingException,
+    QgsProcessingOutputNumber,
+    QgsProcessingParameterEnum,
+    QgsProcessingParameterFeatureSink,
+    QgsProcessingParameterFeatureSource,
+    QgsProcessingParameterField,
+    QgsProcessingParameterFile,
+    QgsProcessingParameterNumber,
+    QgsProcessingParameterRasterDestination,
+    QgsWkbTypes,
+)
+from qgis.PyQt.QtCore import QVariant
+
+from ._places import Styler, add_places_parameters, read_places, style_on_load, write_places, zone_style
+from .base import MobClipAlgorithm
+from .embedding_raster import write_gdal_raster
+
+METHODS = [
+    "k-means, number of zones suggested (best silhouette)",
+    "k-means, number of zones suggested (best BIC)",
+    "k-means with the number of zones below",
+    "HDBSCAN (density-based: as many zones as dense groups)",
+]
+
+
+class FunctionalZones(MobClipAlgorithm):
+    algorithm_name = "functional_zones"
+    display_name = "Functional zones"
+    group_name = "Analysis"
+    help_text = (
+        "Groups places whose embeddings are alike into functional zones, and says what makes each zone "
+        "different. k-means makes the number of zones you ask for, or suggests one (the best silhouette or BIC "
+        "between 2 and the maximum); HDBSCAN finds as many dense groups as there are and leaves the rest in "
+        "'No zone'. Zone 1 is the largest.\n\n"
+        "Places: the cells of an embedding table (a file or a project layer with an h3_cell field), or the "
+        "features of a layer whose emb_ fields hold embeddings.\n\n"
+        "Describing the zones (cells only): give the region dataset folder the embeddings were trained on "
+        "(written by mobclip build or train) and/or a POI layer with a category field. Each zone is then "
+        "profiled by the inputs that built the embedding: its most over-represented POI categories, the mean "
+        "age of its people against the region's, how busy its cells are on the mobility graph; the label keeps "
+        "what stands out, e.g. 'Zone 3: many supermarkets, young, busy'. The layer is styled one colour per "
+        "zone with these labels in the legend; the profiles table has the numbers."
+    )
+
+    def initAlgorithm(self, config=None):  # noqa: N802
+        add_places_parameters(self)
+        self.addParameter(QgsProcessingParameterEnum("METHOD", self.tr("Method"), METHODS, defaultValue=0))
+        self.addParameter(
+            QgsProcessingParameterNumber(
+                "K", self.tr("Number of zones (k-means)"), QgsProcessingParameterNumber.Integer, 6, False, 1, 200
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterNumber(
+                "K_MAX",
+                self.tr("Largest number of zones to try (suggested k)"),
+                QgsProcessingParameterNumber.Integer,
+                12,
+                False,
+                2,
+                100,
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterNumber(
+                "MIN_SIZE",
+                self.tr("Smallest zone, in places (HDBSCAN; 0 = 2 % of the places)"),
+                QgsProcessingParameterNumber.Integer,
+                0,
+                False,
+                0,
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterFile(
+                "DATASET",
+                self.tr("Region dataset folder (to describe the zones)"),
+                behavior=QgsProcessingParameterFile.Folder,
+                optional=True,
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterFeatureSource(
+                "POIS",
+                self.tr("POI layer (to name each zone's typical categories)"),
+                [QgsProcessing.TypeVectorPoint, QgsProcessing.TypeVectorPolygon],
+                optional=True,
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterField(
+                "POI_CATEGORY",
+                self.tr("POI category field"),
+                "category",
+                parentLayerParameterName="POIS",
+                type=QgsProcessingParameterField.String,
+                optional=True,
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterNumber(
+                "SEED", self.tr("Random seed"), QgsProcessingParameterNumber.Integer, 0, False, 0
+            )
+        )
+        self.addParameter(QgsProcessingParameterFeatureSink("OUTPUT", self.tr("Zones")))
+        self.addParameter(
+            QgsProcessingParameterFeatureSink("OUTPUT_PROFILES", self.tr("Zone profiles"), QgsProcessing.TypeVector)
+        )
+        self.addParameter(
+            QgsProcessingParameterRasterDestination(
+                "OUTPUT_RASTER", self.tr("Zone raster (cells only)"), optional=True, createByDefault=False
+            )
+        )
+        self.addOutput(QgsProcessingOutputNumber("ZONES", self.tr("Number of zones")))
+
+    def execute(self, parameters, context, feedback):
+        import numpy as np
+
+        from mobclip_core.analysis.describe import table_zones
+        from mobclip_core.analysis.zones import functional_zones
+
+        places = read_places(self, parameters, context, feedback)
+        method = self.parameterAsEnum(parameters, "METHOD", context)
+        options = {
+            "method": "hdbscan" if method == 3 else "kmeans",
+            "k": self.parameterAsInt(parameters, "K", context) if method == 2 else "auto",
+            "k_range": (2, self.parameterAsInt(parameters, "K_MAX", context)),
+            "criterion": "bic" if method == 1 else "silhouette",
+            "min_cluster_size": self.parameterAsInt(parameters, "MIN_SIZE", context) or None,
+            "seed": self.parameterAsInt(parameters, "SEED", context),
+        }
+        dataset = self.parameterAsFile(parameters, "DATASET", context) or None
+        pois = self._pois(parameters, context, feedback)
+        feedback.setProgress(30)
+        if places.cells:
+            zones = table_zones(places.table, dataset=dataset, pois=pois, **options)
+        else:
+            if dataset or pois is not None:
+                raise QgsProcessingException(
+                    self.tr("Zone descriptions from a region dataset or POIs need cells: use an embedding table")
+                )
+            zones = functional_zones(places.values, **options)
+            from mobclip_core.analysis.describe import describe_zones
+
+            describe_zones(zones, [str(i) for i in range(len(places.values))])
+        self.check_cancel(feedback)
+        feedback.setProgress(60)
+        if zones.scores is not None:
+            feedback.pushInfo(self.tr("k-means scores per number of zones:\n" + zones.scores.to_string(index=False)))
+        extra = QgsFields()
+        extra.append(QgsField("zone", QVariant.Int))
+        extra.append(QgsField("zone_label", QVariant.String))
+        rows = ([int(z), zones.name_of(z)] for z in zones.labels.tolist())
+        dest = write_places(self, parameters, context, feedback, places, extra, rows)
+        names = {z: zones.name_of(z) for z in sorted(set(zones.labels.tolist()))}
+        style_on_load(context, dest, Styler(zone_style, names))
+        results = {
+            "OUTPUT": dest,
+            "OUTPUT_PROFILES": self._write_profiles(parameters, context, zones),
+            "ZONES": zones.k,
+        }
+        raster = self.parameterAsOutputLayer(parameters, "OUTPUT_RASTER", context)
+        if raster:
+            if not places.cells:
+                raise QgsProcessingException(self.tr("The zone raster needs cells, not features"))
+            from mobclip_core.grid import strings_to_cells
+            from mobclip_core.rasterize import cells_image
+
+            image = cells_image(
+                strings_to_cells(places.table.index.to_numpy()),
+                zones.labels.astype(np.int16),
+                band_names=["zone"],
+                nodata=-1,
+            )
+            write_gdal_raster(image, raster, rgb=False)
+            results["OUTPUT_RASTER"] = raster
+        for label in names.values():
+            feedback.pushInfo(label)
+        return results
+
+    def _pois(self, parameters, context, feedback):
+        """The POI layer as lon, lat, category (polygons by a point on their surface), or None."""
+        source = self.parameterAsSource(parameters, "POIS", context)
+        if source is None:
+            return None
+        import pandas as pd
+
+        from mobclip_core.grid import representative_points
+
+        field = self.parameterAsString(parameters, "POI_CATEGORY", context) or "category"
+        if source.fields().indexOf(field) < 0:
+            raise QgsProcessingException(self.tr(f"The POI layer has no field '{field}': choose its category field"))
+        features, wkbs = self.read_wgs84(source, context, feedback, span=(5, 25))
+        lon, lat = representative_points(wkbs)
+        values = [None if f[field] == None else str(f[field]) for f in features]  # noqa: E711 - QGIS NULL
+        return pd.DataFrame({"lon": lon, "lat": lat, "category": values})
+
+    def _write_profiles(self, parameters, context, zones):
+        import pandas as pd
+
+        prof = zones.profiles.reset_index()
+        fields = QgsFields()
+        for col in prof.columns:
+            if pd.api.types.is_integer_dtype(prof[col]):
+                fields.append(QgsField(str(col), QVariant.Int))
+            elif pd.api.types.is_float_dtype(prof[col]):
+                fields.append(QgsField(str(col), QVariant.Double))
+            else:
+                fields.append(QgsField(str(col), QVariant.String))
+        sink, dest = self.create_sink(
+            parameters, "OUTPUT_PROFILES", context, fields, QgsWkbTypes.NoGeometry, QgsCoordinateReferenceSystem()
+        )
+        features = []
+        for row in prof.itertuples(index=False):
+            f = QgsFeature(fields)
+            f.setAttributes(
+                [None if (isinstance(v, float) and v != v) else (v.item() if hasattr(v, "item") else v) for v in row]
+            )
+            features.append(f)
+        sink.addFeatures(features)
+        return dest

@@ -1,0 +1,255 @@
+"""Similar places: cosine similarity of every cell or polygon to reference places, and the ranked top-N."""
+
+from __future__ import annotations
+
+from qgis.core import (
+    QgsCoordinateReferenceSystem,
+    QgsField,
+    QgsFields,
+    QgsGeometry,
+    QgsProcessing,
+    QgsProcessingException,
+    QgsProcessingParameterBoolean,
+    QgsProcessingParameterExtent,
+    QgsProcessingParameterFeatureSink,
+    QgsProcessingParameterFeatureSource,
+    QgsProcessingParameterFile,
+    QgsProcessingParameterNumber,
+    QgsProcessingParameterPoint,
+    QgsProcessingParameterRasterDestination,
+    QgsProcessingParameterString,
+    QgsWkbTypes,
+)
+from qgis.PyQt.QtCore import QVariant
+
+from ._places import (
+    Styler,
+    add_places_parameters,
+    extent_in_wgs84,
+    graduated_style,
+    pseudocolour_style,
+    read_places,
+    reference_rows_in_features,
+    style_on_load,
+    table_from_model,
+    write_places,
+)
+from .base import WGS84, MobClipAlgorithm
+from .embedding_raster import write_gdal_raster
+
+
+class SimilarPlaces(MobClipAlgorithm):
+    algorithm_name = "similar_places"
+    display_name = "Similar places"
+    group_name = "Analysis"
+    resolution_parameters = ("RESOLUTION",)
+    help_text = (
+        "Finds the places most like one or more reference places. Every cell (or polygon) gets the cosine "
+        "similarity of its embedding to the references' mean direction (1 = the same role, 0 = unrelated), and "
+        "the most similar other places are ranked (rank 1 = most similar; references themselves get no rank).\n\n"
+        "Places: the cells of an embedding table (a file written by mobclip, or a project layer with an h3_cell "
+        "field), the features of a project layer whose emb_ fields hold embeddings (for example the output of "
+        "'Aggregate embeddings over polygons'), or the cells of an extent embedded by a distilled model (a "
+        "separate Python process that needs the training packages).\n\n"
+        "References: any mix of a layer of points or polygons (tick 'Selected features only' to use the features "
+        "you selected, e.g. on the places layer itself), a point clicked on the map, and H3 cell ids. A point "
+        "takes the cell (or polygon) it lies in; a polygon all cells whose centre it holds.\n\n"
+        "Outputs: the places with similarity, rank and is_reference, styled from low to high similarity; the "
+        "top-N as a table; for cells, optionally the similarity as a raster."
+    )
+
+    def initAlgorithm(self, config=None):  # noqa: N802
+        add_places_parameters(self)
+        self.addParameter(
+            QgsProcessingParameterFile(
+                "MODEL",
+                self.tr("or a distilled model (.pth) to embed the cells of an extent"),
+                behavior=QgsProcessingParameterFile.File,
+                optional=True,
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterExtent("EXTENT", self.tr("Extent to embed (distilled model)"), optional=True)
+        )
+        self.addParameter(
+            QgsProcessingParameterNumber(
+                "RESOLUTION",
+                self.tr("H3 resolution (distilled model)"),
+                QgsProcessingParameterNumber.Integer,
+                9,
+                False,
+                0,
+                15,
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterFeatureSource(
+                "REFERENCE",
+                self.tr("Reference places (points or polygons)"),
+                [QgsProcessing.TypeVectorPoint, QgsProcessing.TypeVectorPolygon],
+                optional=True,
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterPoint("REFERENCE_POINT", self.tr("or a reference point"), optional=True)
+        )
+        self.addParameter(
+            QgsProcessingParameterString("REFERENCE_CELLS", self.tr("or H3 cell ids (comma-separated)"), optional=True)
+        )
+        self.addParameter(
+            QgsProcessingParameterNumber(
+                "TOP_N",
+                self.tr("How many of the most similar places to list"),
+                QgsProcessingParameterNumber.Integer,
+                10,
+                False,
+                1,
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterBoolean(
+                "CENTER", self.tr("Subtract the mean embedding first (more contrast when all places look alike)"), False
+            )
+        )
+        self.addParameter(QgsProcessingParameterFeatureSink("OUTPUT", self.tr("Similarity")))
+        self.addParameter(
+            QgsProcessingParameterFeatureSink(
+                "OUTPUT_TOP", self.tr("Most similar places (ranked table)"), QgsProcessing.TypeVector
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterRasterDestination(
+                "OUTPUT_RASTER", self.tr("Similarity raster (cells only)"), optional=True, createByDefault=False
+            )
+        )
+
+    def execute(self, parameters, context, feedback):
+        import numpy as np
+
+        from mobclip_core.analysis.similarity import similar_cells, similar_places
+
+        model = self.parameterAsFile(parameters, "MODEL", context)
+        table = None
+        if model:
+            if self.parameterAsFile(parameters, "EMBEDDINGS", context) or self.parameterAsVectorLayer(
+                parameters, "EMBEDDINGS_LAYER", context
+            ):
+                raise QgsProcessingException(self.tr("Give either embeddings or a distilled model, not both"))
+            extent = extent_in_wgs84(self, parameters, "EXTENT", context)
+            resolution = self.parameterAsInt(parameters, "RESOLUTION", context)
+            table = table_from_model(self, model, extent, resolution, feedback)
+        places = read_places(self, parameters, context, feedback, table=table)
+        feedback.setProgress(50)
+        geometries, crs = self._reference_geometries(parameters, context)
+        cell_ids = [c.strip() for c in self.parameterAsString(parameters, "REFERENCE_CELLS", context).split(",")]
+        cell_ids = [c for c in cell_ids if c]
+        if not geometries and not cell_ids:
+            raise QgsProcessingException(
+                self.tr("Choose reference places: a layer of points or polygons, a point on the map, or H3 cell ids")
+            )
+        top_n = self.parameterAsInt(parameters, "TOP_N", context)
+        center = self.parameterAsBool(parameters, "CENTER", context)
+        if places.cells:
+            wkbs = [bytes(g.asWkb()) for g in self._in_wgs84(geometries, crs, context)]
+            result = similar_cells(
+                places.table, cells=cell_ids or None, geometries=wkbs or None, top_n=top_n, center=center
+            )
+        else:
+            if cell_ids:
+                raise QgsProcessingException(
+                    self.tr("H3 cell ids name cells; these places are features: pick reference features or a point")
+                )
+            rows = reference_rows_in_features(places, geometries, crs, context)
+            if not rows:
+                raise QgsProcessingException(
+                    self.tr(f"No reference lies on a feature of '{places.name}': choose references inside the layer")
+                )
+            result = similar_places(places.values, reference_rows=rows, top_n=top_n, center=center)
+        self.check_cancel(feedback)
+        feedback.setProgress(65)
+        extra = QgsFields()
+        extra.append(QgsField("similarity", QVariant.Double))
+        extra.append(QgsField("rank", QVariant.Int))
+        extra.append(QgsField("is_reference", QVariant.Bool))
+        rows = (
+            [None if s != s else float(s), int(r) if r > 0 else None, bool(ref)]
+            for s, r, ref in zip(result.similarity.tolist(), result.rank.tolist(), result.is_reference.tolist())
+        )
+        dest = write_places(self, parameters, context, feedback, places, extra, rows)
+        style_on_load(context, dest, Styler(graduated_style, "similarity"))
+        top_dest = self._write_top(parameters, context, places, result)
+        results = {"OUTPUT": dest, "OUTPUT_TOP": top_dest}
+        raster = self.parameterAsOutputLayer(parameters, "OUTPUT_RASTER", context)
+        if raster:
+            if not places.cells:
+                raise QgsProcessingException(self.tr("The similarity raster needs cells, not features"))
+            from mobclip_core.grid import strings_to_cells
+            from mobclip_core.rasterize import cells_image
+
+            image = cells_image(
+                strings_to_cells(places.table.index.to_numpy()),
+                result.similarity.astype(np.float32),
+                band_names=["similarity"],
+                nodata=np.float32(np.nan),
+            )
+            write_gdal_raster(image, raster, rgb=False)
+            style_on_load(context, raster, Styler(pseudocolour_style))
+            results["OUTPUT_RASTER"] = raster
+        feedback.pushInfo(
+            self.tr(
+                f"{int(result.is_reference.sum())} reference places; most similar: "
+                + ", ".join(f"{s:.3f}" for s in result.top["similarity"].head(5))
+            )
+        )
+        return results
+
+    def _reference_geometries(self, parameters, context):
+        """(reference QgsGeometry list, their CRS): features of REFERENCE, and REFERENCE_POINT."""
+        geometries, crs = [], QgsCoordinateReferenceSystem(WGS84)
+        source = self.parameterAsSource(parameters, "REFERENCE", context)
+        if source is not None:
+            crs = source.sourceCrs()
+            geometries = [QgsGeometry(f.geometry()) for f in source.getFeatures() if f.hasGeometry()]
+            if not geometries:
+                raise QgsProcessingException(
+                    self.tr(
+                        f"The reference layer '{source.sourceName()}' has no feature with a geometry (or none selected)"
+                    )
+                )
+        if parameters.get("REFERENCE_POINT"):
+            point = self.parameterAsPoint(parameters, "REFERENCE_POINT", context, crs)
+            geometries.append(QgsGeometry.fromPointXY(point))
+        return geometries, crs
+
+    def _in_wgs84(self, geometries, crs, context):
+        from qgis.core import QgsCoordinateTransform
+
+        xform = QgsCoordinateTransform(crs, QgsCoordinateReferenceSystem(WGS84), context.transformContext())
+        out = []
+        for g in geometries:
+            g = QgsGeometry(g)
+            if QgsWkbTypes.isCurvedType(g.wkbType()):
+                g.convertToStraightSegment()
+            g.transform(xform)
+            out.append(g)
+        return out
+
+    def _write_top(self, parameters, context, places, result):
+        fields = QgsFields()
+        fields.append(QgsField("rank", QVariant.Int))
+        fields.append(QgsField("similarity", QVariant.Double))
+        fields = self.merge_fields(fields, places.base_fields())
+        sink, dest = self.create_sink(
+            parameters, "OUTPUT_TOP", context, fields, QgsWkbTypes.NoGeometry, QgsCoordinateReferenceSystem()
+        )
+        from qgis.core import QgsFeature
+
+        rows = list(places.base_rows()) if not places.cells else None
+        batch = []
+        for rank, row_id, sim in zip(result.top["rank"], result.top.iloc[:, 1], result.top["similarity"]):
+            f = QgsFeature(fields)
+            base = [row_id] if places.cells else rows[int(row_id)]
+            f.setAttributes([int(rank), float(sim), *base])
+            batch.append(f)
+        sink.addFeatures(batch)
+        return dest

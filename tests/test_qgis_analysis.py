@@ -1,0 +1,462 @@
+"""The analysis algorithms in real QGIS 3.22 on the demo city, against its planted zones.
+
+Embeddings: a stand-in "model" of a planted city, so that no training runs in the suite. Each zone type has a
+direction in a 16-d space; each cell gets its zone's direction plus noise that belongs to the city's data (0.45 per
+dimension); a model seed then rotates the whole space at random and adds its own, smaller noise (0.15). So the
+planted zones are recoverable but not trivially, two seeds differ by a rotation plus a little noise (as two trainings
+of one model do), and another planted city (same cells, other zone patches) differs where its zones differ.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+pytestmark = pytest.mark.qgis
+
+DIM = 16
+
+
+def planted_embeddings(city, city_seed: int, model_seed: int) -> pd.DataFrame:
+    from mobclip_core.grid import cells_to_strings
+
+    directions = np.random.default_rng(0).normal(size=(5, DIM))
+    data_noise = 0.45 * np.random.default_rng(100 + city_seed).normal(size=(city.cells.size, DIM))
+    rotation, _ = np.linalg.qr(np.random.default_rng(200 + model_seed).normal(size=(DIM, DIM)))
+    seed_noise = 0.15 * np.random.default_rng(300 + model_seed).normal(size=(city.cells.size, DIM))
+    values = (directions[city.zone] + data_noise) @ rotation + seed_noise
+    return pd.DataFrame(
+        values.astype(np.float32),
+        index=pd.Index(cells_to_strings(city.cells), name="h3_cell"),
+        columns=[f"emb_{i}" for i in range(DIM)],
+    )
+
+
+@pytest.fixture(scope="module")
+def qgis(small_city):
+    from qgis_support import start_qgis
+
+    return start_qgis()
+
+
+@pytest.fixture(scope="module")
+def tables(small_city, tmp_path_factory):
+    from mobclip_core.export import write_embeddings
+
+    root = tmp_path_factory.mktemp("analysis")
+    paths = {}
+    for name, seed in (("seed0", 0), ("seed1", 1)):
+        paths[name] = write_embeddings(planted_embeddings(small_city, 3, seed), root / f"{name}.gpkg")
+    return root, paths
+
+
+@pytest.fixture(scope="module")
+def other_city(small_city, tmp_path_factory):
+    """Another planted city on the same cells (another seed of the generator: other zone patches)."""
+    from mobclip_core.demo import make_demo_city
+
+    city = make_demo_city(
+        tmp_path_factory.mktemp("city_b"), seed=4, rings=8, n_agents=50, n_weeks=1, n_districts=4, imagery_pixel_m=200.0
+    )
+    assert np.array_equal(city.cells, small_city.cells) and (city.zone != small_city.zone).mean() > 0.5
+    return city
+
+
+def run(alg, params, feedback=None):
+    import processing
+    from qgis.core import QgsProcessingContext, QgsProcessingFeedback, QgsProject
+
+    context = QgsProcessingContext()
+    context.setProject(QgsProject.instance())  # layers given by id (a selection) are looked up in the project
+    return processing.run(f"mobclip:{alg}", params, context=context, feedback=feedback or QgsProcessingFeedback())
+
+
+def frame(layer_or_path) -> pd.DataFrame:
+    from qgis.core import QgsVectorLayer
+
+    layer = layer_or_path if isinstance(layer_or_path, QgsVectorLayer) else QgsVectorLayer(str(layer_or_path))
+    names = [f.name() for f in layer.fields()]
+    rows = [[None if v == None else v for v in f.attributes()] for f in layer.getFeatures()]  # noqa: E711 - QGIS NULL
+    return pd.DataFrame(rows, columns=names)
+
+
+def deep_cell(city, zone: str) -> str:
+    """The cell of ``zone`` with the most neighbours of the same zone (the middle of a planted patch)."""
+    from mobclip_core.demo import ZONES
+    from mobclip_core.grid import cells_to_strings, neighbours
+
+    pairs = neighbours(city.cells[city.zone == ZONES.index(zone)], k=1)
+    same = city.zone_labels.reindex(cells_to_strings(pairs["neighbour"].to_numpy())).to_numpy() == zone
+    counts = pd.Series(same, index=cells_to_strings(pairs["h3_cell"].to_numpy())).groupby(level=0).sum()
+    return str(counts.idxmax())
+
+
+@pytest.mark.parametrize("zone", ["industrial", "campus", "park"])
+def test_similar_places_to_a_zone_cell_are_mostly_that_zone(qgis, small_city, tables, zone, tmp_path):
+    from osgeo import gdal
+
+    _, paths = tables
+    ref = deep_cell(small_city, zone)
+    n = min(15, int((small_city.zone_labels == zone).sum()) - 1)
+    res = run(
+        "similar_places",
+        {
+            "EMBEDDINGS": str(paths["seed0"]),
+            "REFERENCE_CELLS": ref,
+            "TOP_N": n,
+            "OUTPUT": str(tmp_path / "sim.gpkg"),
+            "OUTPUT_TOP": "memory:",
+            "OUTPUT_RASTER": str(tmp_path / "sim.tif"),
+        },
+    )
+    top = frame(res["OUTPUT_TOP"])
+    assert top["rank"].tolist() == list(range(1, n + 1)) and ref not in set(top.h3_cell)
+    share = (small_city.zone_labels.reindex(top.h3_cell) == zone).mean()
+    assert share >= 0.8, (zone, share)  # the zone's share of the city is 0.04-0.22
+    sim = frame(res["OUTPUT"]).set_index("h3_cell")
+    assert sim.loc[ref, "is_reference"] and sim.loc[ref, "similarity"] == pytest.approx(1.0, abs=1e-5)
+    assert sim["rank"].isna().sum() == 1
+    ds = gdal.Open(res["OUTPUT_RASTER"])
+    assert ds.GetRasterBand(1).GetDescription() == "similarity" and np.nanmax(ds.ReadAsArray()) == pytest.approx(
+        1, 1e-5
+    )
+
+
+def test_similar_places_from_a_point_a_selection_and_a_distilled_model(qgis, small_city, tables, tmp_path):
+    import processing
+    from qgis.core import QgsProcessingFeatureSourceDefinition, QgsProject, QgsVectorLayer
+
+    from mobclip_core.encoders.distilled import DistilConfig, DistilledEncoder
+    from mobclip_core.grid import cell_centroids, strings_to_cells
+
+    _, paths = tables
+    ref = deep_cell(small_city, "industrial")
+    lon, lat = cell_centroids(strings_to_cells(np.array([ref])))
+    by_point = run(
+        "similar_places",
+        {
+            "EMBEDDINGS": str(paths["seed0"]),
+            "REFERENCE_POINT": f"{lon[0]},{lat[0]} [EPSG:4326]",
+            "OUTPUT": "memory:",
+            "OUTPUT_TOP": "memory:",
+        },
+    )
+    by_cell = run(
+        "similar_places",
+        {"EMBEDDINGS": str(paths["seed0"]), "REFERENCE_CELLS": ref, "OUTPUT": "memory:", "OUTPUT_TOP": "memory:"},
+    )
+    pd.testing.assert_frame_equal(frame(by_point["OUTPUT_TOP"]), frame(by_cell["OUTPUT_TOP"]))
+    # polygons with embedding fields (aggregated districts), the reference selected on the layer itself
+    processing.run(
+        "mobclip:aggregate_embeddings",
+        {"INPUT": str(small_city.districts), "EMBEDDINGS": str(paths["seed0"]), "OUTPUT": str(tmp_path / "d.gpkg")},
+    )
+    districts = QgsVectorLayer(str(tmp_path / "d.gpkg"), "districts with embeddings")
+    QgsProject.instance().addMapLayer(districts)
+    try:
+        districts.selectByIds([2])
+        res = run(
+            "similar_places",
+            {
+                "EMBEDDINGS_LAYER": districts,
+                "REFERENCE": QgsProcessingFeatureSourceDefinition(districts.id(), True),
+                "TOP_N": 3,
+                "OUTPUT": "memory:",
+                "OUTPUT_TOP": "memory:",
+            },
+        )
+        out = frame(res["OUTPUT"])
+        chosen = out[out.is_reference]
+        assert len(out) == districts.featureCount() and len(chosen) == 1
+        assert chosen.district.iloc[0] == districts.getFeature(2)["district"]
+        top = frame(res["OUTPUT_TOP"])
+        assert list(top["rank"]) == [1, 2, 3] and "district" in top.columns
+        assert top.similarity.is_monotonic_decreasing
+    finally:
+        QgsProject.instance().removeMapLayer(districts.id())
+    # a distilled model over an extent (the child process embeds the cells)
+    teacher = planted_embeddings(small_city, 3, 0)
+    clon, clat = cell_centroids(small_city.cells)
+    enc = DistilledEncoder(DistilConfig(degree=8, hidden=64, layers=2, epochs=60)).fit(clon, clat, teacher.to_numpy())
+    enc.save(tmp_path / "distilled")
+    extent = f"{clon.min()},{clon.max()},{clat.min()},{clat.max()} [EPSG:4326]"
+    res = run(
+        "similar_places",
+        {
+            "MODEL": str(tmp_path / "distilled" / "model.pth"),
+            "EXTENT": extent,
+            "RESOLUTION": 9,
+            "REFERENCE_CELLS": ref,
+            "TOP_N": 10,
+            "OUTPUT": "memory:",
+            "OUTPUT_TOP": "memory:",
+        },
+    )
+    top = frame(res["OUTPUT_TOP"])
+    assert (small_city.zone_labels.reindex(top.h3_cell) == "industrial").mean() >= 0.7
+
+
+def test_zones_match_the_planted_zones_with_labels_from_the_dataset(qgis, small_city, small_dataset, tables, tmp_path):
+    import processing
+    from qgis.core import QgsProcessingContext, QgsProcessingFeedback, QgsProject, QgsRasterLayer, QgsVectorLayer
+    from sklearn.metrics import adjusted_rand_score
+
+    _, paths = tables
+    dataset_dir = tmp_path / "dataset"
+    small_dataset.save(dataset_dir)
+    context = QgsProcessingContext()
+    context.setProject(QgsProject.instance())
+    res = processing.runAndLoadResults(
+        "mobclip:functional_zones",
+        {
+            "EMBEDDINGS": str(paths["seed0"]),
+            "METHOD": 2,
+            "K": 5,
+            "DATASET": str(dataset_dir),
+            "POIS": str(small_city.pois),
+            "POI_CATEGORY": "category",
+            "OUTPUT": str(tmp_path / "zones.gpkg"),
+            "OUTPUT_PROFILES": str(tmp_path / "profiles.gpkg"),
+            "OUTPUT_RASTER": str(tmp_path / "zones.tif"),
+        },
+        feedback=QgsProcessingFeedback(),
+        context=context,
+    )
+    try:
+        zones = frame(str(tmp_path / "zones.gpkg")).set_index("h3_cell")
+        planted = small_city.zone_labels.reindex(zones.index)
+        ari = adjusted_rand_score(planted, zones.zone)
+        assert ari > 0.5, ari  # chance is 0, a perfect match 1 (the commercial zone has only 5 cells)
+        profiles = frame(str(tmp_path / "profiles.gpkg")).set_index("zone")
+        assert res["ZONES"] == 5 and list(profiles.index) == [1, 2, 3, 4, 5]
+        # each zone is named by the POI categories planted in the zone type most of its cells belong to
+        signature = {
+            "residential": ("bakeries", "schools", "pharmacies", "supermarkets", "hairdressers"),
+            "commercial": ("restaurants", "banks", "clothing stores", "cafes", "hotels", "cinemas"),
+            "industrial": ("warehouses", "factories", "car repairs", "truck depots"),
+            "park": ("playgrounds", "sports fields", "kiosks"),
+            "campus": ("libraries", "university buildings", "student housings", "cafes", "bookshops"),
+        }
+        named = 0
+        for zone_id, label in profiles.label.items():
+            majority = planted[zones.zone == zone_id].mode()[0]
+            if "many " in label:
+                named += 1
+                assert any(word in label for word in signature[majority]), (majority, label)
+        assert named >= 4, profiles.label.tolist()
+        campus = zones.zone[planted == "campus"].mode()[0]
+        assert "young" in profiles.loc[campus, "label"], profiles.loc[campus, "label"]
+        assert (zones.zone_label == zones.zone.map(profiles.label)).all()
+        # the loaded layer is styled one colour per zone with the labels in the legend
+        loaded = [lyr for lyr in QgsProject.instance().mapLayers().values() if isinstance(lyr, QgsVectorLayer)]
+        renderer = next(lyr.renderer() for lyr in loaded if lyr.source().startswith(str(tmp_path / "zones.gpkg")))
+        assert type(renderer).__name__ == "QgsCategorizedSymbolRenderer" and renderer.classAttribute() == "zone"
+        assert sorted(c.label() for c in renderer.categories()) == sorted(profiles.label)
+        assert len({c.symbol().color().name() for c in renderer.categories()}) == 5
+        raster = QgsRasterLayer(str(tmp_path / "zones.tif"))
+        assert raster.isValid() and raster.dataProvider().bandStatistics(1).maximumValue == 5
+    finally:
+        QgsProject.instance().removeAllMapLayers()
+
+
+def test_auto_k_and_hdbscan_on_the_planted_city(qgis, small_city, tables):
+    from sklearn.metrics import adjusted_rand_score
+
+    _, paths = tables
+    auto = run(
+        "functional_zones",
+        {"EMBEDDINGS": str(paths["seed0"]), "METHOD": 0, "K_MAX": 8, "OUTPUT": "memory:", "OUTPUT_PROFILES": "memory:"},
+    )
+    suggested = frame(auto["OUTPUT"]).set_index("h3_cell")
+    assert 2 <= auto["ZONES"] <= 8 and suggested.zone.nunique() == auto["ZONES"]
+    assert adjusted_rand_score(small_city.zone_labels.reindex(suggested.index), suggested.zone) > 0.3  # chance: 0
+    dense = run(
+        "functional_zones",
+        {"EMBEDDINGS": str(paths["seed0"]), "METHOD": 3, "OUTPUT": "memory:", "OUTPUT_PROFILES": "memory:"},
+    )
+    out = frame(dense["OUTPUT"]).set_index("h3_cell")
+    kept = out.zone > 0
+    assert kept.mean() > 0.6
+    assert adjusted_rand_score(small_city.zone_labels.reindex(out.index)[kept], out.zone[kept]) > 0.6
+    assert set(out.zone_label[~kept]) <= {"No zone"}
+
+
+def test_change_rotation_zero_seeds_small_cities_large(qgis, small_city, other_city, tables, tmp_path):
+    from mobclip_core.export import write_embeddings
+
+    root, paths = tables
+    base = planted_embeddings(small_city, 3, 0)
+    q, _ = np.linalg.qr(np.random.default_rng(9).normal(size=(DIM, DIM)))
+    write_embeddings(pd.DataFrame(base.to_numpy() @ q, index=base.index, columns=base.columns), root / "rot.parquet")
+    write_embeddings(planted_embeddings(other_city, 4, 0), root / "other.gpkg")
+
+    def change(after, **extra):
+        return run(
+            "embedding_change", {"BEFORE": str(paths["seed0"]), "AFTER": str(after), "OUTPUT": "memory:", **extra}
+        )
+
+    rotation = change(root / "rot.parquet", OUTPUT_RASTER=str(tmp_path / "c.tif"))
+    seeds = change(paths["seed1"])
+    cities = change(root / "other.gpkg")
+    assert rotation["MEDIAN"] < 1e-4
+    assert 0.05 < seeds["MEDIAN"] < 0.5 * cities["MEDIAN"], (seeds["MEDIAN"], cities["MEDIAN"])
+    per_cell = frame(cities["OUTPUT"]).set_index("h3_cell")["change"]
+    assert len(per_cell) == small_city.cells.size and per_cell.median() == pytest.approx(cities["MEDIAN"])
+
+
+def test_embedding_space_links_back_and_shared_scale_colours_alike(qgis, small_city, tables, tmp_path):
+    from osgeo import gdal
+
+    from mobclip_core.grid import cell_centroids, strings_to_cells
+    from mobclip_core.rasterize import PcaColourScale
+
+    _, paths = tables
+    first = run(
+        "shared_pca_rgb",
+        {
+            "EMBEDDINGS": str(paths["seed0"]),
+            "OUTPUT_RGB": str(tmp_path / "a.tif"),
+            "SCALE_OUT": str(tmp_path / "s.json"),
+        },
+    )
+    assert first["SCALE_USED"] == str(tmp_path / "s.json")
+    from mobclip_core.embeddings import read_embedding_table
+
+    table = read_embedding_table(paths["seed0"])
+    half = table.iloc[: len(table) // 2]
+    from mobclip_core.export import write_embeddings
+
+    write_embeddings(half, tmp_path / "half.gpkg")
+    second = run(
+        "shared_pca_rgb",
+        {
+            "EMBEDDINGS": str(tmp_path / "half.gpkg"),
+            "SCALE": str(tmp_path / "s.json"),
+            "OUTPUT_RGB": str(tmp_path / "b.tif"),
+        },
+    )
+    own = run("shared_pca_rgb", {"EMBEDDINGS": str(tmp_path / "half.gpkg"), "OUTPUT_RGB": str(tmp_path / "own.tif")})
+    lon, lat = cell_centroids(strings_to_cells(half.index.to_numpy()))
+
+    def colours(path):
+        ds = gdal.Open(path)
+        x0, px, _, y0, _, py = ds.GetGeoTransform()
+        data = ds.ReadAsArray()
+        return data[:, ((lat - y0) / py).astype(int), ((lon - x0) / px).astype(int)].T
+
+    np.testing.assert_array_equal(
+        colours(first["OUTPUT_RGB"]), colours(second["OUTPUT_RGB"])
+    )  # same scale, same colours
+    assert not np.array_equal(colours(own["OUTPUT_RGB"]), colours(first["OUTPUT_RGB"]))  # its own scale differs
+    space = run(
+        "embedding_space",
+        {"EMBEDDINGS": str(paths["seed0"]), "METHOD": 2, "SCALE": str(tmp_path / "s.json"), "OUTPUT": "memory:"},
+    )
+    layer = space["OUTPUT"]
+    points = frame(layer).set_index("h3_cell")
+    assert set(points.index) == set(table.index)
+    expected = PcaColourScale.load(tmp_path / "s.json").transform(table.to_numpy())
+    hexes = ["#{:02x}{:02x}{:02x}".format(*c) for c in expected.tolist()]
+    assert points.colour.reindex(table.index).tolist() == hexes
+    geoms = {f["h3_cell"]: (f.geometry().asPoint().x(), f.geometry().asPoint().y()) for f in layer.getFeatures()}
+    assert all(geoms[c] == pytest.approx((points.x[c], points.y[c])) for c in points.index[:20])
+    # the planted zones are apart in the 2-D map: each zone's points sit closer to their own centre
+    zone = small_city.zone_labels.reindex(points.index)
+    centres = points.groupby(zone)[["x", "y"]].mean()
+    nearest = ((points[["x", "y"]].to_numpy()[:, None] - centres.to_numpy()[None]) ** 2).sum(-1).argmin(1)
+    assert (centres.index[nearest] == zone.to_numpy()).mean() > 0.6
+
+
+def test_analysis_errors_are_messages_and_leave_no_file(qgis, small_city, tables, tmp_path):
+    from qgis.core import QgsProcessingException
+
+    _, paths = tables
+    out = tmp_path / "never.gpkg"
+    with pytest.raises(QgsProcessingException, match="Choose reference places"):
+        run("similar_places", {"EMBEDDINGS": str(paths["seed0"]), "OUTPUT": str(out), "OUTPUT_TOP": "memory:"})
+    with pytest.raises(QgsProcessingException, match="none of the 1 reference places lies on a cell"):
+        run(
+            "similar_places",
+            {
+                "EMBEDDINGS": str(paths["seed0"]),
+                "REFERENCE_POINT": "-70,-30 [EPSG:4326]",
+                "OUTPUT": str(out),
+                "OUTPUT_TOP": "memory:",
+            },
+        )
+    with pytest.raises(QgsProcessingException, match="share 0 cells"):
+        run("embedding_change", {"BEFORE": str(paths["seed0"]), "AFTER_LAYER": _far_table_layer(), "OUTPUT": str(out)})
+    with pytest.raises(QgsProcessingException, match="not a MobCLIP PCA colour scale"):
+        bad = tmp_path / "bad.json"
+        bad.write_text("{}")
+        run(
+            "shared_pca_rgb",
+            {"EMBEDDINGS": str(paths["seed0"]), "SCALE": str(bad), "OUTPUT_RGB": str(tmp_path / "x.tif")},
+        )
+    assert not out.exists() and not (tmp_path / "x.tif").exists()
+
+
+def _far_table_layer():
+    """A project-style embedding layer of cells far from the city."""
+    import h3
+    from qgis.core import QgsFeature, QgsField, QgsVectorLayer
+    from qgis.PyQt.QtCore import QVariant
+
+    layer = QgsVectorLayer("Point?crs=EPSG:4326", "far", "memory")
+    layer.dataProvider().addAttributes(
+        [QgsField("h3_cell", QVariant.String)] + [QgsField(f"emb_{i}", QVariant.Double) for i in range(DIM)]
+    )
+    layer.updateFields()
+    features = []
+    for i, cell in enumerate(sorted(h3.grid_disk(h3.latlng_to_cell(-30, -70, 9), 3))):
+        f = QgsFeature(layer.fields())
+        f.setAttributes([cell] + [float(i + j) for j in range(DIM)])
+        features.append(f)
+    layer.dataProvider().addFeatures(features)
+    return layer
+
+
+def test_map_tool_overlay_updates_cells_raster_and_feature_field(qgis, small_city, tables, tmp_path):
+    """What a click does (the overlay behind the desktop map tool), headless: cells -> raster, polygons -> field."""
+    import processing
+    from mobclip.qgis_plugin.similarity_tool import SimilarityOverlay
+    from osgeo import gdal
+    from qgis.core import QgsPointXY, QgsVectorLayer
+
+    from mobclip_core.analysis.similarity import similar_cells
+    from mobclip_core.embeddings import read_embedding_table
+    from mobclip_core.grid import cell_centroids, strings_to_cells
+
+    _, paths = tables
+    layer = QgsVectorLayer(f"{paths['seed0']}|layername=embeddings", "cells")
+    overlay = SimilarityOverlay(layer)
+    try:
+        table = read_embedding_table(paths["seed0"])
+        ref = deep_cell(small_city, "campus")
+        lon, lat = cell_centroids(strings_to_cells(np.array([ref])))
+        row = overlay.row_at(QgsPointXY(lon[0], lat[0]))
+        assert row is not None and overlay.row_at(QgsPointXY(-70, -30)) is None
+        overlay.update(row)
+        expected = similar_cells(table, cells=[ref]).frame()["similarity"]
+        clon, clat = cell_centroids(strings_to_cells(table.index.to_numpy()))
+        ds = gdal.Open(overlay.path)
+        x0, px, _, y0, _, py = ds.GetGeoTransform()
+        pixels = ds.ReadAsArray()[((clat - y0) / py).astype(int), ((clon - x0) / px).astype(int)]
+        np.testing.assert_allclose(pixels, expected.to_numpy(), atol=1e-6)
+        assert overlay.result.isValid() and overlay.result.dataProvider().bandStatistics(1).maximumValue > 0.99
+    finally:
+        overlay.close()
+    processing.run(
+        "mobclip:aggregate_embeddings",
+        {"INPUT": str(small_city.districts), "EMBEDDINGS": str(paths["seed0"]), "OUTPUT": str(tmp_path / "d.gpkg")},
+    )
+    districts = QgsVectorLayer(str(tmp_path / "d.gpkg"), "districts")
+    polygons = SimilarityOverlay(districts)
+    first = next(districts.getFeatures())
+    point = first.geometry().pointOnSurface().asPoint()
+    row = polygons.row_at(QgsPointXY(point))
+    scores = polygons.update(row)
+    values = {f["source_fid"]: f["similarity"] for f in polygons.result.getFeatures()}
+    assert values[first.id()] == pytest.approx(1.0, abs=1e-5)
+    assert sorted(values.values()) == pytest.approx(sorted(float(s) for s in scores))
