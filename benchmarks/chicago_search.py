@@ -24,64 +24,79 @@ from pathlib import Path
 import pandas as pd
 
 from benchmarks.chicago_data import DEV_TARGETS, available, community_areas, prepare_chicago
-from mobclip_core.config import load_config
 from mobclip_core.evaluation.harness import EmbeddingSource, Task, evaluate, to_markdown
 
 RESULTS = Path(__file__).parent / "results"
 
-PAPER = {"output": "mobility"}
+PAPER = {"preset": "paper"}
+BASE = {"train": {"output": "fused", "propagate_modalities": True, "layers": 4}, "mobility": {"spatial_weight": 1.0}}
+
+
+def _with(section: str, **values) -> dict:
+    """BASE with some options of one section changed."""
+    out = {k: dict(v) for k, v in BASE.items()}
+    out.setdefault(section, {}).update(values)
+    return out
+
+
 VARIANTS: dict[str, dict] = {
-    # name: {"train": {...}, "mobility": {...}, "line": {...}, "resolution": int}
-    "paper (mobility tower)": {"train": PAPER},
+    # name: {"preset": ..., "train": {...}, "mobility": {...}, "line": {...}, "resolution": int}
+    "paper (mobility tower)": PAPER,
     "fused towers": {"train": {"output": "fused"}},
     "fused, towers propagated": {"train": {"output": "fused", "propagate_modalities": True}},
-    "fused, propagated, spatial 1": {
-        "train": {"output": "fused", "propagate_modalities": True},
-        "mobility": {"spatial_weight": 1.0},
-    },
-    "fused, propagated, spatial 1, 4 layers": {
-        "train": {"output": "fused", "propagate_modalities": True, "layers": 4},
-        "mobility": {"spatial_weight": 1.0},
-    },
-    "fused, propagated, spatial 3": {
-        "train": {"output": "fused", "propagate_modalities": True},
-        "mobility": {"spatial_weight": 3.0},
-    },
-    "paper + spatial 1": {"train": PAPER, "mobility": {"spatial_weight": 1.0}},
-    "paper, frozen LINE": {"train": {**PAPER, "freeze_nodes": True}},
-    "paper, node lr 1e-4": {"train": {**PAPER, "node_lr": 1e-4}},
-    "paper, node weight decay 0.1": {"train": {**PAPER, "node_weight_decay": 0.1}},
-    "paper, edge dropout 0.2": {"train": {**PAPER, "edge_dropout": 0.2}},
-    "paper, learnable temperature": {"train": {**PAPER, "learnable_temperature": True}},
-    "paper, lr 1e-4": {"train": {**PAPER, "lr": 1e-4}},
-    "paper, lr 1e-2": {"train": {**PAPER, "lr": 1e-2}},
-    "paper, weight decay 1e-2": {"train": {**PAPER, "weight_decay": 1e-2}},
-    "paper, weight decay 1e-4": {"train": {**PAPER, "weight_decay": 1e-4}},
-    "paper, H3 res 8": {"train": PAPER, "resolution": 8},
-    "paper, LINE 200 samples/edge": {"train": PAPER, "line": {"samples_per_edge": 200}},
-    "paper, LINE 10 negatives": {"train": PAPER, "line": {"negatives": 10}},
+    "fused, propagated, spatial 1, 4 layers (base)": BASE,
+    "base, 2 layers": _with("train", layers=2),
+    "base, 6 layers": _with("train", layers=6),
+    "base, spatial 0.3": _with("mobility", spatial_weight=0.3),
+    "base, spatial 3": _with("mobility", spatial_weight=3.0),
+    "base, learnable temperature": _with("train", learnable_temperature=True),
+    "base, frozen LINE": _with("train", freeze_nodes=True),
+    "base, node lr 1e-4": _with("train", node_lr=1e-4),
+    "base, node weight decay 0.1": _with("train", node_weight_decay=0.1),
+    "base, edge dropout 0.2": _with("train", edge_dropout=0.2),
+    "base, lr 3e-3": _with("train", lr=3e-3),
+    "base, lr 3e-4": _with("train", lr=3e-4),
+    "base, weight decay 1e-2": _with("train", weight_decay=1e-2),
+    "base, weight decay 1e-4": _with("train", weight_decay=1e-4),
+    "base, batch 256": _with("train", batch_size=256),
+    "base, 300 epochs": _with("train", epochs=300),
+    "base, H3 res 8": {**BASE, "resolution": 8},
+    "base, LINE 200 samples/edge": {**BASE, "line": {"samples_per_edge": 200}},
+    "base, LINE 10 negatives": {**BASE, "line": {"negatives": 10}},
 }
 
 
-def train_variant(base_cfg, spec: dict, seed: int, cache: Path):
-    from mobclip_core.dataset import RegionDataset, build_region_dataset
+def variant_config(base_raw: dict, spec: dict, base_dir: Path):
+    """The Chicago config with a variant's overrides (and preset) applied, validated like a config file."""
+    from mobclip_core.config import config_from_dict
+
+    raw = {k: (dict(v) if isinstance(v, dict) else v) for k, v in base_raw.items()}
+    for key, value in spec.items():
+        if isinstance(value, dict):
+            raw[key] = {**raw.get(key, {}), **value}
+        else:
+            raw[key] = value
+    return config_from_dict(raw, base_dir=base_dir)
+
+
+def train_variant(cfg, seed: int, cache: Path):
+    from mobclip_core.dataset import RegionDataset
+    from mobclip_core.modalities.build import build_region_dataset
     from mobclip_core.training import train_mobclip
 
-    cfg = replace(base_cfg, resolution=spec.get("resolution", base_cfg.resolution))
     ds_dir = cache / f"dataset-res{cfg.resolution}"
     if (ds_dir / "metadata.json").exists():
         ds = RegionDataset.load(ds_dir)
     else:
         ds = build_region_dataset(cfg)
         ds.save(ds_dir)
-    mob = replace(cfg.mobility, **spec.get("mobility", {}))
     return train_mobclip(
         ds,
-        replace(cfg.train, seed=seed, **spec.get("train", {})),
-        replace(cfg.line, **spec.get("line", {})),
-        sampling=mob.sampling,
-        ratio=mob.ratio,
-        spatial_weight=mob.spatial_weight,
+        replace(cfg.train, seed=seed),
+        cfg.line,
+        sampling=cfg.mobility.sampling,
+        ratio=cfg.mobility.ratio,
+        spatial_weight=cfg.mobility.spatial_weight,
         cache_dir=cache / "line",
     )
 
@@ -113,15 +128,20 @@ def main() -> pd.DataFrame:
     if not available():
         print("Chicago data not found (../shared/data/chicago or $MOBCLIP_CHICAGO): skipped")
         return pd.DataFrame()
-    work = Path(args.work)
-    base = load_config(prepare_chicago(work / "inputs"))
+    import tomllib
+
     import geopandas as gpd
+
+    work = Path(args.work)
+    cfg_path = prepare_chicago(work / "inputs")
+    base_raw = tomllib.loads(cfg_path.read_text())
 
     tracts = gpd.read_file(work / "inputs" / "tracts.gpkg")
     areas = community_areas(tracts, DEV_TARGETS)
     rows = []
     for name in args.variants:
         spec = VARIANTS[name]
+        cfg = variant_config(base_raw, spec, cfg_path.parent)
         per_seed = []
         for seed in range(args.seeds):
             key = json.dumps(spec, sort_keys=True) + f"|seed={seed}"
@@ -131,7 +151,7 @@ def main() -> pd.DataFrame:
                 emb = pd.read_parquet(path)
             else:
                 t0 = time.perf_counter()
-                res = train_variant(base, spec, seed, work / "cache")
+                res = train_variant(cfg, seed, work / "cache")
                 emb = res.embeddings
                 path.parent.mkdir(parents=True, exist_ok=True)
                 emb.to_parquet(path)
