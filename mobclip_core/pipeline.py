@@ -104,14 +104,30 @@ def run_pipeline(
         return RunOutputs(out, ds_dir, result.embeddings, {}, timings, cov)
     t0 = time.perf_counter()
     report("export", 0.0)
+    diagnostics = run_diagnostics(result, ds, log)
     with output_transaction(out) as txn:  # the run's files appear together, or the previous run's stay
         write_run_files(txn, result, cfg)
+        txn.path("diagnostics.json").write_text(json.dumps(diagnostics, indent=2))
         files = export_all(result.embeddings, out, transaction=txn)
         txn.path("config.json").write_text(config_json)
         timings["export_s"] = time.perf_counter() - t0
         txn.path("timings.json").write_text(json.dumps(timings, indent=2))
     report("export", 1.0)
     return RunOutputs(out, ds_dir, result.embeddings, files, timings, cov)
+
+
+def run_diagnostics(result, dataset, log=print) -> dict:
+    """Where information is lost (see ``evaluation.diagnostics``), logged in one line and written with the run."""
+    from .evaluation.diagnostics import diagnose
+
+    report = diagnose(result.embeddings, dataset, result.history, mobility=result.line_embedding)
+    recovered = ", ".join(f"{k[12:]} {v:.2f}" for k, v in report.items() if k.startswith("recovery_r2_"))
+    log(
+        f"  diagnostics: effective rank {report['effective_rank']:.1f} of {result.embeddings.shape[1]}, "
+        f"{report['near_duplicate_share']:.0%} near-duplicate cells, inputs recovered from the embedding "
+        f"(blocked R2): {recovered}"
+    )
+    return report
 
 
 def write_run_files(txn: OutputTransaction, result, cfg: RunConfig) -> None:

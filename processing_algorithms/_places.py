@@ -35,7 +35,8 @@ from qgis.core import (
 from qgis.PyQt.QtCore import QVariant
 from qgis.PyQt.QtGui import QColor
 
-from ._dependencies import install_hint, missing_modules
+from mobclip_core.dependencies import install_hint, missing_modules
+
 from .base import WGS84, MobClipAlgorithm
 from .child import run_in_child
 

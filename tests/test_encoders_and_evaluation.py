@@ -206,3 +206,45 @@ def test_distil_subcommand_writes_a_loadable_encoder(tmp_path, capsys):
     for dim in (0, 1):  # it learned the teacher, not noise
         assert np.corrcoef(pred[:, dim], values[:, dim])[0, 1] > 0.8
     assert DistilledEncoder().config == config_before  # fitting did not change the defaults it started from
+
+
+def test_ridge_chooses_its_penalty_inside_each_training_fold():
+    """128 features on 60 rows: a fixed alpha of 1 fits the training rows and predicts new ones badly; the penalty
+    chosen by leave-one-out on the training rows alone is larger and predicts better out of fold."""
+    from sklearn.linear_model import Ridge
+    from sklearn.model_selection import KFold
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from mobclip_core.evaluation.regression import cross_validate, r2_score
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(60, 128))
+    y = x[:, :3] @ np.array([1.0, -1.0, 0.5]) + rng.normal(scale=1.0, size=60)
+    cv = cross_validate(x, y, model="ridge", n_folds=5, seed=0)
+    assert "Ridge (alpha" in cv.description and "leave-one-out" in cv.description
+    assert cv.model[-1].alpha_ > 1.0
+    fixed = np.empty_like(y)
+    for tr, te in KFold(5, shuffle=True, random_state=0).split(x):
+        fixed[te] = make_pipeline(StandardScaler(), Ridge(alpha=1.0)).fit(x[tr], y[tr]).predict(x[te])
+    assert cv.r2 > r2_score(y, fixed) + 0.1
+
+
+def test_diagnostics_say_where_information_is_lost(small_dataset):
+    import pandas as pd
+
+    from mobclip_core.evaluation.diagnostics import diagnose, effective_rank, near_duplicates
+    from mobclip_core.evaluation.input_baselines import input_features
+
+    rng = np.random.default_rng(0)
+    n = small_dataset.cells.size
+    inputs = input_features(small_dataset, None)  # the inputs themselves: every modality fully recoverable
+    noise = pd.DataFrame(rng.normal(size=(n, 16)), index=small_dataset.cell_ids)
+    full = diagnose(inputs, small_dataset)
+    none = diagnose(noise, small_dataset)
+    assert full["recovery_r2_demographics"] > 0.95 and none["recovery_r2_demographics"] < 0.1
+    assert full["recovery_r2_poi"] > none["recovery_r2_poi"] + 0.5
+    tract_like = np.repeat(rng.normal(size=(n // 10 + 1, 8)), 10, axis=0)[:n]  # groups of 10 identical rows
+    assert near_duplicates(tract_like) == 1.0 and near_duplicates(rng.normal(size=(n, 8))) == 0.0
+    assert effective_rank(np.outer(rng.normal(size=n), rng.normal(size=8))) < 1.5
+    assert effective_rank(rng.normal(size=(n, 8))) > 7

@@ -38,7 +38,7 @@ encoder = "counts"
 [line]
 dim = 16
 samples_per_edge = 20
-batch_size = 128  # a graph of ~30 cells: LINE's default 1024 edges per step diverges (see the report)
+batch_size = 128
 
 [train]
 embedding_dim = 16
@@ -57,6 +57,10 @@ patience = 2
     cells = pd.read_parquet(tmp_path / "out" / "dataset" / "cells.parquet")
     assert len(emb) == len(cells) > 25 and np.isfinite(emb.filter(like="emb_").to_numpy()).all()
     assert (tmp_path / "out" / "embeddings.tif").exists() and (tmp_path / "out" / "embeddings.gpkg").exists()
+    import json
+
+    diagnostics = json.loads((tmp_path / "out" / "diagnostics.json").read_text())
+    assert 1.0 <= diagnostics["effective_rank"] <= 16 and "recovery_r2_poi" in diagnostics
 
 
 def test_sources_combine_by_weight(tmp_path):

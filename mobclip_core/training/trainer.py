@@ -44,6 +44,7 @@ class TrainResult:
     modalities: list[str]
     model: object = field(default=None, repr=False)  # the trained MobCLIP module (best epoch), eval mode
     coverage: dict = field(default_factory=dict)
+    line_embedding: np.ndarray | None = field(default=None, repr=False)  # the LINE pre-encoding, dataset order
 
 
 def resolve_device(device: str) -> str:
@@ -292,6 +293,7 @@ def train_mobclip(
         modalities=data.modalities,
         model=model,
         coverage=coverage,
+        line_embedding=line_res.embedding,
     )
 
 
