@@ -3,13 +3,11 @@
 REGION_INDEX = "h3_cell"
 """Name of the index of every per-cell table (H3 cell id as a 15-character hex string)."""
 
-GEOMETRY_COLUMN = "geometry"
 WGS84_CRS = "EPSG:4326"
 
 H3_MIN_RESOLUTION = 0
 H3_MAX_RESOLUTION = 15
 
-EMBEDDING_DIM = 128
 EMBEDDING_PREFIX = "emb_"
 
 SECONDS_PER_WEEK = 7 * 24 * 3600

@@ -68,6 +68,7 @@ PACKAGES: dict[str, Package] = {
         Package("duckdb", "duckdb>=1.0", "scale"),
         Package("pyspark", "pyspark>=3.5", "scale"),
         Package("osmium", "osmium>=4.0", "opendata"),
+        Package("umap", "umap-learn>=0.5", "analysis"),
     )
 }
 

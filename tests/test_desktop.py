@@ -22,7 +22,9 @@ pytestmark = [pytest.mark.qgis, pytest.mark.desktop]
 
 ALGORITHMS = {"tessellate", "attach_embeddings", "aggregate_embeddings", "fit_lightgbm", "embedding_raster"}
 ALGORITHMS |= {"train_embeddings"}
-MAP_ALGORITHMS = {"tessellate", "attach_embeddings", "aggregate_embeddings", "fit_lightgbm"}
+ANALYSIS_ALGORITHMS = {"similar_places", "functional_zones", "embedding_space", "shared_pca_rgb", "embedding_change"}
+ALGORITHMS |= ANALYSIS_ALGORITHMS
+MAP_ALGORITHMS = {"tessellate", "attach_embeddings", "aggregate_embeddings", "fit_lightgbm"} | ANALYSIS_ALGORITHMS
 PIP_CACHE = os.environ.get("MOBCLIP_TEST_PIP_CACHE", "/tmp/mobclip-test-pip-cache")  # outside the repository
 
 

@@ -21,6 +21,7 @@ QGIS_PROCESS = "/usr/bin/qgis_process.bin"  # not /usr/bin/qgis_process: Debian'
 STOCK_PYTHON = "/usr/bin/python3.11"
 ALGORITHMS = ("tessellate", "attach_embeddings", "aggregate_embeddings", "fit_lightgbm", "embedding_raster")
 ALGORITHMS += ("train_embeddings",)
+ALGORITHMS += ("similar_places", "functional_zones", "embedding_space", "shared_pca_rgb", "embedding_change")
 # pip's download cache outside the repository: re-runs are fast, CI downloads for real
 PIP_CACHE = os.environ.get("MOBCLIP_TEST_PIP_CACHE", "/tmp/mobclip-test-pip-cache")
 

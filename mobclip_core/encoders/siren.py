@@ -53,9 +53,10 @@ def siren_network(
 def siren_encoder(degree: int = 32, hidden: int = 256, layers: int = 2, out_dim: int = 256, seed: int = 0):
     """An untrained SH + SIREN feature map ``(lon, lat) -> (N, out_dim)`` with a fixed seed (the analytic baseline)."""
     torch = import_optional("torch")
-    torch.manual_seed(seed)
     sh = SphericalHarmonics(degree)
-    net = siren_network(degree * degree, hidden, layers, out_dim).double().eval()
+    with torch.random.fork_rng(devices=[]):  # weights from the seed; the global generator is left as it was
+        torch.manual_seed(seed)
+        net = siren_network(degree * degree, hidden, layers, out_dim).double().eval()
 
     def encode(lon, lat) -> np.ndarray:
         coords = torch.tensor(np.c_[lon, lat], dtype=torch.float64)

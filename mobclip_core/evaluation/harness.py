@@ -201,13 +201,13 @@ def write_report(results: pd.DataFrame, out_dir: str | Path, stem: str = "evalua
         results.to_csv(tmp, index=False)
     with atomic_path(paths["markdown"]) as tmp:
         tmp.write_text(to_markdown(summary_table(results)))
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # no pyplot: the global backend stays as it was
+    from matplotlib.figure import Figure
 
     means = results.groupby(["source", "split"], sort=False).r2_mean.mean().unstack("split")
-    fig, ax = plt.subplots(figsize=(7, 3.5), dpi=120)
+    fig = Figure(figsize=(7, 3.5), dpi=120)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
     means[[c for c in ("blocked", "random") if c in means]].plot.bar(ax=ax)
     ax.set_ylabel("mean R2 over tasks")
     ax.set_xlabel("")
@@ -215,7 +215,6 @@ def write_report(results: pd.DataFrame, out_dir: str | Path, stem: str = "evalua
     fig.tight_layout()
     with atomic_path(paths["plot"]) as tmp:
         fig.savefig(tmp, format="png")
-    plt.close(fig)
     return paths
 
 

@@ -15,6 +15,11 @@ ALGORITHMS = (
     "fit_lightgbm",
     "embedding_raster",
     "train_embeddings",
+    "similar_places",
+    "functional_zones",
+    "embedding_space",
+    "shared_pca_rgb",
+    "embedding_change",
 )
 
 
