@@ -45,14 +45,18 @@ OURS = ("MobCLIP", "MobCLIP, paper setting", "MobCLIP + coordinates", "MobCLIP d
 LOCATION_ENCODERS = ("SH (L=10)", "Sphere2Vec sphereC+", "NeRF", "raw coordinates", "GeoCLIP")
 
 
-def train(cfg_path: Path, **train_overrides):
-    """Run the pipeline of a config (train options overridden); returns (run outputs, dataset, seconds, peak MiB)."""
+def train(cfg_path: Path, preset: str | None = None):
+    """Run the pipeline of a config (or of it under a preset); returns (run outputs, dataset, seconds, peak MiB)."""
+    import tomllib
+
+    from mobclip_core.config import config_from_dict
     from mobclip_core.dataset import RegionDataset
 
     cfg = load_config(cfg_path)
-    if train_overrides:
-        cfg = replace(cfg, train=replace(cfg.train, **train_overrides))
-        cfg = replace(cfg, output=f"{cfg.output}-{'-'.join(f'{k}_{v}' for k, v in train_overrides.items())}")
+    if preset:
+        raw = {**tomllib.loads(cfg_path.read_text()), "preset": preset}
+        cfg = config_from_dict(raw, base_dir=cfg_path.parent)
+        cfg = replace(cfg, output=f"{cfg.output}-{preset}")
     t0 = time.perf_counter()
     run = run_pipeline(cfg, progress=False)
     seconds = time.perf_counter() - t0
@@ -64,7 +68,7 @@ def sources_for(work: Path, runs: int) -> tuple[list[EmbeddingSource], dict]:
     cfg_path = prepare_chicago(work)
     run, ds, train_s, peak = train(cfg_path)
     table = read_embeddings(run.files["geoparquet"])
-    paper, *_ = train(cfg_path, output="mobility", propagate_modalities=False)
+    paper, *_ = train(cfg_path, preset="paper")
     paper_table = read_embeddings(paper.files["geoparquet"])
     cfg = load_config(cfg_path)
     line = np.load(next((run.output / "cache").glob("line-*.npy")))

@@ -188,6 +188,7 @@ OPTION_CASES = {  # case -> (train options, mobility options, LINE options), eac
     "output=fused": OUTPUT_FUSED,
     "output=mobility": ({"output": "mobility"}, {}, {}),
     "spatial_weight": ({}, {"spatial_weight": 1.0}, {}),
+    "layers": ({"layers": 4}, {}, {}),
     "freeze_nodes": ({"freeze_nodes": True}, {}, {}),
     "node_lr": ({"node_lr": 0.05}, {}, {}),
     "node_weight_decay": ({"node_weight_decay": 0.5}, {}, {}),
@@ -205,9 +206,11 @@ def train_variant(small_dataset, tmp_path_factory):
     cache = tmp_path_factory.mktemp("line-cache")
 
     def train(train_kw, mob_kw, line_kw):
-        cfg = TrainConfig(**{"batch_size": 64, "epochs": 3, "patience": 0, "output": "mobility", **train_kw})
+        paper = {"output": "mobility", "propagate_modalities": False, "layers": 2}  # config.PRESETS["paper"]
+        cfg = TrainConfig(**{"batch_size": 64, "epochs": 3, "patience": 0, **paper, **train_kw})
         line = LineConfig(**{"samples_per_edge": 5, **line_kw})
-        return train_mobclip(small_dataset, cfg, line, cache_dir=cache, **mob_kw).embeddings.to_numpy()
+        mob = {"spatial_weight": 0.0, **mob_kw}
+        return train_mobclip(small_dataset, cfg, line, cache_dir=cache, **mob).embeddings.to_numpy()
 
     return train
 
@@ -240,3 +243,31 @@ def test_paper_preset_sets_the_published_options_and_the_file_still_wins():
     assert mine.train.layers == 3 and mine.train.output == "mobility"
     with pytest.raises(ConfigError, match="preset = 'papr' is unknown"):
         config_from_dict({"preset": "papr", "mobility": {"records": "r.parquet"}})
+
+
+def test_cells_without_mobility_are_reported_and_embedded_from_their_other_inputs(small_dataset, caplog):
+    """A cell no trip reaches gets its embedding from its other modalities (and grid neighbours), not from an
+    untrained node vector: two such cells with the same inputs get the same vector, and the run says how many."""
+    import scipy.sparse as sp
+
+    from mobclip_core.dataset import RegionDataset
+    from mobclip_core.modalities.mobility.graph import MobilityGraph
+
+    graph = small_dataset.graph
+    cut = np.zeros(graph.n_cells, bool)
+    cut[[3, 40]] = True  # two cells lose every mobility link
+    keep = sp.diags((~cut).astype(float))
+    isolated = MobilityGraph(graph.cells, keep @ graph.adjacency @ keep)
+    features = {name: df.copy() for name, df in small_dataset.features.items()}
+    for df in features.values():  # the same POIs, imagery and demographics in both
+        df.iloc[40] = df.iloc[3].to_numpy()
+    ds = RegionDataset.from_parts(isolated, features)
+    cfg = TrainConfig(batch_size=64, epochs=3, patience=0, output="fused", layers=2)
+    with caplog.at_level("WARNING", logger="mobclip_core"):
+        res = train_mobclip(ds, cfg, LineConfig(samples_per_edge=5), spatial_weight=0.0)
+    n = res.coverage["cells_without_mobility"]
+    assert n >= 2 and f"{n} of {graph.n_cells} cells (" in caplog.text and "have no mobility link" in caplog.text
+    assert "spatial_weight = 0: set it > 0" in caplog.text
+    emb = res.embeddings.to_numpy()
+    np.testing.assert_allclose(emb[3], emb[40], atol=1e-5)
+    assert np.abs(emb[3] - emb[5]).max() > 1e-3  # not a constant vector for every isolated cell

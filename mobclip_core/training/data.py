@@ -77,18 +77,23 @@ def blend_spatial(graph: MobilityGraph, weight: float) -> MobilityGraph:
     return MobilityGraph(graph.cells, a + spatial_graph(graph.cells) * (weight * scale))
 
 
-def coverage_report(graph: MobilityGraph) -> dict:
+def coverage_report(graph: MobilityGraph, spatial_weight: float = 0.0) -> dict:
     """How many cells the mobility data reaches; a warning is logged when some have no link at all."""
     isolated = int((graph.degree() == 0).sum())
     share = isolated / max(graph.n_cells, 1)
     if isolated:
+        neighbours = (
+            "and from their grid neighbours (spatial links, [mobility] spatial_weight)"
+            if spatial_weight > 0
+            else "only ([mobility] spatial_weight = 0: set it > 0 to link them to their grid neighbours)"
+        )
         log.warning(
             "%d of %d cells (%.1f%%) have no mobility link: their mobility tower is empty, so their embedding comes "
-            "from their other modalities and their spatial neighbours (set [mobility] spatial_weight > 0 to link "
-            "them to their grid neighbours)",
+            "from their other modalities %s",
             isolated,
             graph.n_cells,
             100 * share,
+            neighbours,
         )
     return {"cells": graph.n_cells, "cells_without_mobility": isolated, "share_without_mobility": share}
 

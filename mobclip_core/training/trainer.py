@@ -19,11 +19,11 @@ import pandas as pd
 
 from .._optional import import_optional
 from ..collectives import SINGLE_PROCESS, Collectives
-from ..config import LineConfig, TrainConfig
+from ..config import LineConfig, MobilityConfig, TrainConfig
 from ..constants import EMBEDDING_PREFIX
 from ..exceptions import CheckpointError, ConfigError, InvalidInputError
 from ..io import atomic_path
-from ..options import GraphEncoder, NodeInit, Sampling
+from ..options import GraphEncoder, NodeInit
 from .data import TrainingData, coverage_report, prepare_training_data
 from .early_stopping import EarlyStopping
 from .loop import run_epochs
@@ -236,9 +236,9 @@ def train_mobclip(
     train: TrainConfig,
     line: LineConfig,
     *,
-    sampling: str = Sampling.TOP_K,
-    ratio: float = 0.3,
-    spatial_weight: float = 0.0,
+    sampling: str = MobilityConfig.sampling,
+    ratio: float = MobilityConfig.ratio,
+    spatial_weight: float = MobilityConfig.spatial_weight,
     checkpoint_dir: str | Path | None = None,
     cache_dir: str | Path | None = None,
     resume: bool = False,
@@ -257,7 +257,7 @@ def train_mobclip(
     check_config(train, line)
     if dataset.graph.n_edges == 0:
         raise InvalidInputError("the mobility graph has no edges: nothing to train on")
-    coverage = coverage_report(dataset.graph)
+    coverage = coverage_report(dataset.graph, spatial_weight)
     device = resolve_device(train.device)
     data = prepare_training_data(
         dataset, train, sampling=sampling, ratio=ratio, spatial_weight=spatial_weight, device=device
