@@ -12,6 +12,7 @@ import warnings
 from pathlib import Path
 
 from .exceptions import MissingDependencyError, MobClipError
+from .options import Containment, Engine, PositionalEncoding, SpaceMethod, ZoneMethod, choices
 
 DEMO_CONFIG = """\
 # MobCLIP run on the synthetic demo city (see mobclip_core/demo.py). Paths are relative to this file.
@@ -437,7 +438,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--top-k", type=float, default=None, help="keep each cell's strongest share of links")
     s.add_argument(
         "--engine",
-        choices=["memory", "duckdb", "spark"],
+        choices=choices(Engine),
         default="memory",
         help="memory: streaming numpy/scipy (spills past a budget); duckdb: out of core; spark: clusters",
     )
@@ -446,7 +447,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("tessellate", help="polygon layer -> H3 cell polygons (GeoPackage)")
     s.add_argument("input")
     s.add_argument("--resolution", type=int, required=True)
-    s.add_argument("--containment", choices=["center", "overlap"], default="center")
+    s.add_argument("--containment", choices=choices(Containment), default=Containment.CENTER.value)
     s.add_argument("--out", required=True)
     s.set_defaults(func=_cmd_tessellate)
 
@@ -464,7 +465,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("embeddings", help="a run's output folder (its embeddings.parquet) or an embedding table")
     s.add_argument("--out", required=True, help="folder for the distilled model (model.pth + config.json)")
     s.add_argument("--epochs", type=int, default=DistilConfig.epochs, help="at most this many epochs (early stop)")
-    s.add_argument("--posenc", choices=["sh+fourier", "sh"], default="sh+fourier", help="sh: the published layout")
+    s.add_argument(
+        "--posenc", choices=choices(PositionalEncoding), default=DistilConfig.posenc, help="sh: the published layout"
+    )
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=_cmd_distil)
@@ -489,7 +492,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("zones", help="embedding table -> functional zones (k-means or HDBSCAN) with readable labels")
     s.add_argument("embeddings")
-    s.add_argument("--method", choices=["kmeans", "hdbscan"], default="kmeans")
+    s.add_argument("--method", choices=choices(ZoneMethod), default=ZoneMethod.KMEANS.value)
     s.add_argument("--k", default="auto", help="number of zones, or 'auto' (best silhouette in 2..--k-max)")
     s.add_argument("--k-max", type=int, default=12)
     s.add_argument("--min-size", type=int, default=None, help="HDBSCAN: smallest zone (default 2%% of places)")
@@ -504,7 +507,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("space", help="embedding table -> 2-D map of the embedding space (UMAP or PCA) as points")
     s.add_argument("embeddings")
-    s.add_argument("--method", choices=["auto", "umap", "pca"], default="auto")
+    s.add_argument("--method", choices=choices(SpaceMethod), default=SpaceMethod.AUTO.value)
     s.add_argument("--scale", help="colour the points on this saved PCA colour scale (see pca-rgb --save-scale)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--out", required=True, help="points (.gpkg) with h3_cell, x, y and colour")

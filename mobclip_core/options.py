@@ -43,6 +43,33 @@ class OutputTower(StrEnum):
     MOBILITY = "mobility"  # the mobility tower alone (the paper's output)
 
 
+class Containment(StrEnum):
+    """Which cells a polygon gets."""
+
+    CENTER = "center"  # cells whose centre lies inside (a partition: aggregation over admin units)
+    OVERLAP = "overlap"  # every cell touching the polygon
+
+
+class PositionalEncoding(StrEnum):
+    """The distilled coordinate encoder's input features."""
+
+    SH_FOURIER = "sh+fourier"  # spherical harmonics plus local Fourier features (city scale)
+    SH = "sh"  # spherical harmonics only (the published MobCLIP layout)
+
+
+class ZoneMethod(StrEnum):
+    KMEANS = "kmeans"
+    HDBSCAN = "hdbscan"
+
+
+class SpaceMethod(StrEnum):
+    """How the embedding space is drawn in 2-D."""
+
+    AUTO = "auto"  # UMAP when umap-learn is installed, else PCA
+    UMAP = "umap"
+    PCA = "pca"
+
+
 class PoiEncoder(StrEnum):
     TEXT = "text"
     COUNTS = "counts"

@@ -17,12 +17,14 @@ from qgis.core import (
 )
 from qgis.PyQt.QtCore import QVariant
 
+from mobclip_core.options import SpaceMethod, choices
+
 from ._places import Styler, add_places_parameters, read_places, style_on_load
 from .base import MobClipAlgorithm
 from .child import run_in_child
 
 METHODS = ["UMAP if installed, else PCA", "UMAP", "PCA"]
-METHOD_KEYS = ["auto", "umap", "pca"]
+METHOD_KEYS = choices(SpaceMethod)  # in the order of METHODS
 
 
 class EmbeddingSpace(MobClipAlgorithm):

@@ -21,9 +21,11 @@ from qgis.core import (
 )
 from qgis.PyQt.QtCore import QVariant
 
+from mobclip_core.options import Containment, choices
+
 from .base import WGS84, MobClipAlgorithm, nullable
 
-CONTAINMENT = ["center", "overlap"]
+CONTAINMENT = choices(Containment)
 STATISTICS = ["sum", "mean"]
 
 

@@ -12,8 +12,7 @@ import numpy as np
 
 from .._optional import import_optional
 from ..exceptions import InvalidInputError
-
-SPACE_METHODS = ("auto", "umap", "pca")
+from ..options import SpaceMethod, choices
 
 
 def umap_available() -> bool:
@@ -25,8 +24,8 @@ def umap_available() -> bool:
 
 def resolve_method(method: str) -> str:
     """'auto' -> 'umap' when umap-learn is installed, else 'pca'; 'umap' without it is an error with the fix."""
-    if method not in SPACE_METHODS:
-        raise InvalidInputError(f"method must be one of {list(SPACE_METHODS)}, got {method!r}")
+    if method not in set(SpaceMethod):
+        raise InvalidInputError(f"method must be one of {choices(SpaceMethod)}, got {method!r}")
     if method == "auto":
         return "umap" if umap_available() else "pca"
     if method == "umap" and not umap_available():

@@ -16,8 +16,8 @@ import pandas as pd
 
 from .._optional import import_optional
 from ..exceptions import InvalidInputError
+from ..options import ZoneMethod, choices
 
-METHODS = ("kmeans", "hdbscan")
 CRITERIA = ("silhouette", "bic")
 NO_ZONE = -1
 
@@ -147,8 +147,8 @@ def functional_zones(
     (default: 2 % of the places, at least 10); beyond ``max_density_rows`` places HDBSCAN runs on a seeded sample
     and each other place takes the zone of its nearest sampled place. Rows with a missing value get zone -1.
     """
-    if method not in METHODS:
-        raise InvalidInputError(f"zone method must be one of {list(METHODS)}, got {method!r}")
+    if method not in set(ZoneMethod):
+        raise InvalidInputError(f"zone method must be one of {choices(ZoneMethod)}, got {method!r}")
     x, valid = _prepare(values, normalise)
     n = x.shape[0]
     if n < 3:

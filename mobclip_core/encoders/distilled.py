@@ -28,6 +28,7 @@ import numpy as np
 from .._optional import import_optional
 from ..exceptions import CheckpointError, InvalidInputError, ModelNotFittedError, OutsideExtentWarning
 from ..io import output_transaction
+from ..options import PositionalEncoding, choices
 from ..training.early_stopping import EarlyStopping
 from ..training.loop import run_epochs
 from .positional import validate_coordinates
@@ -35,7 +36,7 @@ from .positional import validate_coordinates
 
 @dataclass
 class DistilConfig:
-    posenc: str = "sh+fourier"  # "sh" is the published MobCLIP layout
+    posenc: str = PositionalEncoding.SH_FOURIER.value  # "sh" is the published MobCLIP layout
     fourier_scales: int = 32
     min_wavelength_km: float | None = None  # None: half the median spacing of the training points
     max_wavelength_km: float = 300.0
@@ -126,9 +127,9 @@ def _network(cfg: DistilConfig):
     torch = import_optional("torch")
     from .spherical_harmonics import SphericalHarmonics
 
-    if cfg.posenc not in ("sh", "sh+fourier"):
-        raise InvalidInputError(f"posenc must be 'sh' or 'sh+fourier', got {cfg.posenc!r}")
-    n_fourier = 4 * cfg.fourier_scales if cfg.posenc == "sh+fourier" else 0
+    if cfg.posenc not in set(PositionalEncoding):
+        raise InvalidInputError(f"posenc must be one of {choices(PositionalEncoding)}, got {cfg.posenc!r}")
+    n_fourier = 4 * cfg.fourier_scales if cfg.posenc == PositionalEncoding.SH_FOURIER else 0
     wavelengths = np.geomspace(cfg.min_wavelength_km or 0.3, cfg.max_wavelength_km, max(cfg.fourier_scales, 1))
 
     class Net(torch.nn.Module):

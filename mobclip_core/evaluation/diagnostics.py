@@ -48,10 +48,17 @@ def near_duplicates(
     return dup / rows.size
 
 
-def _blocks(cell_ids, resolution: int) -> np.ndarray:
-    import h3
+def _blocks(cells: np.ndarray, resolution: int, folds: int) -> np.ndarray:
+    """Spatial blocks for ``folds``-fold CV: parents at ``resolution``, or finer ones when a small area has fewer
+    than ``folds`` of them (down to the cells themselves)."""
+    from ..grid import cell_blocks, cell_resolution
 
-    return np.array([h3.cell_to_parent(c, resolution) for c in cell_ids])
+    finest = int(cell_resolution(cells).min()) if cells.size else resolution
+    for res in range(min(resolution, finest), finest + 1):
+        groups = cell_blocks(cells, res)
+        if len(np.unique(groups)) >= folds:
+            break
+    return groups
 
 
 def modality_recovery(
@@ -78,7 +85,7 @@ def modality_recovery(
     from .regression import RIDGE_ALPHAS
 
     emb = embeddings.reindex(dataset.cell_ids).to_numpy(dtype=np.float64)
-    groups = _blocks(dataset.cell_ids.to_numpy(), block_resolution)
+    groups = _blocks(dataset.cells, block_resolution, folds)
     flows = flow_svd(dataset.graph, max_dim) if mobility is None else np.asarray(mobility, dtype=np.float64)
     targets = {"mobility": (flows, dataset.graph.degree() > 0)}
     for m in sorted(dataset.features):

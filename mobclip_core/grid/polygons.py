@@ -17,12 +17,14 @@ import pandas as pd
 
 from ..constants import REGION_INDEX
 from ..exceptions import InvalidInputError
+from ..options import Containment as ContainmentOption
+from ..options import choices
 from . import _backend
 from .antimeridian import interior_point, split_polygon
 from .cells import cells_to_strings, points_to_cells, validate_resolution
 from .wkb import Polygon, geometries_to_wkb, parse_wkb, polygon_wkb
 
-Containment = Literal["center", "overlap"]
+Containment = Literal["center", "overlap"]  # the values of options.Containment
 Fallback = Literal["none", "point"]
 
 
@@ -113,8 +115,8 @@ def prepared_to_cells(
 ) -> pd.DataFrame:
     """``polygons_to_cells`` for geometries already split (reuse one split at several resolutions)."""
     res = validate_resolution(resolution)
-    if containment not in ("center", "overlap"):
-        raise InvalidInputError(f"containment must be 'center' or 'overlap', got {containment!r}")
+    if containment not in set(ContainmentOption):
+        raise InvalidInputError(f"containment must be one of {choices(ContainmentOption)}, got {containment!r}")
     if fallback not in ("none", "point"):
         raise InvalidInputError(f"fallback must be 'none' or 'point', got {fallback!r}")
     parts = prepared.parts
