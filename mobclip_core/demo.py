@@ -123,10 +123,11 @@ def make_demo_city(
     n_districts: int = 16,
     imagery_pixel_m: float = 15.0,
 ) -> DemoCity:
-    """Generate the demo region into ``directory`` (deterministic for a given seed and size)."""
-    import geopandas as gpd
-    from shapely.geometry import MultiPoint, Point, box
+    """Generate the demo region into ``directory`` (deterministic for a given seed and size).
 
+    One generator draws everything in a fixed order: zones, activity records, POIs, imagery, demographics, targets,
+    districts. Each part is written by its own function below.
+    """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
@@ -134,32 +135,69 @@ def make_demo_city(
     cells = np.sort(np.array([int(c, 16) for c in h3.grid_disk(center, rings)], dtype=np.uint64))
     lon, lat = cell_centroids(cells)
     zone = _plant_zones(lon, lat, rng, n_seeds=max(len(ZONES), cells.size // 18))
-    n = cells.size
-    xy = np.c_[(lon - lon.mean()) * 111.32 * np.cos(np.radians(lat.mean())), (lat - lat.mean()) * 110.57]  # km
+    city = _Layout(cells, lon, lat, zone, resolution)
 
-    # --- activity records: agents with a home, a workplace and leisure places --------------------------
+    records = _write_records(city, rng, n_agents, n_weeks, seed, directory / "records.parquet")
+    pois = _write_pois(city, rng, directory / "pois.gpkg")
+    grid = _RasterFrame.around(city)
+    imagery = _write_imagery(city, grid, rng, imagery_pixel_m, directory / "imagery.tif")
+    demographics = _write_demographics(city, grid, rng, directory / "demographics.tif")
+    targets = _targets(city, rng)
+    targets_path = directory / "targets.parquet"
+    targets.to_parquet(targets_path, index=False)
+    districts = _write_districts(city, grid, targets, rng, n_districts, directory / "districts.gpkg")
+    return DemoCity(directory, resolution, cells, zone, records, pois, imagery, demographics, targets_path, districts)
+
+
+@dataclass
+class _Layout:
+    """The demo's cells, their centres and planted zones."""
+
+    cells: np.ndarray
+    lon: np.ndarray
+    lat: np.ndarray
+    zone: np.ndarray
+    resolution: int
+
+    @property
+    def n(self) -> int:
+        return self.cells.size
+
+    @property
+    def xy_km(self) -> np.ndarray:
+        """Cell centres in km from the centre (a local equirectangular frame)."""
+        lon, lat = self.lon, self.lat
+        return np.c_[(lon - lon.mean()) * 111.32 * np.cos(np.radians(lat.mean())), (lat - lat.mean()) * 110.57]
+
+    def zone_id(self, name: str) -> int:
+        return ZONES.index(name)
+
+
+def _write_records(city: _Layout, rng, n_agents: int, n_weeks: int, seed: int, path: Path) -> Path:
+    """Activity records: agents with a home, a workplace or campus, errands near both and leisure places."""
+    zone, n, xy = city.zone, city.n, city.xy_km
+
     def pick(mask, weights=None, size=1):
         idx = np.flatnonzero(mask)
         p = None if weights is None else weights[idx] / weights[idx].sum()
         return rng.choice(idx, size=size, p=p)
-
-    zid = {z: i for i, z in enumerate(ZONES)}
-    homes = pick(zone == zid["residential"], size=n_agents)
-    student = rng.random(n_agents) < 0.2
-    work_mask = np.isin(zone, [zid["commercial"], zid["industrial"]])
 
     def local_area(c, k=3):
         """Up to k cells of the same zone within 0.8 km of c: errands near home, lunch near work."""
         near = np.flatnonzero((np.linalg.norm(xy - xy[c], axis=1) < 0.8) & (zone == zone[c]) & (np.arange(n) != c))
         return rng.choice(near, size=min(k, near.size), replace=False) if near.size else np.array([], dtype=int)
 
+    homes = pick(zone == city.zone_id("residential"), size=n_agents)
+    student = rng.random(n_agents) < 0.2
+    work_mask = np.isin(zone, [city.zone_id("commercial"), city.zone_id("industrial")])
+    leisure_mask = np.isin(zone, [city.zone_id("park"), city.zone_id("commercial")])
     rows = []
     for a in range(n_agents):
         h = homes[a]
         dist = np.linalg.norm(xy - xy[h], axis=1)
-        target = (zone == zid["campus"]) if student[a] else work_mask
+        target = (zone == city.zone_id("campus")) if student[a] else work_mask
         w = pick(target, np.exp(-dist / 2.5))[0]
-        leisure = pick(np.isin(zone, [zid["park"], zid["commercial"]]), np.exp(-dist / 1.5), size=2)
+        leisure = pick(leisure_mask, np.exp(-dist / 1.5), size=2)
         home_area, work_area = local_area(h), local_area(w)
         for week in range(n_weeks):
             visits = [h] * rng.poisson(5) + [w] * rng.poisson(4)
@@ -179,53 +217,87 @@ def make_demo_city(
         {
             "person_id": arr[:, 0],
             "timestamp": ts.astype("datetime64[ns]"),
-            "lon": lon[arr[:, 2]] + jitter[:, 0],
-            "lat": lat[arr[:, 2]] + jitter[:, 1],
+            "lon": city.lon[arr[:, 2]] + jitter[:, 0],
+            "lat": city.lat[arr[:, 2]] + jitter[:, 1],
         }
     )
     records = records.sample(frac=1.0, random_state=seed).reset_index(drop=True)  # arrive in no order
-    records_path = directory / "records.parquet"
-    records.to_parquet(records_path, index=False)
+    records.to_parquet(path, index=False)
+    return path
 
-    # --- POIs ---------------------------------------------------------------------------------------------
+
+def _write_pois(city: _Layout, rng, path: Path) -> Path:
+    """Named POIs per cell, their categories mixed by zone, written projected (to exercise reprojection)."""
+    import geopandas as gpd
+
     poi_rows = []
-    for i in range(n):
-        zname = ZONES[zone[i]]
+    for i in range(city.n):
+        zname = ZONES[city.zone[i]]
         cats, weights = zip(*_POI_MIX[zname].items())
         for _ in range(rng.poisson(_POI_RATE[zname])):
             cat = cats[rng.choice(len(cats), p=np.array(weights) / sum(weights))]
             name = f"{_SURNAMES[rng.integers(len(_SURNAMES))]} {cat.title()}"
-            poi_rows.append((name, cat, lon[i] + rng.normal(scale=1e-4), lat[i] + rng.normal(scale=1e-4)))
+            poi_rows.append((name, cat, city.lon[i] + rng.normal(scale=1e-4), city.lat[i] + rng.normal(scale=1e-4)))
     pois = gpd.GeoDataFrame(
         pd.DataFrame(poi_rows, columns=["name", "category", "lon", "lat"]).drop(columns=["lon", "lat"]),
         geometry=gpd.points_from_xy([r[2] for r in poi_rows], [r[3] for r in poi_rows]),
         crs="EPSG:4326",
     ).to_crs(DEMO_CRS)
-    pois_path = directory / "pois.gpkg"
-    write_geodataframe(pois, pois_path)
+    write_geodataframe(pois, path)
+    return path
 
-    # --- rasters: imagery (RGB) and age/sex counts ---------------------------------------------------
-    hull = gpd.GeoSeries([MultiPoint(np.c_[lon, lat]).convex_hull.buffer(0.01)], crs="EPSG:4326").to_crs(DEMO_CRS)
-    minx, miny, maxx, maxy = hull.total_bounds
-    cell_zone = pd.Series(zone, index=cells)
 
-    def raster_grid(pixel_m):
-        width, height = int(np.ceil((maxx - minx) / pixel_m)), int(np.ceil((maxy - miny) / pixel_m))
-        xs = minx + (np.arange(width) + 0.5) * pixel_m
-        ys = maxy - (np.arange(height) + 0.5) * pixel_m
+@dataclass
+class _RasterFrame:
+    """The projected bounds every demo raster covers (the city's hull plus a margin), in DEMO_CRS."""
+
+    hull: object  # GeoSeries
+    minx: float
+    miny: float
+    maxx: float
+    maxy: float
+    cell_zone: pd.Series
+
+    @classmethod
+    def around(cls, city: _Layout) -> _RasterFrame:
+        import geopandas as gpd
+        from shapely.geometry import MultiPoint
+
+        points = MultiPoint(np.c_[city.lon, city.lat])
+        hull = gpd.GeoSeries([points.convex_hull.buffer(0.01)], crs="EPSG:4326").to_crs(DEMO_CRS)
+        return cls(hull, *hull.total_bounds, pd.Series(city.zone, index=city.cells))
+
+    def zones(self, pixel_m: float, resolution: int) -> tuple[int, int, np.ndarray]:
+        """(width, height, zone index of each pixel's cell, NaN outside the city) on a ``pixel_m`` grid."""
+        import geopandas as gpd
+
+        width = int(np.ceil((self.maxx - self.minx) / pixel_m))
+        height = int(np.ceil((self.maxy - self.miny) / pixel_m))
+        xs = self.minx + (np.arange(width) + 0.5) * pixel_m
+        ys = self.maxy - (np.arange(height) + 0.5) * pixel_m
         gx, gy = np.meshgrid(xs, ys)
         plon, plat = (
             gpd.GeoSeries(gpd.points_from_xy(gx.ravel(), gy.ravel()), crs=DEMO_CRS)
             .to_crs("EPSG:4326")
             .pipe(lambda s: (s.x.to_numpy(), s.y.to_numpy()))
         )
-        pz = cell_zone.reindex(points_to_cells(plon, plat, resolution)).to_numpy()
+        pz = self.cell_zone.reindex(points_to_cells(plon, plat, resolution)).to_numpy()
         return width, height, pz.reshape(height, width)
 
-    import rasterio
-    from rasterio.transform import from_origin
+    def transform(self, pixel_m: float):
+        from rasterio.transform import from_origin
 
-    width, height, pz = raster_grid(imagery_pixel_m)
+        return from_origin(self.minx, self.maxy, pixel_m, pixel_m)
+
+
+_RASTER_PROFILE = {"driver": "GTiff", "dtype": "uint8", "crs": DEMO_CRS, "compress": "deflate"}
+
+
+def _write_imagery(city: _Layout, grid: _RasterFrame, rng, pixel_m: float, path: Path) -> Path:
+    """An RGB 'satellite' image: a colour per zone, a street texture in built-up zones, sensor noise."""
+    import rasterio
+
+    width, height, pz = grid.zones(pixel_m, city.resolution)
     img = np.empty((3, height, width), dtype=np.float64)
     for b in range(3):
         base = np.full(pz.shape, _RGB["outside"][b], dtype=np.float64)
@@ -233,25 +305,21 @@ def make_demo_city(
             base[pz == zi] = _RGB[zname][b]
         img[b] = base
     yy, xx = np.mgrid[0:height, 0:width]
-    texture = np.where(
-        np.isin(pz, [zid["residential"], zid["commercial"]]), 25 * np.sign(np.sin(xx / 1.5) * np.sin(yy / 1.5)), 0
-    )
+    built_up = np.isin(pz, [city.zone_id("residential"), city.zone_id("commercial")])
+    texture = np.where(built_up, 25 * np.sign(np.sin(xx / 1.5) * np.sin(yy / 1.5)), 0)
     img += texture + rng.normal(scale=8, size=img.shape)
-    imagery_path = directory / "imagery.tif"
-    profile = dict(driver="GTiff", dtype="uint8", crs=DEMO_CRS, compress="deflate")
     with rasterio.open(
-        imagery_path,
-        "w",
-        width=width,
-        height=height,
-        count=3,
-        transform=from_origin(minx, maxy, imagery_pixel_m, imagery_pixel_m),
-        **profile,
+        path, "w", width=width, height=height, count=3, transform=grid.transform(pixel_m), **_RASTER_PROFILE
     ) as dst:
         dst.write(np.clip(img, 0, 255).astype(np.uint8))
+    return path
 
-    demo_px = 100.0
-    width, height, pz = raster_grid(demo_px)
+
+def _write_demographics(city: _Layout, grid: _RasterFrame, rng, path: Path, pixel_m: float = 100.0) -> Path:
+    """People per pixel by sex and age bin (WorldPop's layout: one band per sex x age, named ``f_0_4``...)."""
+    import rasterio
+
+    width, height, pz = grid.zones(pixel_m, city.resolution)
     bands, names = [], []
     for sex in ("f", "m"):
         for a_i, age in enumerate(AGE_BINS):
@@ -260,47 +328,55 @@ def make_demo_city(
                 share = np.array(_AGE_PROFILE[zname], dtype=float)
                 share = share / share.sum() * (0.52 if sex == "f" else 0.48)
                 band[pz == zi] = _DENSITY[zname] * share[a_i]  # people per ha * share -> per 1 ha pixel
-            bands.append(rng.poisson(band * (demo_px / 100.0) ** 2).astype(np.float32))
+            bands.append(rng.poisson(band * (pixel_m / 100.0) ** 2).astype(np.float32))
             names.append(f"{sex}_{age}")
-    demographics_path = directory / "demographics.tif"
     with rasterio.open(
-        demographics_path,
+        path,
         "w",
         width=width,
         height=height,
         count=len(bands),
         nodata=-1,
-        transform=from_origin(minx, maxy, demo_px, demo_px),
-        **{**profile, "dtype": "float32"},
+        transform=grid.transform(pixel_m),
+        **{**_RASTER_PROFILE, "dtype": "float32"},
     ) as dst:
         dst.write(np.stack(bands))
         for i, nm in enumerate(names, start=1):
             dst.set_band_description(i, nm)
+    return path
 
-    # --- downstream targets ---------------------------------------------------------------------------
+
+def _targets(city: _Layout, rng) -> pd.DataFrame:
+    """Downstream targets per cell: income (zone + a smooth field), night activity, green share."""
+    zone, n = city.zone, city.n
     income_by_zone = np.array([30.0, 42.0, 26.0, 34.0, 22.0])
     night_by_zone = np.array([2.0, 9.0, 3.0, 0.5, 5.0])
     green_by_zone = np.array([0.25, 0.05, 0.05, 0.85, 0.35])
-    field = _smooth_field(lon, lat, rng)
-    targets = pd.DataFrame(
+    field = _smooth_field(city.lon, city.lat, rng)
+    return pd.DataFrame(
         {
-            REGION_INDEX: cells_to_strings(cells),
+            REGION_INDEX: cells_to_strings(city.cells),
             "zone": np.asarray(ZONES)[zone],
             "income": income_by_zone[zone] + 4.0 * field + rng.normal(scale=2.0, size=n),
             "night_activity": night_by_zone[zone] * np.exp(rng.normal(scale=0.2, size=n)),
             "green_share": np.clip(green_by_zone[zone] + rng.normal(scale=0.05, size=n), 0, 1),
-            "lon": lon,
-            "lat": lat,
+            "lon": city.lon,
+            "lat": city.lat,
         }
     )
-    targets_path = directory / "targets.parquet"
-    targets.to_parquet(targets_path, index=False)
 
-    # --- admin districts: Voronoi polygons with mean targets -----------------------------------------
+
+def _write_districts(
+    city: _Layout, grid: _RasterFrame, targets: pd.DataFrame, rng, n_districts: int, path: Path
+) -> Path:
+    """Admin districts: Voronoi polygons around random cells, with the mean of each target."""
+    import geopandas as gpd
+    from shapely.geometry import MultiPoint, Point, box
     from shapely.ops import voronoi_diagram
 
-    seeds = MultiPoint([Point(p) for p in np.c_[lon, lat][rng.choice(n, n_districts, replace=False)]])
-    frame = box(*hull.to_crs("EPSG:4326").total_bounds)
+    lon, lat = city.lon, city.lat
+    seeds = MultiPoint([Point(p) for p in np.c_[lon, lat][rng.choice(city.n, n_districts, replace=False)]])
+    frame = box(*grid.hull.to_crs("EPSG:4326").total_bounds)
     polys = [p.intersection(frame) for p in voronoi_diagram(seeds, envelope=frame).geoms]
     districts = gpd.GeoDataFrame(
         {"district": [f"D{i:02d}" for i in range(len(polys))]}, geometry=polys, crs="EPSG:4326"
@@ -309,18 +385,5 @@ def make_demo_city(
     joined = gpd.sjoin(pts, districts, predicate="within")
     means = joined.groupby("district")[["income", "night_activity", "green_share"]].mean()
     districts = districts.merge(means, left_on="district", right_index=True, how="left").to_crs(DEMO_CRS)
-    districts_path = directory / "districts.gpkg"
-    write_geodataframe(districts, districts_path)
-
-    return DemoCity(
-        directory,
-        resolution,
-        cells,
-        zone,
-        records_path,
-        pois_path,
-        imagery_path,
-        demographics_path,
-        targets_path,
-        districts_path,
-    )
+    write_geodataframe(districts, path)
+    return path
