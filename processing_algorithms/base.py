@@ -251,7 +251,7 @@ class MobClipAlgorithm(QgsProcessingAlgorithm):
         self.addParameter(
             QgsProcessingParameterFile(
                 name,
-                self.tr(label or "Embedding table file (.parquet or .gpkg written by mobclip)"),
+                self.tr(label or "Embedding table (.parquet or .gpkg)"),
                 fileFilter="Embedding tables (*.parquet *.gpkg)",
                 optional=True,
             )

@@ -101,6 +101,9 @@ def test_the_action_gives_the_previous_map_tool_back_and_unload_removes_it(map_t
     assert not any("Find similar places" in text for text in unload["menu"]) and not unload["in_toolbar"], unload
     assert unload["zoom_in_back"], unload  # the tool the user had before switching it on
     assert map_tool_run.python_errors() == []
+    texts = [m["msg"] for m in map_tool_run.messages] + map_tool_run.output.splitlines()  # QGIS's log and its console
+    noise = [text for text in texts if "user_version" in text or "rasterio" in text]
+    assert noise == []  # the library's GeoPackage (GeoPackage 1.3) opens in QGIS's GDAL without a version warning
     assert map_tool_run.returncode == 0, map_tool_run.output[-3000:]
     assert "similarity_tool" in map_tool_run.screenshots()
     publish_screenshots(map_tool_run, {"similarity_tool": "similarity_tool.png"})
