@@ -160,6 +160,8 @@ def test_train_embeddings_from_its_dialog_adds_layers(packages_run):
     output = packages_run.demo / "output"
     layers = [lyr for lyr in train["layers"] if lyr["valid"] and str(output) in lyr["source"]]
     assert {lyr["type"] for lyr in layers} >= {0, 1}, train["layers"]  # a vector and a raster layer
+    names = {lyr["name"]: lyr["type"] for lyr in layers}
+    assert names == {"MobCLIP embeddings (demo-city)": 0, "MobCLIP PCA RGB (demo-city)": 1}, names
     values = sorted({v for _, v in train["progress"]})
     assert len(values) >= 5 and values[-1] == 100, train["progress"]  # progress moves through the stages
 
