@@ -75,6 +75,9 @@ def _fsync(path: Path) -> None:
 # -- signals: unwind while staging, wait while committing ------------------------------------------------------
 _SIGNALS = tuple(getattr(signal, n) for n in ("SIGTERM", "SIGINT", "SIGHUP") if hasattr(signal, n))
 _state = {"depth": 0, "defer": 0, "pending": [], "previous": {}}
+COMMITTED: list[Path] = []
+"""Folders whose output transaction committed in this process, oldest first: a process stopped by a signal can
+still tell its parent which outputs are complete (``mobclip_core.worker``)."""
 
 
 def _dispatch(signum: int, frame=None) -> None:
@@ -278,6 +281,7 @@ class OutputTransaction:
         with _signals_deferred():
             _roll_forward(self.staging, self.directory)
             self.committed = True
+            COMMITTED.append(self.directory)  # before a held-back stop signal is delivered
         _remove(self.staging)
         _fsync(self.directory)
         return {n: self.directory / n for n in self.names}

@@ -8,6 +8,7 @@ writes one JSON object per line on stdout (everything else it prints goes to std
     {"event": "log", "message": "..."}
     {"event": "error", "message": "..."}     a MobClipError: a message for the user
     {"event": "done", "result": {...}}
+    {"event": "stopped", "committed": [folder, ...]}   stopped by the parent after these outputs were complete
 
 ``run_worker`` starts the child, hands each event to a callback, polls a cancel flag every ``poll_s`` seconds and
 stops the child when it is set: SIGTERM (CTRL_BREAK on Windows) lets the child unwind, so every output that was
@@ -34,7 +35,15 @@ from .exceptions import MobClipError, WorkerError
 
 
 class WorkerCancelled(Exception):
-    """The caller cancelled; the child was stopped."""
+    """The caller cancelled; the child was stopped.
+
+    ``result`` is the child's result when it had already finished before the stop reached it (a Cancel during the
+    last moments of the export: its outputs are complete and stay), else None (nothing new was written: atomic
+    outputs unwound)."""
+
+    def __init__(self, result: dict | None = None) -> None:
+        super().__init__("cancelled" if result is None else "cancelled after the child had finished")
+        self.result = result
 
 
 # --- parent side ----------------------------------------------------------------------------------------------------
@@ -78,7 +87,7 @@ def run_worker(
                 line = ""
             if is_cancelled is not None and is_cancelled():
                 _stop(proc, grace_s)
-                raise WorkerCancelled()
+                raise WorkerCancelled(_finished_result([line], lines, readers))
             if line is None:  # stdout closed: the child is exiting
                 break
             event = _parse(line)
@@ -93,7 +102,7 @@ def run_worker(
         while proc.poll() is None:
             if is_cancelled is not None and is_cancelled():
                 _stop(proc, grace_s)
-                raise WorkerCancelled()
+                raise WorkerCancelled(result)
             time.sleep(poll_s / 4)
     finally:
         if proc.poll() is None:
@@ -107,6 +116,26 @@ def run_worker(
         stderr = "".join(tail).strip()
         raise WorkerError(f"the child Python process {how}:\n{stderr[-3000:] or '(no output on stderr)'}")
     return result
+
+
+def _finished_result(pending: list, lines: queue.Queue, readers: list[threading.Thread]) -> dict | None:
+    """After a stop: the ``done`` result if the child had sent it (the line in hand or any still queued), or
+    ``{"output": folder, "stopped": True}`` when it was stopped after committing its outputs; else None."""
+    for t in readers:
+        t.join(timeout=5.0)
+    while True:
+        try:
+            pending.append(lines.get_nowait())
+        except queue.Empty:
+            break
+    events = [e for e in (_parse(line) if line else None for line in pending) if e is not None]
+    for event in events:
+        if event.get("event") == "done":
+            return event.get("result", {})
+    for event in events:
+        if event.get("event") == "stopped" and event.get("committed"):
+            return {"output": event["committed"][-1], "stopped": True}
+    return None
 
 
 def _pump(stream, sink: Callable[[str], object], at_end: Callable[[], object] | None) -> None:
@@ -173,9 +202,10 @@ class _Events:
             self.progress("dataset", 1.0 - 0.5**self._dataset_steps, force=True)
 
     def progress(self, stage: str, fraction: float, *, force: bool = False) -> None:
-        self.stage = stage
+        """At most one event per 0.25 s, except the first of each stage (the bar shows when a stage starts)."""
+        new_stage, self.stage = stage != self.stage, stage
         now = time.monotonic()
-        if force or now - self._last >= 0.25:
+        if force or new_stage or now - self._last >= 0.25:
             self._last = now
             self.emit("progress", stage=stage, fraction=round(min(max(fraction, 0.0), 1.0), 4))
 
@@ -266,6 +296,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ImportError as exc:  # a missing package: MissingDependencyError's message names it
         events.emit("error", message=f"{exc}")
         return 3
+    except _Stopped:
+        from .io import COMMITTED
+
+        if COMMITTED:  # the stop came after the outputs were moved into place: they are complete, say so
+            events.emit("stopped", committed=[str(p) for p in COMMITTED])
+        raise
     events.emit("done", result=result)
     return 0
 

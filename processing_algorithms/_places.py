@@ -90,7 +90,7 @@ class Places:
 
 def add_places_parameters(alg: MobClipAlgorithm) -> None:
     alg.add_embedding_table_parameters(
-        label="Embedding table file (.parquet or .gpkg written by mobclip)",
+        label="Embedding table (.parquet or .gpkg)",
     )
     from qgis.core import QgsProcessingParameterString
 

@@ -38,7 +38,7 @@ WGS84 = "EPSG:4326"
 
 
 class Cancelled(Exception):
-    """The user pressed Cancel."""
+    """The user pressed Cancel. The message, if any, says what the cancelled run left (default: nothing)."""
 
 
 class MobClipAlgorithm(QgsProcessingAlgorithm):
@@ -106,7 +106,7 @@ class MobClipAlgorithm(QgsProcessingAlgorithm):
             return self.execute(parameters, context, feedback)
         except Cancelled as exc:
             self._discard_outputs(exc)
-            raise QgsProcessingException(self.tr("Cancelled by the user; no output was written")) from None
+            raise QgsProcessingException(str(exc) or self.tr("Cancelled by the user; no output was written")) from None
         except (MobClipError, MissingDependencyError) as exc:
             self._discard_outputs(exc)
             raise QgsProcessingException(str(exc)) from None
@@ -251,7 +251,7 @@ class MobClipAlgorithm(QgsProcessingAlgorithm):
         self.addParameter(
             QgsProcessingParameterFile(
                 name,
-                self.tr(label or "Embedding table file (.parquet or .gpkg written by mobclip)"),
+                self.tr(label or "Embedding table (.parquet or .gpkg)"),
                 fileFilter="Embedding tables (*.parquet *.gpkg)",
                 optional=True,
             )

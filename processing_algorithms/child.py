@@ -31,5 +31,14 @@ def run_in_child(alg, args: list[str], feedback, *, span=(0.0, 100.0)) -> dict:
         return run_worker(
             args, python=find_python(), env=child_environment(), on_event=on_event, is_cancelled=feedback.isCanceled
         )
-    except WorkerCancelled:
-        raise Cancelled() from None
+    except WorkerCancelled as exc:
+        if exc.result is None:  # the child's atomic outputs unwound: what was there before is as it was
+            raise Cancelled(
+                alg.tr("Cancelled by the user; nothing new was written (earlier outputs are as they were)")
+            ) from None
+        raise Cancelled(  # Cancel came after the run's files were all written: say so, they are complete
+            alg.tr(
+                f"Cancelled by the user after the run had finished writing: its outputs in "
+                f"{exc.result.get('output', 'the output folder')} are complete, but were not added to the project"
+            )
+        ) from None

@@ -32,8 +32,8 @@ class FitLightGBM(MobClipAlgorithm):
     help_text = (
         "Learns to predict a numeric field (the target) from the embedding fields, i.e. every numeric field whose "
         "name starts with the prefix, plus any extra fields you pick. The model is LightGBM (gradient-boosted "
-        "trees), or Ridge regression (linear) under 300 usable features or when you choose it; the log and the "
-        "MODEL output say which one was fitted.\n\n"
+        "trees), or Ridge regression (linear) under 300 usable features or when you choose it; the log, the MODEL "
+        "output and the name of the layer added to the project say which one was fitted.\n\n"
         "How good is it? Cross-validation holds out whole spatial blocks (the coarse H3 cell each feature lies in, "
         "or a group field such as the admin unit), so neighbouring features cannot leak into the score. Random "
         "folds are offered for comparison; on spatial data they are optimistic. Each LightGBM fold stops adding "
@@ -138,15 +138,17 @@ class FitLightGBM(MobClipAlgorithm):
         x = self._matrix(features, source.fields(), names)
         y = self._matrix(features, source.fields(), [target])[:, 0]
         fit = self._fit(parameters, context, feedback, x, y, target, self._blocks(parameters, context, features, wkbs))
-        feedback.pushInfo(
+        feedback.pushInfo(  # the description names what was fitted: "Ridge (alpha 31.6, chosen by ...)"
             self.tr(
-                f"Fitted {fit.model_name} on {int(fit.used.sum())} features: out-of-fold R2 = {fit.r2:.4f}, "
+                f"Fitted {fit.cv.description} on {int(fit.used.sum())} features: out-of-fold R2 = {fit.r2:.4f}, "
                 f"RMSE = {fit.rmse:.4g} (fold R2 {', '.join(f'{r:.3f}' for r in fit.cv.fold_r2)})"
             )
         )
         if (~fit.used).any():
             feedback.pushWarning(self.tr(f"{int((~fit.used).sum())} features with a NULL target or field left out"))
         output = self._write_predictions(parameters, context, feedback, source, features, fit)
+        if context.willLoadLayerOnCompletion(output):  # the layer in the project says which model it maps
+            context.layerToLoadOnCompletionDetails(output).name = f"{target} predicted by {fit.model_name}"
         results = {"OUTPUT": output, "R2": fit.r2, "RMSE": fit.rmse, "MODEL": fit.model_name}
         results.update(self._predict_second_layer(parameters, context, feedback, names, fit))
         return results

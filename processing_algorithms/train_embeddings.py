@@ -67,6 +67,9 @@ _ALIVE: set = set()  # QGIS does not own post-processors: keep them until they h
 def load_styled(context, path: str, name: str, output: str, styler: QgsProcessingLayerPostProcessorInterface) -> None:
     hint = QgsProcessingUtils.LayerHint.Raster if output == "PCA_RGB" else QgsProcessingUtils.LayerHint.Vector
     details = QgsProcessingContext.LayerDetails(name, context.project(), output, hint)
+    # both runs' files are called embeddings*: the config's name tells them apart, whatever QGIS's "prefer output
+    # filename for layer names" setting (on by default) says
+    details.forceName = True
     details.setPostProcessor(styler)
     _ALIVE.add(styler)
     context.addLayerToLoadOnCompletion(path, details)

@@ -38,6 +38,9 @@ class MobClipPlugin:
         self.folder = None
         self.restart_needed = False
         self.tasks: list = []
+        self.similar_action = None
+        self.similarity_tools: dict[str, object] = {}  # embedding layer id -> its SimilarityMapTool
+        self.previous_tool = None  # the map tool to give back when Find similar places is switched off
         try:  # before anything imports from it; a broken folder must never stop QGIS from loading the plugin
             self.folder = deps_folder()
             self.restart_needed = self.folder.activate().restart_needed
@@ -77,11 +80,38 @@ class MobClipPlugin:
         demo.triggered.connect(self.ask_demo_folder)
         self.iface.addPluginToMenu(MENU, demo)
         self.actions.append(demo)
+        similar = QAction(QIcon(ICON), "Find similar places", self.iface.mainWindow())
+        similar.setObjectName("mobclipFindSimilarPlaces")
+        similar.setCheckable(True)
+        similar.setToolTip(
+            "Find similar places: click a cell or area of the active embedding layer; a layer shows how similar "
+            "every other place is (cosine similarity of the embeddings, 1 = the same)"
+        )
+        similar.triggered.connect(self.find_similar_places)
+        self.iface.addPluginToMenu(MENU, similar)
+        self.iface.addToolBarIcon(similar)
+        self.actions.append(similar)
+        self.similar_action = similar
+        from qgis.core import QgsProject
+
+        QgsProject.instance().layersWillBeRemoved.connect(self.layers_removed)
         self.show_dependency_message()
 
     def unload(self) -> None:
+        if self.similar_action is not None:
+            from qgis.core import QgsProject
+
+            try:
+                QgsProject.instance().layersWillBeRemoved.disconnect(self.layers_removed)
+            except TypeError:  # never connected
+                pass
+            self.stop_similarity_tool()
+            self.similarity_tools = {}
+            self.iface.removeToolBarIcon(self.similar_action)
+            self.similar_action = None
         for action in self.actions:
             self.iface.removePluginMenu(MENU, action)
+            action.deleteLater()
         self.actions = []
         self.clear_message()
         if self.dialog is not None:
@@ -143,6 +173,83 @@ class MobClipPlugin:
         self.dialog.show()
         self.dialog.raise_()
         self.dialog.activateWindow()
+
+    # --- Find similar places (the map tool) ----------------------------------------------------------------
+    def find_similar_places(self, checked: bool) -> None:
+        """The toolbar/menu action: on, the click-to-compare tool works on the active layer; off, the previous
+        map tool comes back. A layer without embeddings gets a message-bar warning naming the layer needed."""
+        if not checked:
+            self.stop_similarity_tool()
+            return
+        from .similarity_tool import layer_problem
+
+        layer = self.iface.activeLayer()
+        for tool in self.similarity_tools.values():  # its similarity layer is active (QGIS selects new layers)
+            if layer is not None and layer.id() == tool.result_id:
+                layer = tool.layer
+        missing = deps.missing_modules(deps.MAPS)
+        problem = deps.install_hint(missing) if missing else layer_problem(layer)
+        if problem:
+            self.similar_action.setChecked(False)
+            self.iface.messageBar().pushWarning("MobCLIP: Find similar places", problem)
+            return
+        try:
+            tool = self.similarity_tool_for(layer)
+        except Exception as exc:  # noqa: BLE001 - a MobClipError names the fix; anything else is reported too
+            self.similar_action.setChecked(False)
+            self.iface.messageBar().pushWarning("MobCLIP: Find similar places", f"{layer.name()}: {exc}")
+            log(f"Find similar places on {layer.name()!r} failed: {exc!r}", Qgis.Warning)
+            return
+        canvas = self.iface.mapCanvas()
+        current = canvas.mapTool()
+        if current is not None and current not in self.similarity_tools.values():
+            self.previous_tool = current
+        canvas.setMapTool(tool)
+        self.iface.messageBar().pushInfo(
+            "MobCLIP: Find similar places",
+            f"Click a place of \u201c{layer.name()}\u201d: the similarity layer shows how alike every place is "
+            "(1 = the same).",
+        )
+
+    def similarity_tool_for(self, layer):
+        """The tool of ``layer``, made once (it reads the embeddings once) while its result layer is in the project."""
+        from qgis.PyQt.QtCore import Qt
+        from qgis.PyQt.QtWidgets import QApplication
+
+        from .similarity_tool import SimilarityMapTool
+
+        tool = self.similarity_tools.get(layer.id())
+        if tool is not None and tool.result_in_project():
+            return tool
+        QApplication.setOverrideCursor(Qt.WaitCursor)
+        try:
+            tool = SimilarityMapTool(self.iface.mapCanvas(), layer)
+        finally:
+            QApplication.restoreOverrideCursor()
+        tool.setAction(self.similar_action)  # QGIS unchecks the action when the user picks another map tool
+        self.similarity_tools[layer.id()] = tool
+        return tool
+
+    def stop_similarity_tool(self) -> None:
+        """Give the canvas back the map tool it had before, if one of ours is active."""
+        from qgis.PyQt import sip
+
+        canvas = self.iface.mapCanvas()
+        current = canvas.mapTool()
+        if current is None or current not in self.similarity_tools.values():
+            return
+        previous, self.previous_tool = self.previous_tool, None
+        if previous is not None and not sip.isdeleted(previous):
+            canvas.setMapTool(previous)
+        else:
+            canvas.unsetMapTool(current)
+
+    def layers_removed(self, ids) -> None:
+        """An embedding layer leaves the project: its tool goes too (the canvas gets its previous tool back)."""
+        for layer_id in [i for i in ids if i in self.similarity_tools]:
+            if self.iface.mapCanvas().mapTool() is self.similarity_tools[layer_id]:
+                self.stop_similarity_tool()
+            del self.similarity_tools[layer_id]  # its similarity layer stays, with the last click's values
 
     # --- demo data ------------------------------------------------------------------------------------------
     def ask_demo_folder(self) -> None:

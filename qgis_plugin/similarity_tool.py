@@ -30,6 +30,26 @@ from qgis.PyQt.QtCore import QVariant
 
 _COUNTER = itertools.count()
 
+NEEDED = (
+    "a layer of embeddings with numeric emb_0, emb_1, … fields: “MobCLIP embeddings (…)” from Train embeddings or "
+    "any H3 cell layer with h3_cell and emb_* fields, or areas from Aggregate embeddings over polygons"
+)
+
+
+def layer_problem(layer, prefix: str = "emb_") -> str | None:
+    """Why ``layer`` cannot be compared place by place (a sentence naming the layer that is needed), or None.
+
+    Plain PyQGIS on purpose: the plugin calls it before anything imports numpy or the library."""
+    if not isinstance(layer, QgsVectorLayer) or not layer.isValid():
+        what = f"“{layer.name()}” is not a vector layer" if layer is not None else "No layer is selected"
+        return f"{what}. Select (make active) {NEEDED}."
+    numeric = [f.name() for f in layer.fields() if f.name().startswith(prefix) and f.isNumeric()]
+    if not numeric:
+        return f"Layer “{layer.name()}” has no numeric {prefix}* fields. Select {NEEDED}."
+    if layer.featureCount() == 0:
+        return f"Layer “{layer.name()}” has no features. Select {NEEDED}."
+    return None
+
 
 class SimilarityOverlay:
     """The similarity layer of one embedding layer, updated from a clicked feature."""
@@ -150,18 +170,40 @@ class SimilarityMapTool(QgsMapToolEmitPoint):
 
     def __init__(self, canvas, layer: QgsVectorLayer, prefix: str = "emb_") -> None:
         super().__init__(canvas)
-        self.overlay = SimilarityOverlay(layer, prefix)
         self.layer = layer
+        self.prefix = prefix
+        self.overlay = SimilarityOverlay(layer, prefix)
+        self.result_id = self.overlay.result.id()
+        self._styled = False
+        self.last_row: int | None = None
         QgsProject.instance().addMapLayer(self.overlay.result)
         self.canvasClicked.connect(self.clicked)
 
+    def result_in_project(self) -> bool:
+        """False once the user has removed the similarity layer (QGIS then deletes it)."""
+        return QgsProject.instance().mapLayer(self.result_id) is not None
+
     def clicked(self, point, button) -> None:  # noqa: ARG002 - Qt signal signature
-        pt = self.toLayerCoordinates(self.layer, point)
-        row = self.overlay.row_at(QgsPointXY(pt))
+        """A map point (canvas CRS) -> the place under it -> every place's similarity to it."""
+        if not self.result_in_project():  # removed by the user: a new similarity layer, not a dead object
+            self.overlay.close()
+            self.overlay = SimilarityOverlay(self.layer, self.prefix)
+            self.result_id = self.overlay.result.id()
+            self._styled = False
+            QgsProject.instance().addMapLayer(self.overlay.result)
+        row = self.overlay.row_at(QgsPointXY(self.toLayerCoordinates(self.layer, point)))
+        if row is None and self.layer.geometryType() != 2:  # points and lines: within the search radius
+            r = self.searchRadiusMU(self.canvas())
+            box = self.toLayerCoordinates(
+                self.layer, QgsRectangle(point.x() - r, point.y() - r, point.x() + r, point.y() + r)
+            )
+            centre = box.center()
+            row = self.overlay.row_at(QgsPointXY(centre), tolerance=max(box.width(), box.height()) / 2)
         if row is None:
             return
+        self.last_row = row
         self.overlay.update(row)
-        if self.overlay.cell_mode and not getattr(self, "_styled", False):
+        if self.overlay.cell_mode and not self._styled:
             from ..processing_algorithms._places import pseudocolour_style
 
             pseudocolour_style(self.overlay.result)

@@ -160,6 +160,8 @@ def test_train_embeddings_from_its_dialog_adds_layers(packages_run):
     output = packages_run.demo / "output"
     layers = [lyr for lyr in train["layers"] if lyr["valid"] and str(output) in lyr["source"]]
     assert {lyr["type"] for lyr in layers} >= {0, 1}, train["layers"]  # a vector and a raster layer
+    names = {lyr["name"]: lyr["type"] for lyr in layers}
+    assert names == {"MobCLIP embeddings (demo-city)": 0, "MobCLIP PCA RGB (demo-city)": 1}, names
     values = sorted({v for _, v in train["progress"]})
     assert len(values) >= 5 and values[-1] == 100, train["progress"]  # progress moves through the stages
 
@@ -183,5 +185,8 @@ def test_qgis_exits_cleanly_after_training(packages_run):
     assert "exit_blocked" not in packages_run.results, packages_run.results["exit_blocked"]
     assert packages_run.returncode == 0, packages_run.output[-3000:]
     assert packages_run.results.get("finished"), "the checks did not finish"
+    texts = [m["msg"] for m in packages_run.messages] + packages_run.output.splitlines()  # QGIS's log and its console
+    noise = [text for text in texts if "user_version" in text or "rasterio" in text]
+    assert noise == []  # the trained GeoPackage opens without a version warning; no rasterio noise in the log
     assert {"algorithm_dialog", "trained_map", "train_dialog"} <= set(packages_run.screenshots())
     publish_screenshots(packages_run, {"algorithm_dialog": "algorithm_dialog.png", "trained_map": "trained_map.png"})

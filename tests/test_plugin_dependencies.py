@@ -167,6 +167,7 @@ def test_stock_python_imports_the_plugin_shell_without_third_party_packages(tmp_
             "mobclip.qgis_plugin.plugin",
             "mobclip.qgis_plugin.provider",
             "mobclip.qgis_plugin.installer_dialog",
+            "mobclip.qgis_plugin.similarity_tool",
         ],
     )
     assert found == {"errors": {}, "third_party": []}

@@ -547,6 +547,9 @@ def test_fit_refuses_constant_all_null_and_missing_targets(qgis, cells_with_targ
 
 
 def test_fit_target_has_no_default_and_names_the_fitted_model(qgis, cells_with_targets):
+    import re
+
+    import processing
     from qgis.core import QgsApplication
 
     alg = QgsApplication.processingRegistry().algorithmById("mobclip:fit_lightgbm")
@@ -559,9 +562,15 @@ def test_fit_target_has_no_default_and_names_the_fitted_model(qgis, cells_with_t
         feedback,
     )
     assert small["MODEL"] == "Ridge"  # 'auto' under 300 features
-    assert any(line.startswith("Fitted Ridge on") for line in feedback.lines)
-    forced = run(
-        "fit_lightgbm",
+    fitted = [line for line in feedback.lines if line.startswith("Fitted ")]
+    assert len(fitted) == 1 and re.match(r"Fitted Ridge \(alpha [0-9.e+-]+, chosen by leave-one-out\) on ", fitted[0])
+    feedback = LogFeedback()
+    from qgis.core import QgsProcessingContext, QgsProcessingOutputLayerDefinition, QgsProject
+
+    context = QgsProcessingContext()
+    context.setProject(QgsProject.instance())
+    forced = processing.run(
+        "mobclip:fit_lightgbm",
         {
             "INPUT": str(cells_with_targets),
             "TARGET": "night",
@@ -569,10 +578,15 @@ def test_fit_target_has_no_default_and_names_the_fitted_model(qgis, cells_with_t
             "MODEL": 1,
             "FOLDS": 2,
             "N_ESTIMATORS": 20,
-            "OUTPUT": "memory:",
+            "OUTPUT": QgsProcessingOutputLayerDefinition("memory:", QgsProject.instance()),
         },
+        context=context,
+        feedback=feedback,
     )
     assert forced["MODEL"] == "LightGBM"
+    assert any(re.match(r"Fitted LightGBM \(\d+ trees\) on ", line) for line in feedback.lines), feedback.lines
+    names = [details.name for details in context.layersToLoadOnCompletion().values()]
+    assert names == ["night predicted by LightGBM"]  # the layer the dialog adds to the project
 
 
 def test_fit_group_and_random_folds_and_second_layer(qgis, cells_with_targets, small_city, tmp_path):

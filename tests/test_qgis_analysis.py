@@ -12,25 +12,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from planted import DIM, deep_cell, planted_embeddings
 
 pytestmark = pytest.mark.qgis
-
-DIM = 16
-
-
-def planted_embeddings(city, city_seed: int, model_seed: int) -> pd.DataFrame:
-    from mobclip_core.grid import cells_to_strings
-
-    directions = np.random.default_rng(0).normal(size=(5, DIM))
-    data_noise = 0.45 * np.random.default_rng(100 + city_seed).normal(size=(city.cells.size, DIM))
-    rotation, _ = np.linalg.qr(np.random.default_rng(200 + model_seed).normal(size=(DIM, DIM)))
-    seed_noise = 0.15 * np.random.default_rng(300 + model_seed).normal(size=(city.cells.size, DIM))
-    values = (directions[city.zone] + data_noise) @ rotation + seed_noise
-    return pd.DataFrame(
-        values.astype(np.float32),
-        index=pd.Index(cells_to_strings(city.cells), name="h3_cell"),
-        columns=[f"emb_{i}" for i in range(DIM)],
-    )
 
 
 @pytest.fixture(scope="module")
@@ -79,17 +63,6 @@ def frame(layer_or_path) -> pd.DataFrame:
     names = [f.name() for f in layer.fields()]
     rows = [[None if v == None else v for v in f.attributes()] for f in layer.getFeatures()]  # noqa: E711 - QGIS NULL
     return pd.DataFrame(rows, columns=names)
-
-
-def deep_cell(city, zone: str) -> str:
-    """The cell of ``zone`` with the most neighbours of the same zone (the middle of a planted patch)."""
-    from mobclip_core.demo import ZONES
-    from mobclip_core.grid import cells_to_strings, neighbours
-
-    pairs = neighbours(city.cells[city.zone == ZONES.index(zone)], k=1)
-    same = city.zone_labels.reindex(cells_to_strings(pairs["neighbour"].to_numpy())).to_numpy() == zone
-    counts = pd.Series(same, index=cells_to_strings(pairs["h3_cell"].to_numpy())).groupby(level=0).sum()
-    return str(counts.idxmax())
 
 
 @pytest.mark.parametrize("zone", ["industrial", "campus", "park"])

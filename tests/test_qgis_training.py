@@ -190,6 +190,81 @@ def test_cancel_stops_training_within_seconds_and_leaves_nothing_half_written(qg
     assert not [t for t in threading.enumerate() if t.name.startswith("mobclip")]
 
 
+def _run_and_cancel_at(config: Path, progress_at: float) -> tuple[str, list[float]]:
+    """train_embeddings through processing.run, Cancel pressed when the progress bar reaches ``progress_at``;
+    returns the error message QGIS shows and the progress values seen."""
+    import processing
+    from qgis.core import QgsProcessingContext, QgsProcessingException, QgsProcessingFeedback
+
+    feedback = QgsProcessingFeedback()
+    seen: list[float] = []
+
+    def on_progress(p: float) -> None:
+        seen.append(p)
+        if p >= progress_at and not feedback.isCanceled():
+            feedback.cancel()
+
+    feedback.progressChanged.connect(on_progress)
+    with pytest.raises(QgsProcessingException) as err:
+        processing.run(
+            "mobclip:train_embeddings", {"CONFIG": str(config)}, feedback=feedback, context=QgsProcessingContext()
+        )
+    return str(err.value), seen
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _earlier_run(session, small_city, folder: Path, name: str) -> Path:
+    """A config whose output folder already holds a finished run (the session's): a re-run over earlier results."""
+    import shutil
+
+    config = write_config(small_city, folder, name)
+    trained = Path(
+        next(j for j in session[0]["jobs"] if j["id"] == "mobclip:train_embeddings")["results"]["OUTPUT_FOLDER"]
+    )
+    shutil.copytree(trained, folder / name)  # its dataset is reused: the run goes straight to LINE
+    return config
+
+
+def test_cancel_during_the_export_keeps_the_earlier_outputs_and_says_so(qgis_app, session, small_city, tmp_path):
+    """Cancel once the export has started (progress 90 %): the run's output transaction unwinds, the earlier run's
+    files stay byte for byte, nothing half-written is left, and the message says so (no traceback)."""
+    config = _earlier_run(session, small_city, tmp_path, "export-cancel")
+    output = tmp_path / "export-cancel"
+    before = _files(output)
+    message, seen = _run_and_cancel_at(config, 90.0)
+    assert max(seen) >= 90 and max(seen) < 100, seen  # cancelled in the export stage
+    assert message == "Cancelled by the user; nothing new was written (earlier outputs are as they were)"
+    after = _files(output)
+    # training's resume state (checkpoint/last.pt) is saved during the epochs, before the export: not a run output
+    assert {k: v for k, v in after.items() if k != "checkpoint/last.pt"} == {
+        k: v for k, v in before.items() if k != "checkpoint/last.pt"
+    }
+    assert "embeddings.gpkg" in after and "embeddings_pca_rgb.tif" in after  # the earlier run's, untouched
+    assert "Traceback" not in message
+
+
+def test_cancel_after_the_outputs_are_complete_says_they_are(qgis_app, session, small_city, tmp_path):
+    """Cancel pressed when the export has just finished (100 %): the outputs are complete, and the message says so
+    instead of claiming that nothing was written."""
+    from mobclip_core.embeddings import read_embedding_table
+
+    config = _earlier_run(session, small_city, tmp_path, "late-cancel")
+    output = tmp_path / "late-cancel"
+    started = time.time_ns()
+    message, seen = _run_and_cancel_at(config, 100.0)
+    assert max(seen) == 100, seen
+    assert message.startswith("Cancelled by the user after the run had finished writing: its outputs in "), message
+    assert str(output) in message and "are complete" in message
+    for name in ("embeddings.gpkg", "embeddings.parquet", "embeddings_pca_rgb.tif", "config.json"):
+        assert (output / name).stat().st_mtime_ns >= started, name  # the new run's files, all of them
+    gpkg, parquet = (read_embedding_table(output / f"embeddings.{ext}") for ext in ("gpkg", "parquet"))
+    assert len(gpkg) == len(parquet) > 100
+    assert not [p.name for p in output.rglob("*") if ".tmp" in p.name or p.name.startswith(".")]
+
+
 def test_train_from_qgis_process(qgis_process_env, inputs):
     from test_qgis_process import qgis_process
 
