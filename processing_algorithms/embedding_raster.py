@@ -13,6 +13,13 @@ from qgis.core import (
 from .base import MobClipAlgorithm
 
 
+def pixels_per_cell_parameter(description: str) -> QgsProcessingParameterNumber:
+    """How finely a raster of cells is drawn (shared by the algorithms that write one)."""
+    return QgsProcessingParameterNumber(
+        "PIXELS_PER_CELL", description, QgsProcessingParameterNumber.Double, 4.0, False, 1.0, 50.0
+    )
+
+
 class EmbeddingRaster(MobClipAlgorithm):
     algorithm_name = "embedding_raster"
     display_name = "Embedding raster (multi-band and PCA RGB)"
@@ -26,17 +33,7 @@ class EmbeddingRaster(MobClipAlgorithm):
 
     def initAlgorithm(self, config=None):  # noqa: N802
         self.add_embedding_table_parameters()
-        self.addParameter(
-            QgsProcessingParameterNumber(
-                "PIXELS_PER_CELL",
-                self.tr("Pixels across one cell"),
-                QgsProcessingParameterNumber.Double,
-                4.0,
-                False,
-                1.0,
-                50.0,
-            )
-        )
+        self.addParameter(pixels_per_cell_parameter(self.tr("Pixels across one cell")))
         self.addParameter(
             QgsProcessingParameterRasterDestination(
                 "OUTPUT", self.tr("Embedding bands"), optional=True, createByDefault=False

@@ -6,12 +6,11 @@ from qgis.core import (
     QgsProcessingOutputFile,
     QgsProcessingParameterFile,
     QgsProcessingParameterFileDestination,
-    QgsProcessingParameterNumber,
     QgsProcessingParameterRasterDestination,
 )
 
 from .base import MobClipAlgorithm
-from .embedding_raster import write_gdal_raster
+from .embedding_raster import pixels_per_cell_parameter, write_gdal_raster
 from .train_embeddings import _ALIVE, RgbAsIs
 
 
@@ -38,17 +37,7 @@ class SharedPcaRgb(MobClipAlgorithm):
                 optional=True,
             )
         )
-        self.addParameter(
-            QgsProcessingParameterNumber(
-                "PIXELS_PER_CELL",
-                self.tr("Pixels across one cell"),
-                QgsProcessingParameterNumber.Double,
-                4.0,
-                False,
-                1.0,
-                50.0,
-            )
-        )
+        self.addParameter(pixels_per_cell_parameter(self.tr("Pixels across one cell")))
         self.addParameter(QgsProcessingParameterRasterDestination("OUTPUT_RGB", self.tr("PCA RGB")))
         self.addParameter(
             QgsProcessingParameterFileDestination(

@@ -37,3 +37,26 @@ def deep_cell(city, zone: str) -> str:
     same = city.zone_labels.reindex(cells_to_strings(pairs["neighbour"].to_numpy())).to_numpy() == zone
     counts = pd.Series(same, index=cells_to_strings(pairs["h3_cell"].to_numpy())).groupby(level=0).sum()
     return str(counts.idxmax())
+
+
+def write_zone_embeddings(city, root):
+    """A table whose first 5 dimensions are the one-hot zone (plus 3 noise dimensions), written by the library as
+    ``emb.gpkg`` and ``emb.parquet``, and ``cells.gpkg``: the cells with ``target = 2 * emb_5 + noise``."""
+    import geopandas as gpd
+
+    from mobclip_core.export import embeddings_geodataframe, write_embeddings
+    from mobclip_core.geofile import write_geodataframe
+    from mobclip_core.grid import cells_to_strings
+
+    rng = np.random.default_rng(0)
+    table = pd.DataFrame(
+        np.c_[np.eye(5)[city.zone], rng.normal(size=(city.cells.size, 3))].astype(np.float32),
+        index=pd.Index(cells_to_strings(city.cells), name="h3_cell"),
+        columns=[f"emb_{i}" for i in range(8)],
+    )
+    write_embeddings(table, root / "emb.gpkg")
+    write_embeddings(table, root / "emb.parquet")
+    cells = embeddings_geodataframe(table).reset_index()
+    cells["target"] = 2.0 * cells["emb_5"] + rng.normal(scale=0.1, size=len(cells))
+    write_geodataframe(gpd.GeoDataFrame(cells, crs=4326), root / "cells.gpkg")
+    return table

@@ -10,8 +10,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
 import pytest
 
 pytestmark = pytest.mark.qgis
@@ -82,24 +80,10 @@ def fails(env, alg, **params) -> str:
 @pytest.fixture(scope="module")
 def demo_files(small_city, tmp_path_factory):
     """An embedding table written by the library (GeoPackage and GeoParquet), a cell layer with a target."""
-    import geopandas as gpd
-
-    from mobclip_core.export import embeddings_geodataframe, write_embeddings
-    from mobclip_core.geofile import write_geodataframe
-    from mobclip_core.grid import cells_to_strings
+    from planted import write_zone_embeddings
 
     root = tmp_path_factory.mktemp("qp")
-    rng = np.random.default_rng(0)
-    table = pd.DataFrame(
-        np.c_[np.eye(5)[small_city.zone], rng.normal(size=(small_city.cells.size, 3))].astype(np.float32),
-        index=pd.Index(cells_to_strings(small_city.cells), name="h3_cell"),
-        columns=[f"emb_{i}" for i in range(8)],
-    )
-    write_embeddings(table, root / "emb.gpkg")
-    write_embeddings(table, root / "emb.parquet")
-    cells = embeddings_geodataframe(table).reset_index()
-    cells["target"] = 2.0 * cells["emb_5"] + rng.normal(scale=0.1, size=len(cells))
-    write_geodataframe(gpd.GeoDataFrame(cells, crs=4326), root / "cells.gpkg")
+    table = write_zone_embeddings(small_city, root)
     for name, keep in (("truncated.gpkg", 0.5), ("truncated.parquet", 0.5)):
         data = (root / name.replace("truncated", "emb")).read_bytes()
         (root / name).write_bytes(data[: int(len(data) * keep)])

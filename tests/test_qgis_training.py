@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 
 pytestmark = [pytest.mark.qgis, pytest.mark.slow]
@@ -39,25 +38,13 @@ def write_config(city, folder: Path, output: str) -> Path:
 def inputs(small_city, tmp_path_factory):
     """Files a user would have: the city's layers, an embedding table (GeoPackage and GeoParquet), a layer of
     cells with a target, a distilled model, and a training config."""
-    import geopandas as gpd
+    from planted import write_zone_embeddings
 
     from mobclip_core.encoders.distilled import DistilConfig, DistilledEncoder
-    from mobclip_core.export import embeddings_geodataframe, write_embeddings
-    from mobclip_core.geofile import write_geodataframe
-    from mobclip_core.grid import cell_centroids, cells_to_strings
+    from mobclip_core.grid import cell_centroids
 
     root = tmp_path_factory.mktemp("session")
-    rng = np.random.default_rng(0)
-    table = pd.DataFrame(
-        np.c_[np.eye(5)[small_city.zone], rng.normal(size=(small_city.cells.size, 3))].astype(np.float32),
-        index=pd.Index(cells_to_strings(small_city.cells), name="h3_cell"),
-        columns=[f"emb_{i}" for i in range(8)],
-    )
-    write_embeddings(table, root / "emb.gpkg")
-    write_embeddings(table, root / "emb.parquet")
-    cells = embeddings_geodataframe(table).reset_index()
-    cells["target"] = 2.0 * cells["emb_5"] + rng.normal(scale=0.1, size=len(cells))
-    write_geodataframe(gpd.GeoDataFrame(cells, crs=4326), root / "cells.gpkg")
+    table = write_zone_embeddings(small_city, root)
     lon, lat = cell_centroids(small_city.cells)
     encoder = DistilledEncoder(DistilConfig(degree=4, hidden=16, layers=2, epochs=5))
     encoder.fit(lon, lat, table.to_numpy()[:, :4]).save(root / "distilled")
