@@ -11,6 +11,7 @@ DATA = Path(__file__).parent / "data"
 HSL_GTFS = DATA / "hsl_gtfs" / "hsl_helsinki_centre_2022.zip"
 DIVVY_TRIPS = DATA / "divvy_2020q1" / "trips.csv"
 OVERTURE_PLACES = DATA / "overture_places" / "places.parquet"
+WORLDPOP_WUHAN = DATA / "worldpop_wuhan"
 
 
 def helsinki_pbf() -> Path:

@@ -1,4 +1,9 @@
-"""LODES commute flows in the published layout (no real LODES slice is in a public repository: rows made here)."""
+"""LODES commute flows in the published layout, rows made here.
+
+No real LODES OD + crosswalk slice was found in a public repository: projects download them (lehdr, censusdis,
+LODES processors); the one committed OD file seen (kcredit/LODES-ACS-commuting-flows, il_od_main_JT00_2015.csv) is a
+Git LFS pointer to 315 MB, with no crosswalk.
+"""
 
 from __future__ import annotations
 
