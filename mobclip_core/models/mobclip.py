@@ -55,6 +55,20 @@ def make_head(modality: str, in_dim: int, out_dim: int, hidden: int = 64) -> nn.
     return head
 
 
+class _SparseProduct(torch.autograd.Function):
+    """``adj_t @ x`` whose gradient is ``adj @ grad`` with ``adj`` (the transpose) already built: torch's own
+    backward of a sparse CSR product transposes the matrix at every call, which costs about three products."""
+
+    @staticmethod
+    def forward(ctx, adj_t: torch.Tensor, adj: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        ctx.adj = adj
+        return adj_t @ x
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return None, None, ctx.adj @ grad
+
+
 class MobilityEncoder(nn.Module):
     """LightGCN over the sampled graph (torch-geometric), node table initialised from LINE.
 
@@ -94,7 +108,7 @@ class MobilityEncoder(nn.Module):
             norm_index, norm_weight = gcn_norm(edge_index, edge_weight, n, add_self_loops=False)
         self.register_buffer("norm_index", norm_index)
         self.register_buffer("norm_weight", norm_weight)
-        self._adj_t = None
+        self._adjacency = None
         self._disk = None
         if disk_block_rows:  # graphs beyond memory: the normalised adjacency lives memory-mapped on disk
             import scipy.sparse as sp
@@ -137,6 +151,11 @@ class MobilityEncoder(nn.Module):
 
     def adjacency_t(self) -> torch.Tensor:
         """Transposed normalised adjacency (rows = message targets) as a sparse CSR tensor, built once."""
+        return self.adjacency_pair()[0]
+
+    def adjacency_pair(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(transposed adjacency, adjacency) as sparse CSR tensors: the product and its gradient. Built once, or
+        per training step with ``edge_dropout`` (one mask for the step)."""
         from torch_geometric.utils import to_torch_csr_tensor
 
         n = self.n_cells
@@ -144,10 +163,17 @@ class MobilityEncoder(nn.Module):
             keep = torch.rand(self.norm_weight.shape, generator=self.generator) >= self.edge_dropout
             keep = keep.to(self.norm_weight.device)
             weight = self.norm_weight[keep] / (1.0 - self.edge_dropout)
-            return to_torch_csr_tensor(self.norm_index[:, keep].flip(0), weight, size=(n, n))
-        if self._adj_t is None or self._adj_t.device != self.norm_weight.device:
-            self._adj_t = to_torch_csr_tensor(self.norm_index.flip(0), self.norm_weight, size=(n, n))
-        return self._adj_t
+            index = self.norm_index[:, keep]
+            return (
+                to_torch_csr_tensor(index.flip(0), weight, size=(n, n)),
+                to_torch_csr_tensor(index, weight, size=(n, n)),
+            )
+        if self._adjacency is None or self._adjacency[0].device != self.norm_weight.device:
+            self._adjacency = (
+                to_torch_csr_tensor(self.norm_index.flip(0), self.norm_weight, size=(n, n)),
+                to_torch_csr_tensor(self.norm_index, self.norm_weight, size=(n, n)),
+            )
+        return self._adjacency
 
     def propagate(self, x: torch.Tensor) -> torch.Tensor:
         """Sum of Â^k x for k = 0..layers over this encoder's graph (LightGCN's propagation, alpha = 1)."""
@@ -159,9 +185,9 @@ class MobilityEncoder(nn.Module):
                 x = propagate(self._disk, x)
                 out = out + x
             return out
-        adj_t = self.adjacency_t()
+        adj_t, adj = self.adjacency_pair()
         for _ in range(self.layers):
-            x = adj_t @ x
+            x = _SparseProduct.apply(adj_t, adj, x) if x.requires_grad else adj_t @ x
             out = out + x
         return out
 
@@ -237,6 +263,14 @@ class MobCLIP(nn.Module):
         graph neighbourhood.
         """
         sel = slice(None) if idx is None else idx
+        if self.propagate_modalities and self.mobility.kind == GraphEncoder.LIGHTGCN:
+            # one sparse product carries every tower (the same graph, one edge-dropout mask per step)
+            towers = [self.mobility.node_table()]
+            for m in self.modalities:
+                towers.append(self.heads[m](features[m]) * present[m].to(features[m].dtype)[:, None])
+            widths = [t.shape[1] for t in towers]
+            parts = self.mobility.propagate(torch.cat(towers, dim=1)).split(widths, dim=1)
+            return {name: F.normalize(p[sel], dim=1) for name, p in zip(["mobility", *self.modalities], parts)}
         out = {"mobility": F.normalize(self.mobility()[sel], dim=1)}
         for m in self.modalities:
             if self.propagate_modalities:
