@@ -40,29 +40,29 @@ def _with(section: str, **values) -> dict:
 
 
 VARIANTS: dict[str, dict] = {
-    # name: {"preset": ..., "train": {...}, "mobility": {...}, "line": {...}, "resolution": int}
-    "paper (mobility tower)": PAPER,
-    "fused towers": {"train": {"output": "fused"}},
-    "fused, towers propagated": {"train": {"output": "fused", "propagate_modalities": True}},
-    "fused, propagated, spatial 1, 4 layers (base)": BASE,
-    "base, 2 layers": _with("train", layers=2),
-    "base, 6 layers": _with("train", layers=6),
-    "base, spatial 0.3": _with("mobility", spatial_weight=0.3),
-    "base, spatial 3": _with("mobility", spatial_weight=3.0),
-    "base, learnable temperature": _with("train", learnable_temperature=True),
-    "base, frozen LINE": _with("train", freeze_nodes=True),
-    "base, node lr 1e-4": _with("train", node_lr=1e-4),
-    "base, node weight decay 0.1": _with("train", node_weight_decay=0.1),
-    "base, edge dropout 0.2": _with("train", edge_dropout=0.2),
-    "base, lr 3e-3": _with("train", lr=3e-3),
-    "base, lr 3e-4": _with("train", lr=3e-4),
-    "base, weight decay 1e-2": _with("train", weight_decay=1e-2),
-    "base, weight decay 1e-4": _with("train", weight_decay=1e-4),
-    "base, batch 256": _with("train", batch_size=256),
-    "base, 300 epochs": _with("train", epochs=300),
-    "base, H3 res 8": {**BASE, "resolution": 8},
-    "base, LINE 200 samples/edge": {**BASE, "line": {"samples_per_edge": 200}},
-    "base, LINE 10 negatives": {**BASE, "line": {"negatives": 10}},
+    # name: {"preset": ..., "train": {...}, "mobility": {...}, "line": {...}, "resolution": int}; in running order
+    "default (fused, propagated, 4 layers, spatial 1)": BASE,
+    "paper (mobility tower, 2 layers, no spatial links)": PAPER,
+    "default, no spatial links": _with("mobility", spatial_weight=0.0),
+    "default, 2 layers": _with("train", layers=2),
+    "paper + fused towers": {"preset": "paper", "train": {"output": "fused"}},
+    "paper + fused, propagated towers": {"preset": "paper", "train": {"output": "fused", "propagate_modalities": True}},
+    "default, 6 layers": _with("train", layers=6),
+    "default, spatial 0.3": _with("mobility", spatial_weight=0.3),
+    "default, spatial 3": _with("mobility", spatial_weight=3.0),
+    "default, frozen LINE": _with("train", freeze_nodes=True),
+    "default, edge dropout 0.2": _with("train", edge_dropout=0.2),
+    "default, learnable temperature": _with("train", learnable_temperature=True),
+    "default, node lr 1e-4": _with("train", node_lr=1e-4),
+    "default, node weight decay 0.1": _with("train", node_weight_decay=0.1),
+    "default, lr 3e-3": _with("train", lr=3e-3),
+    "default, lr 3e-4": _with("train", lr=3e-4),
+    "default, weight decay 1e-2": _with("train", weight_decay=1e-2),
+    "default, weight decay 1e-4": _with("train", weight_decay=1e-4),
+    "default, batch 256": _with("train", batch_size=256),
+    "default, H3 res 8": {**BASE, "resolution": 8},
+    "default, LINE 200 samples/edge": {**BASE, "line": {"samples_per_edge": 200}},
+    "default, LINE 10 negatives": {**BASE, "line": {"negatives": 10}},
 }
 
 
@@ -156,7 +156,14 @@ def main() -> pd.DataFrame:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 emb.to_parquet(path)
                 print(f"{name} seed {seed}: best epoch {res.best_epoch}, {time.perf_counter() - t0:.0f} s", flush=True)
-            per_seed.append(score({name: emb}, tracts, areas, args.runs).iloc[0])
+            scored = work / "scores" / f"{slug}-runs{args.runs}.json"  # an interrupted search keeps its scores
+            if scored.exists():
+                per_seed.append(pd.Series(json.loads(scored.read_text())))
+            else:
+                row = score({name: emb}, tracts, areas, args.runs).iloc[0]
+                scored.parent.mkdir(parents=True, exist_ok=True)
+                scored.write_text(json.dumps(row.to_dict()))
+                per_seed.append(row)
         s = pd.DataFrame(per_seed)
         rows.append({"variant": name, **{f"{c} mean": s[c].mean() for c in s}, **{f"{c} sd": s[c].std() for c in s}})
         print(rows[-1], flush=True)
