@@ -3,7 +3,7 @@
 Every sample draws one edge by weight and ``negatives`` cells by degree^0.75 (alias tables, O(1) each) and applies
 one SGD step to the source row and the 1 + K target rows at once, as the original C implementation does (Tang et
 al. 2015). The C code runs its threads Hogwild on shared tables; the order in which their writes land is then up to
-the scheduler and no two runs agree. Here each thread owns a copy of the tables for a round of about four samples per
+the scheduler and no two runs agree. Here each thread owns a copy of the tables for a round of about sixteen samples per
 cell, and at the end of the round the copies' changes are summed into the shared tables in a fixed order
 (``line_round``): the same lock-free steps, with the other threads' steps seen at round ends. Rounds are long (a
 merge costs one pass over the tables) and waits are few, so a busy machine slows the kernel down in proportion,

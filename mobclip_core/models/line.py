@@ -229,7 +229,11 @@ def _train_torch(
 
 
 ROUND_SAMPLES = 2_000_000  # samples between two progress callbacks of the numba engine (a fraction of a second)
-SAMPLES_PER_CELL_ROUND = 4  # numba engine, T > 1: each thread sees the others' steps every ~4 samples per cell
+# numba engine, T > 1: a thread sees the others' steps after at most this many of its own samples per cell...
+SAMPLES_PER_CELL_ROUND = 16
+# ...and a round gives each thread at least this many samples (a tenth of a second or so), so that rounds end, and
+# threads wait for each other, rarely: a graph too small for both bounds runs on one thread (it is quick anyway)
+MIN_ROUND_SAMPLES = 262_144
 
 
 def _train_numba(t: _Tables, n, d_each, orders, total, negatives, lr, seed, threads, bar) -> list[np.ndarray]:
@@ -250,6 +254,8 @@ def _train_numba(t: _Tables, n, d_each, orders, total, negatives, lr, seed, thre
     seed64 = np.uint64(seed % 2**64)
     n_chunks = -(-total // CHUNK)
     parts = []
+    if SAMPLES_PER_CELL_ROUND * n < MIN_ROUND_SAMPLES:
+        threads = 1
     with _PARALLEL_LOCK, numba_threads(threads) as used:
         # a round: whole chunks for every thread; its length depends on (cells, threads) only, never on progress
         per_round = used * max(1, -(-SAMPLES_PER_CELL_ROUND * n // CHUNK))
