@@ -98,11 +98,11 @@ def test_bad_engine_and_threads_are_refused(planted):
 
 
 def test_kernel_draws_follow_the_alias_table():
-    from mobclip_core.models._line_kernels import alias_draws
+    from mobclip_core.models._line_kernels import alias_draws, pack_alias
     from mobclip_core.models.line import alias_table
 
     degree = np.random.default_rng(0).random(500) ** 3 * 100  # skewed, as cell degrees are
     want = degree**0.75 / (degree**0.75).sum()
     prob, alias = alias_table(degree**0.75)
-    draws = alias_draws(prob.astype(np.float32), alias.astype(np.int32), 2_000_000, np.uint64(7))
+    draws = alias_draws(pack_alias(prob, alias), 2_000_000, np.uint64(7))
     assert np.abs(np.bincount(draws, minlength=degree.size) / draws.size - want).max() < 3e-4

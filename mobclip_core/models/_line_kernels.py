@@ -28,7 +28,17 @@ _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
 _M2 = np.uint64(0x94D049BB133111EB)
 _LOW32 = np.uint64(0xFFFFFFFF)
-_TO_UNIT = 1.0 / 4294967296.0
+
+
+def pack_alias(prob: np.ndarray, alias: np.ndarray, *columns: np.ndarray) -> np.ndarray:
+    """An alias table as rows of uint32 (coin threshold, alias, *columns): one cache line per draw, not one per
+    array, which is what a draw costs on a graph of millions of edges. A full column (prob 1) is its own alias."""
+    packed = np.empty((prob.size, 2 + len(columns)), dtype=np.uint32)
+    packed[:, 0] = np.minimum(np.floor(np.asarray(prob, dtype=np.float64) * 2.0**32), 2.0**32 - 1)
+    packed[:, 1] = alias
+    for i, col in enumerate(columns):
+        packed[:, 2 + i] = col
+    return packed
 
 
 @njit(cache=True, inline="always")
@@ -40,20 +50,21 @@ def _mix(z):
 
 
 @njit(cache=True, inline="always")
-def _draw(state, prob, alias):
-    """One index by an alias table from one 64-bit word: high half picks the column, low half the coin."""
+def _draw(state, table):
+    """One row of a packed alias table from one 64-bit word: high half picks the column, low half the coin."""
     r = _mix(state)
-    k = np.int64(((r >> np.uint64(32)) * np.uint64(prob.size)) >> np.uint64(32))
-    if np.float32(np.float64(r & _LOW32) * _TO_UNIT) >= prob[k]:
-        k = np.int64(alias[k])
+    k = np.int64(((r >> np.uint64(32)) * np.uint64(table.shape[0])) >> np.uint64(32))
+    if (r & _LOW32) >= np.uint64(table[k, 0]):
+        k = np.int64(table[k, 1])
     return k
 
 
 @njit(cache=True, parallel=True, fastmath=True)
-def line_round(
-    work, base, first, src, dst, e_prob, e_alias, v_prob, v_alias, negatives, lr0, total, c0, c1, seed, stream
-):
+def line_round(work, base, first, edges, cells, negatives, lr0, total, c0, c1, seed, stream):
     """Run chunks ``c0..c1-1`` of ``total`` samples, thread t on its table set ``work[t]``, then merge.
+
+    ``edges`` is the packed alias table of the directed edges by weight, with (source, target) columns;
+    ``cells`` the packed alias table of negatives by degree^0.75.
 
     A table set is (vertex table, context table) for the second order, the vertex table alone for the first. With
     one thread ``work[0]`` is ``base`` itself: plain sequential SGD. With T > 1 every thread starts the round from
@@ -75,17 +86,17 @@ def line_round(
             for i in range(lo, hi):
                 lr = np.float32(lr0 * max(1e-4, 1.0 - i / total))
                 state += _GOLDEN
-                k = _draw(state, e_prob, e_alias)
-                u = src[k]
+                k = _draw(state, edges)
+                u = np.int64(edges[k, 2])
                 for q in range(d):
                     err[q] = 0.0
                 for j in range(negatives + 1):
                     if j == 0:
-                        target = np.int64(dst[k])
+                        target = np.int64(edges[k, 3])
                         label = np.float32(1.0)
                     else:
                         state += _GOLDEN
-                        target = _draw(state, v_prob, v_alias)
+                        target = _draw(state, cells)
                         label = np.float32(0.0)
                     f = np.float32(0.0)
                     for q in range(d):
@@ -117,11 +128,11 @@ def line_round(
 
 
 @njit(cache=True)
-def alias_draws(prob, alias, count, seed):
+def alias_draws(table, count, seed):
     """``count`` indices drawn as the kernel draws them (for checking the generator and the tables)."""
     out = np.empty(count, dtype=np.int64)
     state = _mix(np.uint64(seed))
     for i in range(count):
         state += _GOLDEN
-        out[i] = _draw(state, prob, alias)
+        out[i] = _draw(state, table)
     return out

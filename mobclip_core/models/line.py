@@ -240,17 +240,12 @@ def _train_numba(t: _Tables, n, d_each, orders, total, negatives, lr, seed, thre
     """Each order in rounds of whole chunks (progress, and cancellation through it, between rounds)."""
     from ..modalities.mobility._kernels import _PARALLEL_LOCK
     from ..threads import numba_threads
-    from ._line_kernels import CHUNK, line_round
+    from ._line_kernels import CHUNK, line_round, pack_alias
 
-    small = np.int32 if max(n, t.src.size) < 2**31 else np.int64  # half the memory traffic of int64 indices
-    graph = (
-        t.src.astype(small),
-        t.dst.astype(small),
-        t.edge_prob.astype(np.float32),
-        t.edge_alias.astype(small),
-        t.neg_prob.astype(np.float32),
-        t.neg_alias.astype(small),
-    )
+    if max(n, t.src.size) >= 2**32:
+        raise InvalidInputError("the numba LINE engine takes up to 2^32 - 1 cells and directed edges")
+    edges = pack_alias(t.edge_prob, t.edge_alias, t.src, t.dst)
+    cells = pack_alias(t.neg_prob, t.neg_alias)
     seed64 = np.uint64(seed % 2**64)
     n_chunks = -(-total // CHUNK)
     parts = []
@@ -268,7 +263,7 @@ def _train_numba(t: _Tables, n, d_each, orders, total, negatives, lr, seed, thre
             reported = 0
             for c0 in range(0, n_chunks, per_round):
                 c1 = min(c0 + per_round, n_chunks)
-                line_round(work, base, first, *graph, negatives, lr, total, c0, c1, seed64, stream)
+                line_round(work, base, first, edges, cells, negatives, lr, total, c0, c1, seed64, stream)
                 done = min(c1 * CHUNK, total)
                 if done - reported >= ROUND_SAMPLES or done == total:
                     bar(done - reported)
