@@ -139,10 +139,11 @@ def train_line(
     ``order`` is "first", "second" (the paper's choice) or "both" (each half of ``dim``, concatenated).
     ``on_progress(fraction)`` is called as samples are drawn (it may raise to cancel); under torchrun pass the
     group's ``collectives``. Cells without any edge get a zero row (LINE never samples them, so their vector would
-    be noise). ``engine`` "numba" (default) runs compiled lock-free SGD on ``threads`` cores (0: every usable core;
-    bitwise reproducible with ``threads=1``, equal in distribution with more, see ``_line_kernels``); it is
-    single-process, so under a process group (``collectives.world > 1``) the "torch" engine runs instead, each rank
-    drawing its share. ``batch_size`` applies to the torch engine only.
+    be noise). ``engine`` "numba" (default) runs compiled lock-free SGD on ``threads`` cores (0: every usable core),
+    bitwise reproducible for a seed and thread count (see ``_line_kernels``; a graph under
+    ``MIN_ROUND_SAMPLES / SAMPLES_PER_CELL_ROUND`` cells runs on one thread). It is single-process, so under a
+    process group (``collectives.world > 1``) the "torch" engine runs instead, each rank drawing its share.
+    ``batch_size`` applies to the torch engine only.
     """
     import scipy.sparse as sp
 
