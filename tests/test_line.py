@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numba
 import numpy as np
 import pytest
@@ -106,3 +108,22 @@ def test_kernel_draws_follow_the_alias_table():
     prob, alias = alias_table(degree**0.75)
     draws = alias_draws(pack_alias(prob, alias), 2_000_000, np.uint64(7))
     assert np.abs(np.bincount(draws, minlength=degree.size) / draws.size - want).max() < 3e-4
+
+
+def test_cli_train_takes_a_thread_count():
+    from mobclip_core.cli import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args(["train", "run.toml", "--threads", "1"]).threads == 1
+    assert parser.parse_args(["train", "run.toml"]).threads is None  # the config's [train] threads
+    with pytest.raises(SystemExit):
+        parser.parse_args(["train", "run.toml", "--threads", "-2"])
+
+
+def test_usable_cores_and_thread_resolution():
+    from mobclip_core.threads import resolve_threads, usable_cores
+
+    assert 1 <= usable_cores() <= (os.cpu_count() or 1)
+    assert resolve_threads(0) == usable_cores() and resolve_threads(3) == 3
+    with pytest.raises(InvalidInputError):
+        resolve_threads(True)
