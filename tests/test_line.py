@@ -65,9 +65,10 @@ def test_progress_is_reported_and_a_raising_callback_cancels(planted, monkeypatc
     from mobclip_core.models import line
 
     a, _ = planted
-    monkeypatch.setattr(line, "ROUND_SAMPLES", 16_384)  # several rounds on a small graph
+    default = train_line(a, dim=8, samples=100_000, threads=1).embedding
+    monkeypatch.setattr(line, "ROUND_SAMPLES", 16_384)  # more, shorter rounds
     seen: list[float] = []
-    train_line(a, dim=8, samples=100_000, on_progress=seen.append)
+    assert np.array_equal(train_line(a, dim=8, samples=100_000, threads=1, on_progress=seen.append).embedding, default)
     assert len(seen) > 2 and seen == sorted(seen) and seen[-1] == 1.0
 
     class Stop(Exception):

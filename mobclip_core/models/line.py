@@ -229,7 +229,8 @@ def _train_torch(
     return parts
 
 
-ROUND_SAMPLES = 2_000_000  # samples between two progress callbacks of the numba engine (a fraction of a second)
+# one thread: at most this many samples, and about a twentieth of the run, between two progress callbacks
+ROUND_SAMPLES = 2_000_000
 # numba engine, T > 1: a thread sees the others' steps after at most this many of its own samples per cell...
 SAMPLES_PER_CELL_ROUND = 16
 # ...and a round gives each thread at least this many samples (a tenth of a second or so), so that rounds end, and
@@ -253,22 +254,20 @@ def _train_numba(t: _Tables, n, d_each, orders, total, negatives, lr, seed, thre
     if SAMPLES_PER_CELL_ROUND * n < MIN_ROUND_SAMPLES:
         threads = 1
     with _PARALLEL_LOCK, numba_threads(threads) as used:
-        # a round: whole chunks for every thread; its length depends on (cells, threads) only, never on progress
-        per_round = used * max(1, -(-SAMPLES_PER_CELL_ROUND * n // CHUNK))
+        if used == 1:  # no merge: where a round ends does not change the result, only how often progress is told
+            per_round = max(1, min(ROUND_SAMPLES, -(-total // 20)) // CHUNK)
+        else:  # whole chunks per thread, fixed by (cells, threads) alone: where merges fall is part of the result
+            per_round = used * max(1, -(-SAMPLES_PER_CELL_ROUND * n // CHUNK))
         for stream, o in enumerate(orders):
             first = o == LineOrder.FIRST
             rng = np.random.default_rng([seed % 2**63, stream])
             base = np.zeros((1 if first else 2, n, d_each), dtype=np.float32)  # vertex table, context table
             base[0] = (rng.random((n, d_each), dtype=np.float32) - 0.5) / d_each
             work = base[None] if used == 1 else np.repeat(base[None], used, axis=0)  # one thread: in place
-            reported = 0
             for c0 in range(0, n_chunks, per_round):
                 c1 = min(c0 + per_round, n_chunks)
                 line_round(work, base, first, edges, cells, negatives, lr, total, c0, c1, seed64, stream)
-                done = min(c1 * CHUNK, total)
-                if done - reported >= ROUND_SAMPLES or done == total:
-                    bar(done - reported)
-                    reported = done
+                bar(min(c1 * CHUNK, total) - c0 * CHUNK)
             del work
             norms = np.sqrt(np.einsum("ij,ij->i", base[0], base[0]))
             parts.append(base[0] / np.maximum(norms, 1e-12)[:, None])
