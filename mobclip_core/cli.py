@@ -154,11 +154,24 @@ def _cmd_tessellate(args) -> int:
     return 0
 
 
+def _threads(text: str) -> int:
+    """argparse type of --threads: a whole number >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 0 (0 = every usable core), got {text!r}")
+    return value
+
+
 def _cmd_train(args) -> int:
     from .config import load_config
     from .pipeline import run_pipeline
 
     cfg = load_config(args.config)
+    if args.threads is not None:
+        cfg.train.threads = args.threads
     run = run_pipeline(cfg, rebuild=args.rebuild, resume=args.resume, progress=not args.quiet)
     for kind, path in run.files.items():
         print(f"{kind:10s} {path}")
@@ -424,6 +437,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("config")
     s.add_argument("--rebuild", action="store_true", help="rebuild the dataset even if inputs are unchanged")
     s.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    s.add_argument(
+        "--threads",
+        type=_threads,
+        help="CPU threads for LINE and training (default: [train] threads of the config; 0 = every usable core)",
+    )
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=_cmd_train)
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from .constants import DEFAULT_TEMPERATURES, MODALITIES
 from .exceptions import ConfigError
-from .options import OutputTower, choices
+from .options import LineEngine, OutputTower, choices
 
 
 @dataclass
@@ -169,8 +169,9 @@ class LineConfig:
     samples_per_edge: float = 200.0  # total edge samples = this x number of directed edges (at least 1e5)
     negatives: int = 5
     lr: float = 0.025
-    batch_size: int = 1024
+    batch_size: int = 1024  # torch engine only
     seed: int = 0
+    engine: str = "numba"  # "numba" (compiled, lock-free parallel SGD) or "torch" (batched; GPU, comparison)
 
 
 @dataclass
@@ -200,6 +201,7 @@ class TrainConfig:
     node_weight_decay: float | None = None  # weight decay of the node table (default: weight_decay)
     edge_dropout: float = 0.0  # share of sampled-graph edges dropped at each training step
     propagate_modalities: bool = True  # every tower (not only mobility) is propagated over the graph
+    threads: int = 0  # CPU threads for LINE and training; 0: every core this process may use
 
 
 @dataclass
@@ -424,6 +426,8 @@ def validate_config(cfg: RunConfig, *, inputs: bool = False) -> None:
     line = cfg.line
     if line.order not in ("first", "second", "both"):
         raise ConfigError(f"[line] order must be 'first', 'second' or 'both', got {line.order!r}")
+    if line.engine not in set(LineEngine):
+        raise ConfigError(f"[line] engine must be one of {choices(LineEngine)}, got {line.engine!r}")
     _at_least(
         "[line]",
         dim=(line.dim, 1),
@@ -445,6 +449,7 @@ def validate_config(cfg: RunConfig, *, inputs: bool = False) -> None:
         patience=(t.patience, 0),
         val_fraction=(t.val_fraction, 0),
         disk_block_rows=(t.disk_block_rows, 0),
+        threads=(t.threads, 0),
     )
     if not t.val_fraction < 1:
         raise ConfigError(f"[train] val_fraction must be below 1 (0.1 keeps a tenth aside), got {t.val_fraction}")

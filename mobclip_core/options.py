@@ -26,6 +26,13 @@ class LineOrder(StrEnum):
     BOTH = "both"
 
 
+class LineEngine(StrEnum):
+    """Which LINE implementation trains the node table."""
+
+    NUMBA = "numba"  # compiled lock-free SGD on the CPU cores (the default)
+    TORCH = "torch"  # batched torch updates: for comparison, a GPU, or a torchrun process group
+
+
 class GraphEncoder(StrEnum):
     LIGHTGCN = "lightgcn"
     MLP = "mlp"  # ablation: no graph encoder

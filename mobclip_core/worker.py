@@ -57,8 +57,14 @@ def run_worker(
     poll_s: float = 0.2,
     grace_s: float = 5.0,
 ) -> dict:
-    """Run ``python -m mobclip_core.worker ARGS`` and return its result (the ``done`` event's ``result``)."""
+    """Run ``python -m mobclip_core.worker ARGS`` and return its result (the ``done`` event's ``result``).
+
+    The child's OpenMP threads wait passively (``OMP_WAIT_POLICY=PASSIVE`` unless ``env`` sets it): spinning
+    workers would take the cores from QGIS and from any other busy process, and collapse when they share them.
+    """
     cmd = [str(python), "-u", "-m", "mobclip_core.worker", *args]
+    env = dict(os.environ if env is None else env)  # the child's own environment; this process's is left alone
+    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     kwargs: dict = dict(stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     if os.name == "nt":
         kwargs["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP | subprocess.CREATE_NO_WINDOW
@@ -210,11 +216,13 @@ class _Events:
             self.emit("progress", stage=stage, fraction=round(min(max(fraction, 0.0), 1.0), 4))
 
 
-def _train(events: _Events, config: str, rebuild: bool) -> dict:
+def _train(events: _Events, config: str, rebuild: bool, threads: int | None = None) -> dict:
     from .config import load_config
     from .pipeline import run_pipeline
 
     cfg = load_config(config)
+    if threads is not None:
+        cfg.train.threads = threads
     events.progress("dataset", 0.0, force=True)
     run = run_pipeline(cfg, rebuild=rebuild, log=events.log, progress=False, on_progress=events.progress)
     events.progress("export", 1.0, force=True)
@@ -271,6 +279,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     train = sub.add_parser("train", help="run the pipeline of a config file")
     train.add_argument("config")
     train.add_argument("--rebuild", action="store_true")
+    train.add_argument("--threads", type=int, help="CPU threads for LINE and training (0: every usable core)")
     embed = sub.add_parser("embed", help="embed (lon, lat) rows of an .npy file with a distilled model")
     embed.add_argument("model")
     embed.add_argument("coords")
@@ -285,7 +294,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     events = _Events()
     try:
         if args.task == "train":
-            result = _train(events, args.config, args.rebuild)
+            result = _train(events, args.config, args.rebuild, args.threads)
         elif args.task == "project":
             result = _project(events, args.values, args.out, args.method, args.seed)
         else:

@@ -14,7 +14,9 @@ from qgis.core import (
     QgsProcessingOutputRasterLayer,
     QgsProcessingOutputVectorLayer,
     QgsProcessingParameterBoolean,
+    QgsProcessingParameterDefinition,
     QgsProcessingParameterFile,
+    QgsProcessingParameterNumber,
     QgsProcessingUtils,
     QgsSingleSymbolRenderer,
 )
@@ -42,6 +44,16 @@ class TrainEmbeddings(MobClipAlgorithm):
     def initAlgorithm(self, config=None):  # noqa: N802
         self.addParameter(QgsProcessingParameterFile("CONFIG", self.tr("Config file (TOML)"), extension="toml"))
         self.addParameter(QgsProcessingParameterBoolean("REBUILD", self.tr("Rebuild the dataset"), False))
+        threads = QgsProcessingParameterNumber(
+            "THREADS",
+            self.tr("CPU threads (0: as the config says, [train] threads, by default every core)"),
+            QgsProcessingParameterNumber.Integer,
+            0,
+            True,
+            0,
+        )
+        threads.setFlags(threads.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+        self.addParameter(threads)
         self.addOutput(QgsProcessingOutputVectorLayer("EMBEDDINGS", self.tr("Embeddings (GeoPackage)")))
         self.addOutput(QgsProcessingOutputRasterLayer("PCA_RGB", self.tr("PCA RGB map")))
         self.addOutput(QgsProcessingOutputFolder("OUTPUT_FOLDER", self.tr("Output folder")))
@@ -51,6 +63,9 @@ class TrainEmbeddings(MobClipAlgorithm):
         if not config or not os.path.isfile(config):
             raise QgsProcessingException(self.tr(f"Config file {config!r} does not exist: choose a .toml file"))
         args = ["train", config, *(["--rebuild"] if self.parameterAsBool(parameters, "REBUILD", context) else [])]
+        threads = self.parameterAsInt(parameters, "THREADS", context) if "THREADS" in parameters else 0
+        if threads > 0:
+            args += ["--threads", str(threads)]
         result = run_in_child(self, args, feedback)
         files = result["files"]
         feedback.setProgress(100)

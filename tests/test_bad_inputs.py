@@ -118,6 +118,8 @@ RECORDS = '[mobility]\nrecords = "r.parquet"\n'
         (RECORDS + "[train]\nval_fraction = 1.0\n", ["val_fraction must be below 1"]),
         (RECORDS + "[line]\ndim = 64\n", ["[line] dim (64) must equal [train] embedding_dim (128)", "'mlp'"]),
         (RECORDS + "[line]\nsamples_per_edge = nan\n", ["[line] samples_per_edge must be >="]),
+        (RECORDS + '[line]\nengine = "gpu"\n', ["[line] engine must be one of ['numba', 'torch'], got 'gpu'"]),
+        (RECORDS + "[train]\nthreads = -1\n", ["[train] threads must be >= 0, got -1"]),
         (RECORDS + "ratio = 0\n", ["ratio must be in (0, 1]"]),
         (RECORDS + '[image]\npath = "img.tif"\nencoder = "open_clip"\n', ["needs 'checkpoint'", "encoder = 'stats'"]),
         (

@@ -248,3 +248,22 @@ def test_diagnostics_say_where_information_is_lost(small_dataset):
     assert near_duplicates(tract_like) == 1.0 and near_duplicates(rng.normal(size=(n, 8))) == 0.0
     assert effective_rank(np.outer(rng.normal(size=n), rng.normal(size=8))) < 1.5
     assert effective_rank(rng.normal(size=(n, 8))) > 7
+
+
+def test_torch_spherical_harmonics_match_the_reference_recurrence():
+    # the torch layout (degree, order, point) used by the encoders against the numpy reference, float64 and float32
+    import importlib
+
+    import torch
+
+    sh = importlib.import_module("mobclip_core.encoders.spherical_harmonics")
+    rng = np.random.default_rng(0)
+    lon, lat = rng.uniform(-180, 180, 500), rng.uniform(-90, 90, 500)
+    ref = spherical_harmonics(lon, lat, 32)
+    for dtype, tol in ((torch.float64, 1e-12), (torch.float32, 5e-4)):
+        got = sh._sh_torch(torch.tensor(lon, dtype=dtype), torch.tensor(lat, dtype=dtype), 32)
+        assert got.shape == (500, 1024) and got.dtype == dtype
+        np.testing.assert_allclose(got.numpy(), ref, rtol=0, atol=tol)
+    module = sh.SphericalHarmonics(5)
+    coords = torch.tensor(np.c_[lon, lat])
+    np.testing.assert_allclose(module(coords).numpy(), spherical_harmonics(lon, lat, 5), rtol=0, atol=1e-12)

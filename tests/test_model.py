@@ -222,8 +222,9 @@ def test_training_options_change_the_output(train_variant, case):
     assert np.isfinite(out).all()
     if case == "output=mobility":  # the paper's setting itself: same options, same numbers
         np.testing.assert_array_equal(out, base)
-    else:
-        assert np.abs(out - base).max() > 1e-4, case
+    else:  # training is bitwise reproducible, so an ignored option would give a difference of exactly 0;
+        # a learnable temperature moves the output by about 1e-4 in three epochs, hence a bound well below that
+        assert np.abs(out - base).max() > 1e-5, case
 
 
 def test_propagated_towers_change_the_fused_output(train_variant):

@@ -1,7 +1,9 @@
-"""LINE (Tang et al. 2015): first- and second-order proximity embeddings of a weighted graph, in torch.
+"""LINE (Tang et al. 2015): first- and second-order proximity embeddings of a weighted graph.
 
-Edges are drawn by weight with an alias table (O(1) per sample), negatives by degree^0.75, and the SGD updates of
-the original C implementation are applied in large vectorized batches with ``index_add_``.
+Edges are drawn by weight with an alias table (O(1) per sample), negatives by degree^0.75. Two engines apply the SGD
+steps of the original C implementation: "numba" (the default) compiles them as lock-free parallel SGD, one sample at
+a time, as the C code does (``_line_kernels``); "torch" applies them in large vectorized batches with ``index_add_``
+(kept for comparison, for a GPU and for torchrun process groups).
 """
 
 from __future__ import annotations
@@ -9,13 +11,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
 from .._optional import import_optional
 from ..collectives import SINGLE_PROCESS, Collectives
 from ..exceptions import InvalidInputError
-from ..options import LineOrder, choices
+from ..options import LineEngine, LineOrder, choices
 
 
 def alias_table(weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -128,18 +131,31 @@ def train_line(
     progress: bool = False,
     on_progress: Callable[[float], None] | None = None,
     collectives: Collectives = SINGLE_PROCESS,
+    engine: str = LineEngine.NUMBA,
+    threads: int = 0,
 ) -> LineResult:
     """LINE embeddings of a symmetric weighted ``scipy.sparse`` adjacency.
 
     ``order`` is "first", "second" (the paper's choice) or "both" (each half of ``dim``, concatenated).
-    ``on_progress(fraction)`` is called as samples are drawn; under torchrun pass the group's ``collectives``.
-    Cells without any edge get a zero row (LINE never samples them, so their vector would be noise).
+    ``on_progress(fraction)`` is called as samples are drawn (it may raise to cancel); under torchrun pass the
+    group's ``collectives``. Cells without any edge get a zero row (LINE never samples them, so their vector would
+    be noise). ``engine`` "numba" (default) runs compiled lock-free SGD on ``threads`` cores (0: every usable core),
+    bitwise reproducible for a seed and thread count (see ``_line_kernels``; a graph under
+    ``MIN_ROUND_SAMPLES / SAMPLES_PER_CELL_ROUND`` cells runs on one thread). It is single-process, so under a
+    process group (``collectives.world > 1``) the "torch" engine runs instead, each rank drawing its share.
+    ``batch_size`` applies to the torch engine only.
     """
-    torch = import_optional("torch")
     import scipy.sparse as sp
+
+    from ..threads import resolve_threads
 
     if order not in set(LineOrder):
         raise InvalidInputError(f"LINE order must be one of {choices(LineOrder)}, got {order!r}")
+    if engine not in set(LineEngine):
+        raise InvalidInputError(f"LINE engine must be one of {choices(LineEngine)}, got {engine!r}")
+    threads = resolve_threads(threads)
+    if collectives.world > 1:
+        engine = LineEngine.TORCH
     a = sp.csr_matrix(adjacency)
     if a.nnz == 0:
         raise InvalidInputError("LINE needs a graph with at least one edge")
@@ -153,7 +169,6 @@ def train_line(
     edge_prob, edge_alias = alias_table(w)
     degree = np.asarray(a.sum(axis=1)).ravel()
     neg_prob, neg_alias = alias_table(np.power(degree, 0.75) + 1e-12)
-    gen = torch.Generator().manual_seed(seed)
     grand_total = total * (2 if order == "both" else 1)
     tqdm_bar = None
     if progress:
@@ -171,30 +186,14 @@ def train_line(
 
     orders = ["first", "second"] if order == "both" else [order]
     d_each = dim // len(orders)
+    tables = _Tables(src, dst, edge_prob, edge_alias, neg_prob, neg_alias)
     t0 = time.perf_counter()
-    parts = []
-    with torch.no_grad():
-        for o in orders:
-            e = _train_order(
-                torch,
-                src,
-                dst,
-                edge_prob,
-                edge_alias,
-                neg_prob,
-                neg_alias,
-                n,
-                d_each,
-                o,
-                total,
-                negatives,
-                lr,
-                batch_size,
-                gen,
-                bar,
-                collectives,
-            )
-            parts.append(torch.nn.functional.normalize(e, dim=1).numpy())
+    if engine == LineEngine.NUMBA:
+        parts = _train_numba(tables, n, d_each, orders, total, negatives, lr, seed, threads, bar)
+    else:
+        parts = _train_torch(
+            tables, n, d_each, orders, total, negatives, lr, batch_size, seed, threads, bar, collectives
+        )
     seconds = time.perf_counter() - t0
     if tqdm_bar is not None:
         tqdm_bar.close()
@@ -202,3 +201,74 @@ def train_line(
     for part in parts:
         part[isolated] = 0.0
     return LineResult(np.concatenate(parts, axis=1).astype(np.float32), total * len(orders), seconds)
+
+
+class _Tables(NamedTuple):
+    """The directed edges and the two alias tables (edges by weight, negatives by degree^0.75)."""
+
+    src: np.ndarray
+    dst: np.ndarray
+    edge_prob: np.ndarray
+    edge_alias: np.ndarray
+    neg_prob: np.ndarray
+    neg_alias: np.ndarray
+
+
+def _train_torch(
+    t: _Tables, n, d_each, orders, total, negatives, lr, batch_size, seed, threads, bar, collectives
+) -> list[np.ndarray]:
+    from ..threads import torch_threads
+
+    torch = import_optional("torch")
+    gen = torch.Generator().manual_seed(seed)
+    parts = []
+    with torch.no_grad(), torch_threads(threads):
+        for o in orders:
+            e = _train_order(torch, *t, n, d_each, o, total, negatives, lr, batch_size, gen, bar, collectives)
+            parts.append(torch.nn.functional.normalize(e, dim=1).numpy())
+    return parts
+
+
+# one thread: at most this many samples, and about a twentieth of the run, between two progress callbacks
+ROUND_SAMPLES = 2_000_000
+# numba engine, T > 1: a thread sees the others' steps after at most this many of its own samples per cell...
+SAMPLES_PER_CELL_ROUND = 16
+# ...and a round gives each thread at least this many samples (a tenth of a second or so), so that rounds end, and
+# threads wait for each other, rarely: a graph too small for both bounds runs on one thread (it is quick anyway)
+MIN_ROUND_SAMPLES = 262_144
+
+
+def _train_numba(t: _Tables, n, d_each, orders, total, negatives, lr, seed, threads, bar) -> list[np.ndarray]:
+    """Each order in rounds of whole chunks (progress, and cancellation through it, between rounds)."""
+    from ..modalities.mobility._kernels import _PARALLEL_LOCK
+    from ..threads import numba_threads
+    from ._line_kernels import CHUNK, line_round, pack_alias
+
+    if max(n, t.src.size) >= 2**32:
+        raise InvalidInputError("the numba LINE engine takes up to 2^32 - 1 cells and directed edges")
+    edges = pack_alias(t.edge_prob, t.edge_alias, t.src, t.dst)
+    cells = pack_alias(t.neg_prob, t.neg_alias)
+    seed64 = np.uint64(seed % 2**64)
+    n_chunks = -(-total // CHUNK)
+    parts = []
+    if SAMPLES_PER_CELL_ROUND * n < MIN_ROUND_SAMPLES:
+        threads = 1
+    with _PARALLEL_LOCK, numba_threads(threads) as used:
+        if used == 1:  # no merge: where a round ends does not change the result, only how often progress is told
+            per_round = max(1, min(ROUND_SAMPLES, -(-total // 20)) // CHUNK)
+        else:  # whole chunks per thread, fixed by (cells, threads) alone: where merges fall is part of the result
+            per_round = used * max(1, -(-SAMPLES_PER_CELL_ROUND * n // CHUNK))
+        for stream, o in enumerate(orders):
+            first = o == LineOrder.FIRST
+            rng = np.random.default_rng([seed % 2**63, stream])
+            base = np.zeros((1 if first else 2, n, d_each), dtype=np.float32)  # vertex table, context table
+            base[0] = (rng.random((n, d_each), dtype=np.float32) - 0.5) / d_each
+            work = base[None] if used == 1 else np.repeat(base[None], used, axis=0)  # one thread: in place
+            for c0 in range(0, n_chunks, per_round):
+                c1 = min(c0 + per_round, n_chunks)
+                line_round(work, base, first, edges, cells, negatives, lr, total, c0, c1, seed64, stream)
+                bar(min(c1 * CHUNK, total) - c0 * CHUNK)
+            del work
+            norms = np.sqrt(np.einsum("ij,ij->i", base[0], base[0]))
+            parts.append(base[0] / np.maximum(norms, 1e-12)[:, None])
+    return parts

@@ -29,8 +29,12 @@ def line_embeddings(
     progress: bool = False,
     on_progress: Callable[[float], None] | None = None,
     collectives: Collectives = SINGLE_PROCESS,
+    threads: int = 0,
 ):
-    """LINE on the full graph; with ``cache`` (a folder) the result is reused while graph and settings are equal."""
+    """LINE on the full graph; with ``cache`` (a folder) the result is reused while graph and settings are equal.
+
+    ``threads`` (0: every usable core) is not part of the cache key: it changes the speed, not the quality.
+    """
     from ..models.line import LineResult, train_line
 
     path = Path(cache) / f"line-{line_cache_key(graph, line)}.npy" if cache is not None else None
@@ -51,6 +55,8 @@ def line_embeddings(
         progress=progress,
         on_progress=on_progress,
         collectives=collectives,
+        engine=line.engine,
+        threads=threads,
     )
     if path is not None and collectives.is_main:
         with atomic_path(path) as tmp:

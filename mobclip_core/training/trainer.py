@@ -23,7 +23,8 @@ from ..config import LineConfig, MobilityConfig, TrainConfig
 from ..constants import EMBEDDING_PREFIX
 from ..exceptions import CheckpointError, ConfigError, InvalidInputError
 from ..io import atomic_path
-from ..options import GraphEncoder, NodeInit
+from ..options import GraphEncoder, LineEngine, NodeInit, choices
+from ..threads import torch_threads
 from .data import TrainingData, coverage_report, prepare_training_data
 from .early_stopping import EarlyStopping
 from .loop import run_epochs
@@ -64,6 +65,10 @@ def check_config(train: TrainConfig, line: LineConfig) -> None:
             f"[line] dim ({line.dim}) must equal [train] embedding_dim ({train.embedding_dim}) "
             "for the LightGCN encoder, which keeps the LINE width"
         )
+    if line.engine not in set(LineEngine):
+        raise ConfigError(f"[line] engine must be one of {choices(LineEngine)}, got {line.engine!r}")
+    if isinstance(train.threads, bool) or not isinstance(train.threads, int) or train.threads < 0:
+        raise ConfigError(f"[train] threads must be a whole number >= 0 (0: every usable core), got {train.threads!r}")
 
 
 def build_model(data: TrainingData, line_embedding: np.ndarray, cfg: TrainConfig):
@@ -269,19 +274,21 @@ def train_mobclip(
         progress=progress,
         on_progress=(lambda f: on_progress("line", f)) if on_progress else None,
         collectives=collectives,
+        threads=train.threads,
     )
     model = build_model(data, line_res.embedding, train).to(device)
-    history, stopper = fit(
-        model,
-        data,
-        train,
-        checkpoint_dir=Path(checkpoint_dir) if checkpoint_dir is not None else None,
-        resume=resume,
-        progress=progress,
-        on_progress=(lambda f: on_progress("train", f)) if on_progress else None,
-        collectives=collectives,
-    )
-    emb = model.cell_embeddings(data.features, data.present, train.output).cpu().numpy().astype(np.float32)
+    with torch_threads(train.threads):  # set for this call only, restored after
+        history, stopper = fit(
+            model,
+            data,
+            train,
+            checkpoint_dir=Path(checkpoint_dir) if checkpoint_dir is not None else None,
+            resume=resume,
+            progress=progress,
+            on_progress=(lambda f: on_progress("train", f)) if on_progress else None,
+            collectives=collectives,
+        )
+        emb = model.cell_embeddings(data.features, data.present, train.output).cpu().numpy().astype(np.float32)
     cols = [f"{EMBEDDING_PREFIX}{i}" for i in range(emb.shape[1])]
     return TrainResult(
         embeddings=pd.DataFrame(emb, index=dataset.cell_ids, columns=cols),
