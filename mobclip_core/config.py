@@ -11,7 +11,7 @@ from typing import Any
 
 from .constants import DEFAULT_TEMPERATURES, MODALITIES
 from .exceptions import ConfigError
-from .options import LineEngine, OutputTower, choices
+from .options import Engine, LineEngine, OutputTower, choices
 
 
 @dataclass
@@ -416,8 +416,8 @@ def validate_config(cfg: RunConfig, *, inputs: bool = False) -> None:
         _validate_source(
             src, f"mobility.sources[{i}]" if i >= (m.records is not None) + (m.od is not None) else "mobility"
         )
-    if m.engine not in ("memory", "duckdb", "spark"):
-        raise ConfigError(f"[mobility] engine must be 'memory', 'duckdb' or 'spark', got {m.engine!r}")
+    if m.engine not in set(Engine):
+        raise ConfigError(f"[mobility] engine must be one of {choices(Engine)}, got {m.engine!r}")
     if m.sampling not in ("top_k", "random"):
         raise ConfigError(f"[mobility] sampling must be 'top_k' or 'random', got {m.sampling!r}")
     if not 0 < m.ratio <= 1:
@@ -509,8 +509,8 @@ def _is_bbox(b) -> bool:
 def _validate_source(src, where: str) -> None:
     if not (isinstance(src.weight, int | float) and src.weight > 0):
         raise ConfigError(f"[{where}] weight must be a number > 0, got {src.weight!r}")
-    if isinstance(src, RecordsSource) and src.engine not in ("memory", "duckdb", "spark"):
-        raise ConfigError(f"[{where}] engine must be 'memory', 'duckdb' or 'spark', got {src.engine!r}")
+    if isinstance(src, RecordsSource) and src.engine not in set(Engine):
+        raise ConfigError(f"[{where}] engine must be one of {choices(Engine)}, got {src.engine!r}")
     if isinstance(src, GtfsSource) and not (isinstance(src.max_stops_apart, int) and src.max_stops_apart >= 1):
         raise ConfigError(f"[{where}] max_stops_apart must be an integer >= 1, got {src.max_stops_apart!r}")
     if isinstance(src, LodesSource) and not src.crosswalk:
