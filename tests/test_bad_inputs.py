@@ -94,7 +94,7 @@ def test_former_plain_value_errors_are_mobclip_errors():
     cell = np.array([int(h3.latlng_to_cell(45.0, 9.0, 9), 16)], dtype=np.uint64)
     with pytest.raises(MobClipError, match="k must be a whole number of grid steps >= 0"):
         neighbours(cell, -1)
-    with pytest.raises(MobClipError, match="containment must be 'center' or 'overlap'"):
+    with pytest.raises(MobClipError, match=r"containment must be one of \['center', 'overlap'\], got 'inside'"):
         polygons_to_cells([box(9.0, 45.0, 9.1, 45.1)], 8, containment="inside")
     with pytest.raises(MobClipError, match=r"order must be one of \['first', 'second', 'both'\]"):
         train_line(sp.csr_matrix(np.array([[0, 1.0], [1.0, 0]])), order="third")
