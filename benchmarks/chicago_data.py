@@ -50,7 +50,7 @@ CONFIG = """\
 # MobCLIP on real Chicago data (benchmarks/chicago_data.py). Paths relative to this file.
 name = "chicago"
 resolution = {resolution}
-output = "output"
+output = "{output}"
 cache_dir = "cache"
 
 [mobility]
@@ -125,7 +125,8 @@ def prepare_chicago(out_dir: str | Path, resolution: int = 9, demographics: str 
     pois().to_file(out / "pois.gpkg", driver="GPKG")
     cfg = out / ("mobclip.toml" if demographics == "age" else f"mobclip-{demographics.replace('+', '-')}.toml")
     columns = DEMOGRAPHIC_INPUTS[demographics]
-    text = CONFIG.format(resolution=resolution, columns=columns, demographics=f"inputs: {demographics}")
+    output = "output" if demographics == "age" else f"output-{demographics.replace('+', '-')}"  # runs side by side
+    text = CONFIG.format(resolution=resolution, columns=columns, demographics=f"inputs: {demographics}", output=output)
     cfg.write_text(text.replace("'", '"'))
     return cfg
 
