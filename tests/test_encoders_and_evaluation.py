@@ -267,3 +267,16 @@ def test_torch_spherical_harmonics_match_the_reference_recurrence():
     module = sh.SphericalHarmonics(5)
     coords = torch.tensor(np.c_[lon, lat])
     np.testing.assert_allclose(module(coords).numpy(), spherical_harmonics(lon, lat, 5), rtol=0, atol=1e-12)
+
+
+def test_input_baselines_hold_what_their_names_say(small_dataset):
+    """'LINE alone' is the mobility block only; 'inputs' adds every modality (reduced, with a presence column)."""
+    from mobclip_core.evaluation.input_baselines import input_features
+
+    mobility = np.random.default_rng(0).normal(size=(small_dataset.cells.size, 8)).astype(np.float32)
+    alone = input_features(small_dataset, mobility, modalities=[])
+    np.testing.assert_array_equal(alone.to_numpy(), mobility)
+    full = input_features(small_dataset, mobility, modality_dim=4)
+    widths = {m: min(df.shape[1], 4) + 1 for m, df in small_dataset.features.items()}
+    assert full.shape[1] == 8 + sum(widths.values())
+    np.testing.assert_array_equal(full.to_numpy()[:, :8], mobility)

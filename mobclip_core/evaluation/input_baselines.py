@@ -75,7 +75,7 @@ def input_features(
     modality gets a 0/1 presence column, and missing rows are zeros.
     """
     parts = [] if mobility is None else [np.asarray(mobility, dtype=np.float32)]
-    for m in modalities or sorted(dataset.features):
+    for m in sorted(dataset.features) if modalities is None else modalities:
         x, present = dataset.feature_matrix(m)
         if x.shape[1] > modality_dim:
             x = _pca(x, modality_dim, present, seed)
