@@ -136,6 +136,12 @@ def main() -> dict:
     p = argparse.ArgumentParser()
     p.add_argument("--work", default="/tmp/mobclip-chicago")
     p.add_argument("--runs", type=int, default=10)
+    p.add_argument(
+        "--early-stopping",
+        type=int,
+        default=None,
+        help="LightGBM stops after N rounds without gain (default: 1,000 trees)",
+    )
     args = p.parse_args()
     if not available():
         print("Chicago data not found (../shared/data/chicago or $MOBCLIP_CHICAGO): skipped")
@@ -153,7 +159,9 @@ def main() -> dict:
         Task(code, "admin", areas[code].astype(float), polygons=areas, block_resolution=6) for code in TARGETS
     ]
     t0 = time.perf_counter()
-    tract_results = evaluate(sources, tract_tasks, resolution=9, runs=args.runs, progress=True)
+    tract_results = evaluate(
+        sources, tract_tasks, resolution=9, runs=args.runs, early_stopping=args.early_stopping, progress=True
+    )
     tract_s = time.perf_counter() - t0
     area_results = evaluate(sources, area_tasks, resolution=9, runs=args.runs, model="ridge")
     RESULTS.mkdir(exist_ok=True)
@@ -165,7 +173,11 @@ def main() -> dict:
         f"without any taxi link, {cov.get('share_without_mobility', 0):.1%}); {args.runs} runs per split. "
         f"Training the default {info['train_s']:.0f} s (peak RSS {info['peak_mib']:.0f} MiB, this process), "
         f"distillation {info['distil_s']:.0f} s; tract comparison {tract_s:.0f} s.\n\n"
-        "### Tracts: LightGBM, public protocol (1,000 trees); mean R^2 (sd over runs)\n\n"
+        + (
+            "### Tracts: LightGBM, public protocol (1,000 trees); mean R^2 (sd over runs)\n\n"
+            if args.early_stopping is None
+            else f"### Tracts: LightGBM, early stopping ({args.early_stopping} rounds); mean R^2 (sd over runs)\n\n"
+        )
         + to_markdown(summary_table(tract_results))
         + "\n"
         + "\n".join(f"- {line}" for line in headline(tract_results))
