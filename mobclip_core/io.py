@@ -291,6 +291,8 @@ class OutputTransaction:
         if self.staging.exists() and (self.staging / _JOURNAL).exists() and not self.committed:
             with contextlib.suppress(OSError, ValueError):
                 _roll_forward(self.staging, self.directory)
+                self.committed = True
+                COMMITTED.append(self.directory)  # the outputs are complete: a stopped worker must say so
         _remove(self.staging)
 
 

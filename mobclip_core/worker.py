@@ -299,6 +299,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             result = _project(events, args.values, args.out, args.method, args.seed)
         else:
             result = _embed(events, args.model, args.coords, args.out)
+        events.emit("done", result=result)  # inside the try: a stop arriving just before it still reports
     except MobClipError as exc:
         events.emit("error", message=str(exc))
         return 2
@@ -311,7 +312,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         if COMMITTED:  # the stop came after the outputs were moved into place: they are complete, say so
             events.emit("stopped", committed=[str(p) for p in COMMITTED])
         raise
-    events.emit("done", result=result)
     return 0
 
 

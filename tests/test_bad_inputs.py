@@ -542,6 +542,60 @@ def test_sigterm_during_the_moves_still_ends_all_new(tmp_path, emb, monkeypatch)
     assert leftovers(tmp_path) == [] and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
 
 
+def test_stop_between_journal_and_moves_finishes_the_commit_and_records_it(tmp_path, emb, monkeypatch):
+    """A stop after the commit journal is written rolls the outputs forward: they are complete, and the process
+    records so (a stopped worker reports it; it must not claim that nothing new was written)."""
+    import mobclip_core.io as io_module
+
+    export_all(emb, tmp_path)
+    old = snapshot(tmp_path)
+    real_fsync = io_module._fsync
+
+    def fsync_then_stop(path):
+        real_fsync(path)
+        if (Path(path) / ".mobclip-commit.json").exists():  # the staging folder, once its journal is written
+            raise SystemExit(143)
+
+    monkeypatch.setattr(io_module, "_fsync", fsync_then_stop)
+    monkeypatch.setattr(io_module, "COMMITTED", [])
+    with pytest.raises(SystemExit):
+        export_all(embedding_table(seed=5), tmp_path)
+    now = snapshot(tmp_path)
+    assert set(now) == EXPORT_NAMES and all(now[n] != old[n] for n in EXPORT_NAMES)  # rolled forward: all new
+    assert io_module.COMMITTED == [tmp_path] and leftovers(tmp_path) == []
+
+
+def test_worker_stopped_after_its_outputs_are_complete_says_so(tmp_path, monkeypatch, capfd):
+    """The parent's stop can reach the child after its outputs are committed but before its "done" line: the child
+    must still report the committed folder (the QGIS message then says the outputs are complete)."""
+    import mobclip_core.io as io_module
+    from mobclip_core import worker
+
+    def train(events, config, rebuild, threads=None):
+        with output_transaction(tmp_path) as txn:
+            txn.path("a.txt").write_text("new")
+        return {"output": str(tmp_path)}
+
+    real_emit = worker._Events.emit
+
+    def emit(self, event, **fields):
+        if event == "done":  # the stop lands just before the done line is written
+            worker._on_stop(signal.SIGTERM, None)
+        real_emit(self, event, **fields)
+
+    monkeypatch.setattr(worker, "_train", train)
+    monkeypatch.setattr(worker._Events, "emit", emit)
+    monkeypatch.setattr(io_module, "COMMITTED", [])
+    monkeypatch.setattr(worker, "install_stop_handlers", lambda: None)
+    monkeypatch.setattr(sys, "stdout", sys.stdout)  # _Events redirects stdout for the run: restored after
+    with pytest.raises(SystemExit) as exc:
+        worker.main(["train", "unused.toml"])
+    assert exc.value.code == 128 + signal.SIGTERM
+    events = [json.loads(line) for line in capfd.readouterr().out.splitlines() if line.startswith("{")]
+    assert events == [{"event": "stopped", "committed": [str(tmp_path)]}]
+    assert (tmp_path / "a.txt").read_text() == "new"
+
+
 def test_sigkill_leftovers_are_cleaned_or_finished_next_time(tmp_path, emb, big_table):
     export_all(emb, tmp_path)
     old = snapshot(tmp_path)
