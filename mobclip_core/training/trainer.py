@@ -141,6 +141,98 @@ def _load_last(path: Path, model, opt, device: str) -> dict:
     return state
 
 
+def _parallel_engine(model, collectives: Collectives):
+    """The module the batches go through: DDP around the model when several ranks share every batch."""
+    torch = import_optional("torch")
+    if collectives.world > 1:  # data parallel: each rank takes a slice of every batch; DDP averages the gradients
+        return torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True, broadcast_buffers=False)
+    return model
+
+
+def _resume_from_last(
+    last: Path | None, resume: bool, model, opt, stopper: EarlyStopping, gen, epochs: int
+) -> tuple[int, list[dict]]:
+    """The first epoch and the history so far, restoring every state from ``last.pt`` so resume is exact."""
+    if not (resume and last is not None and last.exists()):
+        return 0, []
+    state = _load_last(last, model, opt, model.connected.device)
+    start, history = state["epoch"] + 1, state["history"]
+    stopper.load_state_dict(state["stopper"])
+    gen.set_state(state["generator"])
+    model.mobility.generator.set_state(state["dropout_generator"])
+    if stopper.should_stop:
+        start = epochs  # it had already stopped: nothing more to train
+    return start, history
+
+
+@dataclass
+class _EpochSteps:
+    """The callbacks ``run_epochs`` drives, sharing one model, optimizer, shuffling generator and stopper."""
+
+    model: object
+    engine: object
+    opt: object
+    gen: object
+    stopper: EarlyStopping
+    data: TrainingData
+    cfg: TrainConfig
+    collectives: Collectives
+    last: Path | None
+    last_train_loss: float = 0.0  # validation falls back to it when there are too few cells to hold any out
+
+    def train_epoch(self, epoch: int) -> float:
+        """One shuffled pass over the training cells, each rank taking its slice of every batch."""
+        torch = import_optional("torch")
+        rank, world = self.collectives.rank, self.collectives.world
+        train_idx = self.data.train_idx
+        self.model.train()
+        order = train_idx[torch.randperm(train_idx.numel(), generator=self.gen).to(train_idx.device)]
+        losses = []
+        for s in range(0, order.numel(), self.cfg.batch_size):
+            loss = self.engine(order[s : s + self.cfg.batch_size][rank::world], self.data.features, self.data.present)
+            self.opt.zero_grad()
+            loss.backward()
+            self.opt.step()
+            losses.append(loss.item())
+        self.last_train_loss = float(np.mean(losses))
+        return self.last_train_loss
+
+    def validate(self) -> float:
+        """The validation loss, the same on every rank so early stopping agrees."""
+        torch = import_optional("torch")
+        val_idx = self.data.val_idx
+        self.model.eval()
+        with torch.no_grad():
+            if val_idx.numel() > 1:
+                val = self.model.loss(val_idx, self.data.features, self.data.present)
+            else:
+                val = torch.tensor(self.last_train_loss)
+            self.collectives.average_(val)  # identical on every rank; averaging makes early stopping agree bit for bit
+        return float(val)
+
+    def snapshot(self) -> dict:
+        """A detached copy of the weights, kept as the best epoch's."""
+        return {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+
+    def save_last(self, epoch: int, hist: list[dict]) -> None:
+        """Write ``last.pt`` (main rank only) with every state a later resume needs."""
+        torch = import_optional("torch")
+        if self.last is None or not self.collectives.is_main:
+            return
+        self.last.parent.mkdir(parents=True, exist_ok=True)
+        state = {
+            "model": self.model.state_dict(),
+            "optimizer": self.opt.state_dict(),
+            "epoch": epoch,
+            "history": hist,
+            "stopper": self.stopper.state_dict(),
+            "generator": self.gen.get_state(),
+            "dropout_generator": self.model.mobility.generator.get_state(),
+        }
+        with atomic_path(self.last) as tmp:
+            torch.save(state, tmp)
+
+
 def fit(
     model,
     data: TrainingData,
@@ -154,78 +246,22 @@ def fit(
 ) -> tuple[list[dict], EarlyStopping]:
     """The contrastive epochs with early stopping on the validation loss; the model ends at its best epoch."""
     torch = import_optional("torch")
-    engine = model
-    if collectives.world > 1:  # data parallel: each rank takes a slice of every batch; DDP averages the gradients
-        engine = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True, broadcast_buffers=False)
+    engine = _parallel_engine(model, collectives)
     opt = make_optimizer(model, cfg)
     gen = torch.Generator().manual_seed(cfg.seed)
     stopper = EarlyStopping(cfg.patience)
-    history: list[dict] = []
-    start = 0
     last = checkpoint_dir / LAST_CHECKPOINT if checkpoint_dir is not None else None
-    if resume and last is not None and last.exists():
-        state = _load_last(last, model, opt, model.connected.device)
-        start, history = state["epoch"] + 1, state["history"]
-        stopper.load_state_dict(state["stopper"])
-        gen.set_state(state["generator"])
-        model.mobility.generator.set_state(state["dropout_generator"])
-        if stopper.should_stop:
-            start = cfg.epochs  # it had already stopped: nothing more to train
-    rank, world = collectives.rank, collectives.world
-    train_idx, val_idx = data.train_idx, data.val_idx
-    last_train_loss = [0.0]  # validation falls back to it when there are too few cells to hold any out
-
-    def train_epoch(epoch: int) -> float:
-        model.train()
-        order = train_idx[torch.randperm(train_idx.numel(), generator=gen).to(train_idx.device)]
-        losses = []
-        for s in range(0, order.numel(), cfg.batch_size):
-            loss = engine(order[s : s + cfg.batch_size][rank::world], data.features, data.present)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            losses.append(loss.item())
-        last_train_loss[0] = float(np.mean(losses))
-        return last_train_loss[0]
-
-    def validate() -> float:
-        model.eval()
-        with torch.no_grad():
-            if val_idx.numel() > 1:
-                val = model.loss(val_idx, data.features, data.present)
-            else:
-                val = torch.tensor(last_train_loss[0])
-            collectives.average_(val)  # identical on every rank; averaging makes early stopping agree bit for bit
-        return float(val)
-
-    def snapshot() -> dict:
-        return {k: v.detach().clone() for k, v in model.state_dict().items()}
-
-    def save_last(epoch: int, hist: list[dict]) -> None:
-        if last is None or not collectives.is_main:
-            return
-        last.parent.mkdir(parents=True, exist_ok=True)
-        state = {
-            "model": model.state_dict(),
-            "optimizer": opt.state_dict(),
-            "epoch": epoch,
-            "history": hist,
-            "stopper": stopper.state_dict(),
-            "generator": gen.get_state(),
-            "dropout_generator": model.mobility.generator.get_state(),
-        }
-        with atomic_path(last) as tmp:
-            torch.save(state, tmp)
-
+    start, history = _resume_from_last(last, resume, model, opt, stopper, gen, cfg.epochs)
+    steps = _EpochSteps(model, engine, opt, gen, stopper, data, cfg, collectives, last)
     history = run_epochs(
         epochs=cfg.epochs if cfg.clip else 0,
-        train_epoch=train_epoch,
-        validate=validate,
+        train_epoch=steps.train_epoch,
+        validate=steps.validate,
         stopper=stopper,
-        snapshot=snapshot,
+        snapshot=steps.snapshot,
         start_epoch=start,
         history=history,
-        after_epoch=save_last,
+        after_epoch=steps.save_last,
         desc="MobCLIP",
         progress=progress,
         on_progress=on_progress,
@@ -234,6 +270,38 @@ def fit(
         model.load_state_dict(stopper.best_state)
     model.eval()
     return history, stopper
+
+
+def _stage_progress(on_progress: Callable[[str, float], None] | None, stage: str) -> Callable[[float], None] | None:
+    """``on_progress`` narrowed to one stage, so each stage reports plain fractions."""
+    return (lambda f: on_progress(stage, f)) if on_progress else None
+
+
+def _fit_and_embed(
+    model,
+    data: TrainingData,
+    train: TrainConfig,
+    *,
+    checkpoint_dir: str | Path | None,
+    resume: bool,
+    progress: bool,
+    on_progress: Callable[[float], None] | None,
+    collectives: Collectives,
+) -> tuple[list[dict], EarlyStopping, np.ndarray]:
+    """Train, then embed every cell, both under the configured thread count (restored after)."""
+    with torch_threads(train.threads):  # set for this call only, restored after
+        history, stopper = fit(
+            model,
+            data,
+            train,
+            checkpoint_dir=Path(checkpoint_dir) if checkpoint_dir is not None else None,
+            resume=resume,
+            progress=progress,
+            on_progress=on_progress,
+            collectives=collectives,
+        )
+        emb = model.cell_embeddings(data.features, data.present, train.output).cpu().numpy().astype(np.float32)
+    return history, stopper, emb
 
 
 def train_mobclip(
@@ -272,23 +340,21 @@ def train_mobclip(
         line,
         cache=Path(cache_dir) if cache_dir is not None else None,
         progress=progress,
-        on_progress=(lambda f: on_progress("line", f)) if on_progress else None,
+        on_progress=_stage_progress(on_progress, "line"),
         collectives=collectives,
         threads=train.threads,
     )
     model = build_model(data, line_res.embedding, train).to(device)
-    with torch_threads(train.threads):  # set for this call only, restored after
-        history, stopper = fit(
-            model,
-            data,
-            train,
-            checkpoint_dir=Path(checkpoint_dir) if checkpoint_dir is not None else None,
-            resume=resume,
-            progress=progress,
-            on_progress=(lambda f: on_progress("train", f)) if on_progress else None,
-            collectives=collectives,
-        )
-        emb = model.cell_embeddings(data.features, data.present, train.output).cpu().numpy().astype(np.float32)
+    history, stopper, emb = _fit_and_embed(
+        model,
+        data,
+        train,
+        checkpoint_dir=checkpoint_dir,
+        resume=resume,
+        progress=progress,
+        on_progress=_stage_progress(on_progress, "train"),
+        collectives=collectives,
+    )
     cols = [f"{EMBEDDING_PREFIX}{i}" for i in range(emb.shape[1])]
     return TrainResult(
         embeddings=pd.DataFrame(emb, index=dataset.cell_ids, columns=cols),
