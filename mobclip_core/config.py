@@ -397,16 +397,8 @@ def check_inputs(cfg: RunConfig) -> None:
         _check_input(cfg, f"[demographics] rasters.{band}", value, "file")
 
 
-def validate_config(cfg: RunConfig, *, inputs: bool = False) -> None:
-    """Check every option's value; with ``inputs`` also that the input files exist (see ``check_inputs``)."""
-    from .exceptions import ResolutionError
-    from .grid import validate_resolution
-
-    try:
-        validate_resolution(cfg.resolution)
-    except ResolutionError as exc:
-        raise ConfigError(f"resolution: {exc}") from exc
-    m = cfg.mobility
+def _validate_mobility(m: MobilityConfig) -> None:
+    """The [mobility] inputs and graph options: one kind of input at least, each source well formed."""
     if (m.records is not None and m.od is not None) or (m.records is None and m.od is None and not m.sources):
         raise ConfigError(
             "[mobility] needs exactly one of 'records' (activity records) or 'od' (OD table), and/or "
@@ -423,7 +415,10 @@ def validate_config(cfg: RunConfig, *, inputs: bool = False) -> None:
     if not 0 < m.ratio <= 1:
         raise ConfigError(f"[mobility] ratio must be in (0, 1], got {m.ratio}")
     _at_least("[mobility]", memory_budget_mb=(m.memory_budget_mb, 1))
-    line = cfg.line
+
+
+def _validate_line(line: LineConfig) -> None:
+    """The [line] pre-training options."""
     if line.order not in ("first", "second", "both"):
         raise ConfigError(f"[line] order must be 'first', 'second' or 'both', got {line.order!r}")
     if line.engine not in set(LineEngine):
@@ -436,7 +431,10 @@ def validate_config(cfg: RunConfig, *, inputs: bool = False) -> None:
         lr=(line.lr, 1e-12),
         batch_size=(line.batch_size, 1),
     )
-    t = cfg.train
+
+
+def _validate_train(t: TrainConfig, line: LineConfig) -> None:
+    """The [train] sizes, modalities and model choices (the LightGCN width must match LINE's)."""
     _at_least(
         "[train]",
         embedding_dim=(t.embedding_dim, 1),
@@ -467,6 +465,10 @@ def validate_config(cfg: RunConfig, *, inputs: bool = False) -> None:
         raise ConfigError(f"[train] graph_encoder must be 'lightgcn' or 'mlp', got {t.graph_encoder!r}")
     if t.init not in ("line", "random"):
         raise ConfigError(f"[train] init must be 'line' or 'random', got {t.init!r}")
+
+
+def _validate_feature_encoders(cfg: RunConfig) -> None:
+    """The image and POI encoders; open_clip needs real weights, since random ones give meaningless features."""
     if cfg.image.encoder not in ("open_clip", "stats"):
         raise ConfigError(f"[image] encoder must be 'open_clip' or 'stats', got {cfg.image.encoder!r}")
     if cfg.image.path and cfg.image.encoder == "open_clip" and not cfg.image.checkpoint:
@@ -476,6 +478,25 @@ def validate_config(cfg: RunConfig, *, inputs: bool = False) -> None:
         )
     if cfg.poi.encoder not in ("text", "counts"):
         raise ConfigError(f"[poi] encoder must be 'text' or 'counts', got {cfg.poi.encoder!r}")
+
+
+def validate_config(cfg: RunConfig, *, inputs: bool = False) -> None:
+    """Check every option's value; with ``inputs`` also that the input files exist (see ``check_inputs``).
+
+    The checks run in a fixed order and the first failure is the one reported.
+    """
+    from .exceptions import ResolutionError
+    from .grid import validate_resolution
+
+    try:
+        validate_resolution(cfg.resolution)
+    except ResolutionError as exc:
+        raise ConfigError(f"resolution: {exc}") from exc
+    _validate_mobility(cfg.mobility)
+    _validate_line(cfg.line)
+    _validate_train(cfg.train, cfg.line)
+    _validate_feature_encoders(cfg)
+    t, m = cfg.train, cfg.mobility
     if t.output not in set(OutputTower):
         raise ConfigError(f"[train] output must be one of {choices(OutputTower)}, got {t.output!r}")
     if not 0 <= t.edge_dropout < 1:
