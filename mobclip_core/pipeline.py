@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from .collectives import Collectives
 from .config import RunConfig
 from .dataset import RegionDataset
 from .export import export_all
@@ -58,17 +59,7 @@ def run_pipeline(
     config_json = json.dumps(cfg.to_dict(), sort_keys=True, default=str)
     t0 = time.perf_counter()
     report("dataset", 0.0)
-    inputs = _inputs_of(cfg)
-    if collectives.is_main and (rebuild or _dataset_inputs(ds_dir) != inputs):
-        log(f"building region dataset -> {ds_dir}")
-        ds = build_region_dataset(cfg, progress=lambda m: log("  " + m))
-        ds.metadata[INPUTS_KEY] = inputs  # saved with the dataset, in the same atomic swap
-        ds.save(ds_dir)
-        collectives.barrier()
-    else:
-        collectives.barrier()
-        log(f"reusing region dataset {ds_dir} (inputs unchanged; --rebuild to force)")
-        ds = RegionDataset.load(ds_dir)
+    ds = _build_or_reuse_dataset(cfg, ds_dir, rebuild=rebuild, collectives=collectives, log=log)
     timings["build_s"] = time.perf_counter() - t0
     report("dataset", 1.0)
     log(f"  {ds.cells.size} cells, {ds.graph.n_edges} edges, modalities: {sorted(ds.features)}")
@@ -90,6 +81,33 @@ def run_pipeline(
     )
     timings["train_s"] = time.perf_counter() - t0
     timings["line_s"] = result.line_seconds
+    _log_training(result, timings, log)
+    if not collectives.is_main:
+        return RunOutputs(out, ds_dir, result.embeddings, {}, timings, result.coverage)
+    files = _write_outputs(out, result, ds, cfg, config_json=config_json, timings=timings, log=log, report=report)
+    return RunOutputs(out, ds_dir, result.embeddings, files, timings, result.coverage)
+
+
+def _build_or_reuse_dataset(
+    cfg: RunConfig, ds_dir: Path, *, rebuild: bool, collectives: Collectives, log: Callable[..., None]
+) -> RegionDataset:
+    """The region dataset: rebuilt (rank 0 only) when its inputs changed, else loaded, so reruns skip the build."""
+    inputs = _inputs_of(cfg)
+    if collectives.is_main and (rebuild or _dataset_inputs(ds_dir) != inputs):
+        log(f"building region dataset -> {ds_dir}")
+        ds = build_region_dataset(cfg, progress=lambda m: log("  " + m))
+        ds.metadata[INPUTS_KEY] = inputs  # saved with the dataset, in the same atomic swap
+        ds.save(ds_dir)
+        collectives.barrier()
+    else:
+        collectives.barrier()
+        log(f"reusing region dataset {ds_dir} (inputs unchanged; --rebuild to force)")
+        ds = RegionDataset.load(ds_dir)
+    return ds
+
+
+def _log_training(result, timings: dict[str, float], log: Callable[..., None]) -> None:
+    """One line on the training, and a note when some cells have no mobility link (their embedding is weaker)."""
     cov = result.coverage
     if cov.get("cells_without_mobility"):
         log(
@@ -100,8 +118,20 @@ def run_pipeline(
         f"  trained on {result.modalities}: best epoch {result.best_epoch}, {timings['train_s']:.1f} s "
         f"(LINE {result.line_seconds:.1f} s)"
     )
-    if not collectives.is_main:
-        return RunOutputs(out, ds_dir, result.embeddings, {}, timings, cov)
+
+
+def _write_outputs(
+    out: Path,
+    result,
+    ds: RegionDataset,
+    cfg: RunConfig,
+    *,
+    config_json: str,
+    timings: dict[str, float],
+    log: Callable[..., None],
+    report: Callable[[str, float], None],
+) -> dict[str, Path]:
+    """Diagnose and write every run file in one transaction (so they appear together); adds ``export_s``."""
     t0 = time.perf_counter()
     report("export", 0.0)
     diagnostics = run_diagnostics(result, ds, log)
@@ -113,7 +143,7 @@ def run_pipeline(
         timings["export_s"] = time.perf_counter() - t0
         txn.path("timings.json").write_text(json.dumps(timings, indent=2))
     report("export", 1.0)
-    return RunOutputs(out, ds_dir, result.embeddings, files, timings, cov)
+    return files
 
 
 def run_diagnostics(result, dataset, log=print) -> dict:
