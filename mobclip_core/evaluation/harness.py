@@ -128,7 +128,26 @@ def evaluate(
     of its training rows stops improving for 50 rounds (a documented deviation, 3-4x faster on small admin tasks).
     The test rows are never seen while fitting either way.
     """
-    from joblib import Parallel, delayed
+    jobs, meta = _plan_fits(sources, tasks, resolution, runs, splits, model, early_stopping)
+    t0 = time.perf_counter()
+    scores = _run_fits(jobs, n_jobs, progress)
+    df = _summarise(meta, scores)
+    df.attrs["seconds"] = time.perf_counter() - t0
+    order = {s: i for i, s in enumerate(splits)}
+    return df.sort_values("split", key=lambda c: c.map(order), kind="stable").reset_index(drop=True)
+
+
+def _plan_fits(
+    sources: list[EmbeddingSource],
+    tasks: list[Task],
+    resolution: int,
+    runs: int,
+    splits: tuple[str, ...],
+    model: str,
+    early_stopping: int | None,
+) -> tuple[list, list[tuple]]:
+    """Every independent fit as a delayed job, with its (task, level, source, split, n); features built once."""
+    from joblib import delayed
 
     jobs, meta = [], []
     for task in tasks:
@@ -148,18 +167,28 @@ def evaluate(
                     tr, te = holdout_split(len(y), groups, split == "blocked", seed=run)
                     jobs.append(delayed(_score)(x, y, tr, te, model, params, run, early_stopping))
                     meta.append((task.name, task.level, source.name, split, len(y)))
-    t0 = time.perf_counter()
+    return jobs, meta
+
+
+def _run_fits(jobs: list, n_jobs: int, progress: bool) -> list[tuple[str, float, float, float]]:
+    """The fits' scores in job order, over ``n_jobs`` processes, with a progress bar when asked."""
+    from joblib import Parallel
+
     iterator = Parallel(n_jobs=n_jobs, return_as="generator")(jobs)
     if progress:
         from tqdm.auto import tqdm
 
         iterator = tqdm(iterator, total=len(jobs), desc="evaluate", unit="fit")
-    scores = list(iterator)
+    return list(iterator)
+
+
+def _summarise(meta: list[tuple], scores: list[tuple[str, float, float, float]]) -> pd.DataFrame:
+    """Mean and std over the runs of each (task, level, source, split), in first-seen order."""
     raw = pd.DataFrame(
         [(*m, *sc) for m, sc in zip(meta, scores)],
         columns=["task", "level", "source", "split", "n", "model", "r2", "rmse", "seconds"],
     )
-    df = (
+    return (
         raw.groupby(["task", "level", "source", "split"], sort=False)
         .agg(
             model=("model", "first"),
@@ -173,9 +202,6 @@ def evaluate(
         )
         .reset_index()
     )
-    df.attrs["seconds"] = time.perf_counter() - t0
-    order = {s: i for i, s in enumerate(splits)}
-    return df.sort_values("split", key=lambda c: c.map(order), kind="stable").reset_index(drop=True)
 
 
 def summary_table(results: pd.DataFrame) -> pd.DataFrame:
