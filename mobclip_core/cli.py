@@ -361,33 +361,34 @@ def _cmd_change(args) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from .encoders.distilled import DistilConfig
-
-    p = argparse.ArgumentParser(
-        prog="mobclip",
-        description="MobCLIP location embeddings: build a region dataset from mobility, POIs, imagery and "
-        "demographics, train the model, export embeddings. Every step reads one TOML config.",
-    )
-    sub = p.add_subparsers(dest="command", required=True)
-
+def _add_demo_parser(sub: argparse._SubParsersAction) -> None:
+    """`mobclip demo`: the synthetic demo city, end to end, to see the tool work with no data of one's own."""
     s = sub.add_parser("demo", help="generate the synthetic demo city and run the whole pipeline on it")
     s.add_argument("--out", default="demo_output", help="output folder (default: demo_output)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--quiet", action="store_true", help="no progress bars")
     s.set_defaults(func=_cmd_demo)
 
+
+def _add_make_demo_data_parser(sub: argparse._SubParsersAction) -> None:
+    """`mobclip make-demo-data`: only the demo city's inputs and config, to edit before building."""
     s = sub.add_parser("make-demo-data", help="only write the synthetic demo city's inputs and a config")
     s.add_argument("out")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--rings", type=int, default=14, help="city radius in H3 grid rings (631 cells at 14)")
     s.set_defaults(func=_cmd_make_demo_data)
 
+
+def _add_build_parser(sub: argparse._SubParsersAction) -> None:
+    """`mobclip build`: the region dataset alone, to inspect before training."""
     s = sub.add_parser("build", help="sources -> region dataset (cells, graph, aligned modality features)")
     s.add_argument("config", help="TOML config naming inputs and resolution")
     s.add_argument("--out", help="dataset folder (default: <output>/dataset)")
     s.set_defaults(func=_cmd_build)
 
+
+def _add_pois_parser(sub: argparse._SubParsersAction) -> None:
+    """`mobclip pois`: POIs from OSM or Overture as a layer, to look at before training on them."""
     s = sub.add_parser(
         "pois", help="OpenStreetMap .osm.pbf or Overture places -> POI GeoParquet (name, category) to look at in QGIS"
     )
@@ -397,6 +398,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--bbox", type=float, nargs=4, metavar=("WEST", "SOUTH", "EAST", "NORTH"), default=None)
     s.set_defaults(func=_cmd_pois)
 
+
+def _add_download_parser(sub: argparse._SubParsersAction) -> None:
+    """`mobclip download`: one input file, checked by checksum, so runs start from known data."""
     s = sub.add_parser(
         "download", help="fetch one file (an OSM extract, a GTFS feed...) into a cache folder, checked by checksum"
     )
@@ -408,6 +412,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=_cmd_download)
 
+
+def _add_graph_parser(sub: argparse._SubParsersAction) -> None:
+    """`mobclip graph`: the weekly co-presence graph alone, streamed from the records."""
     s = sub.add_parser("graph", help="activity records -> weekly co-presence graph (.npz), streamed")
     s.add_argument("records", help="Parquet (file or folder) or CSV of activity records")
     s.add_argument("--resolution", type=int, required=True)
@@ -426,6 +433,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.set_defaults(func=_cmd_graph)
 
+
+def _add_tessellate_parser(sub: argparse._SubParsersAction) -> None:
+    """`mobclip tessellate`: a polygon layer as H3 cell polygons, to see the grid in QGIS."""
     s = sub.add_parser("tessellate", help="polygon layer -> H3 cell polygons (GeoPackage)")
     s.add_argument("input")
     s.add_argument("--resolution", type=int, required=True)
@@ -433,6 +443,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True)
     s.set_defaults(func=_cmd_tessellate)
 
+
+def _add_train_parser(sub: argparse._SubParsersAction) -> None:
+    """`mobclip train`: the whole run from a config: build if needed, train, export."""
     s = sub.add_parser("train", help="build (if needed), train LINE + MobCLIP, export embeddings")
     s.add_argument("config")
     s.add_argument("--rebuild", action="store_true", help="rebuild the dataset even if inputs are unchanged")
@@ -444,6 +457,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=_cmd_train)
+
+
+def _add_distil_parser(sub: argparse._SubParsersAction) -> None:
+    """`mobclip distil`: a coordinate encoder, so places between or without cells get embeddings too."""
+    from .encoders.distilled import DistilConfig
 
     s = sub.add_parser(
         "distil",
@@ -459,12 +477,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=_cmd_distil)
 
+
+def _add_export_parser(sub: argparse._SubParsersAction) -> None:
+    """`mobclip export`: an embedding table in the GIS formats."""
     s = sub.add_parser("export", help="embedding table -> GeoParquet, GeoPackage, GeoTIFF, PCA RGB GeoTIFF")
     s.add_argument("embeddings")
     s.add_argument("--out", required=True)
     s.add_argument("--stem", default="embeddings")
     s.set_defaults(func=_cmd_export)
 
+
+def _add_similar_parser(sub: argparse._SubParsersAction) -> None:
+    """`mobclip similar`: places like the reference ones."""
     s = sub.add_parser("similar", help="embedding table + reference places -> similarity of every cell, top-N")
     s.add_argument("embeddings", help="embedding table (.parquet or .gpkg)")
     s.add_argument("--cell", action="append", help="a reference H3 cell id (repeatable)")
@@ -477,6 +501,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--ranking", help="also the top-N as CSV")
     s.set_defaults(func=_cmd_similar)
 
+
+def _add_zones_parser(sub: argparse._SubParsersAction) -> None:
+    """`mobclip zones`: functional zones with readable labels."""
     s = sub.add_parser("zones", help="embedding table -> functional zones (k-means or HDBSCAN) with readable labels")
     s.add_argument("embeddings")
     s.add_argument("--method", choices=choices(ZoneMethod), default=ZoneMethod.KMEANS.value)
@@ -492,6 +519,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--profiles", help="also the zone profiles as CSV")
     s.set_defaults(func=_cmd_zones)
 
+
+def _add_space_parser(sub: argparse._SubParsersAction) -> None:
+    """`mobclip space`: the embedding space as a 2-D map, to see which cells the model finds alike."""
     s = sub.add_parser("space", help="embedding table -> 2-D map of the embedding space (UMAP or PCA) as points")
     s.add_argument("embeddings")
     s.add_argument("--method", choices=choices(SpaceMethod), default=SpaceMethod.AUTO.value)
@@ -500,6 +530,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="points (.gpkg) with h3_cell, x, y and colour")
     s.set_defaults(func=_cmd_space)
 
+
+def _add_pca_rgb_parser(sub: argparse._SubParsersAction) -> None:
+    """`mobclip pca-rgb`: a colour picture of the embeddings, comparable between tables on a shared scale."""
     s = sub.add_parser("pca-rgb", help="embedding table -> PCA RGB GeoTIFF, on its own or a saved colour scale")
     s.add_argument("embeddings")
     s.add_argument("--scale", help="apply this saved colour scale (JSON) instead of fitting one")
@@ -508,12 +541,46 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True)
     s.set_defaults(func=_cmd_pca_rgb)
 
+
+def _add_change_parser(sub: argparse._SubParsersAction) -> None:
+    """`mobclip change`: per-cell change between two embedding tables."""
     s = sub.add_parser("change", help="two embedding tables of the same cells -> per-cell change after alignment")
     s.add_argument("before")
     s.add_argument("after")
     s.add_argument("--out", required=True, help="cells with change (.gpkg or .parquet)")
     s.add_argument("--raster", help="also the change as a GeoTIFF")
     s.set_defaults(func=_cmd_change)
+
+
+_SUBCOMMANDS = (
+    _add_demo_parser,
+    _add_make_demo_data_parser,
+    _add_build_parser,
+    _add_pois_parser,
+    _add_download_parser,
+    _add_graph_parser,
+    _add_tessellate_parser,
+    _add_train_parser,
+    _add_distil_parser,
+    _add_export_parser,
+    _add_similar_parser,
+    _add_zones_parser,
+    _add_space_parser,
+    _add_pca_rgb_parser,
+    _add_change_parser,
+)
+"""Each subcommand's parser, in the order ``--help`` lists them."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="mobclip",
+        description="MobCLIP location embeddings: build a region dataset from mobility, POIs, imagery and "
+        "demographics, train the model, export embeddings. Every step reads one TOML config.",
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+    for add_parser in _SUBCOMMANDS:
+        add_parser(sub)
     return p
 
 
