@@ -149,10 +149,7 @@ def train_line(
 
     from ..threads import resolve_threads
 
-    if order not in set(LineOrder):
-        raise InvalidInputError(f"LINE order must be one of {choices(LineOrder)}, got {order!r}")
-    if engine not in set(LineEngine):
-        raise InvalidInputError(f"LINE engine must be one of {choices(LineEngine)}, got {engine!r}")
+    _check_line_options(order, engine)
     threads = resolve_threads(threads)
     if collectives.world > 1:
         engine = LineEngine.TORCH
@@ -163,30 +160,11 @@ def train_line(
     # a batch applies its updates at once: on a small graph the same few rows would be hit many times per batch
     # and the summed steps diverge (NaN); keep a batch below half the cells so each row moves about once
     batch_size = max(1, min(int(batch_size), n // 2))
-    coo = a.tocoo()
-    src, dst, w = coo.row.astype(np.int64), coo.col.astype(np.int64), coo.data
+    tables, degree = _sampling_tables(a)
     total = int(samples if samples is not None else max(100_000, samples_per_edge * a.nnz))
-    edge_prob, edge_alias = alias_table(w)
-    degree = np.asarray(a.sum(axis=1)).ravel()
-    neg_prob, neg_alias = alias_table(np.power(degree, 0.75) + 1e-12)
-    grand_total = total * (2 if order == "both" else 1)
-    tqdm_bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        tqdm_bar = tqdm(total=grand_total, unit="edge", unit_scale=True, desc="LINE")
-    seen = [0]
-
-    def bar(k: int) -> None:
-        seen[0] += k
-        if tqdm_bar is not None:
-            tqdm_bar.update(k)
-        if on_progress is not None:
-            on_progress(min(1.0, seen[0] / grand_total))
-
+    bar = _SampleProgress(total * (2 if order == "both" else 1), progress, on_progress)
     orders = ["first", "second"] if order == "both" else [order]
     d_each = dim // len(orders)
-    tables = _Tables(src, dst, edge_prob, edge_alias, neg_prob, neg_alias)
     t0 = time.perf_counter()
     if engine == LineEngine.NUMBA:
         parts = _train_numba(tables, n, d_each, orders, total, negatives, lr, seed, threads, bar)
@@ -195,12 +173,52 @@ def train_line(
             tables, n, d_each, orders, total, negatives, lr, batch_size, seed, threads, bar, collectives
         )
     seconds = time.perf_counter() - t0
-    if tqdm_bar is not None:
-        tqdm_bar.close()
+    bar.close()
     isolated = degree == 0
     for part in parts:
         part[isolated] = 0.0
     return LineResult(np.concatenate(parts, axis=1).astype(np.float32), total * len(orders), seconds)
+
+
+def _check_line_options(order: str, engine: str) -> None:
+    """Refuse an unknown order or engine before any work is done."""
+    if order not in set(LineOrder):
+        raise InvalidInputError(f"LINE order must be one of {choices(LineOrder)}, got {order!r}")
+    if engine not in set(LineEngine):
+        raise InvalidInputError(f"LINE engine must be one of {choices(LineEngine)}, got {engine!r}")
+
+
+def _sampling_tables(a) -> tuple[_Tables, np.ndarray]:
+    """The directed edges with their alias tables, and each cell's weighted degree (zero: an isolated cell)."""
+    coo = a.tocoo()
+    src, dst, w = coo.row.astype(np.int64), coo.col.astype(np.int64), coo.data
+    edge_prob, edge_alias = alias_table(w)
+    degree = np.asarray(a.sum(axis=1)).ravel()
+    neg_prob, neg_alias = alias_table(np.power(degree, 0.75) + 1e-12)
+    return _Tables(src, dst, edge_prob, edge_alias, neg_prob, neg_alias), degree
+
+
+class _SampleProgress:
+    """Counts the samples drawn for the tqdm bar and ``on_progress`` (which may raise to cancel)."""
+
+    def __init__(self, grand_total: int, progress: bool, on_progress: Callable[[float], None] | None) -> None:
+        self.grand_total, self.on_progress, self.seen = grand_total, on_progress, 0
+        self.tqdm_bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            self.tqdm_bar = tqdm(total=grand_total, unit="edge", unit_scale=True, desc="LINE")
+
+    def __call__(self, k: int) -> None:
+        self.seen += k
+        if self.tqdm_bar is not None:
+            self.tqdm_bar.update(k)
+        if self.on_progress is not None:
+            self.on_progress(min(1.0, self.seen / self.grand_total))
+
+    def close(self) -> None:
+        if self.tqdm_bar is not None:
+            self.tqdm_bar.close()
 
 
 class _Tables(NamedTuple):
