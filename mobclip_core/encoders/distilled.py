@@ -178,6 +178,136 @@ def _half_spacing_km(lon: np.ndarray, lat: np.ndarray) -> float:
     return float(max(np.median(d[:, 1]) / 2, 0.01))
 
 
+def _training_points(lon, lat, targets) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Coordinates and targets checked to match and be finite, so a bad table fails before any training."""
+    lon, lat = validate_coordinates(lon, lat)
+    y = np.asarray(targets, dtype=np.float64)
+    if y.ndim != 2 or y.shape[0] != lon.size:
+        raise InvalidInputError(f"targets must be (n_points, dim); got {y.shape} for {lon.size} points")
+    if lon.size == 0:
+        raise InvalidInputError("no training points: give the teacher's cell centres and their embeddings")
+    if not np.isfinite(y).all():
+        bad = int((~np.isfinite(y).all(axis=1)).sum())
+        raise InvalidInputError(f"{bad} target rows hold NaN or infinite values: drop those cells before fitting")
+    return lon, lat, y
+
+
+def _train_network(net, cfg: DistilConfig, lon: np.ndarray, lat: np.ndarray, y: np.ndarray, *, progress: bool):
+    """MSE epochs with early stopping; ``net`` ends at its best epoch. Returns the history."""
+    torch = import_optional("torch")
+    dtype = torch.float64 if cfg.float64 else torch.float32
+    x = torch.tensor(np.c_[lon, lat], dtype=dtype)
+    yt = torch.tensor(y, dtype=dtype)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    perm = torch.randperm(x.shape[0], generator=gen)
+    n_val = int(round(cfg.val_fraction * x.shape[0])) if x.shape[0] >= 20 else 0
+    val, tr = perm[:n_val], perm[n_val:]
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    last_train = [0.0]
+
+    def train_epoch(epoch: int) -> float:
+        net.train()
+        order = tr[torch.randperm(tr.numel(), generator=gen)]
+        losses = []
+        for s in range(0, order.numel(), cfg.batch_size):
+            b = order[s : s + cfg.batch_size]
+            loss = torch.nn.functional.mse_loss(net(x[b]), yt[b])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+        last_train[0] = float(np.mean(losses))
+        return last_train[0]
+
+    def validate() -> float:
+        if not n_val:
+            return last_train[0]
+        net.eval()
+        with torch.no_grad():
+            return torch.nn.functional.mse_loss(net(x[val]), yt[val]).item()
+
+    stopper = EarlyStopping(cfg.patience, min_delta=1e-3, relative=True)
+    history = run_epochs(
+        epochs=cfg.epochs,
+        train_epoch=train_epoch,
+        validate=validate,
+        stopper=stopper,
+        snapshot=lambda: {k: t.detach().clone() for k, t in net.state_dict().items()},
+        desc="distil",
+        progress=progress,
+    )
+    if stopper.best_state is not None:
+        net.load_state_dict(stopper.best_state)
+    return history
+
+
+def _read_saved_config(cfg_file: Path) -> tuple[DistilConfig | None, TrainingExtent | None]:
+    """The config and extent ``save`` wrote beside the weights; (None, None) when there is no such file."""
+    cfg, extent = None, None
+    if cfg_file.exists():
+        try:
+            raw = json.loads(cfg_file.read_text())
+        except (OSError, ValueError) as exc:
+            raise CheckpointError(f"{cfg_file} is not readable JSON ({exc}): save the encoder again") from exc
+        if isinstance(raw, dict) and "distil" in raw:
+            known = {f.name for f in fields(DistilConfig)}
+            cfg = DistilConfig(**{k: v for k, v in raw["distil"].items() if k in known})
+            if raw.get("extent"):  # written since extents were saved; older files have none
+                extent = TrainingExtent.from_dict(raw["extent"])
+    return cfg, extent
+
+
+def _read_network_state(path: Path) -> dict:
+    """The ``network.*`` weights of a checkpoint file, refusing files that are not distilled checkpoints."""
+    torch = import_optional("torch")
+    if not path.exists():
+        raise CheckpointError(f"distilled checkpoint {path} does not exist")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for non-checkpoints
+        raise CheckpointError(f"{path} is not a torch checkpoint ({exc})") from exc
+    state = ckpt.get("model_state_dict", ckpt) if isinstance(ckpt, dict) else None
+    if not isinstance(state, dict) or not any(k.startswith("network.") for k in state):
+        raise CheckpointError(f"{path} holds no 'network.*' weights: not a MobCLIP distilled checkpoint")
+    return state
+
+
+def _config_from_weights(path: Path, weights: list) -> DistilConfig:
+    """The published SH + MLP architecture read off the weight shapes, for a checkpoint without its config."""
+    torch = import_optional("torch")
+    degree = int(round(weights[0].shape[1] ** 0.5))
+    if degree * degree != weights[0].shape[1]:
+        raise CheckpointError(
+            f"{path}: first layer takes {weights[0].shape[1]} inputs, not a square number of SH features; "
+            "a checkpoint saved with Fourier features needs its config.json beside it"
+        )
+    return DistilConfig(
+        posenc="sh",
+        degree=degree,
+        hidden=weights[0].shape[0],
+        layers=len(weights) - 1,
+        out_dim=weights[-1].shape[0],
+        float64=weights[0].dtype == torch.float64,
+    )
+
+
+def _check_shapes(path: Path, cfg: DistilConfig, net, state: dict, weights: list) -> None:
+    """Refuse weights whose shapes differ from the network ``cfg`` builds, naming the first differences."""
+    expected = {f"network.{k}": tuple(v.shape) for k, v in net.network.state_dict().items()}
+    in_dim = weights[0].shape[1] if weights else None
+    got = {k: tuple(v.shape) for k, v in state.items() if k.startswith("network.")}
+    if expected != got:
+        diff = [
+            f"{k}: expected {expected.get(k)}, got {got.get(k)}"
+            for k in sorted(set(expected) | set(got))
+            if expected.get(k) != got.get(k)
+        ]
+        raise CheckpointError(
+            f"{path} has the wrong shape for {cfg.posenc}(L={cfg.degree}) -> {cfg.layers} x {cfg.hidden} "
+            f"-> {cfg.out_dim} (its first layer takes {in_dim} inputs): " + "; ".join(diff[:4])
+        )
+
+
 class DistilledEncoder:
     """``fit`` to a teacher's cell embeddings, then ``embed(lon, lat)`` anywhere; ``save``/``load`` a directory."""
 
@@ -192,15 +322,7 @@ class DistilledEncoder:
         """MSE regression of ``targets`` (N, out_dim) on coordinates, early stopping on a held-out 10%."""
         torch = import_optional("torch")
         cfg = self.config
-        lon, lat = validate_coordinates(lon, lat)
-        y = np.asarray(targets, dtype=np.float64)
-        if y.ndim != 2 or y.shape[0] != lon.size:
-            raise InvalidInputError(f"targets must be (n_points, dim); got {y.shape} for {lon.size} points")
-        if lon.size == 0:
-            raise InvalidInputError("no training points: give the teacher's cell centres and their embeddings")
-        if not np.isfinite(y).all():
-            bad = int((~np.isfinite(y).all(axis=1)).sum())
-            raise InvalidInputError(f"{bad} target rows hold NaN or infinite values: drop those cells before fitting")
+        lon, lat, y = _training_points(lon, lat, targets)
         # the fitted frame goes into a copy: the config the caller gave stays as it was
         cfg = self.config = replace(
             cfg,
@@ -213,49 +335,7 @@ class DistilledEncoder:
         with torch.random.fork_rng(devices=[]):  # initial weights from the seed, global RNG untouched
             torch.manual_seed(cfg.seed)
             self.net = _network(cfg)
-        dtype = torch.float64 if cfg.float64 else torch.float32
-        x = torch.tensor(np.c_[lon, lat], dtype=dtype)
-        yt = torch.tensor(y, dtype=dtype)
-        gen = torch.Generator().manual_seed(cfg.seed)
-        perm = torch.randperm(x.shape[0], generator=gen)
-        n_val = int(round(cfg.val_fraction * x.shape[0])) if x.shape[0] >= 20 else 0
-        val, tr = perm[:n_val], perm[n_val:]
-        opt = torch.optim.AdamW(self.net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        last_train = [0.0]
-
-        def train_epoch(epoch: int) -> float:
-            self.net.train()
-            order = tr[torch.randperm(tr.numel(), generator=gen)]
-            losses = []
-            for s in range(0, order.numel(), cfg.batch_size):
-                b = order[s : s + cfg.batch_size]
-                loss = torch.nn.functional.mse_loss(self.net(x[b]), yt[b])
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                losses.append(loss.item())
-            last_train[0] = float(np.mean(losses))
-            return last_train[0]
-
-        def validate() -> float:
-            if not n_val:
-                return last_train[0]
-            self.net.eval()
-            with torch.no_grad():
-                return torch.nn.functional.mse_loss(self.net(x[val]), yt[val]).item()
-
-        stopper = EarlyStopping(cfg.patience, min_delta=1e-3, relative=True)
-        self.history = run_epochs(
-            epochs=cfg.epochs,
-            train_epoch=train_epoch,
-            validate=validate,
-            stopper=stopper,
-            snapshot=lambda: {k: t.detach().clone() for k, t in self.net.state_dict().items()},
-            desc="distil",
-            progress=progress,
-        )
-        if stopper.best_state is not None:
-            self.net.load_state_dict(stopper.best_state)
+        self.history = _train_network(self.net, cfg, lon, lat, y, progress=progress)
         self.net.eval()
         return self
 
@@ -330,61 +410,17 @@ class DistilledEncoder:
         path = Path(path)
         if path.is_dir():
             path = path / "model.pth"
-        cfg, extent = None, None
-        cfg_file = path.parent / "config.json"  # written by save(); a bare published .pth has none
-        if cfg_file.exists():
-            try:
-                raw = json.loads(cfg_file.read_text())
-            except (OSError, ValueError) as exc:
-                raise CheckpointError(f"{cfg_file} is not readable JSON ({exc}): save the encoder again") from exc
-            if isinstance(raw, dict) and "distil" in raw:
-                known = {f.name for f in fields(DistilConfig)}
-                cfg = DistilConfig(**{k: v for k, v in raw["distil"].items() if k in known})
-                if raw.get("extent"):  # written since extents were saved; older files have none
-                    extent = TrainingExtent.from_dict(raw["extent"])
-        if not path.exists():
-            raise CheckpointError(f"distilled checkpoint {path} does not exist")
-        try:
-            ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # torch raises several types for non-checkpoints
-            raise CheckpointError(f"{path} is not a torch checkpoint ({exc})") from exc
-        state = ckpt.get("model_state_dict", ckpt) if isinstance(ckpt, dict) else None
-        if not isinstance(state, dict) or not any(k.startswith("network.") for k in state):
-            raise CheckpointError(f"{path} holds no 'network.*' weights: not a MobCLIP distilled checkpoint")
+        cfg, extent = _read_saved_config(path.parent / "config.json")  # a bare published .pth has none
+        state = _read_network_state(path)
         weights = [
             state[k] for k in sorted((k for k in state if k.endswith(".weight")), key=lambda k: int(k.split(".")[1]))
         ]
         if cfg is None:  # infer the architecture from the published file
-            degree = int(round(weights[0].shape[1] ** 0.5))
-            if degree * degree != weights[0].shape[1]:
-                raise CheckpointError(
-                    f"{path}: first layer takes {weights[0].shape[1]} inputs, not a square number of SH features; "
-                    "a checkpoint saved with Fourier features needs its config.json beside it"
-                )
-            cfg = DistilConfig(
-                posenc="sh",
-                degree=degree,
-                hidden=weights[0].shape[0],
-                layers=len(weights) - 1,
-                out_dim=weights[-1].shape[0],
-                float64=weights[0].dtype == torch.float64,
-            )
+            cfg = _config_from_weights(path, weights)
         enc = cls(cfg)
         enc.extent = extent
         enc.net = _network(cfg)
-        expected = {f"network.{k}": tuple(v.shape) for k, v in enc.net.network.state_dict().items()}
-        in_dim = weights[0].shape[1] if weights else None
-        got = {k: tuple(v.shape) for k, v in state.items() if k.startswith("network.")}
-        if expected != got:
-            diff = [
-                f"{k}: expected {expected.get(k)}, got {got.get(k)}"
-                for k in sorted(set(expected) | set(got))
-                if expected.get(k) != got.get(k)
-            ]
-            raise CheckpointError(
-                f"{path} has the wrong shape for {cfg.posenc}(L={cfg.degree}) -> {cfg.layers} x {cfg.hidden} "
-                f"-> {cfg.out_dim} (its first layer takes {in_dim} inputs): " + "; ".join(diff[:4])
-            )
+        _check_shapes(path, cfg, enc.net, state, weights)
         dtype = torch.float64 if cfg.float64 else torch.float32
         enc.net.network.load_state_dict(
             {k.removeprefix("network."): v.to(dtype) for k, v in state.items() if k.startswith("network.")}
