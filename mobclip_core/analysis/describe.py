@@ -91,11 +91,6 @@ def describe_zones(
     prof["places"] = in_zone.value_counts().reindex(ids, fill_value=0)
     prof["share"] = prof["places"] / max(len(in_zone), 1)
     traits: dict[int, list[str]] = {z: [] for z in ids}
-
-    def zone_mean(series: pd.Series) -> pd.Series:
-        s = series.reindex(in_zone.index)
-        return s.groupby(in_zone).mean().reindex(ids)
-
     feats = dict(getattr(dataset, "features", {}) or {})
     if pois is not None:
         res = resolution if resolution is not None else _resolution(cells)
@@ -105,42 +100,78 @@ def describe_zones(
         shares = feats["poi"].filter(like="cat_").rename(columns=lambda c: str(c)[4:])
         _poi_traits(shares.reindex(cells).fillna(0.0), in_zone, ids, prof, traits)
     elif "poi" in feats:  # text embeddings of POIs say nothing readable; whether cells have POIs does
-        has = feats["poi"].reindex(cells).notna().all(axis=1).astype(float)
-        share = zone_mean(has)
-        prof["cells_with_pois"] = share
-        overall = float(has.reindex(in_zone.index).mean())
-        for z in ids:
-            if overall > 0 and share[z] >= min(1.0, 1.3 * overall) and share[z] > 0.5:
-                traits[z].append("many POIs")
-            elif share[z] <= 0.5 * overall:
-                traits[z].append("few POIs")
+        _poi_presence_traits(feats["poi"].reindex(cells), in_zone, ids, prof, traits)
     if "demographics" in feats:
-        age = _mean_age(feats["demographics"].reindex(cells))
-        if age is not None:
-            prof["mean_age"] = zone_mean(age)
-            overall = float(age.reindex(in_zone.index).mean())
-            for z in ids:
-                gap = prof.at[z, "mean_age"] - overall
-                if gap <= -AGE_GAP:
-                    traits[z].append("young")
-                elif gap >= AGE_GAP:
-                    traits[z].append("older")
+        _age_traits(feats["demographics"].reindex(cells), in_zone, ids, prof, traits)
     graph = getattr(dataset, "graph", None)
     if graph is not None:
-        from ..grid import cells_to_strings
+        _flow_traits(graph, in_zone, ids, prof, traits)
+    _distinctness(feats, in_zone, ids, prof)
+    names = _zone_names(traits, prof, described=dataset is not None or pois is not None)
+    prof.insert(0, "label", pd.Series(names))
+    zones.names = names
+    zones.profiles = prof
+    return zones
 
-        flow = pd.Series(graph.strength(), index=cells_to_strings(graph.cells))
-        zone_flow = zone_mean(flow)
-        overall = float(flow.reindex(in_zone.index).mean())
-        prof["flow_vs_region"] = zone_flow / overall if overall > 0 else np.nan
-        prof["links_per_place"] = zone_mean(pd.Series(graph.degree(), index=flow.index).astype(float))
-        for z in ids:
-            ratio = prof.at[z, "flow_vs_region"]
-            if ratio >= BUSY:
-                traits[z].append("busy")
-            elif ratio <= QUIET:
-                traits[z].append("quiet")
-    for name, table in feats.items():  # how far the zone's mean is from the region's, per modality
+
+def _zone_mean(series: pd.Series, in_zone: pd.Series, ids: list[int]) -> pd.Series:
+    """The mean of a per-cell value over each zone's cells, one row per zone id."""
+    s = series.reindex(in_zone.index)
+    return s.groupby(in_zone).mean().reindex(ids)
+
+
+def _poi_presence_traits(
+    poi: pd.DataFrame, in_zone: pd.Series, ids: list[int], prof: pd.DataFrame, traits: dict[int, list[str]]
+) -> None:
+    """Traits "many POIs" / "few POIs" from how many of a zone's cells have any (text POI features are unreadable)."""
+    has = poi.notna().all(axis=1).astype(float)
+    share = _zone_mean(has, in_zone, ids)
+    prof["cells_with_pois"] = share
+    overall = float(has.reindex(in_zone.index).mean())
+    for z in ids:
+        if overall > 0 and share[z] >= min(1.0, 1.3 * overall) and share[z] > 0.5:
+            traits[z].append("many POIs")
+        elif share[z] <= 0.5 * overall:
+            traits[z].append("few POIs")
+
+
+def _age_traits(
+    demo: pd.DataFrame, in_zone: pd.Series, ids: list[int], prof: pd.DataFrame, traits: dict[int, list[str]]
+) -> None:
+    """Traits "young" / "older" where a zone's mean age is ``AGE_GAP`` years off the region's (needs age bins)."""
+    age = _mean_age(demo)
+    if age is None:
+        return
+    prof["mean_age"] = _zone_mean(age, in_zone, ids)
+    overall = float(age.reindex(in_zone.index).mean())
+    for z in ids:
+        gap = prof.at[z, "mean_age"] - overall
+        if gap <= -AGE_GAP:
+            traits[z].append("young")
+        elif gap >= AGE_GAP:
+            traits[z].append("older")
+
+
+def _flow_traits(graph, in_zone: pd.Series, ids: list[int], prof: pd.DataFrame, traits: dict[int, list[str]]) -> None:
+    """Traits "busy" / "quiet" from the zone's mean mobility flow per cell against the region's."""
+    from ..grid import cells_to_strings
+
+    flow = pd.Series(graph.strength(), index=cells_to_strings(graph.cells))
+    zone_flow = _zone_mean(flow, in_zone, ids)
+    overall = float(flow.reindex(in_zone.index).mean())
+    prof["flow_vs_region"] = zone_flow / overall if overall > 0 else np.nan
+    prof["links_per_place"] = _zone_mean(pd.Series(graph.degree(), index=flow.index).astype(float), in_zone, ids)
+    for z in ids:
+        ratio = prof.at[z, "flow_vs_region"]
+        if ratio >= BUSY:
+            traits[z].append("busy")
+        elif ratio <= QUIET:
+            traits[z].append("quiet")
+
+
+def _distinctness(feats: dict[str, pd.DataFrame], in_zone: pd.Series, ids: list[int], prof: pd.DataFrame) -> None:
+    """How far each zone's mean is from the region's, per modality (mean absolute z-score)."""
+    for name, table in feats.items():
         x = table.reindex(in_zone.index)
         present = x.notna().all(axis=1)
         if not present.any():
@@ -149,16 +180,17 @@ def describe_zones(
         std = x.std(ddof=0).replace(0, np.nan)
         z_means = (x.groupby(in_zone[present]).mean() - x.mean()) / std
         prof[f"{name}_distinctness"] = z_means.abs().mean(axis=1).reindex(ids)
+
+
+def _zone_names(traits: dict[int, list[str]], prof: pd.DataFrame, *, described: bool) -> dict[int, str]:
+    """Each zone's label from its traits; "Zone i (n places)" when there was nothing to describe it with."""
     names = {}
-    for z in ids:
+    for z in traits:
         words = traits[z]
-        if not words and (dataset is not None or pois is not None):
+        if not words and described:
             words = ["like the region overall"]
         names[z] = f"Zone {z}: {', '.join(words)}" if words else f"Zone {z} ({prof.at[z, 'places']} places)"
-    prof.insert(0, "label", pd.Series(names))
-    zones.names = names
-    zones.profiles = prof
-    return zones
+    return names
 
 
 def _poi_traits(counts: pd.DataFrame, in_zone: pd.Series, ids, prof: pd.DataFrame, traits) -> None:
