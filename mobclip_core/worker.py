@@ -62,6 +62,23 @@ def run_worker(
     The child's OpenMP threads wait passively (``OMP_WAIT_POLICY=PASSIVE`` unless ``env`` sets it): spinning
     workers would take the cores from QGIS and from any other busy process, and collapse when they share them.
     """
+    proc = _start_child(args, python=python, env=env)
+    lines: queue.Queue = queue.Queue()
+    tail: collections.deque[str] = collections.deque(maxlen=60)
+    readers = _start_readers(proc, lines, tail)
+    try:
+        result, error = _read_events(proc, lines, readers, on_event, is_cancelled, poll_s, grace_s)
+        _wait_for_exit(proc, result, is_cancelled, poll_s, grace_s)
+    finally:
+        if proc.poll() is None:
+            _stop(proc, 0.0)
+        for t in readers:
+            t.join(timeout=5.0)
+    return _outcome(proc, result, error, tail)
+
+
+def _start_child(args: Sequence[str], *, python: str | os.PathLike, env: dict[str, str] | None) -> subprocess.Popen:
+    """The child in its own process group (so a stop reaches all it started), OpenMP waiting passively."""
     cmd = [str(python), "-u", "-m", "mobclip_core.worker", *args]
     env = dict(os.environ if env is None else env)  # the child's own environment; this process's is left alone
     env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -71,11 +88,13 @@ def run_worker(
     else:
         kwargs["start_new_session"] = True  # its own process group: a stop reaches everything it started
     try:
-        proc = subprocess.Popen(cmd, **kwargs)
+        return subprocess.Popen(cmd, **kwargs)
     except OSError as exc:
         raise WorkerError(f"cannot start {python} for the child process ({exc})") from exc
-    lines: queue.Queue = queue.Queue()
-    tail: collections.deque[str] = collections.deque(maxlen=60)
+
+
+def _start_readers(proc: subprocess.Popen, lines: queue.Queue, tail: collections.deque[str]) -> list[threading.Thread]:
+    """Threads draining stdout into ``lines`` (None when it closes) and stderr into ``tail``, so neither pipe fills."""
     readers = [
         threading.Thread(
             target=_pump, args=(proc.stdout, lines.put, lambda: lines.put(None)), name="mobclip-worker-out", daemon=True
@@ -84,37 +103,60 @@ def run_worker(
     ]
     for t in readers:
         t.start()
+    return readers
+
+
+def _read_events(
+    proc: subprocess.Popen,
+    lines: queue.Queue,
+    readers: list[threading.Thread],
+    on_event: Callable[[dict], object] | None,
+    is_cancelled: Callable[[], bool] | None,
+    poll_s: float,
+    grace_s: float,
+) -> tuple[dict | None, str | None]:
+    """The child's events until its stdout closes: the ``done`` result and ``error`` message are kept, the rest
+    handed to ``on_event``; a cancel stops the child and raises ``WorkerCancelled``."""
     result, error = None, None
-    try:
-        while True:
-            try:
-                line = lines.get(timeout=poll_s)
-            except queue.Empty:
-                line = ""
-            if is_cancelled is not None and is_cancelled():
-                _stop(proc, grace_s)
-                raise WorkerCancelled(_finished_result([line], lines, readers))
-            if line is None:  # stdout closed: the child is exiting
-                break
-            event = _parse(line)
-            if event is None:
-                continue
-            if event.get("event") == "done":
-                result = event.get("result", {})
-            elif event.get("event") == "error":
-                error = str(event.get("message", ""))
-            elif on_event is not None:
-                on_event(event)
-        while proc.poll() is None:
-            if is_cancelled is not None and is_cancelled():
-                _stop(proc, grace_s)
-                raise WorkerCancelled(result)
-            time.sleep(poll_s / 4)
-    finally:
-        if proc.poll() is None:
-            _stop(proc, 0.0)
-        for t in readers:
-            t.join(timeout=5.0)
+    while True:
+        try:
+            line = lines.get(timeout=poll_s)
+        except queue.Empty:
+            line = ""
+        if is_cancelled is not None and is_cancelled():
+            _stop(proc, grace_s)
+            raise WorkerCancelled(_finished_result([line], lines, readers))
+        if line is None:  # stdout closed: the child is exiting
+            break
+        event = _parse(line)
+        if event is None:
+            continue
+        if event.get("event") == "done":
+            result = event.get("result", {})
+        elif event.get("event") == "error":
+            error = str(event.get("message", ""))
+        elif on_event is not None:
+            on_event(event)
+    return result, error
+
+
+def _wait_for_exit(
+    proc: subprocess.Popen,
+    result: dict | None,
+    is_cancelled: Callable[[], bool] | None,
+    poll_s: float,
+    grace_s: float,
+) -> None:
+    """Wait for the child to exit, still stopping it on a cancel (its ``result``, if any, goes with the cancel)."""
+    while proc.poll() is None:
+        if is_cancelled is not None and is_cancelled():
+            _stop(proc, grace_s)
+            raise WorkerCancelled(result)
+        time.sleep(poll_s / 4)
+
+
+def _outcome(proc: subprocess.Popen, result: dict | None, error: str | None, tail: collections.deque[str]) -> dict:
+    """The child's result, or a ``WorkerError`` with its message, or the tail of its stderr when it crashed."""
     if error is not None:
         raise WorkerError(error)
     if proc.returncode != 0 or result is None:
