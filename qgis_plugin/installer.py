@@ -557,24 +557,53 @@ def install(
     """
     report = on_progress or (lambda pct, status: None)
     report(0.0, "Looking at QGIS's Python")
-    python = Path(python) if python else deps.find_python()
+    facts = _probe_qgis_python(Path(python) if python else deps.find_python())
+    wanted = tier_union(tiers, folder.installed_tiers())
+    if extra_index == "auto":
+        extra_index = default_torch_index() if "training" in wanted else None
+    folder.path.mkdir(parents=True, exist_ok=True)
+    staging, final = _new_site_paths(folder)
+    constraints_file = folder.path / "constraints.txt"
+    constraints_file.write_text("\n".join(constraints(facts)) + "\n", encoding="utf-8")
+    line_seen = _pip_line_handler(on_line, report)
+    with open(folder.log_file, "w", encoding="utf-8") as log:
+        log.write(_log_header(facts, wanted, constraints_file))
+        try:
+            _run_pip(facts, folder, staging, wanted, constraints_file, extra_index, log, line_seen, cancelled)
+            pruned = _check_staged_site(facts, folder, staging, wanted, log, report, cancelled)
+            os.replace(staging, final)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+    packages = _record_install(folder, final, wanted, facts, pruned)
+    folder.cleanup()
+    report(100.0, "Installed")
+    return InstallResult(final, wanted, packages, pruned, folder.log_file)
+
+
+def _probe_qgis_python(python: Path) -> PythonFacts:
+    """The facts of ``python``, refused unless it is QGIS's Python version (its packages would not load)."""
     facts = probe(python)
     if tuple(facts.version[:2]) != tuple(sys.version_info[:2]):
         raise DependencyInstallError(
             f"{python} is Python {'.'.join(map(str, facts.version))} but QGIS runs Python "
             f"{sys.version_info[0]}.{sys.version_info[1]}: packages for it would not load in QGIS"
         )
-    wanted = tier_union(tiers, folder.installed_tiers())
-    if extra_index == "auto":
-        extra_index = default_torch_index() if "training" in wanted else None
-    folder.path.mkdir(parents=True, exist_ok=True)
+    return facts
+
+
+def _new_site_paths(folder: DepsFolder) -> tuple[Path, Path]:
+    """A fresh site's staging and final folders, named by the time, never an existing one."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
     while (folder.path / f"site-{stamp}").exists():
         stamp += "x"
-    staging = folder.path / f"site-{stamp}.partial"
-    final = folder.path / f"site-{stamp}"
-    constraints_file = folder.path / "constraints.txt"
-    constraints_file.write_text("\n".join(constraints(facts)) + "\n", encoding="utf-8")
+    return folder.path / f"site-{stamp}.partial", folder.path / f"site-{stamp}"
+
+
+def _pip_line_handler(
+    on_line: Callable[[str], None] | None, report: Callable[[float, str], None]
+) -> Callable[[str], None]:
+    """What each line of pip's output goes to: ``on_line``, and the progress read from it."""
     progress = PipProgress()
 
     def line_seen(line: str) -> None:
@@ -583,49 +612,79 @@ def install(
         if progress.feed(line):
             report(progress.percent, progress.status)
 
-    with open(folder.log_file, "w", encoding="utf-8") as log:
-        log.write(_log_header(facts, wanted, constraints_file))
-        try:
-            pip_wheel = None if facts.pip else _pip_wheel(facts, folder, log)
-            cmd = pip_command(
-                facts,
-                staging,
-                requirements_for(wanted),
-                constraints_file,
-                pip_wheel=pip_wheel,
-                extra_index=extra_index,
-            )
-            log.write("$ " + " ".join(cmd) + "\n")
-            log.flush()
-            with tempfile.TemporaryDirectory(prefix="mobclip-pip-") as scratch:
-                scratch_env = child_env({"TMPDIR": scratch, "TEMP": scratch, "TMP": scratch})  # pip's build files
-                rc = run_logged(cmd, env=scratch_env, log=log, on_line=line_seen, cancelled=cancelled)
-            if rc != 0:
-                raise DependencyInstallError(
-                    f"pip failed (exit code {rc}): {_pip_error(folder.log_file, log)} "
-                    f"The full log is {folder.log_file} (Copy diagnostics puts it on the clipboard)."
-                )
-            report(91.0, "Removing copies of packages QGIS already has")
-            pruned = prune_duplicates(staging, facts)
-            log.write(f"\nremoved duplicates of QGIS's own packages: {', '.join(pruned) or 'none'}\n")
-            bad = forbidden_in(staging)
-            if bad:
-                raise DependencyInstallError(f"pip installed packages QGIS links against: {bad}; nothing was changed")
-            report(93.0, "Checking that every package imports in QGIS's Python")
-            modules = [m for key in wanted for m in deps.TIERS[key].modules]
-            failed = import_check(facts, staging, dict.fromkeys(modules), log)
-            if cancelled():
-                raise Cancelled("Cancelled by the user: nothing was installed or changed")
-            if failed:
-                details = "; ".join(f"{m}: {e}" for m, e in failed.items())
-                raise DependencyInstallError(
-                    f"The packages installed but do not import in QGIS's Python ({details}). Nothing was changed; "
-                    f"the full log is {folder.log_file}."
-                )
-            os.replace(staging, final)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
+    return line_seen
+
+
+def _run_pip(
+    facts: PythonFacts,
+    folder: DepsFolder,
+    staging: Path,
+    wanted: list[str],
+    constraints_file: Path,
+    extra_index: str | None,
+    log,
+    line_seen: Callable[[str], None],
+    cancelled: Callable[[], bool],
+) -> None:
+    """pip install into ``staging`` (its build files in a scratch folder), raising with pip's error when it fails."""
+    pip_wheel = None if facts.pip else _pip_wheel(facts, folder, log)
+    cmd = pip_command(
+        facts,
+        staging,
+        requirements_for(wanted),
+        constraints_file,
+        pip_wheel=pip_wheel,
+        extra_index=extra_index,
+    )
+    log.write("$ " + " ".join(cmd) + "\n")
+    log.flush()
+    with tempfile.TemporaryDirectory(prefix="mobclip-pip-") as scratch:
+        scratch_env = child_env({"TMPDIR": scratch, "TEMP": scratch, "TMP": scratch})  # pip's build files
+        rc = run_logged(cmd, env=scratch_env, log=log, on_line=line_seen, cancelled=cancelled)
+    if rc != 0:
+        raise DependencyInstallError(
+            f"pip failed (exit code {rc}): {_pip_error(folder.log_file, log)} "
+            f"The full log is {folder.log_file} (Copy diagnostics puts it on the clipboard)."
+        )
+
+
+def _check_staged_site(
+    facts: PythonFacts,
+    folder: DepsFolder,
+    staging: Path,
+    wanted: list[str],
+    log,
+    report: Callable[[float, str], None],
+    cancelled: Callable[[], bool],
+) -> list[str]:
+    """Make the staged site safe for QGIS: drop copies of its packages, refuse forbidden ones, import every module.
+
+    Returns the pruned duplicates; raises (nothing changed) when the site would not work in QGIS or on a cancel.
+    """
+    report(91.0, "Removing copies of packages QGIS already has")
+    pruned = prune_duplicates(staging, facts)
+    log.write(f"\nremoved duplicates of QGIS's own packages: {', '.join(pruned) or 'none'}\n")
+    bad = forbidden_in(staging)
+    if bad:
+        raise DependencyInstallError(f"pip installed packages QGIS links against: {bad}; nothing was changed")
+    report(93.0, "Checking that every package imports in QGIS's Python")
+    modules = [m for key in wanted for m in deps.TIERS[key].modules]
+    failed = import_check(facts, staging, dict.fromkeys(modules), log)
+    if cancelled():
+        raise Cancelled("Cancelled by the user: nothing was installed or changed")
+    if failed:
+        details = "; ".join(f"{m}: {e}" for m, e in failed.items())
+        raise DependencyInstallError(
+            f"The packages installed but do not import in QGIS's Python ({details}). Nothing was changed; "
+            f"the full log is {folder.log_file}."
+        )
+    return pruned
+
+
+def _record_install(
+    folder: DepsFolder, final: Path, wanted: list[str], facts: PythonFacts, pruned: list[str]
+) -> dict[str, str]:
+    """Make ``final`` the active site in ``state.json``, with what it holds; returns its packages."""
     packages = {d.name: d.version for d in dists_in(final)}
     folder.write_state(
         {
@@ -641,9 +700,7 @@ def install(
             "installed_at": time.strftime("%Y-%m-%d %H:%M:%S"),
         }
     )
-    folder.cleanup()
-    report(100.0, "Installed")
-    return InstallResult(final, wanted, packages, pruned, folder.log_file)
+    return packages
 
 
 def _log_header(facts: PythonFacts, tiers: list[str], constraints_file: Path) -> str:
