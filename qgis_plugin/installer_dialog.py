@@ -79,6 +79,28 @@ class InstallerDialog(QDialog):
         self.setMinimumWidth(640)
         self.resize(760, 700)
 
+        intro = self._intro()
+        where = self._folder_row()
+        tiers_box = self._tiers_box()
+        self.tree = self._package_tree()
+        self._progress_widgets()
+        buttons = self._button_row()
+
+        layout = QVBoxLayout(self)
+        layout.addWidget(intro)
+        layout.addLayout(where)
+        layout.addWidget(tiers_box)
+        layout.addWidget(self.tree, 2)
+        layout.addWidget(self.progress)
+        layout.addWidget(self.status)
+        layout.addWidget(self.log_view, 1)
+        layout.addLayout(buttons)
+        self.refresh()
+
+    # --- building ---------------------------------------------------------------------------------------------
+    @staticmethod
+    def _intro() -> QLabel:
+        """What the dialog does to the system, so a user can agree to it before installing."""
         intro = QLabel(
             "MobCLIP installs the Python packages its algorithms need into a folder of its own, outside QGIS and "
             "outside the plugin folder (plugin updates keep it). QGIS's own packages are never changed and no "
@@ -86,6 +108,10 @@ class InstallerDialog(QDialog):
             "(proxy, index) if you have any."
         )
         intro.setWordWrap(True)
+        return intro
+
+    def _folder_row(self) -> QHBoxLayout:
+        """The packages' folder (selectable) with a button that opens it."""
         self.folder_label = QLabel()
         self.folder_label.setTextInteractionFlags(Qt.TextSelectableByMouse)
         self.folder_label.setWordWrap(True)
@@ -94,7 +120,10 @@ class InstallerDialog(QDialog):
         where = QHBoxLayout()
         where.addWidget(self.folder_label, 1)
         where.addWidget(open_folder)
+        return where
 
+    def _tiers_box(self) -> QGroupBox:
+        """One radio button per tier with its description and its state (filled by ``refresh``)."""
         tiers_box = QGroupBox("Install")
         grid = QGridLayout(tiers_box)
         self.tier_buttons = QButtonGroup(self)
@@ -112,13 +141,20 @@ class InstallerDialog(QDialog):
             grid.addWidget(state, 2 * row, 1, Qt.AlignRight)
             grid.addWidget(note, 2 * row + 1, 0, 1, 2)
         self.tier_buttons.button(0).setChecked(True)
+        return tiers_box
 
-        self.tree = QTreeWidget()
-        self.tree.setHeaderLabels(["Package", "Version", "Where"])
-        self.tree.setRootIsDecorated(True)
-        self.tree.setColumnWidth(0, 240)
-        self.tree.setColumnWidth(1, 110)
+    @staticmethod
+    def _package_tree() -> QTreeWidget:
+        """Every package of every tier with its version and where it comes from (filled by ``refresh``)."""
+        tree = QTreeWidget()
+        tree.setHeaderLabels(["Package", "Version", "Where"])
+        tree.setRootIsDecorated(True)
+        tree.setColumnWidth(0, 240)
+        tree.setColumnWidth(1, 110)
+        return tree
 
+    def _progress_widgets(self) -> None:
+        """The progress bar (shown during an install), the status line and pip's output."""
         self.progress = QProgressBar()
         self.progress.setRange(0, 100)
         self.progress.hide()  # shown during an install
@@ -130,6 +166,8 @@ class InstallerDialog(QDialog):
         self.log_view.setFont(QFont("monospace", 8))
         self.log_view.setPlaceholderText("pip's output appears here during an install.")
 
+    def _button_row(self) -> QHBoxLayout:
+        """The action buttons, wired to their handlers, with Close on the right."""
         self.install_button = QPushButton("Install")
         self.install_button.setObjectName("installButton")
         self.install_button.setDefault(True)
@@ -149,17 +187,7 @@ class InstallerDialog(QDialog):
             buttons.addWidget(b)
         buttons.addStretch(1)
         buttons.addWidget(close_button)
-
-        layout = QVBoxLayout(self)
-        layout.addWidget(intro)
-        layout.addLayout(where)
-        layout.addWidget(tiers_box)
-        layout.addWidget(self.tree, 2)
-        layout.addWidget(self.progress)
-        layout.addWidget(self.status)
-        layout.addWidget(self.log_view, 1)
-        layout.addLayout(buttons)
-        self.refresh()
+        return buttons
 
     # --- state --------------------------------------------------------------------------------------------
     def busy(self) -> bool:
