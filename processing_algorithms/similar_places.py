@@ -124,22 +124,43 @@ class SimilarPlaces(MobClipAlgorithm):
         )
 
     def execute(self, parameters, context, feedback):
-        import numpy as np
-
-        from mobclip_core.analysis.similarity import similar_cells, similar_places
-
-        model = self.parameterAsFile(parameters, "MODEL", context)
-        table = None
-        if model:
-            if self.parameterAsFile(parameters, "EMBEDDINGS", context) or self.parameterAsVectorLayer(
-                parameters, "EMBEDDINGS_LAYER", context
-            ):
-                raise QgsProcessingException(self.tr("Give either embeddings or a distilled model, not both"))
-            extent = extent_in_wgs84(self, parameters, "EXTENT", context)
-            resolution = self.parameterAsInt(parameters, "RESOLUTION", context)
-            table = table_from_model(self, model, extent, resolution, feedback)
+        table = self._table_from_model(parameters, context, feedback)
         places = read_places(self, parameters, context, feedback, table=table)
         feedback.setProgress(50)
+        result = self._similarity(parameters, context, places)
+        self.check_cancel(feedback)
+        feedback.setProgress(65)
+        dest = self._write_similarity(parameters, context, feedback, places, result)
+        top_dest = self._write_top(parameters, context, places, result)
+        results = {"OUTPUT": dest, "OUTPUT_TOP": top_dest}
+        raster = self.parameterAsOutputLayer(parameters, "OUTPUT_RASTER", context)
+        if raster:
+            results["OUTPUT_RASTER"] = self._write_raster(raster, context, places, result)
+        feedback.pushInfo(
+            self.tr(
+                f"{int(result.is_reference.sum())} reference places; most similar: "
+                + ", ".join(f"{s:.3f}" for s in result.top["similarity"].head(5))
+            )
+        )
+        return results
+
+    def _table_from_model(self, parameters, context, feedback):
+        """The embedding table a distilled model gives over EXTENT, or None when no model is chosen."""
+        model = self.parameterAsFile(parameters, "MODEL", context)
+        if not model:
+            return None
+        if self.parameterAsFile(parameters, "EMBEDDINGS", context) or self.parameterAsVectorLayer(
+            parameters, "EMBEDDINGS_LAYER", context
+        ):
+            raise QgsProcessingException(self.tr("Give either embeddings or a distilled model, not both"))
+        extent = extent_in_wgs84(self, parameters, "EXTENT", context)
+        resolution = self.parameterAsInt(parameters, "RESOLUTION", context)
+        return table_from_model(self, model, extent, resolution, feedback)
+
+    def _similarity(self, parameters, context, places):
+        """Each place's similarity to the references: cells by id or geometry, features by the ones they touch."""
+        from mobclip_core.analysis.similarity import similar_cells, similar_places
+
         geometries, crs = self._reference_geometries(parameters, context)
         cell_ids = [c.strip() for c in self.parameterAsString(parameters, "REFERENCE_CELLS", context).split(",")]
         cell_ids = [c for c in cell_ids if c]
@@ -151,22 +172,22 @@ class SimilarPlaces(MobClipAlgorithm):
         center = self.parameterAsBool(parameters, "CENTER", context)
         if places.cells:
             wkbs = [bytes(g.asWkb()) for g in self._in_wgs84(geometries, crs, context)]
-            result = similar_cells(
+            return similar_cells(
                 places.table, cells=cell_ids or None, geometries=wkbs or None, top_n=top_n, center=center
             )
-        else:
-            if cell_ids:
-                raise QgsProcessingException(
-                    self.tr("H3 cell ids name cells; these places are features: pick reference features or a point")
-                )
-            rows = reference_rows_in_features(places, geometries, crs, context)
-            if not rows:
-                raise QgsProcessingException(
-                    self.tr(f"No reference lies on a feature of '{places.name}': choose references inside the layer")
-                )
-            result = similar_places(places.values, reference_rows=rows, top_n=top_n, center=center)
-        self.check_cancel(feedback)
-        feedback.setProgress(65)
+        if cell_ids:
+            raise QgsProcessingException(
+                self.tr("H3 cell ids name cells; these places are features: pick reference features or a point")
+            )
+        rows = reference_rows_in_features(places, geometries, crs, context)
+        if not rows:
+            raise QgsProcessingException(
+                self.tr(f"No reference lies on a feature of '{places.name}': choose references inside the layer")
+            )
+        return similar_places(places.values, reference_rows=rows, top_n=top_n, center=center)
+
+    def _write_similarity(self, parameters, context, feedback, places, result):
+        """The places with similarity, rank and is_reference, styled by similarity; returns the destination."""
         extra = QgsFields()
         extra.append(QgsField("similarity", QVariant.Double))
         extra.append(QgsField("rank", QVariant.Int))
@@ -177,31 +198,26 @@ class SimilarPlaces(MobClipAlgorithm):
         )
         dest = write_places(self, parameters, context, feedback, places, extra, rows)
         style_on_load(context, dest, Styler(graduated_style, "similarity"))
-        top_dest = self._write_top(parameters, context, places, result)
-        results = {"OUTPUT": dest, "OUTPUT_TOP": top_dest}
-        raster = self.parameterAsOutputLayer(parameters, "OUTPUT_RASTER", context)
-        if raster:
-            if not places.cells:
-                raise QgsProcessingException(self.tr("The similarity raster needs cells, not features"))
-            from mobclip_core.grid import strings_to_cells
-            from mobclip_core.rasterize import cells_image
+        return dest
 
-            image = cells_image(
-                strings_to_cells(places.table.index.to_numpy()),
-                result.similarity.astype(np.float32),
-                band_names=["similarity"],
-                nodata=np.float32(np.nan),
-            )
-            write_gdal_raster(image, raster, rgb=False)
-            style_on_load(context, raster, Styler(pseudocolour_style))
-            results["OUTPUT_RASTER"] = raster
-        feedback.pushInfo(
-            self.tr(
-                f"{int(result.is_reference.sum())} reference places; most similar: "
-                + ", ".join(f"{s:.3f}" for s in result.top["similarity"].head(5))
-            )
+    def _write_raster(self, raster: str, context, places, result) -> str:
+        """The similarity of every cell as a styled GeoTIFF (cells only: features have no grid)."""
+        import numpy as np
+
+        if not places.cells:
+            raise QgsProcessingException(self.tr("The similarity raster needs cells, not features"))
+        from mobclip_core.grid import strings_to_cells
+        from mobclip_core.rasterize import cells_image
+
+        image = cells_image(
+            strings_to_cells(places.table.index.to_numpy()),
+            result.similarity.astype(np.float32),
+            band_names=["similarity"],
+            nodata=np.float32(np.nan),
         )
-        return results
+        write_gdal_raster(image, raster, rgb=False)
+        style_on_load(context, raster, Styler(pseudocolour_style))
+        return raster
 
     def _reference_geometries(self, parameters, context):
         """(reference QgsGeometry list, their CRS): features of REFERENCE, and REFERENCE_POINT."""
