@@ -124,46 +124,13 @@ class FunctionalZones(MobClipAlgorithm):
         self.addOutput(QgsProcessingOutputNumber("ZONES", self.tr("Number of zones")))
 
     def execute(self, parameters, context, feedback):
-        import numpy as np
-
-        from mobclip_core.analysis.describe import table_zones
-        from mobclip_core.analysis.zones import functional_zones
-
         places = read_places(self, parameters, context, feedback)
-        method = self.parameterAsEnum(parameters, "METHOD", context)
-        options = {
-            "method": "hdbscan" if method == 3 else "kmeans",
-            "k": self.parameterAsInt(parameters, "K", context) if method == 2 else "auto",
-            "k_range": (2, self.parameterAsInt(parameters, "K_MAX", context)),
-            "criterion": "bic" if method == 1 else "silhouette",
-            "min_cluster_size": self.parameterAsInt(parameters, "MIN_SIZE", context) or None,
-            "seed": self.parameterAsInt(parameters, "SEED", context),
-        }
-        dataset = self.parameterAsFile(parameters, "DATASET", context) or None
-        pois = self._pois(parameters, context, feedback)
-        feedback.setProgress(30)
-        if places.cells:
-            zones = table_zones(places.table, dataset=dataset, pois=pois, **options)
-        else:
-            if dataset or pois is not None:
-                raise QgsProcessingException(
-                    self.tr("Zone descriptions from a region dataset or POIs need cells: use an embedding table")
-                )
-            zones = functional_zones(places.values, **options)
-            from mobclip_core.analysis.describe import describe_zones
-
-            describe_zones(zones, [str(i) for i in range(len(places.values))])
+        zones = self._zones(parameters, context, feedback, places)
         self.check_cancel(feedback)
         feedback.setProgress(60)
         if zones.scores is not None:
             feedback.pushInfo(self.tr("k-means scores per number of zones:\n" + zones.scores.to_string(index=False)))
-        extra = QgsFields()
-        extra.append(QgsField("zone", QVariant.Int))
-        extra.append(QgsField("zone_label", QVariant.String))
-        rows = ([int(z), zones.name_of(z)] for z in zones.labels.tolist())
-        dest = write_places(self, parameters, context, feedback, places, extra, rows)
-        names = {z: zones.name_of(z) for z in sorted(set(zones.labels.tolist()))}
-        style_on_load(context, dest, Styler(zone_style, names))
+        dest, names = self._write_zones(parameters, context, feedback, places, zones)
         results = {
             "OUTPUT": dest,
             "OUTPUT_PROFILES": self._write_profiles(parameters, context, zones),
@@ -171,22 +138,72 @@ class FunctionalZones(MobClipAlgorithm):
         }
         raster = self.parameterAsOutputLayer(parameters, "OUTPUT_RASTER", context)
         if raster:
-            if not places.cells:
-                raise QgsProcessingException(self.tr("The zone raster needs cells, not features"))
-            from mobclip_core.grid import strings_to_cells
-            from mobclip_core.rasterize import cells_image
-
-            image = cells_image(
-                strings_to_cells(places.table.index.to_numpy()),
-                zones.labels.astype(np.int16),
-                band_names=["zone"],
-                nodata=-1,
-            )
-            write_gdal_raster(image, raster, rgb=False)
-            results["OUTPUT_RASTER"] = raster
+            results["OUTPUT_RASTER"] = self._write_raster(raster, places, zones)
         for label in names.values():
             feedback.pushInfo(label)
         return results
+
+    def _zone_options(self, parameters, context) -> dict:
+        """The clustering options the METHOD choice and its parameters stand for."""
+        method = self.parameterAsEnum(parameters, "METHOD", context)
+        return {
+            "method": "hdbscan" if method == 3 else "kmeans",
+            "k": self.parameterAsInt(parameters, "K", context) if method == 2 else "auto",
+            "k_range": (2, self.parameterAsInt(parameters, "K_MAX", context)),
+            "criterion": "bic" if method == 1 else "silhouette",
+            "min_cluster_size": self.parameterAsInt(parameters, "MIN_SIZE", context) or None,
+            "seed": self.parameterAsInt(parameters, "SEED", context),
+        }
+
+    def _zones(self, parameters, context, feedback, places):
+        """The zones with their descriptions; a region dataset or POIs can describe cells only."""
+        from mobclip_core.analysis.describe import table_zones
+        from mobclip_core.analysis.zones import functional_zones
+
+        options = self._zone_options(parameters, context)
+        dataset = self.parameterAsFile(parameters, "DATASET", context) or None
+        pois = self._pois(parameters, context, feedback)
+        feedback.setProgress(30)
+        if places.cells:
+            return table_zones(places.table, dataset=dataset, pois=pois, **options)
+        if dataset or pois is not None:
+            raise QgsProcessingException(
+                self.tr("Zone descriptions from a region dataset or POIs need cells: use an embedding table")
+            )
+        zones = functional_zones(places.values, **options)
+        from mobclip_core.analysis.describe import describe_zones
+
+        describe_zones(zones, [str(i) for i in range(len(places.values))])
+        return zones
+
+    def _write_zones(self, parameters, context, feedback, places, zones):
+        """The places with zone and zone_label, styled one colour per zone; returns (destination, zone names)."""
+        extra = QgsFields()
+        extra.append(QgsField("zone", QVariant.Int))
+        extra.append(QgsField("zone_label", QVariant.String))
+        rows = ([int(z), zones.name_of(z)] for z in zones.labels.tolist())
+        dest = write_places(self, parameters, context, feedback, places, extra, rows)
+        names = {z: zones.name_of(z) for z in sorted(set(zones.labels.tolist()))}
+        style_on_load(context, dest, Styler(zone_style, names))
+        return dest, names
+
+    def _write_raster(self, raster: str, places, zones) -> str:
+        """The zones as a GeoTIFF (cells only: features have no grid)."""
+        import numpy as np
+
+        if not places.cells:
+            raise QgsProcessingException(self.tr("The zone raster needs cells, not features"))
+        from mobclip_core.grid import strings_to_cells
+        from mobclip_core.rasterize import cells_image
+
+        image = cells_image(
+            strings_to_cells(places.table.index.to_numpy()),
+            zones.labels.astype(np.int16),
+            band_names=["zone"],
+            nodata=-1,
+        )
+        write_gdal_raster(image, raster, rgb=False)
+        return raster
 
     def _pois(self, parameters, context, feedback):
         """The POI layer as lon, lat, category (polygons by a point on their surface), or None."""
