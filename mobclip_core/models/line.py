@@ -157,9 +157,7 @@ def train_line(
     if a.nnz == 0:
         raise InvalidInputError("LINE needs a graph with at least one edge")
     n = a.shape[0]
-    # a batch applies its updates at once: on a small graph the same few rows would be hit many times per batch
-    # and the summed steps diverge (NaN); keep a batch below half the cells so each row moves about once
-    batch_size = max(1, min(int(batch_size), n // 2))
+    batch_size = _safe_batch_size(batch_size, n)
     tables, degree = _sampling_tables(a)
     total = int(samples if samples is not None else max(100_000, samples_per_edge * a.nnz))
     bar = _SampleProgress(total * (2 if order == "both" else 1), progress, on_progress)
@@ -178,6 +176,15 @@ def train_line(
     for part in parts:
         part[isolated] = 0.0
     return LineResult(np.concatenate(parts, axis=1).astype(np.float32), total * len(orders), seconds)
+
+
+def _safe_batch_size(batch_size: int, n: int) -> int:
+    """A torch batch below half the cells, so each row moves about once per batch.
+
+    A batch applies its updates at once: on a small graph the same few rows would be hit many times per batch and
+    the summed steps diverge (NaN).
+    """
+    return max(1, min(int(batch_size), n // 2))
 
 
 def _check_line_options(order: str, engine: str) -> None:
