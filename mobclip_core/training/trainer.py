@@ -277,6 +277,28 @@ def _stage_progress(on_progress: Callable[[str, float], None] | None, stage: str
     return (lambda f: on_progress(stage, f)) if on_progress else None
 
 
+def _pretrain_line(
+    dataset,
+    line: LineConfig,
+    train: TrainConfig,
+    *,
+    cache_dir: str | Path | None,
+    progress: bool,
+    on_progress: Callable[[str, float], None] | None,
+    collectives: Collectives,
+):
+    """The LINE stage: the full graph's pre-encoding, from the cache when the graph and settings are unchanged."""
+    return line_embeddings(
+        dataset.graph,
+        line,
+        cache=Path(cache_dir) if cache_dir is not None else None,
+        progress=progress,
+        on_progress=_stage_progress(on_progress, "line"),
+        collectives=collectives,
+        threads=train.threads,
+    )
+
+
 def _fit_and_embed(
     model,
     data: TrainingData,
@@ -335,14 +357,8 @@ def train_mobclip(
     data = prepare_training_data(
         dataset, train, sampling=sampling, ratio=ratio, spatial_weight=spatial_weight, device=device
     )
-    line_res = line_embeddings(
-        dataset.graph,
-        line,
-        cache=Path(cache_dir) if cache_dir is not None else None,
-        progress=progress,
-        on_progress=_stage_progress(on_progress, "line"),
-        collectives=collectives,
-        threads=train.threads,
+    line_res = _pretrain_line(
+        dataset, line, train, cache_dir=cache_dir, progress=progress, on_progress=on_progress, collectives=collectives
     )
     model = build_model(data, line_res.embedding, train).to(device)
     history, stopper, emb = _fit_and_embed(
