@@ -237,6 +237,7 @@ class _Events:
         sys.stdout = sys.stderr
         self._last = 0.0
         self.stage = ""
+        self._fraction = 0.0
         self._dataset_steps = 0
 
     def emit(self, event: str, **fields) -> None:
@@ -250,12 +251,15 @@ class _Events:
             self.progress("dataset", 1.0 - 0.5**self._dataset_steps, force=True)
 
     def progress(self, stage: str, fraction: float, *, force: bool = False) -> None:
-        """At most one event per 0.25 s, except the first of each stage (the bar shows when a stage starts)."""
+        """At most one event per 0.25 s, except the first of each stage (the bar shows when a stage starts); within
+        a stage the fraction never goes back (a log line after the stage's own 100 % must not move the bar back)."""
         new_stage, self.stage = stage != self.stage, stage
+        fraction = min(max(fraction, 0.0), 1.0)
+        self._fraction = fraction if new_stage else max(fraction, self._fraction)
         now = time.monotonic()
         if force or new_stage or now - self._last >= 0.25:
             self._last = now
-            self.emit("progress", stage=stage, fraction=round(min(max(fraction, 0.0), 1.0), 4))
+            self.emit("progress", stage=stage, fraction=round(self._fraction, 4))
 
 
 def _train(events: _Events, config: str, rebuild: bool, threads: int | None = None) -> dict:

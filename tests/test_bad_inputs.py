@@ -596,6 +596,23 @@ def test_worker_stopped_after_its_outputs_are_complete_says_so(tmp_path, monkeyp
     assert (tmp_path / "a.txt").read_text() == "new"
 
 
+def test_worker_progress_never_goes_back_within_a_stage(monkeypatch, capfd):
+    """The dataset stage advances on each log line; a log line after the stage reported 100 % must not move the
+    QGIS progress bar back (seen as 20.0 -> 19.7 on a slow machine)."""
+    from mobclip_core import worker
+
+    monkeypatch.setattr(sys, "stdout", sys.stdout)  # _Events redirects stdout: restored after
+    events = worker._Events()
+    events.progress("dataset", 0.0, force=True)
+    events.log("poi: 10 cells")
+    events.progress("dataset", 1.0, force=True)
+    events.log("dataset saved")
+    events.progress("line", 0.0)
+    out = [json.loads(line) for line in capfd.readouterr().out.splitlines() if line.startswith("{")]
+    progress = [(e["stage"], e["fraction"]) for e in out if e["event"] == "progress"]
+    assert progress == [("dataset", 0.0), ("dataset", 0.5), ("dataset", 1.0), ("dataset", 1.0), ("line", 0.0)]
+
+
 def test_sigkill_leftovers_are_cleaned_or_finished_next_time(tmp_path, emb, big_table):
     export_all(emb, tmp_path)
     old = snapshot(tmp_path)
