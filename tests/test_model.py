@@ -272,3 +272,31 @@ def test_cells_without_mobility_are_reported_and_embedded_from_their_other_input
     emb = res.embeddings.to_numpy()
     np.testing.assert_allclose(emb[3], emb[40], atol=1e-5)
     assert np.abs(emb[3] - emb[5]).max() > 1e-3  # not a constant vector for every isolated cell
+
+
+@pytest.mark.parametrize(("log_scale", "block"), [(2.66, 64), (2.66, None), (4.6, 70)])  # 4.6: exp overflow path
+def test_blocked_info_nce_equals_both_cross_entropies(log_scale, block):
+    """The blocked symmetric InfoNCE (memory O(block x batch)) gives the loss and every gradient of the two
+    cross-entropies it replaces, over several blocks, for the shared-exponent and the streamed-maximum paths."""
+    import torch
+    import torch.nn.functional as F
+
+    from mobclip_core.models.mobclip import symmetric_info_nce
+
+    gen = torch.Generator().manual_seed(0)
+    a0 = F.normalize(torch.randn(300, 16, generator=gen), dim=1)
+    x0 = F.normalize(a0 + 0.5 * torch.randn(300, 16, generator=gen), dim=1)
+    results = []
+    for blocked in (False, True):
+        a, x = a0.clone().requires_grad_(), x0.clone().requires_grad_()
+        log_s = torch.tensor(log_scale, requires_grad=True)
+        scale = log_s.exp()
+        if blocked:
+            terms = symmetric_info_nce(a, x, scale, block)
+        else:
+            logits, labels = scale * a @ x.T, torch.arange(300)
+            terms = torch.stack([F.cross_entropy(logits, labels), F.cross_entropy(logits.T, labels)])
+        (terms * torch.tensor([1.0, 0.3])).sum().backward()  # unequal weights: each term's gradient is checked
+        results.append([terms.detach(), a.grad, x.grad, log_s.grad])
+    for ref, got in zip(*results):
+        torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-6)
