@@ -62,8 +62,8 @@ def stage_graph(work: Path, records: int) -> dict:
 
 def stage_line(work: Path, samples: int) -> dict:
     """LINE (numba engine, every core) on the full graph for ``samples`` edge samples."""
-    from mobclip_core.models.line import train_line
     from mobclip_core.modalities import MobilityGraph
+    from mobclip_core.models.line import train_line
 
     graph = MobilityGraph.load(work / "graph.npz")
     res = train_line(graph.adjacency, dim=128, samples=samples, seed=0)

@@ -206,6 +206,20 @@ def extent_in_wgs84(alg, parameters, name: str, context):
 _ALIVE: set = set()  # QGIS does not own post-processors: keep them until they have run
 
 
+def write_cells_raster(alg, places: Places, values, band: str, nodata, raster: str, what: str) -> str:
+    """One value per cell of ``places`` as a single-band GeoTIFF at ``raster`` (features have no grid: refused)."""
+    if not places.cells:
+        raise QgsProcessingException(alg.tr(f"The {what} raster needs cells, not features"))
+    from mobclip_core.grid import strings_to_cells
+    from mobclip_core.rasterize import cells_image
+
+    from .embedding_raster import write_gdal_raster
+
+    image = cells_image(strings_to_cells(places.table.index.to_numpy()), values, band_names=[band], nodata=nodata)
+    write_gdal_raster(image, raster, rgb=False)
+    return raster
+
+
 def style_on_load(context, dest: str, styler: QgsProcessingLayerPostProcessorInterface) -> None:
     if context.willLoadLayerOnCompletion(dest):
         _ALIVE.add(styler)

@@ -21,9 +21,16 @@ from qgis.core import (
 )
 from qgis.PyQt.QtCore import QVariant
 
-from ._places import Styler, add_places_parameters, read_places, style_on_load, write_places, zone_style
+from ._places import (
+    Styler,
+    add_places_parameters,
+    read_places,
+    style_on_load,
+    write_cells_raster,
+    write_places,
+    zone_style,
+)
 from .base import MobClipAlgorithm
-from .embedding_raster import write_gdal_raster
 
 METHODS = [
     "k-means, number of zones suggested (best silhouette)",
@@ -191,19 +198,7 @@ class FunctionalZones(MobClipAlgorithm):
         """The zones as a GeoTIFF (cells only: features have no grid)."""
         import numpy as np
 
-        if not places.cells:
-            raise QgsProcessingException(self.tr("The zone raster needs cells, not features"))
-        from mobclip_core.grid import strings_to_cells
-        from mobclip_core.rasterize import cells_image
-
-        image = cells_image(
-            strings_to_cells(places.table.index.to_numpy()),
-            zones.labels.astype(np.int16),
-            band_names=["zone"],
-            nodata=-1,
-        )
-        write_gdal_raster(image, raster, rgb=False)
-        return raster
+        return write_cells_raster(self, places, zones.labels.astype(np.int16), "zone", -1, raster, "zone")
 
     def _pois(self, parameters, context, feedback):
         """The POI layer as lon, lat, category (polygons by a point on their surface), or None."""

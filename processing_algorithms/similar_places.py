@@ -32,10 +32,10 @@ from ._places import (
     reference_rows_in_features,
     style_on_load,
     table_from_model,
+    write_cells_raster,
     write_places,
 )
 from .base import WGS84, MobClipAlgorithm
-from .embedding_raster import write_gdal_raster
 
 
 class SimilarPlaces(MobClipAlgorithm):
@@ -204,18 +204,8 @@ class SimilarPlaces(MobClipAlgorithm):
         """The similarity of every cell as a styled GeoTIFF (cells only: features have no grid)."""
         import numpy as np
 
-        if not places.cells:
-            raise QgsProcessingException(self.tr("The similarity raster needs cells, not features"))
-        from mobclip_core.grid import strings_to_cells
-        from mobclip_core.rasterize import cells_image
-
-        image = cells_image(
-            strings_to_cells(places.table.index.to_numpy()),
-            result.similarity.astype(np.float32),
-            band_names=["similarity"],
-            nodata=np.float32(np.nan),
-        )
-        write_gdal_raster(image, raster, rgb=False)
+        values = result.similarity.astype(np.float32)
+        write_cells_raster(self, places, values, "similarity", np.float32(np.nan), raster, "similarity")
         style_on_load(context, raster, Styler(pseudocolour_style))
         return raster
 
