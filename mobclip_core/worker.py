@@ -6,6 +6,7 @@ writes one JSON object per line on stdout (everything else it prints goes to std
 
     {"event": "progress", "stage": "dataset" | "line" | "train" | "export", "fraction": 0.0..1.0}
     {"event": "log", "message": "..."}
+    {"event": "warning", "message": "..."}   the run goes on, but the user should know (e.g. extrapolated values)
     {"event": "error", "message": "..."}     a MobClipError: a message for the user
     {"event": "done", "result": {...}}
     {"event": "stopped", "committed": [folder, ...]}   stopped by the parent after these outputs were complete
@@ -244,6 +245,10 @@ class _Events:
         self._out.write(json.dumps({"event": event, **fields}, default=str) + "\n")
         self._out.flush()
 
+    def warning(self, message: str) -> None:
+        """A warning for the user: the parent shows it as one (QGIS: ``feedback.pushWarning``), not as a log line."""
+        self.emit("warning", message=str(message))
+
     def log(self, message: str) -> None:
         self.emit("log", message=str(message))
         if self.stage == "dataset":  # the dataset build reports one line per modality: advance on each
@@ -275,19 +280,38 @@ def _train(events: _Events, config: str, rebuild: bool, threads: int | None = No
     return {"name": cfg.name, "output": str(run.output), "files": {k: str(v) for k, v in run.files.items()}}
 
 
-def _embed(events: _Events, model: str, coords: str, out: str) -> dict:
+def _embed(events: _Events, model: str, coords: str, out: str, outside: str = "warn") -> dict:
+    """Embed the (lon, lat) rows of ``coords``. Locations outside the model's training extent are counted and
+    reported as a warning event (a Python warning would only reach this process's stderr, which the parent keeps
+    for crashes); ``outside="nan"`` gives them NaN rows, "warn" embeds them anyway."""
     import numpy as np
 
     from .encoders.distilled import DistilledEncoder
     from .io import atomic_path
 
     lon_lat = np.load(coords)
+    lon, lat = lon_lat[:, 0], lon_lat[:, 1]
     encoder = DistilledEncoder.load(model)
-    values = encoder.embed(lon_lat[:, 0], lon_lat[:, 1])
+    values = encoder.embed(lon, lat, outside="nan" if outside == "nan" else "ignore")
+    n_out = int(encoder.outside_extent(lon, lat).sum())
     with atomic_path(Path(out)) as tmp, open(tmp, "wb") as f:
         np.save(f, np.asarray(values, dtype=np.float64))
     events.log(f"embedded {len(lon_lat)} coordinates with {Path(model).name}")
-    return {"rows": int(values.shape[0]), "dims": int(values.shape[1])}
+    if encoder.extent is None:
+        events.log(f"{Path(model).name} records no training extent: locations were not checked against one")
+    elif n_out:
+        events.warning(_outside_message(n_out, len(lon_lat), encoder.extent.describe(), outside))
+    return {"rows": int(values.shape[0]), "dims": int(values.shape[1]), "outside": n_out}
+
+
+def _outside_message(n_out: int, n: int, extent: str, outside: str) -> str:
+    what = (
+        "their embeddings are left empty (NULL)"
+        if outside == "nan"
+        else "their embeddings are extrapolations far from any training point; choose NULL for locations outside "
+        "the training area to leave them empty"
+    )
+    return f"{n_out} of {n} locations lie outside the area the distilled model was trained on ({extent}): {what}"
 
 
 def _project(events: _Events, values: str, out: str, method: str, seed: int) -> dict:
@@ -330,6 +354,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     embed.add_argument("model")
     embed.add_argument("coords")
     embed.add_argument("out")
+    embed.add_argument(
+        "--outside", choices=("warn", "nan"), default="warn", help="outside the training extent: embed anyway or NaN"
+    )
     project = sub.add_parser("project", help="rows of an .npy file -> 2-D map of the embedding space (UMAP or PCA)")
     project.add_argument("values")
     project.add_argument("out")
@@ -344,7 +371,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.task == "project":
             result = _project(events, args.values, args.out, args.method, args.seed)
         else:
-            result = _embed(events, args.model, args.coords, args.out)
+            result = _embed(events, args.model, args.coords, args.out, args.outside)
         events.emit("done", result=result)  # inside the try: a stop arriving just before it still reports
     except MobClipError as exc:
         events.emit("error", message=str(exc))

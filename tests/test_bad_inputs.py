@@ -802,6 +802,26 @@ def test_distilled_extent_survives_save_and_old_configs_still_load(milan_encoder
         )
 
 
+def test_worker_reports_locations_outside_the_extent_as_a_warning_event(milan_encoder, tmp_path):
+    """The QGIS child process: a Python warning would stay on its stderr, so the count goes out as an event."""
+    from mobclip_core.worker import run_worker
+
+    enc, _, _ = milan_encoder
+    enc.save(tmp_path / "d")
+    np.save(tmp_path / "c.npy", np.array([[9.18, 45.46], [151.2, -33.9], [9.2, 45.5]]))
+    for outside in ("warn", "nan"):
+        events: list[dict] = []
+        args = ["embed", str(tmp_path / "d"), str(tmp_path / "c.npy"), str(tmp_path / f"{outside}.npy")]
+        result = run_worker([*args, "--outside", outside], python=sys.executable, on_event=events.append)
+        warned = [e["message"] for e in events if e["event"] == "warning"]
+        assert len(warned) == 1 and warned[0].startswith("1 of 3 locations lie outside the area"), events
+        assert result["outside"] == 1
+        values = np.load(tmp_path / f"{outside}.npy")
+        assert np.isfinite(values[[0, 2]]).all()
+        assert np.isnan(values[1]).all() if outside == "nan" else np.isfinite(values[1]).all()
+    assert "NULL" in warned[0]
+
+
 def test_distillation_refuses_nan_targets():
     from mobclip_core.encoders.distilled import DistilConfig, DistilledEncoder
 

@@ -353,8 +353,8 @@ class DistilledEncoder:
             raise ModelNotFittedError("the distilled encoder is not fitted: call fit() or load() first")
         lon, lat = validate_coordinates(lon, lat)
         inside = np.ones(lon.size, dtype=bool)
-        if self.extent is not None and outside != "ignore" and lon.size:
-            inside = self.extent.contains(lon, lat)
+        if outside != "ignore":
+            inside = ~self.outside_extent(lon, lat)
             n_out = int((~inside).sum())
             if n_out and outside == "error":
                 raise InvalidInputError(
@@ -384,6 +384,14 @@ class DistilledEncoder:
         if out:
             result[inside] = np.concatenate(out)
         return result
+
+    def outside_extent(self, lon, lat) -> np.ndarray:
+        """Boolean mask of the points outside the training extent, so a caller (the QGIS child process) can count
+        and report them in its own words; all False when the encoder has no extent (a published checkpoint)."""
+        lon, lat = validate_coordinates(lon, lat)
+        if self.extent is None or lon.size == 0:
+            return np.zeros(lon.size, dtype=bool)
+        return ~self.extent.contains(lon, lat)
 
     # -- persistence -------------------------------------------------------------------------------------------
     def save(self, directory: str | Path) -> Path:
