@@ -8,8 +8,6 @@ embeddings over polygons"; results are written as a copy of the features with ne
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 
 from qgis.core import (
@@ -35,10 +33,8 @@ from qgis.core import (
 from qgis.PyQt.QtCore import QVariant
 from qgis.PyQt.QtGui import QColor
 
-from mobclip_core.dependencies import install_hint, missing_modules
-
 from .base import WGS84, MobClipAlgorithm
-from .child import run_in_child
+from .child import embed_with_model
 
 MAX_EXTENT_CELLS = 2_000_000
 
@@ -163,17 +159,15 @@ def reference_rows_in_features(places: Places, geometries, crs, context) -> list
     return sorted(rows)
 
 
-def table_from_model(alg, model: str, extent_wgs84, resolution: int, feedback):
+def table_from_model(alg, model: str, extent_wgs84, resolution: int, feedback, *, outside: str = "warn"):
     """The cells whose centre lies in an extent (EPSG:4326 QgsRectangle), embedded by a distilled model in the
-    child process: an embedding table like any other."""
+    child process: an embedding table like any other (NaN rows for cells outside the model's training area when
+    ``outside`` is "nan")."""
     import numpy as np
 
     from mobclip_core.embeddings import embedding_frame
     from mobclip_core.grid import cell_centroids, cells_to_strings, polygons_to_cells
 
-    missing = missing_modules(("torch",))
-    if missing:
-        raise QgsProcessingException(install_hint(missing))
     box = QgsGeometry.fromRect(extent_wgs84)
     cells = polygons_to_cells([bytes(box.asWkb())], resolution)["h3_cell"].to_numpy()
     if cells.size == 0:
@@ -186,12 +180,10 @@ def table_from_model(alg, model: str, extent_wgs84, resolution: int, feedback):
             )
         )
     lon, lat = cell_centroids(cells)
-    with tempfile.TemporaryDirectory(prefix="mobclip-extent-") as tmp:
-        coords, out = os.path.join(tmp, "coords.npy"), os.path.join(tmp, "values.npy")
-        np.save(coords, np.c_[lon, lat])
-        run_in_child(alg, ["embed", model, coords, out], feedback, span=(5, 50))
-        values = np.load(out)
-    feedback.pushInfo(alg.tr(f"embedded {cells.size} cells of the extent with the distilled model"))
+    values = embed_with_model(alg, model, lon, lat, feedback, outside=outside, span=(5, 50))
+    empty = int((~np.isfinite(values).all(axis=1)).sum())
+    note = f" ({empty} outside its training area left without an embedding)" if empty else ""
+    feedback.pushInfo(alg.tr(f"embedded {cells.size} cells of the extent with the distilled model{note}"))
     return embedding_frame(cells_to_strings(cells), values, [f"emb_{i}" for i in range(values.shape[1])])
 
 

@@ -12,10 +12,8 @@ from qgis.core import (
     QgsProcessingParameterString,
 )
 
-from mobclip_core.dependencies import install_hint, missing_modules
-
 from .base import MobClipAlgorithm, nullable
-from .child import run_in_child
+from .child import add_outside_parameter, embed_with_model, outside_mode
 
 
 class AttachEmbeddings(MobClipAlgorithm):
@@ -28,7 +26,9 @@ class AttachEmbeddings(MobClipAlgorithm):
         "NULL. The embedding table is a GeoParquet or GeoPackage written by mobclip (train or export), or such a "
         "layer already in the project; its resolution is read from the table. Instead of a table, give a distilled "
         "model (a folder written by mobclip, or a published distilled_MobCLIP.pth): it embeds any coordinate, no "
-        "mobility data needed; it runs in a separate Python process and needs the training packages."
+        "mobility data needed; it runs in a separate Python process and needs the training packages. A model "
+        "written by mobclip knows the area it was trained on: locations outside it are counted in a warning and "
+        "embedded anyway (extrapolated values), or get NULL if you choose so."
     )
 
     def initAlgorithm(self, config=None):  # noqa: N802
@@ -48,6 +48,7 @@ class AttachEmbeddings(MobClipAlgorithm):
                 optional=True,
             )
         )
+        add_outside_parameter(self)
         self.addParameter(
             QgsProcessingParameterField(
                 "CELL_FIELD",
@@ -78,7 +79,7 @@ class AttachEmbeddings(MobClipAlgorithm):
             )
         features, wkbs = self.read_wgs84(source, context, feedback, span=(0, 40))
         if model:
-            values = self._embed_with_model(model, wkbs, feedback)
+            values = self._embed_with_model(model, wkbs, feedback, outside_mode(self, parameters, context))
         elif cell_field:
             values = attach_to_cell_ids(table, (None if f[cell_field] == None else f[cell_field] for f in features))  # noqa: E711 - QGIS NULL
         else:
@@ -99,26 +100,19 @@ class AttachEmbeddings(MobClipAlgorithm):
         self.write_features(sink, rows, (f.geometry() for f in features), feedback, total=len(features), span=(80, 100))
         return {"OUTPUT": dest}
 
-    def _embed_with_model(self, model: str, wkbs, feedback):
-        """Embed the features' locations with a distilled model in a child Python process (torch stays out)."""
-        import os
-        import tempfile
-
+    def _embed_with_model(self, model: str, wkbs, feedback, outside: str):
+        """Embed the features' locations with a distilled model in a child Python process (torch stays out);
+        features without a location, and with ``outside="nan"`` those outside the model's area, get NaN rows."""
         import numpy as np
 
         from mobclip_core.grid import representative_points
 
-        missing = missing_modules(("torch",))
-        if missing:
-            raise QgsProcessingException(install_hint(missing))
         lon, lat = representative_points(wkbs)
         ok = np.isfinite(lon) & np.isfinite(lat)
-        with tempfile.TemporaryDirectory(prefix="mobclip-embed-") as tmp:
-            coords, out = os.path.join(tmp, "coords.npy"), os.path.join(tmp, "values.npy")
-            np.save(coords, np.c_[lon[ok], lat[ok]])
-            run_in_child(self, ["embed", model, coords, out], feedback, span=(40, 80))
-            embedded = np.load(out)
+        embedded = embed_with_model(self, model, lon[ok], lat[ok], feedback, outside=outside, span=(40, 80))
         values = np.full((len(wkbs), embedded.shape[1]), np.nan)
         values[ok] = embedded
-        feedback.pushInfo(self.tr(f"embedded {int(ok.sum())} features with the distilled model"))
+        empty = int(ok.sum() - np.isfinite(embedded).all(axis=1).sum())
+        note = f" ({empty} outside its training area written as NULL)" if empty else ""
+        feedback.pushInfo(self.tr(f"embedded {int(ok.sum())} features with the distilled model{note}"))
         return values

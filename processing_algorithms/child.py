@@ -1,13 +1,20 @@
-"""Watching a child Python process from an algorithm: progress per stage, log lines, Cancel within seconds."""
+"""Watching a child Python process from an algorithm: progress per stage, log lines, warnings, Cancel within
+seconds; and embedding locations with a distilled model there (torch stays out of QGIS's process)."""
 
 from __future__ import annotations
 
-from mobclip_core.dependencies import child_environment, find_python
+from qgis.core import QgsProcessingException, QgsProcessingParameterEnum
+
+from mobclip_core.dependencies import child_environment, find_python, install_hint, missing_modules
 
 from .base import Cancelled
 
 # share of the progress bar per pipeline stage (dataset, LINE pre-training, MobCLIP training, export)
 STAGE_SPANS = {"dataset": (0.0, 0.2), "line": (0.2, 0.45), "train": (0.45, 0.9), "export": (0.9, 1.0)}
+
+# what a distilled model gives for locations outside the area it was trained on (the worker's --outside)
+OUTSIDE_CHOICES = ["Warn and embed anyway (extrapolated values)", "Write NULL"]
+OUTSIDE_KEYS = ["warn", "nan"]
 
 
 def run_in_child(alg, args: list[str], feedback, *, span=(0.0, 100.0)) -> dict:
@@ -26,6 +33,8 @@ def run_in_child(alg, args: list[str], feedback, *, span=(0.0, 100.0)) -> dict:
             feedback.setProgressText(alg.tr(f"MobCLIP: {event.get('stage')}"))
         elif kind == "log":
             feedback.pushInfo(str(event.get("message", "")))
+        elif kind == "warning":
+            feedback.pushWarning(str(event.get("message", "")))
 
     try:
         return run_worker(
@@ -42,3 +51,37 @@ def run_in_child(alg, args: list[str], feedback, *, span=(0.0, 100.0)) -> dict:
                 f"{exc.result.get('output', 'the output folder')} are complete, but were not added to the project"
             )
         ) from None
+
+
+def add_outside_parameter(alg) -> None:
+    """OUTSIDE: warn and embed anyway, or NULL, for locations outside a distilled model's training area."""
+    alg.addParameter(
+        QgsProcessingParameterEnum(
+            "OUTSIDE",
+            alg.tr("Locations outside the distilled model's training area"),
+            OUTSIDE_CHOICES,
+            defaultValue=0,
+        )
+    )
+
+
+def outside_mode(alg, parameters, context) -> str:
+    return OUTSIDE_KEYS[alg.parameterAsEnum(parameters, "OUTSIDE", context)]
+
+
+def embed_with_model(alg, model: str, lon, lat, feedback, *, outside: str, span=(0.0, 100.0)):
+    """(n, d) float64 embeddings of the locations from a distilled model, computed in the child process; rows
+    outside the model's training area are NaN when ``outside`` is "nan" (the child reports how many lie there)."""
+    import os
+    import tempfile
+
+    import numpy as np
+
+    missing = missing_modules(("torch",))
+    if missing:
+        raise QgsProcessingException(install_hint(missing))
+    with tempfile.TemporaryDirectory(prefix="mobclip-embed-") as tmp:
+        coords, out = os.path.join(tmp, "coords.npy"), os.path.join(tmp, "values.npy")
+        np.save(coords, np.c_[lon, lat])
+        run_in_child(alg, ["embed", model, coords, out, "--outside", outside], feedback, span=span)
+        return np.load(out)

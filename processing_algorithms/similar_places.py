@@ -36,6 +36,7 @@ from ._places import (
     write_places,
 )
 from .base import WGS84, MobClipAlgorithm
+from .child import add_outside_parameter, outside_mode
 
 
 class SimilarPlaces(MobClipAlgorithm):
@@ -50,7 +51,9 @@ class SimilarPlaces(MobClipAlgorithm):
         "Places: the cells of an embedding table (a file written by mobclip, or a project layer with an h3_cell "
         "field), the features of a project layer whose emb_ fields hold embeddings (for example the output of "
         "'Aggregate embeddings over polygons'), or the cells of an extent embedded by a distilled model (a "
-        "separate Python process that needs the training packages).\n\n"
+        "separate Python process that needs the training packages). Cells outside the area the model was trained "
+        "on are counted in a warning and embedded anyway (extrapolated values), or get NULL similarity and no "
+        "rank if you choose so.\n\n"
         "References: any mix of a layer of points or polygons (tick 'Selected features only' to use the features "
         "you selected, e.g. on the places layer itself), a point clicked on the map, and H3 cell ids. A point "
         "takes the cell (or polygon) it lies in; a polygon all cells whose centre it holds.\n\n"
@@ -82,6 +85,7 @@ class SimilarPlaces(MobClipAlgorithm):
                 15,
             )
         )
+        add_outside_parameter(self)
         self.addParameter(
             QgsProcessingParameterFeatureSource(
                 "REFERENCE",
@@ -155,7 +159,8 @@ class SimilarPlaces(MobClipAlgorithm):
             raise QgsProcessingException(self.tr("Give either embeddings or a distilled model, not both"))
         extent = extent_in_wgs84(self, parameters, "EXTENT", context)
         resolution = self.parameterAsInt(parameters, "RESOLUTION", context)
-        return table_from_model(self, model, extent, resolution, feedback)
+        outside = outside_mode(self, parameters, context)
+        return table_from_model(self, model, extent, resolution, feedback, outside=outside)
 
     def _similarity(self, parameters, context, places):
         """Each place's similarity to the references: cells by id or geometry, features by the ones they touch."""

@@ -40,3 +40,27 @@ def start_qgis():
     plugin.initProcessing()
     _APP = (app, plugin)
     return _APP
+
+
+class LogFeedback:
+    """A QgsProcessingFeedback that keeps the log lines and the warnings (created lazily: QGIS must be started
+    first)."""
+
+    def __new__(cls):
+        from qgis.core import QgsProcessingFeedback
+
+        class Recording(QgsProcessingFeedback):
+            def __init__(self):
+                super().__init__()
+                self.lines: list[str] = []
+                self.warnings: list[str] = []
+
+            def pushInfo(self, info):  # noqa: N802
+                self.lines.append(info)
+                super().pushInfo(info)
+
+            def pushWarning(self, warning):  # noqa: N802
+                self.warnings.append(warning)
+                super().pushWarning(warning)
+
+        return Recording()

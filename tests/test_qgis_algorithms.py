@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from qgis_support import LogFeedback
 
 pytestmark = pytest.mark.qgis
 
@@ -249,24 +250,27 @@ def test_attach_embeddings_to_points(qgis, small_city, embedding_file, tmp_path)
     np.testing.assert_allclose(got["emb_0"].astype(float).to_numpy(), expected, rtol=1e-6)
 
 
-def test_attach_from_distilled_checkpoint_and_wrong_shape(qgis, small_city, tmp_path):
-    import torch
-    from qgis.core import QgsProcessingException
-
+@pytest.fixture(scope="module")
+def distilled(small_city, tmp_path_factory):
+    """A small distilled model of the demo city's cells, saved as mobclip saves one (with its training extent)."""
     from mobclip_core.encoders.distilled import DistilConfig, DistilledEncoder
     from mobclip_core.grid import cell_centroids
 
     lon, lat = cell_centroids(small_city.cells)
     teacher = np.c_[np.eye(5)[small_city.zone], lon - lon.mean()]
     enc = DistilledEncoder(DistilConfig(degree=6, hidden=32, layers=2, epochs=20)).fit(lon, lat, teacher)
-    enc.save(tmp_path / "distilled")
+    folder = enc.save(tmp_path_factory.mktemp("model") / "distilled")
+    return enc, folder / "model.pth"
+
+
+def test_attach_from_distilled_checkpoint_and_wrong_shape(qgis, small_city, distilled, tmp_path):
+    import torch
+    from qgis.core import QgsProcessingException
+
+    enc, model = distilled
     out = run(
         "attach_embeddings",
-        {
-            "INPUT": str(small_city.pois),
-            "MODEL": str(tmp_path / "distilled" / "model.pth"),
-            "OUTPUT": str(tmp_path / "pois_distilled.gpkg"),
-        },
+        {"INPUT": str(small_city.pois), "MODEL": str(model), "OUTPUT": str(tmp_path / "pois_distilled.gpkg")},
     )["OUTPUT"]
     got = layer_frame(out)
     import geopandas as gpd
@@ -284,6 +288,29 @@ def test_attach_from_distilled_checkpoint_and_wrong_shape(qgis, small_city, tmp_
             "attach_embeddings",
             {"INPUT": str(small_city.pois), "MODEL": str(tmp_path / "bad.pth"), "OUTPUT": "memory:"},
         )
+
+
+def test_attach_with_a_distilled_model_outside_its_area_warns_or_writes_null(qgis, small_city, distilled):
+    """A point far from the model's training area: a warning naming the count reaches the log (it is computed in
+    the child process), and with 'Write NULL' that feature's fields are NULL while the others keep their values."""
+    from mobclip_core.grid import cell_centroids
+
+    enc, model = distilled
+    lon, lat = cell_centroids(small_city.cells[:3])
+    wkts = [f"POINT({x} {y})" for x, y in zip(lon, lat)] + [f"POINT({lon[0] + 3.0} {lat[0]})"]
+    points = memory_layer("Point", wkts, name=["a", "b", "c", "far"])
+    cols = [f"emb_{i}" for i in range(6)]
+    warned = LogFeedback()
+    embedded = run("attach_embeddings", {"INPUT": points, "MODEL": str(model), "OUTPUT": "memory:"}, warned)
+    assert [w for w in warned.warnings if w.startswith("1 of 4 locations lie outside the area")], warned.warnings
+    assert layer_frame(embedded["OUTPUT"])[cols].notna().all().all()  # the default embeds them anyway
+    nulls = LogFeedback()
+    res = run("attach_embeddings", {"INPUT": points, "MODEL": str(model), "OUTSIDE": 1, "OUTPUT": "memory:"}, nulls)
+    assert [w for w in nulls.warnings if w.startswith("1 of 4 locations") and "NULL" in w], nulls.warnings
+    features = {f["name"]: f for f in res["OUTPUT"].getFeatures()}
+    assert all(features["far"][c] == None for c in cols)  # noqa: E711 - QGIS NULL (a NaN would not equal None)
+    got = np.array([[features[n][c] for c in cols] for n in "abc"], dtype=float)
+    np.testing.assert_allclose(got, enc.embed(lon, lat), rtol=1e-5)
 
 
 def test_aggregate_means_equal_hand_computation(qgis, small_city, embedding_file, tmp_path):
@@ -638,21 +665,3 @@ def test_fit_cancel_mid_cross_validation(qgis, cells_with_targets, tmp_path):
             feedback,
         )
     assert not out.exists()
-
-
-class LogFeedback:
-    """A QgsProcessingFeedback that keeps the log lines (created lazily: QGIS must be started first)."""
-
-    def __new__(cls):
-        from qgis.core import QgsProcessingFeedback
-
-        class Recording(QgsProcessingFeedback):
-            def __init__(self):
-                super().__init__()
-                self.lines = []
-
-            def pushInfo(self, info):  # noqa: N802
-                self.lines.append(info)
-                super().pushInfo(info)
-
-        return Recording()

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from planted import DIM, deep_cell, planted_embeddings
+from qgis_support import LogFeedback
 
 pytestmark = pytest.mark.qgis
 
@@ -168,6 +169,42 @@ def test_similar_places_from_a_point_a_selection_and_a_distilled_model(qgis, sma
     )
     top = frame(res["OUTPUT_TOP"])
     assert (small_city.zone_labels.reindex(top.h3_cell) == "industrial").mean() >= 0.7
+
+
+def test_similar_places_over_an_extent_past_the_model_area_warns_or_gives_null(qgis, small_city, tmp_path):
+    """An extent reaching 15 km east of the city a distilled model was trained on: the warning names how many cells
+    lie outside its area, and 'Write NULL' leaves exactly those cells without similarity or rank."""
+    import h3
+
+    from mobclip_core.encoders.distilled import DistilConfig, DistilledEncoder
+    from mobclip_core.grid import cell_centroids, strings_to_cells
+
+    clon, clat = cell_centroids(small_city.cells)
+    teacher = planted_embeddings(small_city, 3, 0).to_numpy()
+    enc = DistilledEncoder(DistilConfig(degree=4, hidden=16, layers=2, epochs=3)).fit(clon, clat, teacher)
+    enc.save(tmp_path / "distilled")
+    params = {
+        "MODEL": str(tmp_path / "distilled" / "model.pth"),
+        "EXTENT": f"{clon.min()},{clon.max() + 0.2},{clat.min()},{clat.max()} [EPSG:4326]",
+        "RESOLUTION": 8,
+        "REFERENCE_CELLS": h3.latlng_to_cell(float(clat.mean()), float(clon.mean()), 8),
+        "OUTPUT": "memory:",
+        "OUTPUT_TOP": "memory:",
+    }
+    warned = LogFeedback()
+    cells = frame(run("similar_places", params, warned)["OUTPUT"])
+    outside = enc.outside_extent(*cell_centroids(strings_to_cells(cells.h3_cell.to_numpy())))
+    assert 0 < outside.sum() < len(cells) and cells.similarity.notna().all()
+    expected = f"{int(outside.sum())} of {len(cells)} locations lie outside the area"
+    assert [w for w in warned.warnings if w.startswith(expected)], (expected, warned.warnings)
+    nulls = LogFeedback()
+    res = run("similar_places", {**params, "OUTSIDE": 1}, nulls)
+    assert [w for w in nulls.warnings if w.startswith(expected) and "NULL" in w], nulls.warnings
+    features = {f["h3_cell"]: f for f in res["OUTPUT"].getFeatures()}
+    empty = np.array([features[c]["similarity"] == None for c in cells.h3_cell])  # noqa: E711 - QGIS NULL
+    np.testing.assert_array_equal(empty, outside)
+    assert all(features[c]["rank"] == None for c in cells.h3_cell[outside])  # noqa: E711
+    assert not set(frame(res["OUTPUT_TOP"]).h3_cell) & set(cells.h3_cell[outside])
 
 
 def test_zones_match_the_planted_zones_with_labels_from_the_dataset(qgis, small_city, small_dataset, tables, tmp_path):
