@@ -306,7 +306,7 @@ def test_attach_with_a_distilled_model_outside_its_area_warns_or_writes_null(qgi
     assert layer_frame(embedded["OUTPUT"])[cols].notna().all().all()  # the default embeds them anyway
     nulls = LogFeedback()
     res = run("attach_embeddings", {"INPUT": points, "MODEL": str(model), "OUTSIDE": 1, "OUTPUT": "memory:"}, nulls)
-    assert [w for w in nulls.warnings if w.startswith("1 of 4 locations") and "NULL" in w], nulls.warnings
+    assert [w for w in nulls.warnings if w.startswith("1 of 4 locations") and "left empty (NULL)" in w], nulls.warnings
     features = {f["name"]: f for f in res["OUTPUT"].getFeatures()}
     assert all(features["far"][c] == None for c in cols)  # noqa: E711 - QGIS NULL (a NaN would not equal None)
     got = np.array([[features[n][c] for c in cols] for n in "abc"], dtype=float)

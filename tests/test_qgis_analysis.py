@@ -199,7 +199,7 @@ def test_similar_places_over_an_extent_past_the_model_area_warns_or_gives_null(q
     assert [w for w in warned.warnings if w.startswith(expected)], (expected, warned.warnings)
     nulls = LogFeedback()
     res = run("similar_places", {**params, "OUTSIDE": 1}, nulls)
-    assert [w for w in nulls.warnings if w.startswith(expected) and "NULL" in w], nulls.warnings
+    assert [w for w in nulls.warnings if w.startswith(expected) and "left empty (NULL)" in w], nulls.warnings
     features = {f["h3_cell"]: f for f in res["OUTPUT"].getFeatures()}
     empty = np.array([features[c]["similarity"] == None for c in cells.h3_cell])  # noqa: E711 - QGIS NULL
     np.testing.assert_array_equal(empty, outside)
