@@ -3,14 +3,12 @@ paths the QGIS plugin runs (h3-py alone, WKB in and out, GEOS's point-on-surface
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import h3
 import numpy as np
 import pytest
 import shapely
 from shapely.geometry import Polygon, box
+from world_shapes import fiji_across, inside_bounds, split_reference, unwrapped_hull, world_countries, wrapped
 
 from mobclip_core.exceptions import InvalidInputError, MobClipError
 from mobclip_core.grid import (
@@ -26,18 +24,10 @@ from mobclip_core.grid import (
 from mobclip_core.grid._backend import h3py_only
 from mobclip_core.grid.wkb import parse_wkb, polygon_wkb
 
-WORLD_MAP = Path("/usr/share/qgis/resources/data/world_map.gpkg")  # Natural Earth countries, shipped with QGIS
-
 
 @pytest.fixture(scope="module")
 def countries():
-    if not WORLD_MAP.exists():
-        if os.environ.get("MOBCLIP_REQUIRE_QGIS") == "1":
-            pytest.fail(f"{WORLD_MAP} is missing: install QGIS (apt-get install qgis)")
-        pytest.skip("QGIS's world map (real country shapes) is not installed")
-    import geopandas as gpd
-
-    return gpd.read_file(WORLD_MAP, layer="countries").set_index("NAME").geometry
+    return world_countries()
 
 
 def cells_of(geoms, res, **kw) -> set[int]:
@@ -52,47 +42,40 @@ def both_backends(geoms, res, **kw) -> set[int]:
     return fast
 
 
-def unwrapped_hull(parts) -> Polygon:
-    """Convex hull of polygon parts on both sides of +-180, in one continuous longitude range (0..360)."""
-    shifted = [shapely.affinity.translate(p, xoff=360.0) if p.bounds[2] < 0 else p for p in parts]
-    return shapely.convex_hull(shapely.union_all(shifted))
-
-
-def wrapped(poly: Polygon) -> Polygon:
-    """The same ring with longitudes folded back into [-180, 180]: edges across the antimeridian jump by ~360."""
-    c = np.asarray(poly.exterior.coords)
-    c[:, 0] = (c[:, 0] + 180.0) % 360.0 - 180.0
-    return Polygon(c)
-
-
-def inside_bounds(cells: set[int], poly: Polygon, margin: float = 0.5) -> bool:
-    """Every cell centre lies in the polygon's bounding box (longitudes taken in 0..360)."""
-    lon, lat = cell_centroids(np.fromiter(cells, np.uint64))
-    lon = np.where(lon < 0, lon + 360.0, lon)
-    x0, y0, x1, y1 = poly.bounds
-    return bool(((lon > x0 - margin) & (lon < x1 + margin) & (lat > y0 - margin) & (lat < y1 + margin)).all())
-
-
-def split_reference(poly: Polygon) -> list[Polygon]:
-    """The polygon (in 0..360 longitudes) cut at 180 with shapely, each side in [-180, 180]."""
-    east = poly.intersection(box(0, -90, 180, 90))
-    west = shapely.affinity.translate(poly.intersection(box(180, -90, 360, 90)), xoff=-360.0)
-    return [g for g in (east, west) if not g.is_empty]
-
-
 def test_fiji_across_the_antimeridian(countries):
     fiji = countries["Fiji"]
     islands = both_backends([fiji], 6)  # Natural Earth stores Fiji already split at +-180: the plain case
     lon, _ = cell_centroids(np.fromiter(islands, np.uint64))
     assert 350 < len(islands) < 700 and ((lon > 174) | (lon < -175)).all()
-    hull = unwrapped_hull(fiji.geoms)  # one ring with vertices near 177 and -178 (jumps of ~355 degrees)
-    across = wrapped(hull)
+    hull, across = fiji_across(countries)  # one ring with vertices near 177 and -178 (jumps of ~355 degrees)
     assert np.abs(np.diff(np.asarray(across.exterior.coords)[:, 0])).max() > 300
     got = both_backends([across], 5)
     assert got == cells_of(split_reference(hull), 5)
     assert got == cells_of([hull], 5)  # the same ring written with longitudes past 180 is normalised
     assert 300 < len(got) < 2000  # before: 49,062 cells around the globe, none inside
     assert inside_bounds(got, hull)
+
+
+def test_fiji_across_the_antimeridian_through_the_cli(countries, tmp_path, capsys):
+    """`mobclip tessellate` on a GeoPackage holding that Fiji ring: Fiji's cells, none around the globe, with the
+    Rust accelerators and with h3-py alone (both must follow the library's short-way rule for edges)."""
+    import contextlib
+
+    import geopandas as gpd
+
+    from mobclip_core.cli import main
+
+    hull, across = fiji_across(countries)
+    gpd.GeoDataFrame({"name": ["Fiji"]}, geometry=[across], crs="EPSG:4326").to_file(tmp_path / "fiji.gpkg")
+    expected = cells_of(split_reference(hull), 5)  # cut at 180 by shapely: the cells, not just their number
+    for backend in (contextlib.nullcontext, h3py_only):
+        out = tmp_path / f"cells_{backend.__name__}.gpkg"
+        with backend():
+            assert main(["tessellate", str(tmp_path / "fiji.gpkg"), "--resolution", "5", "--out", str(out)]) == 0
+        got = set(strings_to_cells(gpd.read_file(out).h3_cell.to_numpy()).tolist())
+        assert 300 < len(got) < 2000 and inside_bounds(got, hull), (backend, len(got))  # before: 49,062 cells
+        assert got == expected
+        assert capsys.readouterr().out.startswith(f"{len(got)} cells at resolution 5")
 
 
 def test_bering_strait_chukotka_and_alaska(countries):

@@ -198,6 +198,29 @@ def test_tessellate_longitudes_past_180_are_wrapped(qgis, tmp_path):
     assert 40 < len(circle) < 70  # an ellipse of ~270 km2 at ~5.2 km2 per cell
 
 
+def test_tessellate_fiji_across_the_antimeridian(qgis, tmp_path):
+    """The Fiji ring of the library's test (vertices near 177 and -178) through mobclip:tessellate: Fiji's cells,
+    not 49,062 cells around the globe; also with h3-py alone, as the plugin's "maps" tier runs it."""
+    import contextlib
+
+    from world_shapes import fiji_across, inside_bounds, split_reference, world_countries
+
+    from mobclip_core.grid import polygons_to_cells, strings_to_cells
+    from mobclip_core.grid._backend import h3py_only
+
+    hull, across = fiji_across(world_countries())
+    expected = set(polygons_to_cells(split_reference(hull), 5)["h3_cell"].tolist())  # cut at 180 by shapely
+    fiji = memory_layer("Polygon", [across.wkt], name=["Fiji"])
+    for backend in (contextlib.nullcontext, h3py_only):
+        with backend():
+            out = run(
+                "tessellate", {"INPUT": fiji, "RESOLUTION": 5, "OUTPUT": str(tmp_path / f"{backend.__name__}.gpkg")}
+            )
+        got = set(strings_to_cells(layer_frame(out["OUTPUT"]).h3_cell.to_numpy()).tolist())
+        assert 300 < len(got) < 2000 and inside_bounds(got, hull), (backend, len(got))
+        assert got == expected
+
+
 def test_tessellate_refuses_projected_coordinates_without_a_partial_file(qgis, tmp_path):
     from qgis.core import QgsProcessingException
 
