@@ -66,9 +66,12 @@ def _cmd_build(args) -> int:
 def _cmd_pois(args) -> int:
     import geopandas as gpd
 
+    from .geofile import write_geodataframe
     from .io import atomic_path
     from .modalities.poi import poi_source_kind
 
+    if Path(args.out).suffix.lower() not in (".parquet", ".gpkg"):  # before the read, which can take minutes
+        raise MobClipError(f"--out {args.out}: name the output .parquet (GeoParquet) or .gpkg (GeoPackage)")
     path = Path(args.input)
     kind = poi_source_kind(path) if path.exists() else "layer"
     if kind == "osm":
@@ -80,7 +83,7 @@ def _cmd_pois(args) -> int:
     pois = read(path, language=args.language, bbox=args.bbox)
     gdf = gpd.GeoDataFrame(pois, geometry=gpd.points_from_xy(pois["lon"], pois["lat"]), crs="EPSG:4326")
     with atomic_path(args.out) as tmp:
-        gdf.to_parquet(tmp)
+        write_geodataframe(gdf, tmp, layer="pois")
     top = ", ".join(f"{c} {n}" for c, n in pois["category"].value_counts().head(8).items())
     print(f"{len(pois)} POIs from {path.name} ({kind}) -> {args.out}\nmost common: {top}")
     return 0
@@ -393,7 +396,7 @@ def _add_pois_parser(sub: argparse._SubParsersAction) -> None:
         "pois", help="OpenStreetMap .osm.pbf or Overture places -> POI GeoParquet (name, category) to look at in QGIS"
     )
     s.add_argument("input", help=".osm.pbf extract, or Overture places GeoParquet (file or folder)")
-    s.add_argument("--out", required=True, help="output GeoParquet")
+    s.add_argument("--out", required=True, help="output GeoParquet (.parquet) or GeoPackage (.gpkg)")
     s.add_argument("--language", default=None, help="names in this language where present (OSM name:xx), e.g. fi")
     s.add_argument("--bbox", type=float, nargs=4, metavar=("WEST", "SOUTH", "EAST", "NORTH"), default=None)
     s.set_defaults(func=_cmd_pois)

@@ -417,24 +417,28 @@ def run_logged(
 
     reader = threading.Thread(target=pump, daemon=True)
     reader.start()
-    done = False
-    while not done:
-        if cancelled():
-            _stop(proc)
-            reader.join(timeout=5)
-            log.write("[cancelled by the user]\n")
-            raise Cancelled("Cancelled by the user: nothing was installed or changed")
-        try:
-            line = lines.get(timeout=0.2)
-        except queue.Empty:
-            continue
-        if line is None:
-            done = True
-            continue
-        log.write(line + "\n")
-        if on_line is not None:
-            on_line(line)
-    return proc.wait()
+    try:
+        done = False
+        while not done:
+            if cancelled():
+                _stop(proc)
+                reader.join(timeout=5)
+                log.write("[cancelled by the user]\n")
+                raise Cancelled("Cancelled by the user: nothing was installed or changed")
+            try:
+                line = lines.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            if line is None:
+                done = True
+                continue
+            log.write(line + "\n")
+            if on_line is not None:
+                on_line(line)
+        return proc.wait()
+    finally:
+        if not reader.is_alive():  # a pipe still held by a grandchild of pip is left to the reader thread
+            proc.stdout.close()
 
 
 def _stop(proc: subprocess.Popen) -> None:

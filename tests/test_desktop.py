@@ -67,6 +67,7 @@ def test_stock_qgis_starts_without_python_errors_and_shows_the_hint(stock_run):
 def test_stock_toolbox_lists_every_algorithm_and_blocks_each_with_the_hint(stock_run):
     box = stock_run.check("toolbox")
     assert set(box["algorithms"]) == ALGORITHMS
+    assert box["shot_shows_every_row"]  # docs/toolbox.png shows every group and algorithm
     for name, verdict in box["can_execute"].items():
         assert not verdict["ok"], name
         assert "Plugins > MobCLIP > Install dependencies" in verdict["message"], name

@@ -1,5 +1,6 @@
 """The dependency installer's logic (QGIS-free): folders, constraints, the pip command, progress, pruning,
-activation, cancellation, and a real offline pip run into a temporary folder."""
+activation, cancellation, and a real offline pip run into a temporary folder; then the dialog's "Check again" in a
+real (offscreen) QGIS."""
 
 from __future__ import annotations
 
@@ -413,3 +414,49 @@ def test_pip_runs_from_its_wheel_when_qgis_python_has_no_pip(tmp_path, offline_t
     assert (result.site / "mobclip_probe_pkg").is_dir()
     log = folder.log_file.read_text()
     assert f"running pip from {wheels[-1]}" in log and f"$ {sys.executable} {wheels[-1]}/pip install" in log
+
+
+# --- the dialog, in real QGIS (offscreen) -------------------------------------------------------------------
+@pytest.mark.qgis
+def test_check_again_shows_what_changed_since_the_dialog_opened(tmp_path, offline_tier, clean_sys_path):
+    """Packages installed while the dialog is open (the command line, another QGIS window), then removed: the
+    dialog shows the old state until "Check again" is clicked, then the new one."""
+    from qgis_support import start_qgis
+
+    start_qgis()
+    from qgis.PyQt.QtCore import Qt
+
+    from qgis_plugin.installer_dialog import InstallerDialog
+
+    folder = installer.DepsFolder(tmp_path / "deps", "py311-test")
+    changes = []
+
+    def packages_changed() -> bool:  # what the plugin does: use the folder's packages now
+        changes.append(True)
+        return folder.activate().restart_needed
+
+    def probe_row() -> list[str]:
+        (item,) = dialog.tree.findItems("mobclip_probe_pkg", Qt.MatchExactly | Qt.MatchRecursive, 0)
+        return [item.text(1), item.text(2)]
+
+    dialog = InstallerDialog(folder, on_change=packages_changed)
+    try:
+        assert dialog.tier_state["maps"].text() == "not installed (1 of 1 packages missing)"
+        assert probe_row() == ["–", "missing"] and not dialog.remove_button.isEnabled()
+        installer.install(["maps"], folder, python=sys.executable)  # outside the dialog
+        assert dialog.tier_state["maps"].text().startswith("not installed")  # the dialog does not poll
+
+        dialog.check_button.click()
+        assert changes == [True] and dialog.status.text() == "Checked."
+        assert dialog.tier_state["maps"].text() == "✔ ready (installed here)"
+        assert probe_row() == ["1.0", "plugin folder"] and dialog.remove_button.isEnabled()
+
+        assert folder.remove()  # outside the dialog again
+        assert dialog.tier_state["maps"].text() == "✔ ready (installed here)"
+        dialog.check_button.click()
+        assert changes == [True, True]
+        assert dialog.tier_state["maps"].text() == "not installed (1 of 1 packages missing)"
+        assert probe_row() == ["–", "missing"] and not dialog.remove_button.isEnabled()
+    finally:
+        dialog.close()
+        dialog.deleteLater()

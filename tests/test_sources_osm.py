@@ -96,13 +96,35 @@ def test_node_index_on_disk_gives_the_same_pois():
         read_osm_pois(helsinki_pbf(), node_index="ram")
 
 
-def test_cli_pois_writes_a_layer_for_qgis(tmp_path, capsys):
+def test_cli_pois_writes_a_layer_for_qgis(tmp_path, capsys, monkeypatch):
+    """GeoParquet and GeoPackage, written as 2D WKB through mobclip_core.geofile: the WKB encoder here refuses
+    shapely's default dimension the way QGIS's older GEOS does ("WKB output dimension must be 2 or 3")."""
     import geopandas as gpd
+    import pyogrio
+    import shapely
 
     from mobclip_core.cli import main
 
-    assert main(["pois", str(helsinki_pbf()), "--out", str(tmp_path / "p.parquet"), "--language", "fi"]) == 0
-    assert "1631 POIs from Helsinki.osm.pbf (osm)" in capsys.readouterr().out
-    layer = gpd.read_parquet(tmp_path / "p.parquet")
-    assert layer.crs.to_epsg() == 4326 and len(layer) == 1631
-    assert layer.set_index("osm_id").loc[319513788, "name"] == "Uruguayn suurlähetystö"
+    to_wkb = shapely.to_wkb
+
+    def qgis_geos_to_wkb(geometry, *args, **kwargs):
+        if kwargs.get("output_dimension") not in (2, 3):
+            raise shapely.errors.GEOSException("IllegalArgumentException: WKB output dimension must be 2 or 3")
+        return to_wkb(geometry, *args, **kwargs)
+
+    monkeypatch.setattr(shapely, "to_wkb", qgis_geos_to_wkb)
+    for name in ("p.parquet", "p.gpkg"):
+        assert main(["pois", str(helsinki_pbf()), "--out", str(tmp_path / name), "--language", "fi"]) == 0, name
+        assert "1631 POIs from Helsinki.osm.pbf (osm)" in capsys.readouterr().out
+    monkeypatch.undo()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.gpkg", "p.parquet"]  # no temporary file left
+    assert pyogrio.list_layers(tmp_path / "p.gpkg")[:, 0].tolist() == ["pois"]
+    for layer in (gpd.read_parquet(tmp_path / "p.parquet"), gpd.read_file(tmp_path / "p.gpkg")):
+        assert layer.crs.to_epsg() == 4326 and len(layer) == 1631
+        assert set(layer.geom_type) == {"Point"} and not layer.has_z.any()
+        uruguay = layer.set_index("osm_id").loc[319513788]
+        assert uruguay["name"] == "Uruguayn suurlähetystö"
+        assert (uruguay.geometry.x, uruguay.geometry.y) == pytest.approx((24.9421703, 60.1654046), abs=1e-7)
+    assert main(["pois", str(helsinki_pbf()), "--out", str(tmp_path / "p.csv")]) == 2
+    assert "name the output .parquet (GeoParquet) or .gpkg (GeoPackage)" in capsys.readouterr().err
+    assert not (tmp_path / "p.csv").exists()

@@ -87,11 +87,17 @@ def toolbox(ctx):
     ctx.iface.mainWindow().resizeDocks([box], [460], Qt.Horizontal)  # full algorithm names in the screenshot
     box.searchBox.setText("MobCLIP")
     yield Wait(1.0)
-    box.algorithmTree.expandAll()
-    box.algorithmTree.setCurrentIndex(QModelIndex())
-    box.algorithmTree.clearSelection()
+    tree = box.algorithmTree
+    tree.expandAll()
+    tree.setCurrentIndex(QModelIndex())
+    tree.clearSelection()
     yield Wait(0.5)
-    ctx.shot(box, "toolbox", height=330)
+    model, last = tree.model(), QModelIndex()  # the tree's last row: every group and algorithm is above it
+    while model.rowCount(last):
+        last = model.index(model.rowCount(last) - 1, 0, last)
+    bottom = tree.visualRect(last).bottom()
+    ctx.result["shot_shows_every_row"] = 0 <= bottom < tree.viewport().height()
+    ctx.shot(box, "toolbox", height=tree.viewport().mapTo(box, tree.visualRect(last).bottomLeft()).y() + 8)
 
 
 @check("blocked_algorithm")
