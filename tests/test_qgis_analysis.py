@@ -255,6 +255,76 @@ def test_auto_k_and_hdbscan_on_the_planted_city(qgis, small_city, tables):
     assert set(out.zone_label[~kept]) <= {"No zone"}
 
 
+def planted_polygons(city, path) -> pd.Series:
+    """Polygons that each hold the cells of one planted zone under one res-8 parent (about 7 cells), written to
+    ``path`` in UTM with a 'pid' field; returns each polygon's planted zone by pid."""
+    import geopandas as gpd
+
+    from mobclip_core.demo import ZONES
+    from mobclip_core.grid import cells_to_polygons, parent_cells
+
+    cells = gpd.GeoDataFrame(
+        {"planted": np.asarray(ZONES)[city.zone], "parent": parent_cells(city.cells, 8)},
+        geometry=cells_to_polygons(city.cells),
+        crs=4326,
+    )
+    polygons = cells.dissolve(by=["planted", "parent"]).reset_index().drop(columns="parent")
+    polygons.insert(0, "pid", range(len(polygons)))
+    polygons.to_crs(polygons.estimate_utm_crs()).to_file(path)
+    return polygons.set_index("pid")["planted"]
+
+
+def test_zones_on_aggregated_polygons_match_the_planted_zones(qgis, small_city, tables, tmp_path):
+    """Zones of polygons (not cells): the planted cell embeddings aggregated over polygons that each cover one
+    planted zone, then k-means on the polygons' emb_ fields; the output keeps the polygons with a styled zone."""
+    import processing
+    from qgis.core import QgsProcessingContext, QgsProcessingFeedback, QgsProject, QgsVectorLayer
+    from sklearn.metrics import adjusted_rand_score
+
+    _, paths = tables
+    planted = planted_polygons(small_city, tmp_path / "polygons.gpkg")
+    processing.run(
+        "mobclip:aggregate_embeddings",
+        {
+            "INPUT": str(tmp_path / "polygons.gpkg"),
+            "EMBEDDINGS": str(paths["seed0"]),
+            "OUTPUT": str(tmp_path / "areas.gpkg"),
+        },
+    )
+    areas = QgsVectorLayer(str(tmp_path / "areas.gpkg"), "areas with embeddings")
+    assert "h3_cell" not in areas.fields().names() and areas.featureCount() == len(planted)
+    QgsProject.instance().addMapLayer(areas)
+    context = QgsProcessingContext()
+    context.setProject(QgsProject.instance())
+    try:
+        res = processing.runAndLoadResults(
+            "mobclip:functional_zones",
+            {
+                "EMBEDDINGS_LAYER": areas.id(),
+                "METHOD": 2,
+                "K": 5,
+                "OUTPUT": str(tmp_path / "zones.gpkg"),
+                "OUTPUT_PROFILES": "memory:",
+            },
+            feedback=QgsProcessingFeedback(),
+            context=context,
+        )
+        zones = frame(str(tmp_path / "zones.gpkg")).set_index("pid")
+        assert res["ZONES"] == 5 and sorted(zones.index) == sorted(planted.index)
+        assert {"planted", "cell_count", "zone", "zone_label"} <= set(zones.columns)
+        ari = adjusted_rand_score(planted.reindex(zones.index), zones.zone)
+        assert ari > 0.6, ari  # chance is 0 (0.85 here): the polygons are means of up to 7 cells of one zone
+        out = QgsVectorLayer(str(tmp_path / "zones.gpkg"))
+        assert out.geometryType() == areas.geometryType() and out.crs() == areas.crs()
+        loaded = [lyr for lyr in QgsProject.instance().mapLayers().values() if isinstance(lyr, QgsVectorLayer)]
+        renderer = next(lyr.renderer() for lyr in loaded if lyr.source().startswith(str(tmp_path / "zones.gpkg")))
+        assert type(renderer).__name__ == "QgsCategorizedSymbolRenderer" and renderer.classAttribute() == "zone"
+        assert sorted(c.label() for c in renderer.categories()) == sorted(set(zones.zone_label))
+        assert sorted(int(c.value()) for c in renderer.categories()) == [1, 2, 3, 4, 5]
+    finally:
+        QgsProject.instance().removeAllMapLayers()
+
+
 def test_change_rotation_zero_seeds_small_cities_large(qgis, small_city, other_city, tables, tmp_path):
     from mobclip_core.export import write_embeddings
 
