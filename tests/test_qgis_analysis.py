@@ -343,9 +343,33 @@ def test_change_rotation_zero_seeds_small_cities_large(qgis, small_city, other_c
     seeds = change(paths["seed1"])
     cities = change(root / "other.gpkg")
     assert rotation["MEDIAN"] < 1e-4
+    _assert_change_raster(rotation, small_city)
     assert 0.05 < seeds["MEDIAN"] < 0.5 * cities["MEDIAN"], (seeds["MEDIAN"], cities["MEDIAN"])
     per_cell = frame(cities["OUTPUT"]).set_index("h3_cell")["change"]
     assert len(per_cell) == small_city.cells.size and per_cell.median() == pytest.approx(cities["MEDIAN"])
+
+
+def _assert_change_raster(result: dict, city) -> None:
+    """The change raster holds each cell's change (~0 for a rotation) on the pixels whose centre is in a cell of the
+    table, and nodata (NaN) everywhere else."""
+    from osgeo import gdal
+
+    from mobclip_core.grid import cells_to_strings, points_to_cells
+
+    ds = gdal.Open(result["OUTPUT_RASTER"])
+    band = ds.GetRasterBand(1)
+    assert ds.RasterCount == 1 and np.isnan(band.GetNoDataValue())
+    data = band.ReadAsArray()
+    x0, px, _, y0, _, py = ds.GetGeoTransform()
+    gx, gy = np.meshgrid(x0 + (np.arange(ds.RasterXSize) + 0.5) * px, y0 + (np.arange(ds.RasterYSize) + 0.5) * py)
+    per_cell = frame(result["OUTPUT"]).set_index("h3_cell")["change"]
+    pixel_cells = pd.Series(cells_to_strings(points_to_cells(gx.ravel(), gy.ravel(), 9)))
+    expected = per_cell.reindex(pixel_cells).to_numpy().reshape(data.shape)
+    inside = np.isfinite(expected)
+    assert inside.sum() > 4 * len(city.cells) and (~inside).sum() > 0  # several pixels a cell, corners outside
+    assert np.isnan(data[~inside]).all()
+    np.testing.assert_allclose(data[inside], expected[inside], atol=1e-6)
+    assert np.nanmax(data) < 1e-3  # a rotation changes nothing
 
 
 def test_embedding_space_links_back_and_shared_scale_colours_alike(qgis, small_city, tables, tmp_path):
