@@ -54,7 +54,7 @@ def layer_problem(layer, prefix: str = "emb_") -> str | None:
 
 def read_with_qgis(layer: QgsVectorLayer, columns: list[str], with_cells: bool) -> tuple:
     """(feature ids, (n, d) float64 values, h3_cell strings or None), iterating the layer's features: works on
-    every layer, about 25 s on 100,000 features x 128 fields (benchmarks/bench_map_tool.py)."""
+    every layer, about 20 s on 100,000 features x 128 fields (benchmarks/bench_map_tool.py)."""
     import numpy as np
 
     from ..processing_algorithms.base import numbers
@@ -260,7 +260,7 @@ def restyle_quantiles(layer: QgsVectorLayer, field: str, scores) -> None:
     """Quantile classes of ``field`` on ``layer`` for new ``scores`` (the values the field now holds).
 
     The first time (or when quantiles tie) QGIS's own quantile style (``graduated_style``, which reads every
-    feature: about 0.3 s on 100,000); after that the same classes are moved to the scores' quantiles in numpy."""
+    feature: 0.1-0.3 s on 100,000); after that the same classes are moved to the scores' quantiles in numpy."""
     import numpy as np
     from qgis.core import QgsClassificationMethod, QgsGraduatedSymbolRenderer
 

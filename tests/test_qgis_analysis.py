@@ -531,7 +531,7 @@ def test_map_tool_overlay_updates_cells_raster_and_feature_field(qgis, small_cit
 
 def test_map_tool_reads_file_layers_as_numpy_columns_like_the_features(qgis, small_city, tables, tmp_path, monkeypatch):
     """Activating the tool reads a file layer's emb_* columns through GDAL's Arrow interface (the slow path iterates
-    QgsFeatures: 24 s against 3 s on 100,000 x 128, benchmarks/bench_map_tool.py): the same ids, values and cells;
+    QgsFeatures: about 19 s against 3 s on 100,000 x 128, benchmarks/bench_map_tool.py): the same ids, values and cells;
     a filtered layer or a memory layer takes the features' path. Feature mode restyles each click in numpy."""
     import processing
     from mobclip.processing_algorithms import _places
