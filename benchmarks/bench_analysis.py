@@ -4,7 +4,8 @@
   reference direction, the scores, the top 10), against a plain float64 cosine in numpy;
 - k-means on 100,000 x 128: ``functional_zones(k=8)`` against scikit-learn's own ``KMeans(8, n_init=1)`` on the same
   float32 rows, and the suggested k (2..12, silhouette on a 5,000-row sample);
-- the desktop map tool's update: the scores of 100,000 cells into the similarity raster's pixels.
+- the desktop map tool's update: the scores of 100,000 cells into the similarity raster's pixels (the numpy step
+  only; the whole click in real QGIS, GDAL write and redraw included, is benchmarks/bench_map_tool.py).
 
 Run: .venv/bin/python -m benchmarks.bench_analysis
 """

@@ -1,12 +1,13 @@
 """Similar places, interactively: click a cell or feature on the map and the similarity layer redraws at once.
 
 ``SimilarityOverlay`` holds the work (no widgets, testable headless): it reads the layer's emb_* fields once into a
-``SimilarityIndex`` (unit float32 rows), and answers a click with one matrix-vector product. For a layer of H3 cells
-(an h3_cell field) the result is a raster whose pixel -> cell map is computed once, so a click rewrites one float32
-array in GDAL's memory file system and QGIS redraws a raster (about 4 ms of numpy on 100,000 cells, see
-benchmarks/bench_analysis.py); for other features (e.g. aggregated polygons) it is a memory copy of the layer whose
-'similarity' field is updated in one ``changeAttributeValues`` call. ``SimilarityMapTool`` is the map tool that feeds
-it clicks. Only QGIS, QGIS's GDAL, numpy and the library's numpy code are used here.
+``SimilarityIndex`` (unit float32 rows; from a file layer as numpy columns through GDAL's Arrow interface, else by
+iterating the features), and answers a click with one matrix-vector product. For a layer of H3 cells (an h3_cell
+field) the result is a raster whose pixel -> cell map is computed once, so a click rewrites one float32 array in
+GDAL's memory file system and QGIS redraws a raster; for other features (e.g. aggregated polygons) it is a memory
+copy of the layer whose 'similarity' field is updated in one ``changeAttributeValues`` call and restyled in numpy.
+Measured on 100,000 cells in benchmarks/bench_map_tool.py. ``SimilarityMapTool`` is the map tool that feeds it
+clicks. Only QGIS, QGIS's GDAL, numpy and the library's numpy code are used here.
 """
 
 from __future__ import annotations
@@ -51,6 +52,103 @@ def layer_problem(layer, prefix: str = "emb_") -> str | None:
     return None
 
 
+def read_with_qgis(layer: QgsVectorLayer, columns: list[str], with_cells: bool) -> tuple:
+    """(feature ids, (n, d) float64 values, h3_cell strings or None), iterating the layer's features: works on
+    every layer, about 20 s on 100,000 features x 128 fields (benchmarks/bench_map_tool.py)."""
+    import numpy as np
+
+    from ..processing_algorithms.base import numbers
+
+    names = layer.fields().names()
+    idx = [names.index(c) for c in columns] + ([names.index("h3_cell")] if with_cells else [])
+    request = QgsFeatureRequest().setFlags(QgsFeatureRequest.NoGeometry)
+    request.setSubsetOfAttributes(idx)
+    fids, rows, cells = [], [], []
+    for f in layer.getFeatures(request):
+        attrs = f.attributes()
+        fids.append(f.id())
+        rows.append([attrs[i] for i in idx[: len(columns)]])
+        if with_cells:
+            cells.append(str(attrs[idx[-1]]))
+    return np.asarray(fids, dtype=np.int64), numbers(rows, len(columns)), cells if with_cells else None
+
+
+def read_with_ogr(layer: QgsVectorLayer, columns: list[str], with_cells: bool) -> tuple | None:
+    """What ``read_with_qgis`` returns, read straight from the layer's file as numpy columns through GDAL's Arrow
+    interface (GDAL >= 3.6; several times faster), or None where that does not apply: not a file layer, a filter or
+    edits on the layer, an older GDAL, or a result that does not match the layer's own features."""
+    if layer.dataProvider().name() != "ogr" or layer.subsetString() or layer.isEditable():
+        return None
+    from osgeo import gdal, ogr
+
+    if not hasattr(ogr.Layer, "GetArrowStreamAsNumPy"):
+        return None
+    gdal.PushErrorHandler("CPLQuietErrorHandler")
+    try:
+        found = _arrow_columns(layer, columns, with_cells)
+    except Exception:  # noqa: BLE001 - any failure of the fast path falls back to iterating the features
+        found = None
+    finally:
+        gdal.PopErrorHandler()
+    if found is None or not _matches_layer(layer, columns, *found):
+        return None
+    return found
+
+
+def _arrow_columns(layer: QgsVectorLayer, columns: list[str], with_cells: bool) -> tuple | None:
+    """(fids, (n, d) float32 values, h3_cell strings or None) from the layer's OGR source, or None."""
+    import numpy as np
+    from osgeo import gdal
+    from qgis.core import QgsProviderRegistry
+
+    parts = QgsProviderRegistry.instance().decodeUri("ogr", layer.source())
+    ds = gdal.OpenEx(parts["path"], gdal.OF_VECTOR | gdal.OF_READONLY)
+    if ds is None:
+        return None
+    name, number = parts.get("layerName"), parts.get("layerId")
+    source = ds.GetLayerByName(name) if name else ds.GetLayer(int(number or 0))
+    defn = source.GetLayerDefn()
+    all_fields = [defn.GetFieldDefn(i).GetName() for i in range(defn.GetFieldCount())]
+    wanted = list(columns) + (["h3_cell"] if with_cells else [])
+    fids, found = None, {}
+    for start in range(0, len(wanted), 64):  # GDAL 3.6 reads a GeoPackage through Arrow only up to ~127 fields
+        chunk = wanted[start : start + 64]
+        source.SetIgnoredFields(["OGR_GEOMETRY", "OGR_STYLE"] + [f for f in all_fields if f not in chunk])
+        source.ResetReading()
+        batches = list(source.GetArrowStreamAsNumPy())
+        got = np.concatenate([b[source.GetFIDColumn() or "OGC_FID"] for b in batches]) if batches else None
+        if got is None or (fids is not None and not np.array_equal(got, fids)):
+            return None
+        fids = got
+        found.update({c: np.ma.concatenate([b[c] for b in batches]) for c in chunk})
+    if any(found[c].dtype.kind not in "fiub" for c in columns):
+        return None  # text in an emb_ field: the features' path turns it into NaN
+    values = np.column_stack([found[c].astype(np.float32).filled(np.nan) for c in columns])
+    cells = None
+    if with_cells:
+        if np.ma.is_masked(found["h3_cell"]):
+            return None
+        cells = np.ma.getdata(found["h3_cell"]).astype(str).tolist()
+    return fids.astype(np.int64), values, cells
+
+
+def _matches_layer(layer: QgsVectorLayer, columns: list[str], fids, values, cells) -> bool:
+    """Whether rows read from the file are the layer's features: same count, unique ids, and the first and last
+    rows equal to what QGIS returns for those ids (a driver whose ids QGIS numbers otherwise fails this)."""
+    import numpy as np
+
+    if fids.size != layer.featureCount() or fids.size == 0 or np.unique(fids).size != fids.size:
+        return False
+    for row in {0, fids.size - 1}:
+        f = layer.getFeature(int(fids[row]))
+        if not f.isValid() or (cells is not None and str(f["h3_cell"]) != cells[row]):
+            return False
+        expected = np.array([np.nan if f[c] == None else f[c] for c in columns], dtype=np.float64)  # noqa: E711
+        if not np.allclose(values[row], expected.astype(np.float32), equal_nan=True):
+            return False
+    return True
+
+
 class SimilarityOverlay:
     """The similarity layer of one embedding layer, updated from a clicked feature."""
 
@@ -60,26 +158,14 @@ class SimilarityOverlay:
         from mobclip_core.analysis.similarity import SimilarityIndex
         from mobclip_core.embeddings import embedding_columns
 
-        from ..processing_algorithms.base import numbers
-
         self.layer = layer
-        names = layer.fields().names()
-        cols = embedding_columns(names, prefix)
-        self.cell_mode = "h3_cell" in names
-        idx = [names.index(c) for c in cols]
-        request = QgsFeatureRequest().setFlags(QgsFeatureRequest.NoGeometry)
-        request.setSubsetOfAttributes(idx + ([names.index("h3_cell")] if self.cell_mode else []))
-        fids, rows, cells = [], [], []
-        for f in layer.getFeatures(request):
-            attrs = f.attributes()
-            fids.append(f.id())
-            rows.append([attrs[i] for i in idx])
-            if self.cell_mode:
-                cells.append(str(attrs[names.index("h3_cell")]))
-        self.fids = np.asarray(fids, dtype=np.int64)
-        self.row_of_fid = {fid: i for i, fid in enumerate(fids)}
-        self.index = SimilarityIndex.from_values(numbers(rows, len(cols)))
-        self.scores = np.full(len(fids), np.nan, dtype=np.float32)
+        cols = embedding_columns(layer.fields().names(), prefix)
+        self.cell_mode = "h3_cell" in layer.fields().names()
+        read = read_with_ogr(layer, cols, self.cell_mode) or read_with_qgis(layer, cols, self.cell_mode)
+        self.fids, values, cells = read
+        self.row_of_fid = dict(zip(self.fids.tolist(), range(self.fids.size)))
+        self.index = SimilarityIndex.from_values(values)
+        self.scores = np.full(self.fids.size, np.nan, dtype=np.float32)
         self.path = f"/vsimem/mobclip_similarity_{next(_COUNTER)}.tif"
         self.result = self._raster(cells, pixels_per_cell) if self.cell_mode else self._copy()
 
@@ -116,6 +202,8 @@ class SimilarityOverlay:
         ds = None
 
     def _copy(self) -> QgsVectorLayer:
+        import numpy as np
+
         crs = self.layer.crs().authid() or QgsCoordinateReferenceSystem().authid()
         geometry = {0: "Point", 1: "LineString", 2: "Polygon"}.get(int(self.layer.geometryType()), "Polygon")
         copy = QgsVectorLayer(f"Multi{geometry}?crs={crs}", f"Similarity ({self.layer.name()})", "memory")
@@ -123,7 +211,7 @@ class SimilarityOverlay:
             [QgsField("source_fid", QVariant.LongLong), QgsField("similarity", QVariant.Double)]
         )
         copy.updateFields()
-        features = []
+        features, rows = [], []
         for f in self.layer.getFeatures(QgsFeatureRequest().setNoAttributes()):
             g = QgsFeature(copy.fields())
             geom = QgsGeometry(f.geometry())
@@ -131,8 +219,10 @@ class SimilarityOverlay:
             g.setGeometry(geom)
             g.setAttributes([f.id(), None])
             features.append(g)
-        copy.dataProvider().addFeatures(features)
-        self.copy_fids = [f.id() for f in copy.getFeatures(QgsFeatureRequest().setNoAttributes())]
+            rows.append(self.row_of_fid[f.id()])
+        _, added = copy.dataProvider().addFeatures(features)
+        self.copy_fids = [f.id() for f in added]
+        self.copy_rows = np.asarray(rows, dtype=np.int64)  # the index row of each copied feature
         self.similarity_field = copy.fields().indexOf("similarity")
         return copy
 
@@ -153,8 +243,9 @@ class SimilarityOverlay:
             self._write_raster()
             self.result.dataProvider().reloadData()
         else:
-            values = self.scores.tolist()
-            changes = {fid: {self.similarity_field: None if v != v else v} for fid, v in zip(self.copy_fids, values)}
+            values = self.scores[self.copy_rows].tolist()
+            field = self.similarity_field
+            changes = {fid: {field: None if v != v else v} for fid, v in zip(self.copy_fids, values)}
             self.result.dataProvider().changeAttributeValues(changes)
         return self.scores
 
@@ -163,6 +254,36 @@ class SimilarityOverlay:
 
         if self.cell_mode:
             gdal.Unlink(self.path)
+
+
+def restyle_quantiles(layer: QgsVectorLayer, field: str, scores) -> None:
+    """Quantile classes of ``field`` on ``layer`` for new ``scores`` (the values the field now holds).
+
+    The first time (or when quantiles tie) QGIS's own quantile style (``graduated_style``, which reads every
+    feature: 0.1-0.3 s on 100,000); after that the same classes are moved to the scores' quantiles in numpy."""
+    import numpy as np
+    from qgis.core import QgsClassificationMethod, QgsGraduatedSymbolRenderer
+
+    from ..processing_algorithms._places import graduated_style
+
+    renderer = layer.renderer()
+    finite = scores[np.isfinite(scores)].astype(np.float64)
+    if isinstance(renderer, QgsGraduatedSymbolRenderer) and renderer.classAttribute() == field and finite.size:
+        n = len(renderer.ranges())
+        breaks = np.quantile(finite, np.linspace(0.0, 1.0, n + 1))
+        if n > 1 and (np.diff(breaks) > 0).all():
+            renderer = renderer.clone()
+            method = renderer.classificationMethod()
+            for i, (lower, upper) in enumerate(zip(breaks[:-1].tolist(), breaks[1:].tolist())):
+                renderer.updateRangeLowerValue(i, lower)
+                renderer.updateRangeUpperValue(i, upper)
+                position = QgsClassificationMethod.Inner
+                if i in (0, n - 1):
+                    position = QgsClassificationMethod.LowerBound if i == 0 else QgsClassificationMethod.UpperBound
+                renderer.updateRangeLabel(i, method.labelForRange(lower, upper, position))
+            layer.setRenderer(renderer)  # a new renderer: the legend follows
+            return
+    graduated_style(layer, field)
 
 
 class SimilarityMapTool(QgsMapToolEmitPoint):
@@ -209,7 +330,5 @@ class SimilarityMapTool(QgsMapToolEmitPoint):
             pseudocolour_style(self.overlay.result)
             self._styled = True
         elif not self.overlay.cell_mode:
-            from ..processing_algorithms._places import graduated_style
-
-            graduated_style(self.overlay.result, "similarity")
+            restyle_quantiles(self.overlay.result, "similarity", self.overlay.scores)
         self.overlay.result.triggerRepaint()

@@ -292,6 +292,76 @@ def test_auto_k_and_hdbscan_on_the_planted_city(qgis, small_city, tables):
     assert set(out.zone_label[~kept]) <= {"No zone"}
 
 
+def planted_polygons(city, path) -> pd.Series:
+    """Polygons that each hold the cells of one planted zone under one res-8 parent (about 7 cells), written to
+    ``path`` in UTM with a 'pid' field; returns each polygon's planted zone by pid."""
+    import geopandas as gpd
+
+    from mobclip_core.demo import ZONES
+    from mobclip_core.grid import cells_to_polygons, parent_cells
+
+    cells = gpd.GeoDataFrame(
+        {"planted": np.asarray(ZONES)[city.zone], "parent": parent_cells(city.cells, 8)},
+        geometry=cells_to_polygons(city.cells),
+        crs=4326,
+    )
+    polygons = cells.dissolve(by=["planted", "parent"]).reset_index().drop(columns="parent")
+    polygons.insert(0, "pid", range(len(polygons)))
+    polygons.to_crs(polygons.estimate_utm_crs()).to_file(path)
+    return polygons.set_index("pid")["planted"]
+
+
+def test_zones_on_aggregated_polygons_match_the_planted_zones(qgis, small_city, tables, tmp_path):
+    """Zones of polygons (not cells): the planted cell embeddings aggregated over polygons that each cover one
+    planted zone, then k-means on the polygons' emb_ fields; the output keeps the polygons with a styled zone."""
+    import processing
+    from qgis.core import QgsProcessingContext, QgsProcessingFeedback, QgsProject, QgsVectorLayer
+    from sklearn.metrics import adjusted_rand_score
+
+    _, paths = tables
+    planted = planted_polygons(small_city, tmp_path / "polygons.gpkg")
+    processing.run(
+        "mobclip:aggregate_embeddings",
+        {
+            "INPUT": str(tmp_path / "polygons.gpkg"),
+            "EMBEDDINGS": str(paths["seed0"]),
+            "OUTPUT": str(tmp_path / "areas.gpkg"),
+        },
+    )
+    areas = QgsVectorLayer(str(tmp_path / "areas.gpkg"), "areas with embeddings")
+    assert "h3_cell" not in areas.fields().names() and areas.featureCount() == len(planted)
+    QgsProject.instance().addMapLayer(areas)
+    context = QgsProcessingContext()
+    context.setProject(QgsProject.instance())
+    try:
+        res = processing.runAndLoadResults(
+            "mobclip:functional_zones",
+            {
+                "EMBEDDINGS_LAYER": areas.id(),
+                "METHOD": 2,
+                "K": 5,
+                "OUTPUT": str(tmp_path / "zones.gpkg"),
+                "OUTPUT_PROFILES": "memory:",
+            },
+            feedback=QgsProcessingFeedback(),
+            context=context,
+        )
+        zones = frame(str(tmp_path / "zones.gpkg")).set_index("pid")
+        assert res["ZONES"] == 5 and sorted(zones.index) == sorted(planted.index)
+        assert {"planted", "cell_count", "zone", "zone_label"} <= set(zones.columns)
+        ari = adjusted_rand_score(planted.reindex(zones.index), zones.zone)
+        assert ari > 0.6, ari  # chance is 0 (0.85 here): the polygons are means of up to 7 cells of one zone
+        out = QgsVectorLayer(str(tmp_path / "zones.gpkg"))
+        assert out.geometryType() == areas.geometryType() and out.crs() == areas.crs()
+        loaded = [lyr for lyr in QgsProject.instance().mapLayers().values() if isinstance(lyr, QgsVectorLayer)]
+        renderer = next(lyr.renderer() for lyr in loaded if lyr.source().startswith(str(tmp_path / "zones.gpkg")))
+        assert type(renderer).__name__ == "QgsCategorizedSymbolRenderer" and renderer.classAttribute() == "zone"
+        assert sorted(c.label() for c in renderer.categories()) == sorted(set(zones.zone_label))
+        assert sorted(int(c.value()) for c in renderer.categories()) == [1, 2, 3, 4, 5]
+    finally:
+        QgsProject.instance().removeAllMapLayers()
+
+
 def test_change_rotation_zero_seeds_small_cities_large(qgis, small_city, other_city, tables, tmp_path):
     from mobclip_core.export import write_embeddings
 
@@ -310,9 +380,33 @@ def test_change_rotation_zero_seeds_small_cities_large(qgis, small_city, other_c
     seeds = change(paths["seed1"])
     cities = change(root / "other.gpkg")
     assert rotation["MEDIAN"] < 1e-4
+    _assert_change_raster(rotation, small_city)
     assert 0.05 < seeds["MEDIAN"] < 0.5 * cities["MEDIAN"], (seeds["MEDIAN"], cities["MEDIAN"])
     per_cell = frame(cities["OUTPUT"]).set_index("h3_cell")["change"]
     assert len(per_cell) == small_city.cells.size and per_cell.median() == pytest.approx(cities["MEDIAN"])
+
+
+def _assert_change_raster(result: dict, city) -> None:
+    """The change raster holds each cell's change (~0 for a rotation) on the pixels whose centre is in a cell of the
+    table, and nodata (NaN) everywhere else."""
+    from osgeo import gdal
+
+    from mobclip_core.grid import cells_to_strings, points_to_cells
+
+    ds = gdal.Open(result["OUTPUT_RASTER"])
+    band = ds.GetRasterBand(1)
+    assert ds.RasterCount == 1 and np.isnan(band.GetNoDataValue())
+    data = band.ReadAsArray()
+    x0, px, _, y0, _, py = ds.GetGeoTransform()
+    gx, gy = np.meshgrid(x0 + (np.arange(ds.RasterXSize) + 0.5) * px, y0 + (np.arange(ds.RasterYSize) + 0.5) * py)
+    per_cell = frame(result["OUTPUT"]).set_index("h3_cell")["change"]
+    pixel_cells = pd.Series(cells_to_strings(points_to_cells(gx.ravel(), gy.ravel(), 9)))
+    expected = per_cell.reindex(pixel_cells).to_numpy().reshape(data.shape)
+    inside = np.isfinite(expected)
+    assert inside.sum() > 4 * len(city.cells) and (~inside).sum() > 0  # several pixels a cell, corners outside
+    assert np.isnan(data[~inside]).all()
+    np.testing.assert_allclose(data[inside], expected[inside], atol=1e-6)
+    assert np.nanmax(data) < 1e-3  # a rotation changes nothing
 
 
 def test_embedding_space_links_back_and_shared_scale_colours_alike(qgis, small_city, tables, tmp_path):
@@ -470,3 +564,59 @@ def test_map_tool_overlay_updates_cells_raster_and_feature_field(qgis, small_cit
     values = {f["source_fid"]: f["similarity"] for f in polygons.result.getFeatures()}
     assert values[first.id()] == pytest.approx(1.0, abs=1e-5)
     assert sorted(values.values()) == pytest.approx(sorted(float(s) for s in scores))
+
+
+def test_map_tool_reads_file_layers_as_numpy_columns_like_the_features(qgis, small_city, tables, tmp_path, monkeypatch):
+    """Activating the tool reads a file layer's emb_* columns through GDAL's Arrow interface (the slow path iterates
+    QgsFeatures: about 19 s against 3 s on 100,000 x 128, benchmarks/bench_map_tool.py): the same ids, values and cells;
+    a filtered layer or a memory layer takes the features' path. Feature mode restyles each click in numpy."""
+    import processing
+    from mobclip.processing_algorithms import _places
+    from mobclip.qgis_plugin.similarity_tool import (
+        SimilarityOverlay,
+        read_with_ogr,
+        read_with_qgis,
+        restyle_quantiles,
+    )
+    from qgis.core import QgsFeatureRequest, QgsVectorLayer
+
+    from mobclip_core.embeddings import embedding_columns
+
+    _, paths = tables
+    processing.run(
+        "mobclip:aggregate_embeddings",
+        {"INPUT": str(small_city.districts), "EMBEDDINGS": str(paths["seed0"]), "OUTPUT": str(tmp_path / "d.gpkg")},
+    )
+    cells = QgsVectorLayer(f"{paths['seed0']}|layername=embeddings", "cells")
+    districts = QgsVectorLayer(str(tmp_path / "d.gpkg"), "districts")
+    for layer, with_cells in ((cells, True), (districts, False)):
+        cols = embedding_columns(layer.fields().names())
+        fast, slow = read_with_ogr(layer, cols, with_cells), read_with_qgis(layer, cols, with_cells)
+        assert fast is not None, layer.name()
+        order = np.argsort(fast[0])
+        np.testing.assert_array_equal(fast[0][order], np.sort(slow[0]))
+        np.testing.assert_array_equal(fast[1][order], slow[1][np.argsort(slow[0])].astype(np.float32))
+        if with_cells:
+            assert np.array(fast[2])[order].tolist() == np.array(slow[2])[np.argsort(slow[0])].tolist()
+    cells.setSubsetString("fid > 10")
+    assert read_with_ogr(cells, embedding_columns(cells.fields().names()), True) is None
+    filtered = SimilarityOverlay(cells)
+    filtered.close()
+    assert filtered.fids.size == cells.featureCount() == len(small_city.cells) - 10
+    memory = districts.materialize(QgsFeatureRequest())
+    assert read_with_ogr(memory, embedding_columns(memory.fields().names()), False) is None
+    qgis_styles, graduated_style = [], _places.graduated_style
+    monkeypatch.setattr(_places, "graduated_style", lambda *a: qgis_styles.append(a) or graduated_style(*a))
+    overlay = SimilarityOverlay(districts)
+    for row in (0, 3):  # the first click: QGIS's quantile style; the second: its classes moved in numpy
+        scores = overlay.update(row)
+        restyle_quantiles(overlay.result, "similarity", scores)
+    assert len(qgis_styles) == 1
+    ranges = overlay.result.renderer().ranges()
+    breaks = np.quantile(scores[np.isfinite(scores)], np.linspace(0, 1, len(ranges) + 1))
+    assert [r.lowerValue() for r in ranges] == pytest.approx(breaks[:-1].tolist())
+    assert [r.upperValue() for r in ranges] == pytest.approx(breaks[1:].tolist())
+    assert len({r.label() for r in ranges}) == len(ranges)
+    values = {f["source_fid"]: f["similarity"] for f in overlay.result.getFeatures()}
+    expected = {int(fid): None if s != s else pytest.approx(float(s)) for fid, s in zip(overlay.fids, scores)}
+    assert values == expected
