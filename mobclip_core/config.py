@@ -197,7 +197,9 @@ class TrainConfig:
     disk_block_rows: int = 0  # > 0: LightGCN reads the graph memory-mapped from disk, this many rows at a time
     output: str = "fused"  # what is exported per cell: "fused" (all aligned towers) or "mobility" (the paper's)
     freeze_nodes: bool = False  # keep the LINE node table fixed (only the heads and temperatures learn)
-    node_lr: float | None = None  # learning rate of the node table (default: lr)
+    # learning rate of the LINE node table; None: lr. 1e-4 (a tenth of lr) keeps more of what LINE learned and won
+    # on Chicago's development targets (1e-3, 3e-4, 1e-4, frozen: benchmarks/results/chicago_search.md)
+    node_lr: float | None = 1e-4
     node_weight_decay: float | None = None  # weight decay of the node table (default: weight_decay)
     edge_dropout: float = 0.0  # share of sampled-graph edges dropped at each training step
     propagate_modalities: bool = True  # every tower (not only mobility) is propagated over the graph
@@ -300,7 +302,7 @@ PRESETS: dict[str, dict[str, dict]] = {
     "paper": {
         # the published MobCLIP: the mobility tower is the output; only it sees the graph; no spatial links
         "mobility": {"spatial_weight": 0.0},
-        "train": {"output": "mobility", "propagate_modalities": False, "layers": 2},
+        "train": {"output": "mobility", "propagate_modalities": False, "layers": 2, "node_lr": 1e-3},
     },
 }
 """Named settings; ``preset = "paper"`` in a config applies one, and the config's own options override it."""

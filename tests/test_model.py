@@ -240,6 +240,7 @@ def test_paper_preset_sets_the_published_options_and_the_file_still_wins():
     for section, values in PRESETS["paper"].items():
         for key, value in values.items():
             assert getattr(getattr(paper, section), key) == value, (section, key)
+    assert paper.train.node_lr == paper.train.lr  # the paper trains the node table like every other weight
     mine = config_from_dict({"preset": "paper", "mobility": {"records": "r.parquet"}, "train": {"layers": 3}})
     assert mine.train.layers == 3 and mine.train.output == "mobility"
     with pytest.raises(ConfigError, match="preset = 'papr' is unknown"):
