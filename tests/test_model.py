@@ -206,7 +206,9 @@ def train_variant(small_dataset, tmp_path_factory):
     cache = tmp_path_factory.mktemp("line-cache")
 
     def train(train_kw, mob_kw, line_kw):
-        paper = {"output": "mobility", "propagate_modalities": False, "layers": 2}  # config.PRESETS["paper"]
+        from mobclip_core.config import PRESETS
+
+        paper = PRESETS["paper"]["train"]
         cfg = TrainConfig(**{"batch_size": 64, "epochs": 3, "patience": 0, **paper, **train_kw})
         line = LineConfig(**{"samples_per_edge": 5, **line_kw})
         mob = {"spatial_weight": 0.0, **mob_kw}
