@@ -81,6 +81,15 @@ def variant_config(base_raw: dict, spec: dict, base_dir: Path):
     return config_from_dict(raw, base_dir=base_dir)
 
 
+def run_key(cfg, seed: int) -> str:
+    """Cache key of one training: the resolved settings (not the override text), so a changed default retrains."""
+    from dataclasses import asdict
+
+    settings = {"resolution": cfg.resolution, "seed": seed}
+    settings.update({name: asdict(getattr(cfg, name)) for name in ("train", "line", "mobility")})
+    return hashlib.sha1(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
 def train_variant(cfg, seed: int, cache: Path):
     from mobclip_core.dataset import RegionDataset
     from mobclip_core.modalities.build import build_region_dataset
@@ -146,8 +155,7 @@ def main() -> pd.DataFrame:
         cfg = variant_config(base_raw, spec, cfg_path.parent)
         per_seed = []
         for seed in range(args.seeds):
-            key = json.dumps(spec, sort_keys=True) + f"|seed={seed}"
-            slug = hashlib.sha1(key.encode()).hexdigest()[:12]
+            slug = run_key(cfg, seed)
             path = work / "embeddings" / f"{slug}.parquet"
             if path.exists():
                 emb = pd.read_parquet(path)

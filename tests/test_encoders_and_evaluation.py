@@ -280,3 +280,25 @@ def test_input_baselines_hold_what_their_names_say(small_dataset):
     widths = {m: min(df.shape[1], 4) + 1 for m, df in small_dataset.features.items()}
     assert full.shape[1] == 8 + sum(widths.values())
     np.testing.assert_array_equal(full.to_numpy()[:, :8], mobility)
+
+
+def test_flow_svd_spends_its_components_on_the_linked_city_not_on_islands():
+    """A normalised adjacency gives every connected component singular value 1: each island of two linked cells
+    would take a component nonzero in two cells only (a Ridge on areas then explodes where it is held out)."""
+    import scipy.sparse as sp
+
+    from mobclip_core.evaluation.input_baselines import flow_svd
+    from mobclip_core.modalities.mobility.graph import MobilityGraph
+
+    rng = np.random.default_rng(0)
+    n_city, n_islands = 200, 12
+    dense = sp.random(n_city, n_city, density=0.1, random_state=rng, data_rvs=lambda m: rng.integers(1, 50, m))
+    city = (dense + dense.T).tocsr()
+    pairs = sp.block_diag([sp.csr_matrix([[0.0, 30.0], [30.0, 0.0]])] * n_islands)
+    adjacency = sp.block_diag([city, pairs]).tocsr()
+    cells = np.arange(1, n_city + 2 * n_islands + 1, dtype=np.uint64)
+    f = flow_svd(MobilityGraph(cells, adjacency), k=8)
+    assert f.shape == (cells.size, 8)
+    assert np.abs(f[n_city:]).max() < 1e-6  # islands: zeros, not components of their own
+    support = (np.abs(f[:n_city]) > 1e-6).sum(axis=0)
+    assert support.min() > n_city // 2  # every component spreads over the linked city

@@ -39,15 +39,22 @@ def _pca(x: np.ndarray, k: int, rows: np.ndarray | None = None, seed: int = 0) -
 
 
 def flow_svd(graph, k: int = 32, seed: int = 0) -> np.ndarray:
-    """Rank-``k`` truncated SVD of the log-scaled, symmetrically normalised flow matrix (zeros where no flow)."""
+    """Rank-``k`` truncated SVD of the log-scaled flow matrix (rows scaled by the square root of the singular values).
+
+    Not of the symmetrically normalised matrix: there every connected component, and every cluster of cells that
+    trade flows mostly among themselves (the cells of one tract, when OD flows are spread over them), has a
+    singular value near 1, so the leading components are each nonzero in one place only: they carry nothing about
+    where flows go, and a linear model explodes where that place is held out. Unnormalised, the leading components
+    are the flow patterns that carry the most trips.
+    """
     from scipy.sparse.linalg import svds
 
     a = graph.adjacency.copy()
     a.data = np.log1p(a.data)
-    a = symmetric_normalise(a)
-    k = int(min(k, min(a.shape) - 1))
-    v0 = np.random.default_rng(seed).random(a.shape[0])
-    u, s, _ = svds(a, k=k, v0=v0)
+    k = int(max(min(k, min(a.shape) - 1), 0))
+    if k == 0 or a.nnz == 0:
+        return np.zeros((a.shape[0], k), dtype=np.float32)
+    u, s, _ = svds(a, k=k, v0=np.random.default_rng(seed).random(a.shape[0]))
     order = np.argsort(-s)
     return (u[:, order] * np.sqrt(s[order])).astype(np.float32)
 
