@@ -10,13 +10,14 @@ Two levels, blocked splits first:
 - community areas (77, population-weighted tract means of the same targets): Ridge with its penalty chosen by
   leave-one-out inside each training split, 10 runs; blocked splits hold out H3 res-6 blocks.
 
-Sources: the default MobCLIP, the paper's setting (mobility tower only), MobCLIP + coordinates, the distilled
-coordinate encoder, the inputs per cell (LINE or a flow SVD, with the POI and demographic features), the inputs
-reduced to 128-d, the inputs propagated over the mobility graph and over the model's graph (mobility + spatial
-links), LINE alone, and the location encoders (SH, Sphere2Vec, NeRF, raw coordinates, GeoCLIP). A labelled
+Sources: the default MobCLIP, the paper's setting (mobility tower only), MobCLIP + coordinates, MobCLIP + its
+means over the surrounding H3 rings 2 and 4, the distilled coordinate encoder, the inputs per cell (LINE or a flow
+SVD, with the POI and demographic features), the inputs reduced to 128-d, the inputs propagated over the mobility
+graph and over the model's graph (mobility + spatial links), the inputs + their ring means, LINE alone, and the
+location encoders (SH, Sphere2Vec, NeRF, raw coordinates, GeoCLIP). A labelled
 variant trained with race/ethnicity shares as an extra input is reported apart.
 Writes benchmarks/results/chicago.{md,csv,png} and chicago_areas.{csv,png}. Skips when the shared folder is absent.
-Run: .venv/bin/python -m benchmarks.bench_chicago [--work DIR] [--runs 10]
+Run: .venv/bin/python -m benchmarks.bench_chicago [--work DIR] [--runs 10] [--rescore SOURCE ...]
 """
 
 from __future__ import annotations
@@ -81,7 +82,7 @@ def sources_for(work: Path, runs: int) -> tuple[list[EmbeddingSource], dict]:
     tables = {
         "MobCLIP": table,
         "MobCLIP, paper setting": paper_table,
-        "MobCLIP + coordinates": ib.with_coordinates(table),
+        **derived_tables(table),
         **input_tables(ds, line, cfg),
     }
     sources = [EmbeddingSource(name, t) for name, t in tables.items()]
@@ -97,6 +98,14 @@ def sources_for(work: Path, runs: int) -> tuple[list[EmbeddingSource], dict]:
     ]
     info = {"train_s": train_s, "peak_mib": peak, "distil_s": distil_s, "cells": len(table), "coverage": run.coverage}
     return sources, info
+
+
+def derived_tables(table: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """The default embedding with free extras: the cell centre's coordinates, the 1-2 km neighbourhood's means."""
+    return {
+        "MobCLIP + coordinates": ib.with_coordinates(table),
+        "MobCLIP + neighbourhood means": ib.with_neighbourhood(table),
+    }
 
 
 def input_tables(ds, line: np.ndarray, cfg) -> dict[str, pd.DataFrame]:
@@ -115,6 +124,7 @@ def input_tables(ds, line: np.ndarray, cfg) -> dict[str, pd.DataFrame]:
         "inputs + propagated over the model's graph": pd.concat(
             [inputs, ib.propagated(inputs, model_graph, cfg.train.layers)], axis=1
         ),
+        "inputs + neighbourhood means": ib.with_neighbourhood(inputs),
         "LINE alone": ib.input_features(ds, line, modalities=[]),
     }
 
@@ -135,6 +145,11 @@ def headline(results: pd.DataFrame) -> list[str]:
             f"({loc.idxmax()}) {loc.max():.3f} ({m['MobCLIP'] / loc.max() - 1:+.0%}); MobCLIP + coordinates "
             f"{m['MobCLIP + coordinates']:.3f}; distilled keeps {m['MobCLIP distilled'] / m['MobCLIP']:.0%}; "
             f"paper setting {m['MobCLIP, paper setting']:.3f}"
+            + "".join(
+                f"; {name} {m[name]:.3f}"
+                for name in ("MobCLIP + neighbourhood means", "inputs + neighbourhood means")
+                if name in m
+            )
         )
     return lines
 
@@ -188,19 +203,25 @@ def rescore(work: Path, names: list[str], runs: int, early_stopping: int | None)
     output = cfg.path(cfg.output)
     ds = RegionDataset.load(output / "dataset")
     line = np.load(next((output / "cache").glob("line-*.npy")))
-    tables = input_tables(ds, line, cfg)
+    tables = {**derived_tables(read_embeddings(output / "embeddings.parquet")), **input_tables(ds, line, cfg)}
     unknown = set(names) - set(tables)
     if unknown:
-        raise SystemExit(f"--rescore takes unlearned baselines only ({sorted(tables)}), not {sorted(unknown)}")
+        raise SystemExit(
+            f"--rescore takes the sources computed from the kept run ({sorted(tables)}), not {sorted(unknown)}"
+        )
     sources = [EmbeddingSource(name, tables[name]) for name in names]
     tract_tasks, area_tasks = tasks(work)
     new_tracts = evaluate(sources, tract_tasks, resolution=9, runs=runs, early_stopping=early_stopping)
     new_areas = evaluate(sources, area_tasks, resolution=9, runs=runs, model="ridge")
 
     def splice(old: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
-        keep = old[~old.source.isin(names)]
+        """``new``'s rows in place of the same sources' rows; a source new to the file goes where a full run puts
+        it (the order of ``tables`` among the file's sources)."""
         order = list(dict.fromkeys(old.source))
-        out = pd.concat([keep, new], ignore_index=True)
+        for name in (n for n in tables if n not in order):
+            before = [n for n in list(tables)[: list(tables).index(name)] if n in order]
+            order.insert(order.index(before[-1]) + 1 if before else len(order), name)
+        out = pd.concat([old[~old.source.isin(names)], new], ignore_index=True)
         return out.sort_values("source", key=lambda c: c.map(order.index), kind="stable", ignore_index=True)
 
     tract_results = splice(pd.read_csv(RESULTS / "chicago.csv"), new_tracts)

@@ -302,3 +302,21 @@ def test_flow_svd_spends_its_components_on_the_linked_city_not_on_islands():
     assert np.abs(f[n_city:]).max() < 1e-6  # islands: zeros, not components of their own
     support = (np.abs(f[:n_city]) > 1e-6).sum(axis=0)
     assert support.min() > n_city // 2  # every component spreads over the linked city
+
+
+def test_neighbourhood_means_average_over_the_rings_within_the_table():
+    import h3
+
+    from mobclip_core.evaluation.input_baselines import with_neighbourhood
+
+    centre = h3.latlng_to_cell(41.88, -87.63, 9)
+    disk = sorted(h3.grid_disk(centre, 6))
+    spike = pd.DataFrame({"v": [1.0 if c == centre else 0.0 for c in disk], "one": 1.0}, index=disk)
+    out = with_neighbourhood(spike, rings=(2, 4))
+    assert list(out.columns) == ["v", "one", "ring2_v", "ring2_one", "ring4_v", "ring4_one"]
+    distance = pd.Series([h3.grid_distance(centre, c) for c in disk], index=disk)
+    np.testing.assert_allclose(out.loc[distance <= 2, "ring2_v"], 1 / 19, rtol=1e-6)  # 19 cells within 2 steps
+    assert (out.loc[distance > 2, "ring2_v"] == 0).all()
+    np.testing.assert_allclose(out.loc[centre, "ring4_v"], 1 / 61, rtol=1e-6)
+    # cells near the table's edge average over the cells the table has: a constant stays that constant
+    np.testing.assert_allclose(out[["ring2_one", "ring4_one"]], 1.0, rtol=1e-6)

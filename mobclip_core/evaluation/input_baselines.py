@@ -8,7 +8,9 @@ scores like an embedding:
 - ``reduced``: any table reduced by PCA to the embedding's width;
 - ``propagated``: features spread over the mobility graph with no learning, the way LightGCN propagates
   (symmetric normalisation, sum of hops 0..K);
-- ``with_coordinates``: any table plus the cell centres' coordinates.
+- ``with_coordinates``: any table plus the cell centres' coordinates;
+- ``with_neighbourhood``: any table plus its means over the H3 rings around each cell (the surrounding 1-2 km at
+  resolution 9), which no learning is needed for.
 
 ``input_baselines`` assembles the standard set side by side.
 """
@@ -118,6 +120,24 @@ def with_coordinates(table: pd.DataFrame) -> pd.DataFrame:
     return table.assign(lon=lon.astype(np.float32), lat=lat.astype(np.float32))
 
 
+def with_neighbourhood(table: pd.DataFrame, rings: tuple[int, ...] = (2, 4)) -> pd.DataFrame:
+    """``table`` plus, for each ``k`` in ``rings``, the mean of its rows over the cells within ``k`` grid steps
+    (those in the table, the cell itself included). On Chicago the inputs with these means beat the learned
+    embedding at tract level: the neighbourhood a place sits in is a strong, free feature."""
+    from ..grid import strings_to_cells
+    from ..training.data import spatial_graph
+
+    cells = strings_to_cells(table.index.to_numpy())
+    x = table.to_numpy(dtype=np.float64)
+    parts = [table]
+    for k in rings:
+        a = spatial_graph(cells, k, include_self=True)
+        means = (a @ x) / np.asarray(a.sum(axis=1))
+        columns = [f"ring{k}_{c}" for c in table.columns]
+        parts.append(pd.DataFrame(means.astype(np.float32), index=table.index, columns=columns))
+    return pd.concat(parts, axis=1)
+
+
 def input_baselines(dataset, line_embedding: np.ndarray, *, width: int = 128, seed: int = 0) -> dict:
     """The standard unlearned baselines of a region dataset, by name (see the module docstring)."""
     raw_line = input_features(dataset, line_embedding, seed=seed)
@@ -129,4 +149,5 @@ def input_baselines(dataset, line_embedding: np.ndarray, *, width: int = 128, se
         f"inputs reduced to {width}-d": reduced(raw_line, width, seed),
         "inputs propagated over the graph": propagated(raw_line, dataset.graph),
         "inputs + propagated": pd.concat([raw_line, propagated(raw_line, dataset.graph)], axis=1),
+        "inputs + neighbourhood means": with_neighbourhood(raw_line),
     }

@@ -50,17 +50,20 @@ def select_modalities(dataset, cfg: TrainConfig) -> list[str]:
     return chosen
 
 
-def spatial_graph(cells: np.ndarray) -> sp.csr_matrix:
-    """Binary adjacency of cells that are H3 grid neighbours (ring 1), in ``cells`` order."""
+def spatial_graph(cells: np.ndarray, k: int = 1, *, include_self: bool = False) -> sp.csr_matrix:
+    """Binary adjacency of cells within ``k`` H3 grid steps of each other (ring 1: grid neighbours), in ``cells``
+    order; links to cells outside ``cells`` are dropped."""
+    import pandas as pd
+
     from ..grid import neighbours
 
-    pairs = neighbours(cells, 1)
-    pos = {int(c): i for i, c in enumerate(np.asarray(cells, dtype=np.uint64))}
-    src = np.fromiter((pos.get(int(c), -1) for c in pairs["h3_cell"]), dtype=np.int64, count=len(pairs))
-    dst = np.fromiter((pos.get(int(c), -1) for c in pairs["neighbour"]), dtype=np.int64, count=len(pairs))
+    cells = np.asarray(cells, dtype=np.uint64)
+    pairs = neighbours(cells, k, include_self=include_self)
+    index = pd.Index(cells)
+    src = index.get_indexer(pairs["h3_cell"].to_numpy())
+    dst = index.get_indexer(pairs["neighbour"].to_numpy())
     keep = (src >= 0) & (dst >= 0)
-    n = len(pos)
-    a = sp.csr_matrix((np.ones(keep.sum()), (src[keep], dst[keep])), shape=(n, n))
+    a = sp.csr_matrix((np.ones(keep.sum()), (src[keep], dst[keep])), shape=(cells.size, cells.size))
     return a.maximum(a.T)
 
 
