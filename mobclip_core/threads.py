@@ -7,11 +7,28 @@ may run on (``os.sched_getaffinity``, which honours taskset, cgroups' cpusets an
 
 from __future__ import annotations
 
+import functools
 import os
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from .exceptions import InvalidInputError
+
+# numba's default threading layer (workqueue) must not launch parallel kernels from two threads at once, which a
+# host application such as QGIS (algorithms on worker threads) could do: parallel entry points take this lock.
+PARALLEL_LOCK = threading.RLock()
+
+
+def serialized(fn):
+    """``fn`` under ``PARALLEL_LOCK``: for entry points that launch parallel numba kernels."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with PARALLEL_LOCK:
+            return fn(*args, **kwargs)
+
+    return wrapper
 
 
 def usable_cores() -> int:

@@ -269,6 +269,24 @@ def test_torch_spherical_harmonics_match_the_reference_recurrence():
     np.testing.assert_allclose(module(coords).numpy(), spherical_harmonics(lon, lat, 5), rtol=0, atol=1e-12)
 
 
+def test_compiled_spherical_harmonics_match_the_reference_in_both_precisions():
+    """The encoders' CPU path (compiled, float64 inside) against the numpy reference: float32 features exact to
+    float32 rounding, which the tensor recurrence in float32 is not."""
+    import torch
+
+    from mobclip_core.encoders._sh_kernel import sh_features
+    from mobclip_core.encoders.spherical_harmonics import SphericalHarmonics
+
+    rng = np.random.default_rng(1)
+    lon, lat = rng.uniform(-180, 180, 700), rng.uniform(-90, 90, 700)
+    lon[:4], lat[:4] = [-180.0, 180.0, 0.0, 12.5], [-90.0, 90.0, 0.0, 41.9]  # poles and the antimeridian
+    ref = spherical_harmonics(lon, lat, 32)
+    np.testing.assert_allclose(sh_features(lon, lat, 32, np.float64), ref, rtol=0, atol=1e-12)
+    got32 = SphericalHarmonics(32)(torch.tensor(np.c_[lon, lat], dtype=torch.float32))
+    assert got32.dtype == torch.float32 and got32.shape == (700, 1024)
+    np.testing.assert_allclose(got32.numpy(), ref, rtol=0, atol=1e-5)
+
+
 def test_input_baselines_hold_what_their_names_say(small_dataset):
     """'LINE alone' is the mobility block only; 'inputs' adds every modality (reduced, with a presence column)."""
     from mobclip_core.evaluation.input_baselines import input_features

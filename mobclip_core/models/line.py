@@ -265,8 +265,7 @@ MIN_ROUND_SAMPLES = 262_144
 
 def _train_numba(t: _Tables, n, d_each, orders, total, negatives, lr, seed, threads, bar) -> list[np.ndarray]:
     """Each order in rounds of whole chunks (progress, and cancellation through it, between rounds)."""
-    from ..modalities.mobility._kernels import _PARALLEL_LOCK
-    from ..threads import numba_threads
+    from ..threads import PARALLEL_LOCK, numba_threads
     from ._line_kernels import CHUNK, line_round, pack_alias
 
     if max(n, t.src.size) >= 2**32:
@@ -278,7 +277,7 @@ def _train_numba(t: _Tables, n, d_each, orders, total, negatives, lr, seed, thre
     parts = []
     if SAMPLES_PER_CELL_ROUND * n < MIN_ROUND_SAMPLES:
         threads = 1
-    with _PARALLEL_LOCK, numba_threads(threads) as used:
+    with PARALLEL_LOCK, numba_threads(threads) as used:
         if used == 1:  # no merge: where a round ends does not change the result, only how often progress is told
             per_round = max(1, min(ROUND_SAMPLES, -(-total // 20)) // CHUNK)
         else:  # whole chunks per thread, fixed by (cells, threads) alone: where merges fall is part of the result

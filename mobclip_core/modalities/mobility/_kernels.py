@@ -18,27 +18,15 @@ step is linear in records plus pair work, with no hashing and no global sort.
 
 from __future__ import annotations
 
-import functools
-import threading
 from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
 from numba import get_num_threads, njit, prange
 
+from ...threads import serialized
+
 _INSERTION_SORT_MAX = 24
-# numba's default threading layer (workqueue) must not launch parallel kernels from two threads at once, which a
-# host application such as QGIS (algorithms on worker threads) could do: parallel entry points take this lock.
-_PARALLEL_LOCK = threading.RLock()
-
-
-def _serialized(fn):
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        with _PARALLEL_LOCK:
-            return fn(*args, **kwargs)
-
-    return wrapper
 
 
 _EMPTY = np.uint64(0)  # no H3 cell has id 0: it marks a free hash slot
@@ -382,7 +370,7 @@ def _balanced_bounds(work: np.ndarray, lo: int, hi: int, n_parts: int) -> np.nda
     return np.concatenate([[lo], cuts, [hi]]).astype(np.int64)
 
 
-@_serialized
+@serialized
 def upper_from_groups(indptr: np.ndarray, cells: np.ndarray, n_cells: int, *, max_pairs: int) -> UpperRows:
     """Strict upper triangle of B^T B for deduped, sorted groups; at most ``max_pairs`` pair slots at a time."""
     work = _pair_work(indptr, cells, n_cells)
@@ -404,7 +392,7 @@ def upper_from_groups(indptr: np.ndarray, cells: np.ndarray, n_cells: int, *, ma
     return UpperRows.from_csr(sp.vstack([part.to_csr(n_cells) for part in parts], format="csr"))
 
 
-@_serialized
+@serialized
 def upper_from_records(
     chunks: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
     pmin: int,
@@ -477,7 +465,7 @@ def _mirror(starts, lens, u_cols, u_vals, bounds):
     return ptr, cols, vals
 
 
-@_serialized
+@serialized
 def mirror_upper(upper: UpperRows | sp.csr_matrix) -> sp.csr_matrix:
     """U + U^T for a strict upper triangle (row slots or CSR) with sorted rows; sorted indices out."""
     if sp.issparse(upper):
