@@ -195,8 +195,9 @@ def report(tract_results: pd.DataFrame, area_results: pd.DataFrame, header: str,
 
 
 def rescore(work: Path, names: list[str], runs: int, early_stopping: int | None) -> str:
-    """Score the named unlearned baselines again from the kept run in ``work`` and put them in place of their rows
-    in the results (after a fix to a baseline, without training everything again)."""
+    """Score the named sources that need no training (unlearned baselines, the kept embedding with extras) from the
+    run kept in ``work``, and put them in place of their rows in the results, or add them: after a fix to a
+    baseline or a new one, without training everything again."""
     from mobclip_core.dataset import RegionDataset
 
     cfg = load_config(prepare_chicago(work))
@@ -227,7 +228,7 @@ def rescore(work: Path, names: list[str], runs: int, early_stopping: int | None)
     tract_results = splice(pd.read_csv(RESULTS / "chicago.csv"), new_tracts)
     area_results = splice(pd.read_csv(RESULTS / "chicago_areas.csv"), new_areas)
     header = (RESULTS / "chicago.md").read_text().split("\n", 1)[0]
-    note = f" Rescored after a fix, same protocol: {', '.join(names)}."
+    note = f" Scored afterwards from the kept run, same protocol: {', '.join(names)}."
     return report(tract_results, area_results, header + ("" if note in header else note), early_stopping)
 
 
