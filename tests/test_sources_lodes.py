@@ -1,14 +1,13 @@
-"""LODES commute flows in the published layout, rows made here.
-
-No real LODES OD + crosswalk slice was found in a public repository: projects download them (lehdr, censusdis,
-LODES processors); the one committed OD file seen (kcredit/LODES-ACS-commuting-flows, il_od_main_JT00_2015.csv) is a
-Git LFS pointer to 315 MB, with no crosswalk.
+"""LODES commute flows in the published layout: real Detroit 2019 jobs (tests/data/lodes_detroit_2019, see its
+LICENSE-NOTE.md) and a few rows made here for the edge cases (a state with a leading zero, the job-type columns).
 """
 
 from __future__ import annotations
 
 import gzip
+from pathlib import Path
 
+import h3
 import numpy as np
 import pandas as pd
 import pytest
@@ -19,6 +18,7 @@ from mobclip_core.grid import points_to_cells
 from mobclip_core.modalities import BuildContext
 from mobclip_core.modalities.mobility.build import graph_from_source
 
+DETROIT = Path(__file__).parent / "data" / "lodes_detroit_2019"
 OD_HEADER = "w_geocode,h_geocode,S000,SA01,SA02,SA03,SE01,SE02,SE03,SI01,SI02,SI03,createdate"
 XWALK_HEADER = "tabblk2020,st,stusps,stname,cty,ctyname,trct,blklatdd,blklondd,createdate"
 
@@ -70,3 +70,28 @@ def test_lodes_errors(tmp_path):
         graph_from_source(
             LodesSource(path="al_od_main_JT00_2021.csv.gz", crosswalk="al_xwalk.csv.gz", jobs="S001"), ctx
         )
+
+
+def test_lodes_real_detroit_jobs_land_on_their_cells():
+    """Real LODES 2019 counts (home and work places are H3 res-7 cells with their centre points, the published
+    OD + crosswalk columns): hand-checked pair and totals, read with zcat."""
+    messages = []
+    ctx = BuildContext(7, resolve=lambda p: DETROIT / p, say=messages.append)
+    src = LodesSource(path="mi_od_main_JT00_2019.csv.gz", crosswalk="tri_county_hex_xwalk.csv.gz")
+    graph = graph_from_source(src, ctx)
+
+    def at(code):
+        cell = h3.str_to_int(code)
+        i = int(np.searchsorted(graph.cells, cell))
+        assert graph.cells[i] == cell
+        return i
+
+    # 122 people live in 87274d34dffffff (north-west Detroit suburbs) and work in 872ab2c58ffffff; nobody the
+    # other way in this slice (it holds the first 60 home places)
+    assert graph.adjacency[at("87274d34dffffff"), at("872ab2c58ffffff")] == 122
+    assert graph.adjacency[at("872ab2cb4ffffff"), at("87274d369ffffff")] == 112
+    # 14,216 rows, 81,623 jobs; 60 rows (22,073 jobs) work in "rest_of_usa", which has no point: skipped and said;
+    # 834 jobs have home and work in the same cell: no link
+    assert graph.adjacency.diagonal().sum() == 0
+    assert graph.adjacency.sum() / 2 == 81_623 - 22_073 - 834
+    assert any("60 rows with a block missing from the crosswalk, skipped" in m for m in messages), messages
