@@ -10,7 +10,8 @@ Two levels, blocked splits first:
 - community areas (77, population-weighted tract means of the same targets): Ridge with its penalty chosen by
   leave-one-out inside each training split, 10 runs; blocked splits hold out H3 res-6 blocks.
 
-Sources: the default MobCLIP, the paper's setting (mobility tower only), MobCLIP + coordinates, MobCLIP + its
+Sources: the default MobCLIP, the same model's embedding without its neighbourhood context (``[train] context_m
+= []``), the paper's setting (mobility tower only), MobCLIP + coordinates, MobCLIP + its
 means over the surrounding H3 rings 2 and 4, the distilled coordinate encoder, the inputs per cell (LINE or a flow
 SVD, with the POI and demographic features), the inputs reduced to 128-d, the inputs propagated over the mobility
 graph and over the model's graph (mobility + spatial links), the inputs + their ring means, LINE alone, and the
@@ -42,7 +43,6 @@ from mobclip_core.grid import cell_centroids, strings_to_cells
 from mobclip_core.pipeline import run_pipeline
 
 RESULTS = Path(__file__).parent / "results"
-OURS = ("MobCLIP", "MobCLIP, paper setting", "MobCLIP + coordinates", "MobCLIP distilled")
 LOCATION_ENCODERS = ("SH (L=10)", "Sphere2Vec sphereC+", "NeRF", "raw coordinates", "GeoCLIP")
 
 
@@ -81,6 +81,7 @@ def sources_for(work: Path, runs: int) -> tuple[list[EmbeddingSource], dict]:
 
     tables = {
         "MobCLIP": table,
+        "MobCLIP, cell only (context_m = [])": cell_only(run, ds, table),
         "MobCLIP, paper setting": paper_table,
         **derived_tables(table),
         **input_tables(ds, line, cfg),
@@ -98,6 +99,17 @@ def sources_for(work: Path, runs: int) -> tuple[list[EmbeddingSource], dict]:
     ]
     info = {"train_s": train_s, "peak_mib": peak, "distil_s": distil_s, "cells": len(table), "coverage": run.coverage}
     return sources, info
+
+
+def cell_only(run, ds, table: pd.DataFrame) -> pd.DataFrame:
+    """The same trained model's embedding without the neighbourhood context (``[train] context_m = []``): what the
+    context adds, with no second training."""
+    from mobclip_core.config import TrainConfig
+    from mobclip_core.models.mobclip import MobCLIP
+
+    model = MobCLIP.load(run.output / "checkpoint")
+    emb = model.embed_dataset(ds, TrainConfig().output, context_m=[])
+    return pd.DataFrame(emb, index=table.index, columns=table.columns)
 
 
 def derived_tables(table: pd.DataFrame) -> dict[str, pd.DataFrame]:
@@ -147,7 +159,11 @@ def headline(results: pd.DataFrame) -> list[str]:
             f"paper setting {m['MobCLIP, paper setting']:.3f}"
             + "".join(
                 f"; {name} {m[name]:.3f}"
-                for name in ("MobCLIP + neighbourhood means", "inputs + neighbourhood means")
+                for name in (
+                    "MobCLIP, cell only (context_m = [])",
+                    "MobCLIP + neighbourhood means",
+                    "inputs + neighbourhood means",
+                )
                 if name in m
             )
         )

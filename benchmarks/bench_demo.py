@@ -31,6 +31,7 @@ RESULTS = Path(__file__).parent / "results"
 PAPER = PRESETS["paper"]
 VARIANTS = {  # name: ([train] options, [mobility] options) over the demo config
     "MobCLIP (full)": ({}, {}),
+    "MobCLIP, cell only (context_m = [])": ({"context_m": []}, {}),
     "MobCLIP, paper setting": (PAPER["train"], PAPER["mobility"]),
     "w/o CLIP (LightGCN on LINE, untrained)": ({"clip": False}, {}),
     "w/o graph encoder (MLP on LINE)": ({"graph_encoder": "mlp"}, {}),

@@ -43,6 +43,7 @@ VARIANTS: dict[str, dict] = {
     # name: {"preset": ..., "train": {...}, "mobility": {...}, "line": {...}, "resolution": int}; in running order
     "default (fused, propagated, 4 layers, spatial 1)": BASE,
     "paper (mobility tower, 2 layers, no spatial links)": PAPER,
+    "default, cell only (context_m = [])": _with("train", context_m=[]),
     "default, no spatial links": _with("mobility", spatial_weight=0.0),
     "default, 2 layers": _with("train", layers=2),
     "paper + fused towers": {"preset": "paper", "train": {"output": "fused"}},

@@ -203,6 +203,13 @@ class TrainConfig:
     node_weight_decay: float | None = None  # weight decay of the node table (default: weight_decay)
     edge_dropout: float = 0.0  # share of sampled-graph edges dropped at each training step
     propagate_modalities: bool = True  # every tower (not only mobility) is propagated over the graph
+    # the exported embedding of a cell blends its own with its neighbourhood's: the means over the cells within
+    # about these distances in metres (the nearest H3 rings for the mean cell size: rings 4 and 8 at resolution 9,
+    # about 1.3 and 2.6 km in Chicago), which get ``context_weight`` of the blend together; [] exports the cell's
+    # own. Chosen on Chicago's development targets (benchmarks/results/chicago_search.md); a distance under half a
+    # cell step is ignored
+    context_m: list[float] = field(default_factory=lambda: [1400.0, 2800.0])
+    context_weight: float = 0.5
     threads: int = 0  # CPU threads for LINE and training; 0: every core this process may use
 
 
@@ -290,7 +297,8 @@ def _describe(hint) -> str:
     if origin in (typing.Union, types.UnionType):
         return " or ".join(_describe(a) for a in args if a is not type(None)) + " (or left out)"
     if origin is list:
-        return f"a list of {_describe(args[0])}s"
+        plural = {int: "integers", float: "numbers", str: "texts in quotes", bool: "true or false values"}
+        return f"a list of {plural.get(args[0]) or _describe(args[0]) + 's'}"
     if origin is dict:
         return f"a table of {_describe(args[0])} = {_describe(args[1])}"
     return {int: "an integer", float: "a number", str: "a text in quotes", bool: "true or false"}.get(
@@ -302,7 +310,7 @@ PRESETS: dict[str, dict[str, dict]] = {
     "paper": {
         # the published MobCLIP: the mobility tower is the output; only it sees the graph; no spatial links
         "mobility": {"spatial_weight": 0.0},
-        "train": {"output": "mobility", "propagate_modalities": False, "layers": 2, "node_lr": 1e-3},
+        "train": {"output": "mobility", "propagate_modalities": False, "layers": 2, "node_lr": 1e-3, "context_m": []},
     },
 }
 """Named settings; ``preset = "paper"`` in a config applies one, and the config's own options override it."""
@@ -503,6 +511,13 @@ def validate_config(cfg: RunConfig, *, inputs: bool = False) -> None:
         raise ConfigError(f"[train] output must be one of {choices(OutputTower)}, got {t.output!r}")
     if not 0 <= t.edge_dropout < 1:
         raise ConfigError(f"[train] edge_dropout must be in [0, 1), got {t.edge_dropout}")
+    if not isinstance(t.context_m, list) or not all(_is_number(d) and 0 <= d < 1e6 for d in t.context_m):
+        raise ConfigError(
+            f"[train] context_m must be a list of distances in metres (e.g. [1400, 2800]; [] for none), got "
+            f"{t.context_m!r}"
+        )
+    if not (_is_number(t.context_weight) and 0 <= t.context_weight <= 1):
+        raise ConfigError(f"[train] context_weight must be in [0, 1] (0: the cell's own), got {t.context_weight!r}")
     if not m.spatial_weight >= 0:
         raise ConfigError(f"[mobility] spatial_weight must be >= 0 (0: no spatial links), got {m.spatial_weight}")
     if cfg.poi.source not in ("auto", "layer", "osm", "overture"):
@@ -518,6 +533,10 @@ def validate_config(cfg: RunConfig, *, inputs: bool = False) -> None:
             raise ConfigError(f"[train] temperatures: {k}={v} must name a modality and be > 0")
     if inputs:
         check_inputs(cfg)
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
 
 
 def _is_bbox(b) -> bool:

@@ -90,7 +90,9 @@ def test_run_files_written_and_model_reloads(trained, small_config, small_datase
         model.embed_dataset(small_dataset, "mobility"), res.model.embed_dataset(small_dataset, "mobility"), atol=1e-5
     )
     np.testing.assert_allclose(
-        model.embed_dataset(small_dataset, TrainConfig().output), res.embeddings.to_numpy(), atol=1e-5
+        model.embed_dataset(small_dataset, TrainConfig().output, TrainConfig().context_m, TrainConfig().context_weight),
+        res.embeddings.to_numpy(),
+        atol=1e-5,
     )
 
 
@@ -235,6 +237,36 @@ def test_propagated_towers_change_the_fused_output(train_variant):
     assert np.abs(propagated - fused).max() > 1e-4
 
 
+def test_neighbourhood_context_is_the_mean_of_the_cell_and_its_ring_means(train_variant, small_dataset):
+    """``context_m`` exports the mean of a cell's embedding and its means over the rings nearest those distances;
+    ``[]`` (the paper preset) exports the cell's own."""
+    from mobclip_core.training.data import context_rings, ring_means
+
+    assert context_rings(9, [1400, 2800]) == (4, 8)  # 348 m between res-9 cell centres on average
+    assert context_rings(9, [100]) == () and context_rings(6, [1400, 2800]) == ()  # under half a step: none
+    own = train_variant(*OUTPUT_FUSED)
+    context = train_variant({"output": "fused", "context_m": [700, 1400]}, {}, {})
+    cells = small_dataset.cells
+    expected = 0.5 * own + 0.25 * (ring_means(cells, own, 2) + ring_means(cells, own, 4))
+    np.testing.assert_allclose(context, expected, atol=1e-6)
+    assert np.abs(context - own).max() > 1e-2
+    heavy = train_variant({"output": "fused", "context_m": [700], "context_weight": 0.75}, {}, {})
+    np.testing.assert_allclose(heavy, 0.25 * own + 0.75 * ring_means(cells, own, 2), atol=1e-6)
+
+
+def test_context_distances_are_checked():
+    from mobclip_core.config import config_from_dict
+
+    with pytest.raises(ConfigError, match=r"context_m must be a list of distances in metres \(e.g. \[1400, 2800\]"):
+        config_from_dict({"mobility": {"records": "r.parquet"}, "train": {"context_m": [1400, -5]}})
+    with pytest.raises(ConfigError, match=r"\[train\] context_m = '1 km' must be a list of numbers$"):
+        config_from_dict({"mobility": {"records": "r.parquet"}, "train": {"context_m": "1 km"}})
+    with pytest.raises(ConfigError, match=r"context_weight must be in \[0, 1\] \(0: the cell's own\), got 2"):
+        config_from_dict({"mobility": {"records": "r.parquet"}, "train": {"context_weight": 2}})
+    assert config_from_dict({"mobility": {"records": "r.parquet"}}).train.context_m == [1400.0, 2800.0]
+    assert config_from_dict({"preset": "paper", "mobility": {"records": "r.parquet"}}).train.context_m == []
+
+
 def test_paper_preset_sets_the_published_options_and_the_file_still_wins():
     from mobclip_core.config import PRESETS, config_from_dict
 
@@ -266,7 +298,8 @@ def test_cells_without_mobility_are_reported_and_embedded_from_their_other_input
     for df in features.values():  # the same POIs, imagery and demographics in both
         df.iloc[40] = df.iloc[3].to_numpy()
     ds = RegionDataset.from_parts(isolated, features)
-    cfg = TrainConfig(batch_size=64, epochs=3, patience=0, output="fused", layers=2)
+    # the cell's own embedding: the neighbourhood context would mix in the two cells' different surroundings
+    cfg = TrainConfig(batch_size=64, epochs=3, patience=0, output="fused", layers=2, context_m=[])
     with caplog.at_level("WARNING", logger="mobclip_core"):
         res = train_mobclip(ds, cfg, LineConfig(samples_per_edge=5), spatial_weight=0.0)
     n = res.coverage["cells_without_mobility"]

@@ -410,8 +410,14 @@ class MobCLIP(nn.Module):
             count += w
         return total / count.clamp(min=1.0)
 
-    def embed_dataset(self, dataset, output: str = OutputTower.FUSED) -> np.ndarray:
-        """Cell embeddings of the region dataset the model was trained on (float32, dataset cell order)."""
+    def embed_dataset(
+        self, dataset, output: str = OutputTower.FUSED, context_m=(), context_weight: float = 0.5
+    ) -> np.ndarray:
+        """Cell embeddings of the region dataset the model was trained on (float32, dataset cell order), with the
+        neighbourhood context of ``[train] context_m`` (``training.data.neighbourhood_context``) as exported."""
+        from ..grid import cell_resolution
+        from ..training.data import context_rings, neighbourhood_context
+
         if dataset.cells.size != self.mobility.n_cells:
             raise CheckpointError(
                 f"the model was trained on {self.mobility.n_cells} cells, the dataset has {dataset.cells.size}: "
@@ -423,7 +429,9 @@ class MobCLIP(nn.Module):
             x, p = dataset.feature_matrix(m)
             features[m] = torch.from_numpy(x).to(device)
             present[m] = torch.from_numpy(p.copy()).to(device)
-        return self.cell_embeddings(features, present, output).cpu().numpy().astype(np.float32)
+        emb = self.cell_embeddings(features, present, output).cpu().numpy().astype(np.float32)
+        rings = context_rings(cell_resolution(dataset.cells[0]), context_m)
+        return neighbourhood_context(dataset.cells, emb, rings, context_weight)
 
     # -- persistence ---------------------------------------------------------------------------------------------
     def save(self, directory: str | Path, extra: dict | None = None) -> Path:

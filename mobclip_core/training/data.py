@@ -67,6 +67,46 @@ def spatial_graph(cells: np.ndarray, k: int = 1, *, include_self: bool = False) 
     return a.maximum(a.T)
 
 
+def ring_means(cells: np.ndarray, x: np.ndarray, k: int, *, block: int = 16_384) -> np.ndarray:
+    """Row ``i``: the mean of ``x`` over the cells within ``k`` grid steps of ``cells[i]`` that are in ``cells``
+    (itself included), in float64. Row blocks bound the memory (a block's neighbour pairs, not the whole graph)."""
+    import pandas as pd
+
+    from ..grid import neighbours
+
+    cells = np.asarray(cells, dtype=np.uint64)
+    x = np.asarray(x, dtype=np.float64)
+    index = pd.Index(cells)
+    out = np.empty_like(x)
+    for lo in range(0, cells.size, block):
+        rows = cells[lo : lo + block]
+        pairs = neighbours(rows, k, include_self=True)
+        src = pd.Index(rows).get_indexer(pairs["h3_cell"].to_numpy())
+        dst = index.get_indexer(pairs["neighbour"].to_numpy())
+        keep = dst >= 0
+        a = sp.csr_matrix((np.ones(int(keep.sum())), (src[keep], dst[keep])), shape=(rows.size, cells.size))
+        out[lo : lo + rows.size] = (a @ x) / np.asarray(a.sum(axis=1))
+    return out
+
+
+def context_rings(resolution: int, distances_m) -> tuple[int, ...]:
+    """The H3 rings (grid steps) nearest to ``distances_m`` at ``resolution``; a distance under half a step is the
+    cell itself and drops out, so a coarse grid gets no context."""
+    import h3
+
+    step_m = h3.average_hexagon_edge_length(resolution, unit="m") * 3**0.5  # centre to centre
+    return tuple(sorted({int(round(d / step_m)) for d in distances_m} - {0}))
+
+
+def neighbourhood_context(cells: np.ndarray, x: np.ndarray, rings: tuple[int, ...], weight: float = 0.5) -> np.ndarray:
+    """``(1 - weight) x + weight x`` the mean of its means over ``rings`` (``ring_means``), in ``x``'s dtype: a
+    cell's vector that also carries the neighbourhood it sits in. No rings or weight 0: ``x`` itself."""
+    if not rings or weight == 0:
+        return x
+    around = sum(ring_means(cells, x, k) for k in rings) / len(rings)
+    return ((1.0 - weight) * np.asarray(x, dtype=np.float64) + weight * around).astype(x.dtype)
+
+
 def blend_spatial(graph: MobilityGraph, weight: float) -> MobilityGraph:
     """The graph plus H3-neighbour links of ``weight`` x its mean link weight.
 

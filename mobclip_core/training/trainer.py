@@ -22,10 +22,11 @@ from ..collectives import SINGLE_PROCESS, Collectives
 from ..config import LineConfig, MobilityConfig, TrainConfig
 from ..constants import EMBEDDING_PREFIX
 from ..exceptions import CheckpointError, ConfigError, InvalidInputError
+from ..grid import cell_resolution
 from ..io import atomic_path
 from ..options import GraphEncoder, LineEngine, NodeInit, choices
 from ..threads import torch_threads
-from .data import TrainingData, coverage_report, prepare_training_data
+from .data import TrainingData, context_rings, coverage_report, neighbourhood_context, prepare_training_data
 from .early_stopping import EarlyStopping
 from .loop import run_epochs
 from .pretrain import line_embeddings
@@ -371,6 +372,8 @@ def train_mobclip(
         on_progress=_stage_progress(on_progress, "train"),
         collectives=collectives,
     )
+    rings = context_rings(cell_resolution(dataset.cells[0]), train.context_m)
+    emb = neighbourhood_context(dataset.cells, emb, rings, train.context_weight)
     cols = [f"{EMBEDDING_PREFIX}{i}" for i in range(emb.shape[1])]
     return TrainResult(
         embeddings=pd.DataFrame(emb, index=dataset.cell_ids, columns=cols),
