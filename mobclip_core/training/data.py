@@ -99,8 +99,8 @@ def context_rings(resolution: int, distances_m) -> tuple[int, ...]:
 
 
 def neighbourhood_context(cells: np.ndarray, x: np.ndarray, rings: tuple[int, ...], weight: float = 0.5) -> np.ndarray:
-    """``(1 - weight) x + weight x`` the mean of its means over ``rings`` (``ring_means``), in ``x``'s dtype: a
-    cell's vector that also carries the neighbourhood it sits in. No rings or weight 0: ``x`` itself."""
+    """``(1 - weight) * x + weight * (the average of x's means over each of rings)`` (``ring_means``), in ``x``'s
+    dtype: a cell's vector that also carries the neighbourhood it sits in. No rings or weight 0: ``x`` itself."""
     if not rings or weight == 0:
         return x
     around = sum(ring_means(cells, x, k) for k in rings) / len(rings)
