@@ -66,6 +66,7 @@ VARIANTS: dict[str, dict] = {
     "default, H3 res 8": {**BASE, "resolution": 8},
     "default, LINE 200 samples/edge": {**BASE, "line": {"samples_per_edge": 200}},
     "default, LINE 10 negatives": {**BASE, "line": {"negatives": 10}},
+    "default, LINE first + second order": {**BASE, "line": {"order": "both"}},
 }
 
 

@@ -48,6 +48,23 @@ def test_engines_recover_planted_blocks(planted, engine, order):
     assert np.allclose(norms, np.sqrt(2.0) if order == "both" else 1.0, atol=1e-5)
 
 
+@pytest.mark.parametrize("engine", ["numba", "torch"])
+def test_edges_are_drawn_by_weight_not_by_count(engine):
+    """Blocks held together by few heavy links and crossed by many light ones: only sampling edges by weight (the
+    alias table, an alias's endpoints included) finds them; drawn by count the light links would dominate."""
+    rng = np.random.default_rng(1)
+    n = BLOCKS * SIZE
+    label = np.repeat(np.arange(BLOCKS), SIZE)
+    same = label[:, None] == label[None, :]
+    heavy = same & (rng.random((n, n)) < 0.08)
+    light = ~same & (rng.random((n, n)) < 0.3)
+    a = np.triu(np.where(heavy, 40.0, 0.0) + np.where(light, 1.0, 0.0), 1)
+    a = sp.csr_matrix(a + a.T)
+    assert (a.multiply(same) > 0).sum() < 0.2 * (a.multiply(~same) > 0).sum()  # far fewer links inside blocks
+    res = train_line(a, dim=16, samples=150_000, lr=0.05, seed=0, engine=engine)
+    assert block_accuracy(res.embedding, label) >= 0.9
+
+
 @pytest.mark.parametrize("threads", [1, 2])
 def test_numba_engine_is_reproducible_for_a_seed_and_thread_count(planted, threads, monkeypatch):
     from mobclip_core.models import line
@@ -128,3 +145,26 @@ def test_usable_cores_and_thread_resolution():
     assert resolve_threads(0) == usable_cores() and resolve_threads(3) == 3
     with pytest.raises(InvalidInputError):
         resolve_threads(True)
+
+
+def test_line_tables_are_zeroed_writable_and_on_huge_pages_where_offered():
+    """Tables of a few MB and more are allocated on transparent huge pages (Linux, THP "always" or "madvise"):
+    zero-filled, writable, the shape and type asked for; small ones are plain arrays."""
+    import mmap
+
+    from mobclip_core.models.line import HUGE_PAGE_MIN_BYTES, _huge_zeros
+
+    def owner(a):
+        while isinstance(a, np.ndarray) and a.base is not None:
+            a = a.base
+        return a.obj if isinstance(a, memoryview) else a
+
+    small = _huge_zeros((4, 8), np.float32)
+    assert isinstance(owner(small), np.ndarray) and not small.any()
+    shape = (2, HUGE_PAGE_MIN_BYTES // 4 // 64 + 1, 64)
+    big = _huge_zeros(shape, np.float32)
+    assert big.shape == shape and big.dtype == np.float32 and not big.any()
+    big[1, -1, -1] = 3.0
+    assert big.sum() == 3.0
+    if hasattr(mmap, "MADV_HUGEPAGE"):
+        assert isinstance(owner(big), mmap.mmap)  # the mapping the madvise went to
