@@ -45,6 +45,7 @@ PACKAGES: dict[str, Package] = {
         Package("pyarrow", "pyarrow>=14", "core"),
         Package("scipy", "scipy>=1.11", "core"),
         Package("numba", "numba>=0.59", "core"),
+        Package("llvmlite", "llvmlite>=0.42", "core"),  # numba's own; the LINE kernel's prefetch intrinsic uses it
         Package("shapely", "shapely>=2.0", "core"),
         Package("pyproj", "pyproj>=3.5", "core"),
         Package("h3", "h3>=4.1,<5", "core"),
@@ -79,6 +80,7 @@ TRAINING = (
     "numpy",
     "scipy",
     "numba",
+    "llvmlite",
     "shapely",
     "pyproj",
     "h3ronpy",
