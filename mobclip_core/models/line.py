@@ -290,6 +290,7 @@ def _train_numba(t: _Tables, n, d_each, orders, total, negatives, lr, seed, thre
 
     if max(n, t.src.size) >= 2**32:
         raise InvalidInputError("the numba LINE engine takes up to 2^32 - 1 cells and directed edges")
+    # rows of 5 uint32: coin threshold, source, target, the alias's source and target (``pack_alias``)
     edges = pack_alias(t.edge_prob, t.edge_alias, t.src, t.dst, out=_huge_zeros((t.src.size, 5), np.uint32))
     cells = pack_alias(t.neg_prob, t.neg_alias)
     seed64 = np.uint64(seed % 2**64)
