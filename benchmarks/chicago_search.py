@@ -63,6 +63,7 @@ VARIANTS: dict[str, dict] = {
     "default, weight decay 1e-4": _with("train", weight_decay=1e-4),
     "default, batch 256": _with("train", batch_size=256),
     "default, batch 4096": _with("train", batch_size=4096),
+    "default, batch 4096, 300 epochs": _with("train", batch_size=4096, epochs=300),
     "default, 200 epochs": _with("train", epochs=200),
     "default, H3 res 8": {**BASE, "resolution": 8},
     "default, LINE 200 samples/edge": {**BASE, "line": {"samples_per_edge": 200}},
