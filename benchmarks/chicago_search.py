@@ -61,6 +61,7 @@ VARIANTS: dict[str, dict] = {
     "default, lr 3e-4": _with("train", lr=3e-4),
     "default, weight decay 1e-2": _with("train", weight_decay=1e-2),
     "default, weight decay 1e-4": _with("train", weight_decay=1e-4),
+    "default, weight decay 1e-1": _with("train", weight_decay=1e-1),
     "default, batch 256": _with("train", batch_size=256),
     "default, batch 4096": _with("train", batch_size=4096),
     "default, batch 4096, 300 epochs": _with("train", batch_size=4096, epochs=300),
