@@ -11,12 +11,12 @@ Two levels, blocked splits first:
   leave-one-out inside each training split, 10 runs; blocked splits hold out H3 res-6 blocks.
 
 Sources: the default MobCLIP, the same model's embedding without its neighbourhood context (``[train] context_m
-= []``), the paper's setting (mobility tower only), MobCLIP + coordinates, MobCLIP + its
-means over the surrounding H3 rings 2 and 4, the distilled coordinate encoder, the inputs per cell (LINE or a flow
-SVD, with the POI and demographic features), the inputs reduced to 128-d, the inputs propagated over the mobility
-graph and over the model's graph (mobility + spatial links), the inputs + their ring means, LINE alone, and the
-location encoders (SH, Sphere2Vec, NeRF, raw coordinates, GeoCLIP). A labelled
-variant trained with race/ethnicity shares as an extra input is reported apart.
+= []``) and with the neighbourhood weighted 0.85 (``context_weight``; alone and + coordinates), the paper's
+setting (mobility tower only), MobCLIP + coordinates, MobCLIP + its means over the surrounding H3 rings 2 and 4,
+the distilled coordinate encoder, the inputs per cell (LINE or a flow SVD, with the POI and demographic features),
+the inputs reduced to 128-d, the inputs propagated over the mobility graph and over the model's graph (mobility +
+spatial links), the inputs + their ring means, LINE alone, and the location encoders (SH, Sphere2Vec, NeRF, raw
+coordinates, GeoCLIP). A labelled variant trained with race/ethnicity shares as an extra input is reported apart.
 Writes benchmarks/results/chicago.{md,csv,png} and chicago_areas.{csv,png}. Skips when the shared folder is absent.
 Run: .venv/bin/python -m benchmarks.bench_chicago [--work DIR] [--runs 10] [--rescore SOURCE ...]
 """
@@ -79,10 +79,12 @@ def sources_for(work: Path, runs: int) -> tuple[list[EmbeddingSource], dict]:
     distil_s = time.perf_counter() - t0
     distilled.save(work / "distilled")
 
+    variants = context_variants(run.output, ds, table)
     tables = {
         "MobCLIP": table,
-        "MobCLIP, cell only (context_m = [])": cell_only(run, ds, table),
+        "MobCLIP, cell only (context_m = [])": variants.pop("MobCLIP, cell only (context_m = [])"),
         "MobCLIP, paper setting": paper_table,
+        **variants,
         **derived_tables(table),
         **input_tables(ds, line, cfg),
     }
@@ -101,15 +103,29 @@ def sources_for(work: Path, runs: int) -> tuple[list[EmbeddingSource], dict]:
     return sources, info
 
 
-def cell_only(run, ds, table: pd.DataFrame) -> pd.DataFrame:
-    """The same trained model's embedding without the neighbourhood context (``[train] context_m = []``): what the
-    context adds, with no second training."""
+CONTEXT_WEIGHT_SMOOTH = 0.85  # chosen on the development targets under random splits (results/chicago_search.md)
+
+
+def context_variants(output: Path, ds, table: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """The same trained model's embedding exported with other neighbourhood settings, with no second training:
+    without the context (``context_m = []``: what the context adds) and with the neighbourhood weighted
+    ``CONTEXT_WEIGHT_SMOOTH`` (the setting README suggests for area-level targets), alone and with coordinates."""
     from mobclip_core.config import TrainConfig
     from mobclip_core.models.mobclip import MobCLIP
 
-    model = MobCLIP.load(run.output / "checkpoint")
-    emb = model.embed_dataset(ds, TrainConfig().output, context_m=[])
-    return pd.DataFrame(emb, index=table.index, columns=table.columns)
+    model = MobCLIP.load(output / "checkpoint")
+    cfg = TrainConfig()
+
+    def export(context_m, weight) -> pd.DataFrame:
+        emb = model.embed_dataset(ds, cfg.output, context_m=context_m, context_weight=weight)
+        return pd.DataFrame(emb, index=table.index, columns=table.columns)
+
+    smooth = export(cfg.context_m, CONTEXT_WEIGHT_SMOOTH)
+    return {
+        "MobCLIP, cell only (context_m = [])": export([], 0.0),
+        f"MobCLIP, context_weight {CONTEXT_WEIGHT_SMOOTH}": smooth,
+        f"MobCLIP, context_weight {CONTEXT_WEIGHT_SMOOTH} + coordinates": ib.with_coordinates(smooth),
+    }
 
 
 def derived_tables(table: pd.DataFrame) -> dict[str, pd.DataFrame]:
@@ -161,6 +177,7 @@ def headline(results: pd.DataFrame) -> list[str]:
                 f"; {name} {m[name]:.3f}"
                 for name in (
                     "MobCLIP, cell only (context_m = [])",
+                    f"MobCLIP, context_weight {CONTEXT_WEIGHT_SMOOTH} + coordinates",
                     "MobCLIP + neighbourhood means",
                     "inputs + neighbourhood means",
                 )
@@ -220,7 +237,8 @@ def rescore(work: Path, names: list[str], runs: int, early_stopping: int | None)
     output = cfg.path(cfg.output)
     ds = RegionDataset.load(output / "dataset")
     line = np.load(next((output / "cache").glob("line-*.npy")))
-    tables = {**derived_tables(read_embeddings(output / "embeddings.parquet")), **input_tables(ds, line, cfg)}
+    table = read_embeddings(output / "embeddings.parquet")
+    tables = {**context_variants(output, ds, table), **derived_tables(table), **input_tables(ds, line, cfg)}
     unknown = set(names) - set(tables)
     if unknown:
         raise SystemExit(
