@@ -29,16 +29,16 @@ from mobclip_core.training.pretrain import line_embeddings
 
 RESULTS = Path(__file__).parent / "results"
 PAPER = PRESETS["paper"]
-VARIANTS = {  # name: ([train] options, [mobility] options) over the demo config
-    "MobCLIP (full)": ({}, {}),
-    "MobCLIP, cell only (context_m = [])": ({"context_m": []}, {}),
-    "MobCLIP, paper setting": (PAPER["train"], PAPER["mobility"]),
-    "w/o CLIP (LightGCN on LINE, untrained)": ({"clip": False}, {}),
-    "w/o graph encoder (MLP on LINE)": ({"graph_encoder": "mlp"}, {}),
-    "w/o LINE initialisation": ({"init": "random"}, {}),
-    "POI as anchor": ({"anchor": "poi"}, {}),
-    "top-10% sampling": ({}, {"ratio": 0.1}),
-    "random 30% sampling": ({}, {"sampling": "random"}),
+VARIANTS = {  # name: ([train] options, [mobility] options, [line] options) over the demo config
+    "MobCLIP (full)": ({}, {}, {}),
+    "MobCLIP, cell only (context_m = [])": ({"context_m": []}, {}, {}),
+    "MobCLIP, paper setting": (PAPER["train"], PAPER["mobility"], PAPER["line"]),
+    "w/o CLIP (LightGCN on LINE, untrained)": ({"clip": False}, {}, {}),
+    "w/o graph encoder (MLP on LINE)": ({"graph_encoder": "mlp"}, {}, {}),
+    "w/o LINE initialisation": ({"init": "random"}, {}, {}),
+    "POI as anchor": ({"anchor": "poi"}, {}, {}),
+    "top-10% sampling": ({}, {"ratio": 0.1}, {}),
+    "random 30% sampling": ({}, {"sampling": "random"}, {}),
 }
 
 
@@ -59,13 +59,13 @@ def main() -> dict:
     seconds: dict[str, float] = {}
     line = line_embeddings(ds.graph, cfg.line)
     tables["LINE only"] = pd.DataFrame(line.embedding, index=ds.cell_ids)
-    for name, (train_kw, mobility_kw) in VARIANTS.items():
+    for name, (train_kw, mobility_kw, line_kw) in VARIANTS.items():
         t0 = time.perf_counter()
         mobility = replace(cfg.mobility, **mobility_kw)
         res = train_mobclip(
             ds,
             replace(cfg.train, **train_kw),
-            cfg.line,
+            replace(cfg.line, **line_kw),
             sampling=mobility.sampling,
             ratio=mobility.ratio,
             spatial_weight=mobility.spatial_weight,

@@ -68,7 +68,8 @@ VARIANTS: dict[str, dict] = {
     "default, 200 epochs": _with("train", epochs=200),
     "default, H3 res 8": {**BASE, "resolution": 8},
     "default, LINE 200 samples/edge": {**BASE, "line": {"samples_per_edge": 200}},
-    "default, LINE 10 negatives": {**BASE, "line": {"negatives": 10}},
+    "default, LINE 5 negatives (the default before 2026-12-03)": {**BASE, "line": {"negatives": 5}},
+    "default, LINE 20 negatives": {**BASE, "line": {"negatives": 20}},
     "default, LINE first + second order": {**BASE, "line": {"order": "both"}},
 }
 

@@ -60,13 +60,15 @@ def test_mobclip_recovers_zones_better_than_line_only(trained, small_dataset, sm
 
     _, res = trained
     zones = small_city.zone_labels.reindex(res.embeddings.index).to_numpy()
-    full = probe_accuracy(res.embeddings.to_numpy(), zones)["linear_probe"]
-    line = probe_accuracy(line_embeddings(small_dataset.graph, LineConfig(samples_per_edge=30)).embedding, zones)[
-        "linear_probe"
-    ]
+    full = probe_accuracy(res.embeddings.to_numpy(), zones)
+    line = probe_accuracy(line_embeddings(small_dataset.graph, LineConfig(samples_per_edge=30)).embedding, zones)
     chance = max(np.mean(zones == z) for z in set(zones))
-    assert full > chance + 0.3
-    assert full > line + 0.03
+    assert full["linear_probe"] > chance + 0.3
+    # LINE alone already finds most zones here (0.93 probe / 0.96 10-NN with 10 negatives): training must still
+    # be ahead on both measures and leave at least a fifth fewer cells misplaced (today about 0.72x LINE's error)
+    assert all(full[k] > line[k] for k in ("linear_probe", "knn10")), (full, line)
+    error = {name: 2 - sum(acc.values()) for name, acc in (("full", full), ("line", line))}
+    assert error["full"] <= 0.8 * error["line"], (full, line)
     assert res.embeddings.shape == (small_dataset.cells.size, 128)
 
 

@@ -143,7 +143,8 @@ def train_line(
     bitwise reproducible for a seed and thread count (see ``_line_kernels``; a graph under
     ``MIN_ROUND_SAMPLES / SAMPLES_PER_CELL_ROUND`` cells runs on one thread). It is single-process, so under a
     process group (``collectives.world > 1``) the "torch" engine runs instead, each rank drawing its share.
-    ``batch_size`` applies to the torch engine only.
+    ``batch_size`` applies to the torch engine only. ``negatives`` defaults to the original LINE's 5; the pipeline's
+    ``[line] negatives`` defaults to 10 (chosen on Chicago's development targets).
     """
     import scipy.sparse as sp
 
