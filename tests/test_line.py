@@ -78,6 +78,24 @@ def test_numba_engine_is_reproducible_for_a_seed_and_thread_count(planted, threa
     assert block_accuracy(first, label) >= 0.9
 
 
+@pytest.mark.parametrize("order", ["second", "first"])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_hoisted_dot_products_change_nothing(order, threads, monkeypatch):
+    """The kernel takes a sample's dot products before its steps only when no step changes a row a later product
+    reads. On 12 cells with 4 negatives about half the samples repeat a row (or, first order, meet their source)
+    and half do not, so both paths run; the result must be bitwise that of the plain step-by-step loop."""
+    from mobclip_core.models import line
+
+    monkeypatch.setattr(line, "MIN_ROUND_SAMPLES", 0)
+    rng = np.random.default_rng(2)
+    w = np.triu(rng.integers(0, 4, (12, 12)), 1).astype(float)
+    a = sp.csr_matrix(w + w.T)
+    run = lambda: train_line(a, dim=32, order=order, samples=50_000, negatives=4, threads=threads).embedding  # noqa: E731
+    hoisted = run()
+    monkeypatch.setattr(line, "HOIST_DOT_PRODUCTS", False)
+    assert np.array_equal(hoisted, run())
+
+
 def test_progress_is_reported_and_a_raising_callback_cancels(planted, monkeypatch):
     from mobclip_core.models import line
 

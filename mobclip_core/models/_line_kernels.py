@@ -16,6 +16,12 @@ prefetches those rows), resolves the cells of sample ``s + LEAD`` (and prefetche
 sample ``s``, whose rows have arrived meanwhile. The samples, the order of the steps and so the result are those of
 a plain loop, to the bit; an edge's alias row carries its alias's endpoints so a draw reads one row, not two.
 
+Compute. The C code takes a target's dot product, steps, then takes the next target's: each dot product waits for
+the step before it in case they share a row. When a sample's 1 + K rows are distinct (and, first order, none is the
+source) no step changes a row a later product reads, so the kernel takes all 1 + K products first (independent
+chains the CPU overlaps) and then the steps: the same arithmetic, bitwise. A sample that repeats a row runs the
+plain loop.
+
 Determinism. Samples are cut into fixed chunks of ``CHUNK`` samples, and chunk ``c`` draws from its own random stream
 seeded by (seed, order, c) -- so *which* samples are drawn depends on the seed only, never on the thread count.
 Thread ``t`` of ``T`` runs chunks t, t + T, t + 2T, ... in that order, so the learning rate, which decays linearly
@@ -105,12 +111,36 @@ def _draw(state, table):
     return k
 
 
+@njit(cache=True, inline="always")
+def _step_scale(f, positive, lr):
+    """The SGD step size of one (source, target) pair with score ``f``: lr x (label - sigmoid(f)), clipped at |f| 6."""
+    label = np.float32(1.0) if positive else np.float32(0.0)
+    if f > 6.0:
+        return (label - np.float32(1.0)) * lr
+    if f < -6.0:
+        return label * lr
+    return (label - np.float32(1.0) / (np.float32(1.0) + np.exp(-f))) * lr
+
+
+@njit(cache=True, inline="always")
+def _distinct(rows, source):
+    """No row index repeats among ``rows`` and none is ``source`` (-1 when the source lives in another table)."""
+    for j in range(rows.size):
+        if rows[j] == source:
+            return False
+        for i in range(j):
+            if rows[i] == rows[j]:
+                return False
+    return True
+
+
 @njit(cache=True, parallel=True, fastmath=True)
-def line_round(work, base, first, edges, cells, negatives, lr0, total, c0, c1, seed, stream):
+def line_round(work, base, first, edges, cells, negatives, lr0, total, c0, c1, seed, stream, hoist=True):
     """Run chunks ``c0..c1-1`` of ``total`` samples, thread t on its table set ``work[t]``, then merge.
 
     ``edges`` is the packed alias table of the directed edges by weight, with (source, target) columns;
-    ``cells`` the packed alias table of negatives by degree^0.75.
+    ``cells`` the packed alias table of negatives by degree^0.75. ``hoist``: take a sample's dot products before
+    its steps when its rows are distinct (bitwise the same result; False only to check that).
 
     A table set is (vertex table, context table) for the second order, the vertex table alone for the first. With
     one thread ``work[0]`` is ``base`` itself: plain sequential SGD. With T > 1 every thread starts the round from
@@ -128,6 +158,7 @@ def line_round(work, base, first, edges, cells, negatives, lr0, total, c0, c1, s
     for t in prange(n_threads):
         tab = work[t]
         err = np.empty(d, dtype=np.float32)
+        scale = np.empty(targets, dtype=np.float32)  # a sample's step sizes, one per target
         column = np.empty((_RING, targets), dtype=np.int64)  # stage 1: the alias-table columns drawn
         coin = np.empty((_RING, targets), dtype=np.uint64)
         source = np.empty(_RING, dtype=np.int64)  # stage 2: the sample's cells
@@ -177,21 +208,30 @@ def line_round(work, base, first, edges, cells, negatives, lr0, total, c0, c1, s
                     u = source[slot]
                     for q in range(d):
                         err[q] = 0.0
-                    for j in range(targets):
-                        v = target[slot, j]
-                        label = np.float32(1.0) if j == 0 else np.float32(0.0)
-                        f = np.float32(0.0)
-                        for q in range(d):
-                            f += tab[0, u, q] * tab[w, v, q]
-                        if f > 6.0:
-                            g = (label - np.float32(1.0)) * lr
-                        elif f < -6.0:
-                            g = label * lr
-                        else:
-                            g = (label - np.float32(1.0) / (np.float32(1.0) + np.exp(-f))) * lr
-                        for q in range(d):
-                            err[q] += g * tab[w, v, q]
-                            tab[w, v, q] += g * tab[0, u, q]
+                    if hoist and _distinct(target[slot], u if first else -1):
+                        # no step changes a row that a later dot product of this sample reads: every dot product
+                        # first (independent, so the CPU overlaps them), then the steps -- the same arithmetic
+                        for j in range(targets):
+                            v = target[slot, j]
+                            f = np.float32(0.0)
+                            for q in range(d):
+                                f += tab[0, u, q] * tab[w, v, q]
+                            scale[j] = _step_scale(f, j == 0, lr)
+                        for j in range(targets):
+                            v, g = target[slot, j], scale[j]
+                            for q in range(d):
+                                err[q] += g * tab[w, v, q]
+                                tab[w, v, q] += g * tab[0, u, q]
+                    else:  # a repeated row: each dot product sees the steps before it, as in the C code
+                        for j in range(targets):
+                            v = target[slot, j]
+                            f = np.float32(0.0)
+                            for q in range(d):
+                                f += tab[0, u, q] * tab[w, v, q]
+                            g = _step_scale(f, j == 0, lr)
+                            for q in range(d):
+                                err[q] += g * tab[w, v, q]
+                                tab[w, v, q] += g * tab[0, u, q]
                     for q in range(d):
                         tab[0, u, q] += err[q]
     if n_threads > 1:

@@ -262,6 +262,8 @@ SAMPLES_PER_CELL_ROUND = 16
 # ...and a round gives each thread at least this many samples (a tenth of a second or so), so that rounds end, and
 # threads wait for each other, rarely: a graph too small for both bounds runs on one thread (it is quick anyway)
 MIN_ROUND_SAMPLES = 262_144
+# take a sample's dot products before its steps when its rows are distinct (bitwise the same; False only in tests)
+HOIST_DOT_PRODUCTS = True
 # tables smaller than this stay on ordinary pages (they fit the caches' reach anyway)
 HUGE_PAGE_MIN_BYTES = 4 << 20
 
@@ -316,7 +318,8 @@ def _train_numba(t: _Tables, n, d_each, orders, total, negatives, lr, seed, thre
                 work[:] = base
             for c0 in range(0, n_chunks, per_round):
                 c1 = min(c0 + per_round, n_chunks)
-                line_round(work, base, first, edges, cells, negatives, lr, total, c0, c1, seed64, stream)
+                args = (negatives, lr, total, c0, c1, seed64, stream, HOIST_DOT_PRODUCTS)
+                line_round(work, base, first, edges, cells, *args)
                 bar(min(c1 * CHUNK, total) - c0 * CHUNK)
             del work
             norms = np.sqrt(np.einsum("ij,ij->i", base[0], base[0]))
