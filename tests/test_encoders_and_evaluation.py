@@ -121,6 +121,28 @@ def test_distillation_fits_and_round_trips(tmp_path):
     np.testing.assert_array_equal(back.embed(lon, lat), pred)
 
 
+def test_distillation_of_a_small_region_takes_several_steps_per_epoch():
+    """A region of a few hundred cells fits in one batch of 1,024, which would make an epoch a single optimiser
+    step: under the same epoch budget the student then reproduces its teacher far less closely."""
+    from mobclip_core.encoders.distilled import epoch_batch_size
+
+    assert epoch_batch_size(DistilConfig(), 5_345) == 1024  # a city: batches as configured
+    assert epoch_batch_size(DistilConfig(), 631) == 127  # the demo: five steps per epoch
+    assert epoch_batch_size(DistilConfig(), 20) == 32  # a handful of cells: one batch, never under 32 points
+    rng = np.random.default_rng(0)
+    lon, lat = rng.uniform(8.9, 9.1, 400), rng.uniform(44.9, 45.1, 400)
+    teacher = np.c_[np.sin(40 * lon), np.cos(40 * lat), (lon - 9) * (lat - 45) * 100]
+
+    def unfitted(min_batches: int) -> float:
+        cfg = DistilConfig(degree=8, hidden=64, layers=3, epochs=150, patience=150, min_batches=min_batches)
+        pred = DistilledEncoder(cfg).fit(lon, lat, teacher).embed(lon, lat)
+        return float(((pred - teacher) ** 2).sum() / ((teacher - teacher.mean(0)) ** 2).sum())
+
+    one_step, default = unfitted(1), unfitted(DistilConfig.min_batches)
+    print(f"unfitted share: one step per epoch {one_step:.4f}, default {default:.4f}")
+    assert default < 0.5 * one_step
+
+
 def test_harness_ranks_informative_source_above_noise(small_city, tmp_path):
     import geopandas as gpd
 
