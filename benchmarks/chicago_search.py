@@ -49,6 +49,7 @@ VARIANTS: dict[str, dict] = {
     "paper + fused towers": {"preset": "paper", "train": {"output": "fused"}},
     "paper + fused, propagated towers": {"preset": "paper", "train": {"output": "fused", "propagate_modalities": True}},
     "default, 6 layers": _with("train", layers=6),
+    "default, 8 layers": _with("train", layers=8),
     "default, spatial 0.3": _with("mobility", spatial_weight=0.3),
     "default, spatial 3": _with("mobility", spatial_weight=3.0),
     "default, frozen LINE": _with("train", freeze_nodes=True),
@@ -118,15 +119,16 @@ def train_variant(cfg, seed: int, cache: Path):
     )
 
 
-def score(tables: dict[str, pd.DataFrame], tracts, areas, runs: int = 5) -> pd.DataFrame:
-    """Mean dev R^2 per table at tract level (LightGBM) and community-area level (Ridge), blocked splits."""
+def score(tables: dict[str, pd.DataFrame], tracts, areas, runs: int = 5, resolution: int = 9) -> pd.DataFrame:
+    """Mean dev R^2 per table at tract level (LightGBM) and community-area level (Ridge), blocked splits; a polygon's
+    features are the mean over its cells of ``resolution`` (the tables' own)."""
     sources = [EmbeddingSource(k, v) for k, v in tables.items()]
     tract_tasks = [
         Task(c, "admin", tracts[c].astype(float), groups=tracts["commarea"], polygons=tracts) for c in DEV_TARGETS
     ]
     area_tasks = [Task(c, "admin", areas[c].astype(float), polygons=areas, block_resolution=6) for c in DEV_TARGETS]
-    t = evaluate(sources, tract_tasks, resolution=9, runs=runs, splits=("blocked",), early_stopping=50)
-    a = evaluate(sources, area_tasks, resolution=9, runs=2 * runs, splits=("blocked",), model="ridge")
+    t = evaluate(sources, tract_tasks, resolution=resolution, runs=runs, splits=("blocked",), early_stopping=50)
+    a = evaluate(sources, area_tasks, resolution=resolution, runs=2 * runs, splits=("blocked",), model="ridge")
     return pd.DataFrame(
         {
             "tracts (LightGBM)": t.groupby("source", sort=False).r2_mean.mean(),
@@ -176,7 +178,7 @@ def main() -> pd.DataFrame:
             if scored.exists():
                 per_seed.append(pd.Series(json.loads(scored.read_text())))
             else:
-                row = score({name: emb}, tracts, areas, args.runs).iloc[0]
+                row = score({name: emb}, tracts, areas, args.runs, cfg.resolution).iloc[0]
                 scored.parent.mkdir(parents=True, exist_ok=True)
                 scored.write_text(json.dumps(row.to_dict()))
                 per_seed.append(row)
