@@ -55,6 +55,10 @@ VARIANTS: dict[str, dict] = {
     "default, frozen LINE": _with("train", freeze_nodes=True),
     "default, edge dropout 0.2": _with("train", edge_dropout=0.2),
     "default, learnable temperature": _with("train", learnable_temperature=True),
+    "default, temperatures halved (POI 0.25, demographics 0.35)": _with(
+        "train", temperatures={"poi": 0.25, "demographics": 0.35, "image": 0.1}
+    ),
+    "default, temperatures 0.1": _with("train", temperatures={"poi": 0.1, "demographics": 0.1, "image": 0.1}),
     "default, node lr 1e-3 (= lr, the default before 2026-12)": _with("train", node_lr=1e-3),
     "default, node lr 3e-4": _with("train", node_lr=3e-4),
     "default, node weight decay 0.1": _with("train", node_weight_decay=0.1),
