@@ -117,7 +117,7 @@ TIERS: dict[str, Tier] = {
         "Maps and regression",
         MAPS,
         "H3 cells, embeddings on your layers, aggregation over areas, LightGBM regression "
-        "(download about 100 MB, 450 MB on disk; no torch)",
+        "(download about 120 MB, 460 MB on disk; no torch)",
     ),
     "training": Tier(
         "training",
@@ -274,37 +274,66 @@ def python_candidates(
 
 
 def find_python() -> Path:
-    """This process's Python interpreter as a program (for pip and child processes), checked by running it."""
+    """This process's Python interpreter as a program (for pip and child processes), checked by running it.
+
+    The version alone is not enough: inside ``qgis_process`` ``sys.executable`` can be whatever ``python3`` comes
+    first on PATH (pyenv, conda, Homebrew), a different Python of the same version whose packages folder
+    (``folder_key`` hashes ``sys.prefix``) this QGIS never reads. So a candidate with this process's ``sys.prefix``
+    wins; one of the same version only is the fallback.
+    """
     if _FOUND:
         return _FOUND[0]
-    import subprocess
-
     from .exceptions import DependencyInstallError
 
     want = f"{sys.version_info[0]}.{sys.version_info[1]}"
-    tried = []
-    for path in python_candidates():
-        if not path.is_file():
-            continue
-        tried.append(str(path))
-        try:
-            out = subprocess.run(
-                [str(path), "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
-                capture_output=True,
-                text=True,
-                timeout=60,
-                creationflags=no_window_flags(),
-            )
-        except (OSError, subprocess.SubprocessError):
-            continue
-        if out.returncode == 0 and out.stdout.strip() == want:
-            _FOUND.append(path)
-            return path
+    tried = [str(p) for p in python_candidates() if p.is_file()]
+    found = choose_python([Path(p) for p in tried], want, sys.prefix, _probe_python)
+    if found is not None:
+        _FOUND.append(found)
+        return found
     raise DependencyInstallError(
         f"Cannot find the Python {want} interpreter of this QGIS (looked at: {', '.join(tried) or 'nothing found'}; "
         f"sys.executable is {sys.executable}, sys.prefix {sys.prefix}). Please report this with "
         "Install dependencies > Copy diagnostics."
     )
+
+
+def _same_path(a: str, b: str) -> bool:
+    return os.path.normcase(os.path.realpath(a)) == os.path.normcase(os.path.realpath(b))
+
+
+def choose_python(candidates: list[Path], version: str, prefix: str, probe) -> Path | None:
+    """The first candidate whose ``probe`` (``path -> (version, sys.prefix)`` or None) gives ``version`` and
+    ``prefix``; else the first of ``version`` alone; else None. Each candidate is probed once."""
+    fallback = None
+    for path in candidates:
+        found = probe(path)
+        if found is None or found[0] != version:
+            continue
+        if _same_path(found[1], prefix):
+            return path
+        fallback = fallback or path
+    return fallback
+
+
+def _probe_python(path: Path) -> tuple[str, str] | None:
+    """(``major.minor``, ``sys.prefix``) of the Python at ``path``, or None when it does not run."""
+    import subprocess
+
+    try:
+        out = subprocess.run(
+            [str(path), "-c", "import sys; print('%d.%d' % sys.version_info[:2]); print(sys.prefix)"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            creationflags=no_window_flags(),
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    lines = out.stdout.strip().splitlines()
+    if out.returncode != 0 or len(lines) < 2:
+        return None
+    return lines[0].strip(), lines[1].strip()
 
 
 _FOUND: list[Path] = []

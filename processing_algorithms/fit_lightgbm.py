@@ -157,13 +157,20 @@ class FitLightGBM(MobClipAlgorithm):
         target = self.parameterAsString(parameters, "TARGET", context)
         if not target:
             raise QgsProcessingException(self.tr("Choose the target field: the numeric field to predict"))
-        field = fields.field(target) if fields.indexFromName(target) >= 0 else None
-        if field is None or not field.isNumeric():
-            kind = field.typeName() if field is not None else "missing"
+        if fields.indexFromName(target) < 0:
+            numeric = [f.name() for f in fields if f.isNumeric() and not f.name().startswith("emb_")]
+            shown = ", ".join(numeric[:8]) + (", ..." if len(numeric) > 8 else "")
             raise QgsProcessingException(
                 self.tr(
-                    f"Target field '{target}' is not numeric ({kind}): choose a numeric field, or convert it with "
-                    'the Field calculator (to_real("field"))'
+                    f"The layer has no field '{target}': choose one of its numeric fields ({shown or 'none found'})"
+                )
+            )
+        field = fields.field(target)
+        if not field.isNumeric():
+            raise QgsProcessingException(
+                self.tr(
+                    f"Target field '{target}' is not numeric ({field.typeName()}): choose a numeric field, or convert "
+                    'it with the Field calculator (to_real("field"))'
                 )
             )
         prefix = self.parameterAsString(parameters, "PREFIX", context)

@@ -118,7 +118,11 @@ class SimilarPlaces(MobClipAlgorithm):
         self.addParameter(QgsProcessingParameterFeatureSink("OUTPUT", self.tr("Similarity")))
         self.addParameter(
             QgsProcessingParameterFeatureSink(
-                "OUTPUT_TOP", self.tr("Most similar places (ranked table)"), QgsProcessing.TypeVector
+                "OUTPUT_TOP",
+                self.tr("Most similar places (ranked table)"),
+                QgsProcessing.TypeVector,
+                optional=True,  # qgis_process need not name it; the dialog still creates it
+                createByDefault=True,
             )
         )
         self.addParameter(
@@ -135,8 +139,9 @@ class SimilarPlaces(MobClipAlgorithm):
         self.check_cancel(feedback)
         feedback.setProgress(65)
         dest = self._write_similarity(parameters, context, feedback, places, result)
-        top_dest = self._write_top(parameters, context, places, result)
-        results = {"OUTPUT": dest, "OUTPUT_TOP": top_dest}
+        results = {"OUTPUT": dest}
+        if self.parameterAsOutputLayer(parameters, "OUTPUT_TOP", context):
+            results["OUTPUT_TOP"] = self._write_top(parameters, context, places, result)
         raster = self.parameterAsOutputLayer(parameters, "OUTPUT_RASTER", context)
         if raster:
             results["OUTPUT_RASTER"] = self._write_raster(raster, context, places, result)

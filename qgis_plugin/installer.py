@@ -256,14 +256,21 @@ def probe(python: str | os.PathLike) -> PythonFacts:
 
 
 # --- what pip gets ----------------------------------------------------------------------------------------
+# releases that need a newer numpy than QGIS may have: (cap, the numpy they need). pyarrow 26 declares no numpy
+# floor but refuses numpy 1.x at import time; for the others the cap only saves pip from downloading each newer
+# release in turn to find out (a Debian 12 QGIS, numpy 1.24.2: about 200 MB of pandas 3.x and scipy 1.16.x wheels)
+NUMPY_BOUND_CAPS = (("pyarrow<26", (2, 0)), ("pandas<3", (1, 26)), ("scipy<1.16", (1, 25, 2)))
+
+
 def constraints(facts: PythonFacts) -> list[str]:
-    """Pins that keep what QGIS links against: its own numpy, no Qt binding, no pip-installed GDAL."""
+    """Pins that keep what QGIS links against: its own numpy (and releases that work with it), no Qt binding, no
+    pip-installed GDAL."""
     lines = []
     numpy = facts.dist_version("numpy")
     if numpy:
         lines.append(f"numpy=={numpy}")
-        if int(numpy.split(".")[0]) < 2:
-            lines.append("pyarrow<26")  # pyarrow 26 refuses numpy 1.x at import time
+        have = tuple(int(p) for p in re.findall(r"\d+", numpy)[:3])
+        lines += [cap for cap, needs in NUMPY_BOUND_CAPS if have < needs]
     lines += [f"{name}<0" for name in FORBIDDEN]  # nothing may pull these in: pip fails and says which package
     return lines
 
@@ -764,7 +771,7 @@ class PackageStatus:
     module: str
     name: str
     version: str | None  # None when missing
-    where: str  # "plugin folder", "QGIS", or "missing"
+    where: str  # "MobCLIP packages folder", "QGIS", or "missing"
 
 
 def tier_status(tier: str, folder: DepsFolder) -> list[PackageStatus]:
@@ -789,7 +796,7 @@ def tier_status(tier: str, folder: DepsFolder) -> list[PackageStatus]:
             version = metadata.version(pkg.name)
         except metadata.PackageNotFoundError:
             version = "?"
-        out.append(PackageStatus(module, pkg.name, version, "plugin folder" if in_site else "QGIS"))
+        out.append(PackageStatus(module, pkg.name, version, "MobCLIP packages folder" if in_site else "QGIS"))
     return out
 
 

@@ -131,12 +131,13 @@ class MobClipPlugin:
         if stale:
             return stale, Qgis.Warning
         missing = missing_by_tier()
+        # one line of the message bar at 1280 pixels: QGIS shows a second line only behind its scroll arrows
         if missing["maps"]:
-            return f"its algorithms need Python packages that are not installed yet ({_names(missing['maps'])}).", (
-                Qgis.Warning
-            )
+            return f"missing Python packages: {_names(missing['maps'])}.", Qgis.Warning
         if missing["training"]:
-            return f"training embeddings needs more Python packages ({_names(missing['training'])}).", Qgis.Info
+            return f"training needs {len(missing['training'])} more packages ({_names(missing['training'], 3)}).", (
+                Qgis.Info
+            )
         return "", Qgis.Info
 
     def show_dependency_message(self) -> None:
@@ -301,8 +302,10 @@ class MobClipPlugin:
         return self.restart_needed
 
 
-def _names(modules: list[str]) -> str:
-    return ", ".join(deps.PACKAGES[m].name for m in modules)
+def _names(modules: list[str], most: int | None = None) -> str:
+    """The packages' names, the first ``most`` of them and "..." when there are more."""
+    names = [deps.PACKAGES[m].name for m in modules]
+    return ", ".join(names[:most]) + (", ..." if most is not None and len(names) > most else "")
 
 
 def _qgis_numpy() -> str | None:

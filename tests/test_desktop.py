@@ -60,6 +60,7 @@ def test_stock_qgis_starts_without_python_errors_and_shows_the_hint(stock_run):
     bar = [item for item in start["bar"] if item["title"] == "MobCLIP"]
     assert len(bar) == 1 and bar[0]["buttons"] == ["Install dependencies…"]
     assert "h3, pandas, pyarrow, lightgbm, scikit-learn" in bar[0]["text"]
+    assert bar[0]["fits"], bar  # one line: QGIS hides a second line behind the bar's scroll arrows
     assert "&MobCLIP > Install dependencies…" in start["menu"]
     assert not [m for m in start["mobclip_log"] if m["level"] >= 2], start["mobclip_log"]  # nothing critical
 

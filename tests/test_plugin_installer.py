@@ -68,7 +68,10 @@ def test_constraints_pin_qgis_numpy_and_forbid_qt_and_gdal():
     assert "numpy==1.24.2" in lines and "pyarrow<26" in lines
     for name in ("PyQt5", "PyQt5-sip", "PyQt6", "PySide6", "GDAL"):
         assert f"{name}<0" in lines
+    assert "pandas<3" in lines and "scipy<1.16" in lines  # they need numpy 1.26 / 1.25.2: pip need not try them
     assert "pyarrow<26" not in installer.constraints(facts(dists={"numpy": "2.1.0"}))
+    assert not {"pandas<3", "scipy<1.16"} & set(installer.constraints(facts(dists={"numpy": "2.1.0"})))
+    assert "scipy<1.16" not in installer.constraints(facts(dists={"numpy": "1.25.2"}))
     assert not any(line.startswith("numpy") for line in installer.constraints(facts(dists={})))
 
 
@@ -289,6 +292,23 @@ def test_python_candidates_find_qgis_python_on_each_platform(tmp_path):
     assert deps.find_python().is_file()
 
 
+@pytest.mark.skipif(os.name == "nt", reason="a shell script stands in for another Python")
+def test_find_python_prefers_this_pythons_prefix_over_another_of_the_same_version(tmp_path):
+    """qgis_process can report a pyenv or conda ``python3`` first on PATH as sys.executable: the install command
+    the plugin prints must name QGIS's own Python, or the packages land in a folder QGIS never reads."""
+    want = f"{sys.version_info[0]}.{sys.version_info[1]}"
+    shim = tmp_path / "shims" / "python3"
+    shim.parent.mkdir()
+    shim.write_text(f"#!/bin/sh\necho {want}\necho /opt/pyenv/versions/other\n")
+    shim.chmod(0o755)
+    real = Path(sys.executable)
+    assert deps._probe_python(shim) == (want, "/opt/pyenv/versions/other")
+    assert deps.choose_python([shim, real], want, sys.prefix, deps._probe_python) == real
+    assert deps.choose_python([shim], want, sys.prefix, deps._probe_python) == shim  # same version: the fallback
+    assert deps.choose_python([shim], "2.7", sys.prefix, deps._probe_python) is None
+    assert deps.choose_python([tmp_path / "missing"], want, sys.prefix, deps._probe_python) is None
+
+
 def test_diagnostics_name_versions_folders_and_the_log(tmp_path):
     folder = installed_folder(tmp_path)
     folder.log_file.write_text("Collecting h3\nProgress 1 of 2\nERROR: something broke\n")
@@ -449,7 +469,7 @@ def test_check_again_shows_what_changed_since_the_dialog_opened(tmp_path, offlin
         dialog.check_button.click()
         assert changes == [True] and dialog.status.text() == "Checked."
         assert dialog.tier_state["maps"].text() == "✔ ready (installed here)"
-        assert probe_row() == ["1.0", "plugin folder"] and dialog.remove_button.isEnabled()
+        assert probe_row() == ["1.0", "MobCLIP packages folder"] and dialog.remove_button.isEnabled()
 
         assert folder.remove()  # outside the dialog again
         assert dialog.tier_state["maps"].text() == "✔ ready (installed here)"

@@ -593,6 +593,9 @@ def test_fit_refuses_constant_all_null_and_missing_targets(qgis, cells_with_targ
         run("fit_lightgbm", {**common, "TARGET": "nothing"})
     with pytest.raises(QgsProcessingException, match="Choose the target field"):
         run("fit_lightgbm", common)
+    with pytest.raises(QgsProcessingException, match="The layer has no field 'incme': choose one of") as typo:
+        run("fit_lightgbm", {**common, "TARGET": "incme"})
+    assert "constant" in str(typo.value) and "not numeric" not in str(typo.value)
     assert not (tmp_path / "o.gpkg").exists()
 
 

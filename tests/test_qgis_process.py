@@ -156,6 +156,19 @@ def test_fit_and_raster_exit_0(qgis_env, demo_files, tmp_path):
     assert Path(res["OUTPUT_RGB"]).stat().st_size > 0
 
 
+def test_similar_places_needs_no_ranked_table_output(qgis_env, demo_files, tmp_path):
+    """From the command line only OUTPUT is needed; the ranked table is written when asked for."""
+    import geopandas as gpd
+
+    root, table = demo_files
+    ref = str(table.index[0])
+    common = {"EMBEDDINGS": root / "emb.parquet", "REFERENCE_CELLS": ref}
+    res = run_alg(qgis_env, "similar_places", **common, OUTPUT=tmp_path / "sim.gpkg")
+    assert "OUTPUT_TOP" not in res and len(gpd.read_file(res["OUTPUT"])) == len(table)
+    res = run_alg(qgis_env, "similar_places", **common, OUTPUT=tmp_path / "s2.gpkg", OUTPUT_TOP=tmp_path / "top.gpkg")
+    assert len(gpd.read_file(res["OUTPUT_TOP"])) > 0
+
+
 def test_errors_exit_1_with_their_message_and_no_output(qgis_env, demo_files, small_city, tmp_path):
     root, _ = demo_files
     message = fails(qgis_env, "fit_lightgbm", INPUT=tmp_path / "missing.gpkg", TARGET="x", OUTPUT=tmp_path / "o.gpkg")

@@ -24,12 +24,25 @@ ALGORITHMS = (
 
 
 def _bar_items(iface) -> list[dict]:
-    from qgis.PyQt.QtWidgets import QPushButton
+    """The message bar's items; ``fits``: their text shows whole, not partly behind the bar's scroll arrows."""
+    from qgis.PyQt.QtWidgets import QApplication, QPushButton, QTextEdit
 
+    QApplication.processEvents()
     out = []
     for item in iface.messageBar().items():
         buttons = [b.text() for b in item.findChildren(QPushButton) if b.text()]
-        out.append({"title": item.title(), "text": item.text(), "level": int(item.level()), "buttons": buttons})
+        texts = [t for t in item.findChildren(QTextEdit) if t.isVisible()]
+        fits = all(t.document().size().height() <= t.viewport().height() + 1 for t in texts)
+        out.append(
+            {
+                "title": item.title(),
+                "text": item.text(),
+                "level": int(item.level()),
+                "buttons": buttons,
+                "fits": fits,
+                "width": iface.mainWindow().width(),
+            }
+        )
     return out
 
 
