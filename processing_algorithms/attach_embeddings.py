@@ -52,7 +52,7 @@ class AttachEmbeddings(MobClipAlgorithm):
         self.addParameter(
             QgsProcessingParameterField(
                 "CELL_FIELD",
-                self.tr("H3 cell id field (optional; else located by geometry)"),
+                self.tr("H3 cell id field (else each feature is located by its geometry)"),
                 parentLayerParameterName="INPUT",
                 type=QgsProcessingParameterField.String,
                 optional=True,

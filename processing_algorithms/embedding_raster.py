@@ -15,9 +15,11 @@ from .base import MobClipAlgorithm
 
 def pixels_per_cell_parameter(description: str) -> QgsProcessingParameterNumber:
     """How finely a raster of cells is drawn (shared by the algorithms that write one)."""
-    return QgsProcessingParameterNumber(
+    param = QgsProcessingParameterNumber(
         "PIXELS_PER_CELL", description, QgsProcessingParameterNumber.Double, 4.0, False, 1.0, 50.0
     )
+    param.setMetadata({"widget_wrapper": {"decimals": 1}})  # "4.0", not the spin box's default "4.000000"
+    return param
 
 
 class EmbeddingRaster(MobClipAlgorithm):
