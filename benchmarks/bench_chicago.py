@@ -12,8 +12,9 @@ Two levels, blocked splits first:
 
 Sources: the default MobCLIP, the same model's embedding without its neighbourhood context (``[train] context_m
 = []``) and with the neighbourhood weighted 0.85 (``context_weight``; alone and + coordinates), the paper's
-setting (mobility tower only), MobCLIP + coordinates, MobCLIP + its means over the surrounding H3 rings 2 and 4,
-the distilled coordinate encoder, the inputs per cell (LINE or a flow SVD, with the POI and demographic features),
+setting (mobility tower only), MobCLIP + coordinates (raw, and as each location encoder codes them), MobCLIP +
+its means over the surrounding H3 rings 2 and 4, the distilled coordinate encoder, the inputs per cell (LINE or a
+flow SVD, with the POI and demographic features),
 the inputs reduced to 128-d, the inputs propagated over the mobility graph and over the model's graph (mobility +
 spatial links), the inputs + their ring means, LINE alone, and the location encoders (SH, Sphere2Vec, NeRF, raw
 coordinates, GeoCLIP). A labelled variant trained with race/ethnicity shares as an extra input is reported apart.
@@ -129,9 +130,16 @@ def context_variants(output: Path, ds, table: pd.DataFrame) -> dict[str, pd.Data
 
 
 def derived_tables(table: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    """The default embedding with free extras: the cell centre's coordinates, the 1-2 km neighbourhood's means."""
+    """The default embedding with free extras: the cell centre's coordinates (raw, and as each location encoder
+    codes them: does the embedding add to that encoder?), the 1-2 km neighbourhood's means."""
+    coders = baseline_encoders(sh_degree=10)
     return {
         "MobCLIP + coordinates": ib.with_coordinates(table),
+        **{
+            f"MobCLIP + {name}": ib.with_coordinates(table, coders[name])
+            for name in LOCATION_ENCODERS
+            if name in coders and name != "raw coordinates"
+        },
         "MobCLIP + neighbourhood means": ib.with_neighbourhood(table),
     }
 
@@ -155,6 +163,11 @@ def input_tables(ds, line: np.ndarray, cfg) -> dict[str, pd.DataFrame]:
         "inputs + neighbourhood means": ib.with_neighbourhood(inputs),
         "LINE alone": ib.input_features(ds, line, modalities=[]),
     }
+
+
+def _gain(new: float, base: float) -> str:
+    """``new`` against ``base`` in percent, or as a difference of R^2 where a percentage of ``base`` means nothing."""
+    return f"{new / base - 1:+.0%}" if base > 0 else f"{new - base:+.3f} R^2"
 
 
 def headline(results: pd.DataFrame) -> list[str]:
@@ -184,6 +197,16 @@ def headline(results: pd.DataFrame) -> list[str]:
                 if name in m
             )
         )
+        pairs = {s: f"MobCLIP + {s}" if s != "raw coordinates" else "MobCLIP + coordinates" for s in loc.index}
+        pairs = {s: p for s, p in pairs.items() if p in m}
+        if pairs:
+            with_loc = m[list(pairs.values())]
+            lines.append(
+                f"{split}, MobCLIP added to each location encoder's code: "
+                + ", ".join(f"{s} {m[s]:.3f} -> {m[p]:.3f} ({_gain(m[p], m[s])})" for s, p in pairs.items())
+                + f"; the best with MobCLIP ({with_loc.idxmax()}) {with_loc.max():.3f} against the best without "
+                f"({loc.idxmax()}) {loc.max():.3f} ({_gain(with_loc.max(), loc.max())})"
+            )
     return lines
 
 

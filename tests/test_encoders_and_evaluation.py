@@ -360,3 +360,22 @@ def test_neighbourhood_means_average_over_the_rings_within_the_table():
     np.testing.assert_allclose(out.loc[centre, "ring4_v"], 1 / 61, rtol=1e-6)
     # cells near the table's edge average over the cells the table has: a constant stays that constant
     np.testing.assert_allclose(out[["ring2_one", "ring4_one"]], 1.0, rtol=1e-6)
+
+
+def test_coordinates_appended_raw_or_as_a_location_encoders_code():
+    import h3
+
+    from mobclip_core.encoders.baselines import sphere2vec_sphere_c_plus
+    from mobclip_core.evaluation.input_baselines import with_coordinates
+
+    cells = sorted(h3.grid_disk(h3.latlng_to_cell(41.88, -87.63, 9), 2))
+    table = pd.DataFrame({"e0": np.arange(len(cells), dtype=np.float32)}, index=cells)
+    lat, lon = np.array([h3.cell_to_latlng(c) for c in cells]).T
+    raw = with_coordinates(table)
+    assert list(raw.columns) == ["e0", "lon", "lat"]
+    np.testing.assert_allclose(raw[["lon", "lat"]].to_numpy(), np.c_[lon, lat], atol=1e-4)
+    coded = with_coordinates(table, sphere2vec_sphere_c_plus)
+    code = sphere2vec_sphere_c_plus(lon, lat)
+    assert coded.shape == (len(cells), 1 + code.shape[1])
+    pd.testing.assert_series_equal(coded["e0"], table["e0"])  # the table's own columns first, unchanged
+    np.testing.assert_allclose(coded.iloc[:, 1:].to_numpy(), code, rtol=1e-4, atol=1e-5)

@@ -231,13 +231,16 @@ def write_report(results: pd.DataFrame, out_dir: str | Path, stem: str = "evalua
     from matplotlib.figure import Figure
 
     means = results.groupby(["source", "split"], sort=False).r2_mean.mean().unstack("split")
-    fig = Figure(figsize=(7, 3.5), dpi=120)
+    # horizontal bars, first source on top, the figure as tall as the sources need: long names stay readable
+    fig = Figure(figsize=(8, 1.2 + 0.3 * len(means)), dpi=120)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
-    means[[c for c in ("blocked", "random") if c in means]].plot.bar(ax=ax)
-    ax.set_ylabel("mean R2 over tasks")
-    ax.set_xlabel("")
-    ax.axhline(0, color="k", lw=0.5)
+    means[[c for c in ("blocked", "random") if c in means]].iloc[::-1].plot.barh(ax=ax)
+    ax.set_xlabel("mean R2 over tasks")
+    ax.set_ylabel("")
+    ax.axvline(0, color="k", lw=0.5)
+    handles, labels = ax.get_legend_handles_labels()
+    ax.legend(handles[::-1], labels[::-1], title="split")
     fig.tight_layout()
     with atomic_path(paths["plot"]) as tmp:
         fig.savefig(tmp, format="png")

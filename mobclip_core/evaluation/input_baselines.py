@@ -8,7 +8,7 @@ scores like an embedding:
 - ``reduced``: any table reduced by PCA to the embedding's width;
 - ``propagated``: features spread over the mobility graph with no learning, the way LightGCN propagates
   (symmetric normalisation, sum of hops 0..K);
-- ``with_coordinates``: any table plus the cell centres' coordinates;
+- ``with_coordinates``: any table plus the cell centres' coordinates, raw or as a location encoder's code;
 - ``with_neighbourhood``: any table plus its means over the H3 rings around each cell (the surrounding 1-2 km at
   resolution 9), which no learning is needed for.
 
@@ -112,12 +112,19 @@ def propagated(table: pd.DataFrame, graph, hops: int = 2) -> pd.DataFrame:
     return pd.DataFrame(out.astype(np.float32), index=table.index, columns=[f"prop_{c}" for c in table.columns])
 
 
-def with_coordinates(table: pd.DataFrame) -> pd.DataFrame:
-    """``table`` plus the longitude and latitude of each cell's centre."""
+def with_coordinates(table: pd.DataFrame, encoder=None) -> pd.DataFrame:
+    """``table`` plus each cell centre's longitude and latitude or, with ``encoder`` (a location encoder: ``(lon,
+    lat) -> array``), its code of the centre: "MobCLIP + SH" against "SH" asks whether the embedding adds to that
+    encoding of the coordinates, which "MobCLIP + raw coordinates" against "SH" cannot tell apart from how well the
+    trees use a multi-scale code."""
     from ..grid import strings_to_cells
 
     lon, lat = cell_centroids(strings_to_cells(table.index.to_numpy()))
-    return table.assign(lon=lon.astype(np.float32), lat=lat.astype(np.float32))
+    if encoder is None:
+        return table.assign(lon=lon.astype(np.float32), lat=lat.astype(np.float32))
+    code = np.asarray(encoder(lon, lat), dtype=np.float32).reshape(len(table), -1)
+    columns = [f"loc{i}" for i in range(code.shape[1])]
+    return pd.concat([table, pd.DataFrame(code, index=table.index, columns=columns)], axis=1)
 
 
 def with_neighbourhood(table: pd.DataFrame, rings: tuple[int, ...] = (2, 4)) -> pd.DataFrame:
