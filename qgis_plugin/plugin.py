@@ -192,7 +192,10 @@ class MobClipPlugin:
         problem = deps.install_hint(missing) if missing else layer_problem(layer)
         if problem:
             self.similar_action.setChecked(False)
-            self.iface.messageBar().pushWarning("MobCLIP: Find similar places", problem)
+            # the first sentence in the bar (one line: QGIS hides the rest behind scroll arrows), all of it behind
+            # the bar's "Show more"
+            headline = problem.split(". ", 1)[0].rstrip(".") + "."
+            self.iface.messageBar().pushMessage("MobCLIP: Find similar places", headline, problem, Qgis.Warning)
             return
         try:
             tool = self.similarity_tool_for(layer)

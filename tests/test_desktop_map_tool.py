@@ -63,8 +63,10 @@ def test_a_layer_without_embeddings_is_refused_with_a_message_naming_the_layer_n
     assert not refused["checked"] and refused["tool"] == "QgsMapToolPan", refused
     warning = [text for text in refused["bar"] if text.startswith("MobCLIP: Find similar places")]
     assert len(warning) == 1, refused["bar"]
-    assert "“Just points” has no numeric emb_* fields" in warning[0]
-    assert "MobCLIP embeddings" in warning[0] and "h3_cell" in warning[0]
+    assert warning[0].endswith("“Just points” has no numeric emb_* fields."), warning
+    details = [d for d in refused["details"] if d["title"] == "MobCLIP: Find similar places"][0]
+    assert details["fits"], details  # one line in the bar, the layer needed behind "Show more"
+    assert "MobCLIP embeddings" in details["more"] and "h3_cell" in details["more"], details
 
 
 def test_a_click_on_a_cell_ranks_every_cell_by_similarity_to_it(map_tool_run, city):

@@ -9,6 +9,28 @@ def _bar_texts(iface) -> list[str]:
     return [f"{item.title()}: {item.text()}" for item in iface.messageBar().items()]
 
 
+def _bar_details(iface) -> list[dict]:
+    """Each message: whether its text shows whole in the bar, and the text behind its "Show more" (QGIS keeps it in
+    a hidden message viewer titled like the message)."""
+    from qgis.PyQt.QtWidgets import QApplication, QDialog, QTextEdit, QToolButton
+
+    QApplication.processEvents()
+    out = []
+    for item in iface.messageBar().items():
+        texts = [t for t in item.findChildren(QTextEdit) if t.isVisible()]
+        more_button = any(b.text() == "Show more" for b in item.findChildren(QToolButton))
+        viewers = [w for w in QApplication.topLevelWidgets() if isinstance(w, QDialog) and not w.isVisible()]
+        more = [t.toPlainText() for v in viewers if v.windowTitle() == item.title() for t in v.findChildren(QTextEdit)]
+        out.append(
+            {
+                "title": item.title(),
+                "fits": all(t.document().size().height() <= t.viewport().height() + 1 for t in texts),
+                "more": (more[-1] if more else "") if more_button else "",
+            }
+        )
+    return out
+
+
 def _tool_name(canvas) -> str | None:
     tool = canvas.mapTool()
     return type(tool).__name__ if tool is not None else None
@@ -43,7 +65,12 @@ def similarity_tool(ctx):
     iface.messageBar().clearWidgets()
     action.trigger()
     yield Wait(0.3)
-    ctx.result["refused"] = {"checked": action.isChecked(), "tool": _tool_name(canvas), "bar": _bar_texts(iface)}
+    ctx.result["refused"] = {
+        "checked": action.isChecked(),
+        "tool": _tool_name(canvas),
+        "bar": _bar_texts(iface),
+        "details": _bar_details(iface),
+    }
 
     # 2. the embeddings layer: on, a click on a cell, the similarity raster
     layer = QgsVectorLayer(f"{ctx.args['embeddings']}|layername=embeddings", ctx.args["layer_name"], "ogr")
