@@ -8,6 +8,7 @@ from qgis.core import (
     QgsProcessingException,
     QgsProcessingOutputNumber,
     QgsProcessingOutputString,
+    QgsProcessingParameterBoolean,
     QgsProcessingParameterEnum,
     QgsProcessingParameterFeatureSink,
     QgsProcessingParameterFeatureSource,
@@ -41,7 +42,12 @@ class FitLightGBM(MobClipAlgorithm):
         "Output fields: prediction (a model refit on all features: the one to map), oof_prediction (out-of-fold: "
         "each feature predicted by a model that never saw its block; the honest one) and residual (target minus "
         "out-of-fold prediction). Outputs R2 and RMSE are out-of-fold. Features with a NULL target or NULL "
-        "embedding fields are left out. Optionally predicts onto a second layer that has the same fields."
+        "embedding fields are left out. Optionally predicts onto a second layer that has the same fields.\n\n"
+        "Add location features: a multi-scale code of each feature's position (Sphere2Vec sphereC+ of its "
+        "representative point, 96 fields) joins the embedding fields. Where the target also follows a city-wide "
+        "trend (one side of town against another) this helps: on Chicago's census tracts the embedding with this "
+        "code (averaged over each tract's cells) scored a mean R2 over ten targets of 0.38 instead of 0.36 under "
+        "blocked folds and 0.54 instead of 0.51 under random ones."
     )
 
     def initAlgorithm(self, config=None):  # noqa: N802
@@ -64,6 +70,11 @@ class FitLightGBM(MobClipAlgorithm):
                 type=QgsProcessingParameterField.Numeric,
                 allowMultiple=True,
                 optional=True,
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterBoolean(
+                "LOCATION", self.tr("Add location features (a multi-scale code of each feature's position)"), False
             )
         )
         self.addParameter(
@@ -136,6 +147,10 @@ class FitLightGBM(MobClipAlgorithm):
         target, names = self._target_and_features(parameters, context, source.fields())
         features, wkbs = self.read_wgs84(source, context, feedback, span=(0, 15))
         x = self._matrix(features, source.fields(), names)
+        location = self.parameterAsBoolean(parameters, "LOCATION", context)
+        if location:
+            x = self._with_location(x, wkbs)
+            feedback.pushInfo(self.tr(f"{x.shape[1] - len(names)} location features added (Sphere2Vec sphereC+)"))
         y = self._matrix(features, source.fields(), [target])[:, 0]
         fit = self._fit(parameters, context, feedback, x, y, target, self._blocks(parameters, context, features, wkbs))
         feedback.pushInfo(  # the description names what was fitted: "Ridge (alpha 31.6, chosen by ...)"
@@ -150,7 +165,7 @@ class FitLightGBM(MobClipAlgorithm):
         if context.willLoadLayerOnCompletion(output):  # the layer in the project says which model it maps
             context.layerToLoadOnCompletionDetails(output).name = f"{target} predicted by {fit.model_name}"
         results = {"OUTPUT": output, "R2": fit.r2, "RMSE": fit.rmse, "MODEL": fit.model_name}
-        results.update(self._predict_second_layer(parameters, context, feedback, names, fit))
+        results.update(self._predict_second_layer(parameters, context, feedback, names, fit, location))
         return results
 
     def _target_and_features(self, parameters, context, fields) -> tuple[str, list[str]]:
@@ -183,6 +198,22 @@ class FitLightGBM(MobClipAlgorithm):
             )
         extra = self.parameterAsFields(parameters, "EXTRA_FIELDS", context)
         return target, names + [n for n in extra if n not in names and n != target]
+
+    @staticmethod
+    def _with_location(x, wkbs):
+        """``x`` with the Sphere2Vec sphereC+ code of each feature's representative point (NaN without one)."""
+        import numpy as np
+
+        from mobclip_core.encoders import sphere2vec_sphere_c_plus
+        from mobclip_core.grid import representative_points
+
+        lon, lat = representative_points(wkbs)
+        located = np.isfinite(lon) & np.isfinite(lat)
+        probe = sphere2vec_sphere_c_plus(np.zeros(1), np.zeros(1))
+        code = np.full((len(x), probe.shape[1]), np.nan)
+        if located.any():
+            code[located] = sphere2vec_sphere_c_plus(lon[located], lat[located])
+        return np.c_[x, code]
 
     @staticmethod
     def _matrix(features, fields, names):
@@ -258,7 +289,7 @@ class FitLightGBM(MobClipAlgorithm):
         self.write_features(sink, rows, (f.geometry() for f in features), feedback, total=len(features), span=(80, 92))
         return dest
 
-    def _predict_second_layer(self, parameters, context, feedback, names, fit) -> dict:
+    def _predict_second_layer(self, parameters, context, feedback, names, fit, location: bool) -> dict:
         other = self.parameterAsSource(parameters, "PREDICT_LAYER", context)
         if other is None:
             return {}
@@ -272,8 +303,9 @@ class FitLightGBM(MobClipAlgorithm):
             raise QgsProcessingException(
                 self.tr(f"The layer to predict onto lacks the feature fields {absent[:5]}: attach the same embeddings")
             )
-        features = list(other.getFeatures())
-        predicted = fit.predict(self._matrix(features, fields, names))
+        features, wkbs = self.read_wgs84(other, context, feedback, span=(92, 94))
+        x = self._matrix(features, fields, names)
+        predicted = fit.predict(self._with_location(x, wkbs) if location else x)
         extra = QgsFields()
         extra.append(QgsField("prediction", QVariant.Double))
         out_fields = self.merge_fields(fields, extra)

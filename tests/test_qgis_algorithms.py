@@ -576,6 +576,42 @@ def test_aggregate_equals_the_evaluation_protocol_on_small_polygons(qgis, small_
     assert not got.iloc[: len(districts)].from_point.any()
 
 
+def test_fit_location_features_learn_a_trend_the_embeddings_do_not_hold(qgis, tmp_path):
+    """A target that follows position (a north-south trend) on embeddings that are noise: out-of-fold R2 near zero
+    from the embeddings alone, high once the location features join them; the second layer gets them too."""
+    import geopandas as gpd
+    import h3
+    from shapely.geometry import Point
+
+    from mobclip_core.geofile import write_geodataframe
+
+    cells = sorted(h3.grid_disk(h3.latlng_to_cell(41.85, -87.65, 8), 12))
+    lat, lon = np.array([h3.cell_to_latlng(c) for c in cells]).T
+    rng = np.random.default_rng(0)
+    gdf = gpd.GeoDataFrame(
+        {f"emb_{i}": rng.normal(size=len(cells)) for i in range(4)},
+        geometry=[Point(x, y) for x, y in zip(lon, lat)],
+        crs=4326,
+    )
+    gdf["trend"] = np.sin((lat - lat.min()) / np.ptp(lat) * 3.0) + 0.05 * rng.normal(size=len(cells))
+    write_geodataframe(gdf, tmp_path / "pts.gpkg")
+    common = {"INPUT": str(tmp_path / "pts.gpkg"), "TARGET": "trend", "BLOCKS": 2, "MODEL": 1, "SEED": 0}
+    plain = run("fit_lightgbm", {**common, "OUTPUT": str(tmp_path / "plain.gpkg")})
+    located = run(
+        "fit_lightgbm",
+        {
+            **common,
+            "LOCATION": True,
+            "OUTPUT": str(tmp_path / "located.gpkg"),
+            "PREDICT_LAYER": str(tmp_path / "pts.gpkg"),
+            "OUTPUT_PREDICT": str(tmp_path / "second.gpkg"),
+        },
+    )
+    assert plain["R2"] < 0.2 and located["R2"] > 0.8, (plain["R2"], located["R2"])
+    second = gpd.read_file(located["OUTPUT_PREDICT"])["prediction"].to_numpy()
+    np.testing.assert_allclose(second, gpd.read_file(located["OUTPUT"])["prediction"].to_numpy(), rtol=1e-6)
+
+
 def test_fit_refuses_constant_all_null_and_missing_targets(qgis, cells_with_targets, tmp_path):
     import geopandas as gpd
     from qgis.core import QgsProcessingException
