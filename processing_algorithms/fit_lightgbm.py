@@ -172,8 +172,9 @@ class FitLightGBM(MobClipAlgorithm):
         target = self.parameterAsString(parameters, "TARGET", context)
         if not target:
             raise QgsProcessingException(self.tr("Choose the target field: the numeric field to predict"))
+        prefix = self.parameterAsString(parameters, "PREFIX", context)
         if fields.indexFromName(target) < 0:
-            numeric = [f.name() for f in fields if f.isNumeric() and not f.name().startswith("emb_")]
+            numeric = [f.name() for f in fields if f.isNumeric() and not (prefix and f.name().startswith(prefix))]
             shown = ", ".join(numeric[:8]) + (", ..." if len(numeric) > 8 else "")
             raise QgsProcessingException(
                 self.tr(
@@ -188,7 +189,6 @@ class FitLightGBM(MobClipAlgorithm):
                     'it with the Field calculator (to_real("field"))'
                 )
             )
-        prefix = self.parameterAsString(parameters, "PREFIX", context)
         names = [f.name() for f in fields if f.name().startswith(prefix) and f.isNumeric() and f.name() != target]
         if not names:
             raise QgsProcessingException(
@@ -303,9 +303,13 @@ class FitLightGBM(MobClipAlgorithm):
             raise QgsProcessingException(
                 self.tr(f"The layer to predict onto lacks the feature fields {absent[:5]}: attach the same embeddings")
             )
-        features, wkbs = self.read_wgs84(other, context, feedback, span=(92, 94))
-        x = self._matrix(features, fields, names)
-        predicted = fit.predict(self._with_location(x, wkbs) if location else x)
+        if location:  # the same location features as the fit, from this layer's geometries
+            features, wkbs = self.read_wgs84(other, context, feedback, span=(92, 94))
+            x = self._with_location(self._matrix(features, fields, names), wkbs)
+        else:
+            features = list(other.getFeatures())
+            x = self._matrix(features, fields, names)
+        predicted = fit.predict(x)
         extra = QgsFields()
         extra.append(QgsField("prediction", QVariant.Double))
         out_fields = self.merge_fields(fields, extra)
