@@ -45,9 +45,9 @@ class FitLightGBM(MobClipAlgorithm):
         "embedding fields are left out. Optionally predicts onto a second layer that has the same fields.\n\n"
         "Add location features: a multi-scale code of each feature's position (Sphere2Vec sphereC+ of its "
         "representative point, 96 fields) joins the embedding fields. Where the target also follows a city-wide "
-        "trend (one side of town against another) this helps: on Chicago's census tracts the embedding with this "
-        "code (averaged over each tract's cells) scored a mean R2 over ten targets of 0.38 instead of 0.36 under "
-        "blocked folds and 0.54 instead of 0.51 under random ones."
+        "trend (one side of town against another) this helps: on Chicago's census tracts (MobCLIP embeddings "
+        "aggregated over the tracts, folds by community area) the mean out-of-fold R2 of ten census targets went "
+        "from 0.459 to 0.478, eight of them up."
     )
 
     def initAlgorithm(self, config=None):  # noqa: N802
