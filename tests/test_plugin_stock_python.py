@@ -76,6 +76,7 @@ def test_zip_loads_lists_every_algorithm_and_says_what_to_install(stock):
     assert "h3, pandas, pyarrow, lightgbm, scikit-learn" in hint
     assert "Plugins > MobCLIP > Install dependencies" in hint
     assert f'qgis_plugin/installer.py" maps --profile "{stock["env"]["QGIS_CUSTOM_CONFIG_PATH"]}' in hint
+    assert hint.split("Without the QGIS window: ")[1].startswith('"/usr/bin/python3')  # QGIS's Python, by prefix
 
 
 INSTALL_FROM_PYQGIS = """
