@@ -23,6 +23,7 @@ from .base import Cancelled, MobClipAlgorithm, nullable, numbers
 BLOCKS = ["H3 parent cells (spatial blocks)", "Group field (e.g. admin unit)", "Random folds (optimistic)"]
 MODELS = ["Automatic: LightGBM, or Ridge under 300 features", "LightGBM", "Ridge"]
 MODEL_KEYS = ["auto", "lightgbm", "ridge"]
+FEW_FEATURES = 50  # under this many usable features the out-of-fold R2 is a rough guide, and the log says so
 
 
 class FitLightGBM(MobClipAlgorithm):
@@ -161,6 +162,13 @@ class FitLightGBM(MobClipAlgorithm):
         )
         if (~fit.used).any():
             feedback.pushWarning(self.tr(f"{int((~fit.used).sum())} features with a NULL target or field left out"))
+        if fit.used.sum() < FEW_FEATURES:
+            feedback.pushWarning(
+                self.tr(
+                    f"Only {int(fit.used.sum())} features to learn from: with so few, the out-of-fold R2 moves a lot "
+                    "with the folds and the seed (try another seed to see how much); read it as a rough guide"
+                )
+            )
         output = self._write_predictions(parameters, context, feedback, source, features, fit)
         if context.willLoadLayerOnCompletion(output):  # the layer in the project says which model it maps
             context.layerToLoadOnCompletionDetails(output).name = f"{target} predicted by {fit.model_name}"

@@ -707,6 +707,22 @@ def test_fit_group_and_random_folds_and_second_layer(qgis, cells_with_targets, s
     np.testing.assert_allclose(onto, first, rtol=1e-9)  # same refit model, same features
 
 
+def test_fit_warns_when_few_features_are_left_to_learn_from(qgis, cells_with_targets, tmp_path):
+    import geopandas as gpd
+
+    from mobclip_core.geofile import write_geodataframe
+
+    gdf = gpd.read_file(cells_with_targets)
+    write_geodataframe(gdf.iloc[:30], tmp_path / "few.gpkg")
+    common = {"TARGET": "night", "MODEL": 2, "BLOCKS": 2, "FOLDS": 3, "OUTPUT": "memory:"}
+    few = LogFeedback()
+    run("fit_lightgbm", {**common, "INPUT": str(tmp_path / "few.gpkg")}, few)
+    assert any(w.startswith("Only 30 features to learn from") for w in few.warnings), few.warnings
+    many = LogFeedback()
+    run("fit_lightgbm", {**common, "INPUT": str(cells_with_targets)}, many)
+    assert not any("features to learn from" in w for w in many.warnings), many.warnings
+
+
 def test_fit_cancel_mid_cross_validation(qgis, cells_with_targets, tmp_path):
     from qgis.core import QgsProcessingException, QgsProcessingFeedback
 
