@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from driver import Wait, check
+from driver import Wait, check, text_fits
 
 
 def _bar_texts(iface) -> list[str]:
@@ -17,14 +17,13 @@ def _bar_details(iface) -> list[dict]:
     QApplication.processEvents()
     out = []
     for item in iface.messageBar().items():
-        texts = [t for t in item.findChildren(QTextEdit) if t.isVisible()]
         more_button = any(b.text() == "Show more" for b in item.findChildren(QToolButton))
         viewers = [w for w in QApplication.topLevelWidgets() if isinstance(w, QDialog) and not w.isVisible()]
         more = [t.toPlainText() for v in viewers if v.windowTitle() == item.title() for t in v.findChildren(QTextEdit)]
         out.append(
             {
                 "title": item.title(),
-                "fits": all(t.document().size().height() <= t.viewport().height() + 1 for t in texts),
+                "fits": text_fits(item),
                 "more": (more[-1] if more else "") if more_button else "",
             }
         )

@@ -6,7 +6,7 @@ import re
 import time
 from pathlib import Path
 
-from driver import Wait, check
+from driver import Wait, check, text_fits
 
 ALGORITHMS = (
     "tessellate",
@@ -25,22 +25,19 @@ ALGORITHMS = (
 
 def _bar_items(iface) -> list[dict]:
     """The message bar's items; ``fits``: their text shows whole, not partly behind the bar's scroll arrows."""
-    from qgis.PyQt.QtWidgets import QApplication, QPushButton, QTextEdit
+    from qgis.PyQt.QtWidgets import QApplication, QPushButton
 
     QApplication.processEvents()
     out = []
     for item in iface.messageBar().items():
         buttons = [b.text() for b in item.findChildren(QPushButton) if b.text()]
-        texts = [t for t in item.findChildren(QTextEdit) if t.isVisible()]
-        fits = all(t.document().size().height() <= t.viewport().height() + 1 for t in texts)
         out.append(
             {
                 "title": item.title(),
                 "text": item.text(),
                 "level": int(item.level()),
                 "buttons": buttons,
-                "fits": fits,
-                "width": iface.mainWindow().width(),
+                "fits": text_fits(item),
             }
         )
     return out

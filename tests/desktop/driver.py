@@ -33,6 +33,14 @@ def check(name: str):
     return register
 
 
+def text_fits(item) -> bool:
+    """A message-bar item's text shows whole: QGIS hides what does not fit its one line behind scroll arrows."""
+    from qgis.PyQt.QtWidgets import QTextEdit
+
+    texts = [t for t in item.findChildren(QTextEdit) if t.isVisible()]
+    return all(t.document().size().height() <= t.viewport().height() + 1 for t in texts)
+
+
 class Wait:
     """Yield from a check: sleep ``seconds``, or poll ``until()`` every ``poll`` s for at most ``timeout`` s
     (then TimeoutError is thrown into the check)."""
