@@ -166,6 +166,35 @@ def test_zone_labels_name_what_stands_out():
     ]  # fmt: skip
 
 
+def test_zone_ages_read_ranged_bins_and_flows_rank_against_a_heavy_tailed_region():
+    """Census-style bins (demo_age_5_17) give mean ages; a city centre's flows do not make every other zone quiet."""
+    import scipy.sparse as sp
+
+    from mobclip_core.analysis.describe import _mean_age, describe_zones
+    from mobclip_core.analysis.zones import functional_zones
+    from mobclip_core.grid import strings_to_cells
+    from mobclip_core.modalities.mobility.graph import MobilityGraph
+
+    census = pd.DataFrame(np.eye(4), columns=["demo_age_0_4", "demo_age_5_17", "demo_age_18_64", "demo_age_65"])
+    np.testing.assert_allclose(_mean_age(census), [2.5, 11.5, 41.5, 70.0])
+    bins = ["f_0", "f_1", "f_5", "m_0", "m_1", "m_5"]  # WorldPop: each bin's first age
+    worldpop = pd.DataFrame([[1, 0, 0, 1, 0, 0], [0, 0, 1, 0, 0, 1]], columns=bins)
+    np.testing.assert_allclose(_mean_age(worldpop), [0.5, 10.0])
+    assert _mean_age(pd.DataFrame(np.eye(3), columns=["white", "black", "other"])) is None
+
+    x, labels = planted(n_per=40, k=3, spread=0.05)
+    cells = cell_table(x).index
+    zones = functional_zones(x, k=3)
+    weights = np.select([labels == 0, labels == 1], [100.0, 5.0], 1.0)  # a centre, a middle ring, the outskirts
+    adj = sp.csr_matrix(np.add.outer(weights, weights) * (1 - np.eye(len(cells))))
+    graph = MobilityGraph(strings_to_cells(cells.to_numpy()), adj)
+    names = describe_zones(zones, cells, dataset=types.SimpleNamespace(features={}, graph=graph)).names
+    name_of = {planted_zone: names[int(zones.labels[labels == planted_zone][0])] for planted_zone in range(3)}
+    assert name_of[0].endswith(": busy")
+    assert name_of[1].endswith(": like the region overall")  # 5x the outskirts, a twentieth of the centre
+    assert name_of[2].endswith(": quiet")
+
+
 # --- a look inside ------------------------------------------------------------------------------------------------
 def test_shared_colour_scale_reproduces_pca_rgb_and_colours_a_second_table_alike(tmp_path):
     from mobclip_core.rasterize import PcaColourScale, pca_rgb

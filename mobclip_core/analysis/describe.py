@@ -18,9 +18,14 @@ from ..constants import REGION_INDEX
 from ..exceptions import InvalidInputError
 from .zones import NO_ZONE, Zones
 
-_AGE_COLUMN = re.compile(r"^(?:demo_)?(?:[fm]_)?(\d+)$")
+# an age bin's column: optional "demo_", sex and "age" prefixes, the bin's first age, optionally its last age or
+# "plus": demo_f_20 (WorldPop), demo_age_5_17, age_65, 85plus, m_15-19
+_AGE_COLUMN = re.compile(
+    r"^(?:demo_)?(?:(?:f|m|female|male)_)?(?:age_?)?(?P<lo>\d+)(?:(?:_|-|_to_)(?P<hi>\d+)|_?plus|\+)?$", re.IGNORECASE
+)
+OPEN_BIN_YEARS = 10  # the assumed width of a last, open-ended age bin ("65 and over")
 MANY_LIFT = 1.5  # a POI category counts as "many" at 1.5x its share in the region
-BUSY, QUIET = 1.3, 0.75  # mean flow per cell against the region's
+BUSY, QUIET = 0.65, 0.35  # a zone's mean percentile of flow per cell among the region's cells
 AGE_GAP = 3.0  # years from the region's mean age for "young" / "older"
 
 
@@ -54,13 +59,24 @@ def poi_category_shares(pois: pd.DataFrame, cells: pd.Index, resolution: int, ca
 
 
 def _mean_age(demo: pd.DataFrame) -> pd.Series | None:
-    """Mean age per cell from age-bin shares (columns like demo_f_20: the bin's lower age); None if not age bins."""
-    ages = {c: int(m.group(1)) for c in demo.columns if (m := _AGE_COLUMN.match(str(c)))}
-    if len(set(ages.values())) < 3:
+    """Mean age per cell from age-bin shares, None if the columns are not age bins.
+
+    A bin's age is its middle: from its first and last age where the name gives both (``demo_age_5_17``: 11.5), else
+    halfway to the next bin's first age (``demo_f_20`` before ``demo_f_25``: 22.5); the last, open bin counts
+    ``OPEN_BIN_YEARS`` wide. Sex-split bins of the same ages (f_20, m_20) share the middle.
+    """
+    bins = {c: m for c in demo.columns if (m := _AGE_COLUMN.match(str(c)))}
+    starts = sorted({int(m.group("lo")) for m in bins.values()})
+    if len(starts) < 3:
         return None
-    starts = sorted(set(ages.values()))
-    width = {a: (b - a) for a, b in zip(starts, starts[1:])}
-    mid = {c: a + width.get(a, 10) / 2 for c, a in ages.items()}
+    following = dict(zip(starts, starts[1:]))
+    mid = {}
+    for c, m in bins.items():
+        lo = int(m.group("lo"))
+        if m.group("hi") is not None:
+            mid[c] = (lo + int(m.group("hi")) + 1) / 2
+        else:
+            mid[c] = lo + (following.get(lo, lo + OPEN_BIN_YEARS) - lo) / 2
     cols = list(mid)
     w = demo[cols].to_numpy(np.float64)
     total = w.sum(axis=1)
@@ -153,19 +169,29 @@ def _age_traits(
 
 
 def _flow_traits(graph, in_zone: pd.Series, ids: list[int], prof: pd.DataFrame, traits: dict[int, list[str]]) -> None:
-    """Traits "busy" / "quiet" from the zone's mean mobility flow per cell against the region's."""
+    """Traits "busy" / "quiet" from where a zone's cells rank by mobility flow among the region's cells.
+
+    Ranks, not the mean flow: flows are heavy-tailed (a city centre carries many times a suburb's), so against the
+    region's mean nearly every zone would be "quiet". ``flow_vs_region`` (mean flow per cell against the region's)
+    stays in the profile for the size of the difference.
+    """
     from ..grid import cells_to_strings
 
-    flow = pd.Series(graph.strength(), index=cells_to_strings(graph.cells))
+    flow = pd.Series(graph.strength(), index=cells_to_strings(graph.cells)).reindex(in_zone.index).fillna(0.0)
     zone_flow = _zone_mean(flow, in_zone, ids)
-    overall = float(flow.reindex(in_zone.index).mean())
+    overall = float(flow.mean())
     prof["flow_vs_region"] = zone_flow / overall if overall > 0 else np.nan
-    prof["links_per_place"] = _zone_mean(pd.Series(graph.degree(), index=flow.index).astype(float), in_zone, ids)
+    prof["flow_percentile"] = _zone_mean(flow.rank(pct=True), in_zone, ids)
+    prof["links_per_place"] = _zone_mean(
+        pd.Series(graph.degree(), index=cells_to_strings(graph.cells)).astype(float), in_zone, ids
+    )
+    if overall <= 0:
+        return
     for z in ids:
-        ratio = prof.at[z, "flow_vs_region"]
-        if ratio >= BUSY:
+        rank = prof.at[z, "flow_percentile"]
+        if rank >= BUSY:
             traits[z].append("busy")
-        elif ratio <= QUIET:
+        elif rank <= QUIET:
             traits[z].append("quiet")
 
 
