@@ -291,6 +291,7 @@ def _cmd_zones(args) -> int:
         method=args.method,
         k=k,
         k_range=(2, args.k_max),
+        criterion=args.criterion,
         min_cluster_size=args.min_size,
         seed=args.seed,
     )
@@ -302,8 +303,10 @@ def _cmd_zones(args) -> int:
     if args.profiles:
         _write_csv(zones.profiles.reset_index(), args.profiles)
     if zones.scores is not None:
-        print("k-means scores per number of zones (the best silhouette is kept):")
+        print(f"k-means scores per number of zones (the best {args.criterion.replace('bic', 'BIC')} is kept):")
         print(zones.scores.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    for note in zones.notes:
+        print(f"Note: {note}")
     print(f"{zones.k} zones ({args.method}); {int((zones.labels < 0).sum())} places in no zone")
     print(zones.profiles.to_string(float_format=lambda v: f"{v:.3g}"))
     return 0
@@ -510,8 +513,9 @@ def _add_zones_parser(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser("zones", help="embedding table -> functional zones (k-means or HDBSCAN) with readable labels")
     s.add_argument("embeddings")
     s.add_argument("--method", choices=choices(ZoneMethod), default=ZoneMethod.KMEANS.value)
-    s.add_argument("--k", default="auto", help="number of zones, or 'auto' (best silhouette in 2..--k-max)")
+    s.add_argument("--k", default="auto", help="number of zones, or 'auto' (the best --criterion in 2..--k-max)")
     s.add_argument("--k-max", type=int, default=12)
+    s.add_argument("--criterion", choices=("silhouette", "bic"), default="silhouette", help="how --k auto picks k")
     s.add_argument("--min-size", type=int, default=None, help="HDBSCAN: smallest zone (default 2%% of places)")
     s.add_argument("--dataset", help="the region dataset folder the embeddings were trained on (describes zones)")
     s.add_argument("--pois", help="a POI layer to name each zone's typical categories")

@@ -137,6 +137,8 @@ class FunctionalZones(MobClipAlgorithm):
         feedback.setProgress(60)
         if zones.scores is not None:
             feedback.pushInfo(self.tr("k-means scores per number of zones:\n" + zones.scores.to_string(index=False)))
+        for note in zones.notes:
+            feedback.pushWarning(self.tr(note[0].upper() + note[1:]))
         dest, names = self._write_zones(parameters, context, feedback, places, zones)
         results = {
             "OUTPUT": dest,

@@ -102,6 +102,13 @@ def test_kmeans_zones_recover_planted_groups_numbered_by_size():
     best, scores = suggest_k(x, k_range=(2, 8))
     assert best == 4 and list(scores.k) == list(range(2, 9))
     assert functional_zones(x, k="auto", k_range=(2, 8), criterion="bic").k == 4
+    assert functional_zones(x, k="auto", k_range=(2, 8)).notes == []
+    capped = functional_zones(x, k="auto", k_range=(2, 3), criterion="bic")  # four groups, at most three zones
+    assert capped.k == 3
+    assert capped.notes == [
+        "the BIC is best at k = 3, the largest number of zones tried: the range set this number, not the data; "
+        "choose the number of zones yourself, or use the silhouette"
+    ]
 
 
 def test_hdbscan_zones_leave_noise_out():
@@ -193,6 +200,25 @@ def test_zone_ages_read_ranged_bins_and_flows_rank_against_a_heavy_tailed_region
     assert name_of[0].endswith(": busy")
     assert name_of[1].endswith(": like the region overall")  # 5x the outskirts, a twentieth of the centre
     assert name_of[2].endswith(": quiet")
+
+
+def test_zones_whose_traits_read_alike_get_the_numbers_that_tell_them_apart():
+    """Two young and two older zones: each of those labels adds its mean age; a label no other zone has stays."""
+    from mobclip_core.analysis.describe import describe_zones
+    from mobclip_core.analysis.zones import functional_zones
+
+    x, labels = planted(n_per=30, k=5, spread=0.05)
+    cells = cell_table(x).index
+    age = np.array([21.0, 27.0, 60.0, 70.0, 43.0])[labels]  # 43: about the region's mean age
+    old = (age - 20.0) / 65.0  # share in the open bin 80+ (middle 85); the rest in 0-39 (middle 20)
+    demo = pd.DataFrame({"demo_0": 1 - old, "demo_40": 0.0, "demo_80": old}, index=cells)
+    dataset = types.SimpleNamespace(features={"demographics": demo})
+    zones = describe_zones(functional_zones(x, k=5), cells, dataset=dataset)
+    label_of = [zones.names[int(zones.labels[labels == planted][0])].split(": ", 1)[1] for planted in range(5)]
+    assert label_of == [
+        "young (mean age 21)", "young (mean age 27)", "older (mean age 60)", "older (mean age 70)",
+        "like the region overall",
+    ]  # fmt: skip
 
 
 # --- a look inside ------------------------------------------------------------------------------------------------

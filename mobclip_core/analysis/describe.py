@@ -209,14 +209,38 @@ def _distinctness(feats: dict[str, pd.DataFrame], in_zone: pd.Series, ids: list[
 
 
 def _zone_names(traits: dict[int, list[str]], prof: pd.DataFrame, *, described: bool) -> dict[int, str]:
-    """Each zone's label from its traits; "Zone i (n places)" when there was nothing to describe it with."""
-    names = {}
+    """Each zone's label from its traits; "Zone i (n places)" when there was nothing to describe it with. Zones
+    whose traits read alike get their numbers appended, so that no two legend entries say the same."""
+    names, words_of = {}, {}
     for z in traits:
         words = traits[z]
         if not words and described:
             words = ["like the region overall"]
-        names[z] = f"Zone {z}: {', '.join(words)}" if words else f"Zone {z} ({prof.at[z, 'places']} places)"
+        words_of[z] = ", ".join(words)
+        names[z] = f"Zone {z}: {words_of[z]}" if words else f"Zone {z} ({prof.at[z, 'places']} places)"
+    alike = pd.Series(words_of)
+    for words, group in alike[alike.duplicated(keep=False) & (alike != "")].groupby(alike):
+        for z, number in _telling_numbers(prof, list(group.index), str(words)).items():
+            names[z] += f" ({number})"
     return names
+
+
+def _telling_numbers(prof: pd.DataFrame, zones: list[int], words: str) -> dict[int, str]:
+    """One measured value per zone that tells apart ``zones``, whose traits read ``words`` alike: the measure behind
+    the shared traits first (flow for "busy", age for "young"...), else the first that differs, else the size."""
+    measures = {
+        "flow": ("flow_percentile", lambda v: f"flow percentile {100 * v:.0f}", ("busy", "quiet")),
+        "age": ("mean_age", lambda v: f"mean age {v:.0f}", ("young", "older")),
+        "pois": ("cells_with_pois", lambda v: f"{100 * v:.0f}% with POIs", ("POIs",)),
+    }
+    behind = [m for m, (_, _, traits) in measures.items() if any(t in words for t in traits)]
+    for m in [*behind, *(m for m in measures if m not in behind)]:
+        column, text, _ = measures[m]
+        if column in prof and prof.loc[zones, column].notna().all():
+            shown = {z: text(prof.at[z, column]) for z in zones}
+            if len(set(shown.values())) == len(zones):
+                return shown
+    return {z: f"{prof.at[z, 'places']} places" for z in zones}
 
 
 def _poi_traits(counts: pd.DataFrame, in_zone: pd.Series, ids, prof: pd.DataFrame, traits) -> None:

@@ -19,6 +19,7 @@ from ..exceptions import InvalidInputError
 from ..options import ZoneMethod, choices
 
 CRITERIA = ("silhouette", "bic")
+CRITERION_NAMES = {"silhouette": "silhouette", "bic": "BIC"}
 NO_ZONE = -1
 
 
@@ -33,6 +34,8 @@ class Zones:
     centers: np.ndarray | None = None  # (k, d) in the clustered space, zone i at row i-1
     names: dict[int, str] = field(default_factory=dict)  # filled by describe_zones
     profiles: pd.DataFrame | None = None  # filled by describe_zones
+    notes: list[str] = field(default_factory=list)  # what a user should know about the result (a suggested k at the
+    # top of the range...)
 
     def sizes(self) -> pd.Series:
         return pd.Series(self.labels).value_counts().sort_index()
@@ -155,11 +158,13 @@ def functional_zones(
         raise InvalidInputError(f"only {n} places have a complete embedding: zones need at least 3")
     labels = np.full(valid.size, NO_ZONE, dtype=np.int64)
     scores = None
+    notes: list[str] = []
     if method == "kmeans":
         if isinstance(k, str):
             if k != "auto":
                 raise InvalidInputError(f"k must be a number of zones or 'auto', got {k!r}")
             k, scores = suggest_k(x, k_range=k_range, criterion=criterion, seed=seed, sample=sample, normalise=False)
+            notes.extend(_range_notes(scores, criterion, k))
         k = int(k)
         if not 1 <= k <= n:
             raise InvalidInputError(f"cannot make {k} zones from {n} places: choose k between 1 and {n}")
@@ -176,7 +181,24 @@ def functional_zones(
         centers = np.array([x[numbered == z].mean(axis=0) for z in range(1, old_of_new.size + 1)]).reshape(
             -1, x.shape[1]
         )
-    return Zones(labels, method, int(old_of_new.size), scores, centers)
+    return Zones(labels, method, int(old_of_new.size), scores, centers, notes=notes)
+
+
+def _range_notes(scores: pd.DataFrame, criterion: str, best: int) -> list[str]:
+    """A warning when the suggested k is the largest tried: the criterion still improves there, so the range, not
+    the data, chose it (BIC under k-means' spherical model keeps rising on most embeddings)."""
+    top = int(scores["k"].max())
+    if best != top or len(scores) < 2:
+        return []
+    if criterion == "bic":
+        hint = "choose the number of zones yourself, or use the silhouette"
+    else:
+        hint = "raise the largest number of zones to try, or choose the number yourself"
+    name = CRITERION_NAMES[criterion]
+    return [
+        f"the {name} is best at k = {top}, the largest number of zones tried: the range set this number, not the "
+        f"data; {hint}"
+    ]
 
 
 def _density_labels(x: np.ndarray, min_cluster_size: int | None, seed: int, max_rows: int) -> np.ndarray:
