@@ -23,7 +23,7 @@ from ._places import Styler, add_places_parameters, read_places, style_on_load
 from .base import MobClipAlgorithm
 from .child import run_in_child
 
-METHODS = ["UMAP if installed, else PCA", "UMAP", "PCA"]
+METHODS = ["UMAP if installed (and 10 places or more), else PCA", "UMAP", "PCA"]
 METHOD_KEYS = choices(SpaceMethod)  # in the order of METHODS
 
 
@@ -56,11 +56,14 @@ class EmbeddingSpace(MobClipAlgorithm):
         self.addParameter(QgsProcessingParameterFeatureSink("OUTPUT", self.tr("Embedding space")))
 
     def execute(self, parameters, context, feedback):
+        import numpy as np
+
         from mobclip_core.analysis.space import embedding_space, resolve_method
         from mobclip_core.rasterize import PcaColourScale
 
         places = read_places(self, parameters, context, feedback)
-        method = resolve_method(METHOD_KEYS[self.parameterAsEnum(parameters, "METHOD", context)])
+        complete = int(np.isfinite(places.values).all(axis=1).sum())
+        method = resolve_method(METHOD_KEYS[self.parameterAsEnum(parameters, "METHOD", context)], complete)
         seed = self.parameterAsInt(parameters, "SEED", context)
         if method == "umap":  # numba (LLVM) must not load into QGIS: UMAP runs in the child process
             xy = self._umap_in_child(places.values, seed, feedback)

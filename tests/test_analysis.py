@@ -263,6 +263,10 @@ def test_embedding_space_umap_keeps_groups_apart():
     x, labels = planted(k=3)
     xy, method = embedding_space(x, method="umap", seed=0)
     assert method == "umap" and silhouette_score(xy, labels) > 0.5
+    few = x[:3]  # UMAP fails inside scipy below 4 places: automatic takes PCA, asking for UMAP says why
+    assert embedding_space(few, method="auto")[1] == "pca"
+    with pytest.raises(InvalidInputError, match="UMAP needs at least 10 places with complete embeddings, and 3 were"):
+        embedding_space(few, method="umap")
 
 
 # --- change -------------------------------------------------------------------------------------------------------

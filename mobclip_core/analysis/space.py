@@ -22,12 +22,24 @@ def umap_available() -> bool:
         return False
 
 
-def resolve_method(method: str) -> str:
-    """'auto' -> 'umap' when umap-learn is installed, else 'pca'; 'umap' without it is an error with the fix."""
+# UMAP's neighbour graph and spectral start need some places (below 4 it fails inside scipy); under this many a
+# two-component PCA shows all there is to see
+UMAP_MIN_PLACES = 10
+
+
+def resolve_method(method: str, places: int | None = None) -> str:
+    """'auto' -> 'umap' when umap-learn is installed and there are ``UMAP_MIN_PLACES`` places or more, else 'pca';
+    'umap' without the package, or for fewer places, is an error with the fix."""
     if method not in set(SpaceMethod):
         raise InvalidInputError(f"method must be one of {choices(SpaceMethod)}, got {method!r}")
+    few = places is not None and places < UMAP_MIN_PLACES
     if method == "auto":
-        return "umap" if umap_available() else "pca"
+        return "umap" if umap_available() and not few else "pca"
+    if method == "umap" and few:
+        raise InvalidInputError(
+            f"UMAP needs at least {UMAP_MIN_PLACES} places with complete embeddings, and {places} were given: "
+            "choose PCA, or give more places"
+        )
     if method == "umap" and not umap_available():
         raise InvalidInputError("UMAP needs the umap-learn package: pip install umap-learn, or choose PCA")
     return method
@@ -46,7 +58,7 @@ def embedding_space(
     valid = np.isfinite(x).all(axis=1)
     if valid.sum() < 3:
         raise InvalidInputError("a map of the embedding space needs at least 3 places with complete embeddings")
-    method = resolve_method(method)
+    method = resolve_method(method, int(valid.sum()))
     xv = x[valid]
     norms = np.linalg.norm(xv, axis=1, keepdims=True)
     xv = xv / np.where(norms > 0, norms, 1.0)
