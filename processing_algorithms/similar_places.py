@@ -132,6 +132,8 @@ class SimilarPlaces(MobClipAlgorithm):
         )
 
     def execute(self, parameters, context, feedback):
+        import numpy as np
+
         table = self._table_from_model(parameters, context, feedback)
         places = read_places(self, parameters, context, feedback, table=table)
         feedback.setProgress(50)
@@ -145,6 +147,13 @@ class SimilarPlaces(MobClipAlgorithm):
         raster = self.parameterAsOutputLayer(parameters, "OUTPUT_RASTER", context)
         if raster:
             results["OUTPUT_RASTER"] = self._write_raster(raster, context, places, result)
+        if result.is_reference.any() and not (~result.is_reference & np.isfinite(result.similarity)).any():
+            feedback.pushWarning(
+                self.tr(
+                    f"All {int(result.is_reference.sum())} places with an embedding are references: none is left "
+                    "to rank. Choose fewer references"
+                )
+            )
         feedback.pushInfo(
             self.tr(
                 f"{int(result.is_reference.sum())} reference places; most similar: "
@@ -251,10 +260,16 @@ class SimilarPlaces(MobClipAlgorithm):
         return out
 
     def _write_top(self, parameters, context, places, result):
+        """The ranked table, best first. A feature's own "fid" is kept as "feature_fid": under that name a
+        GeoPackage would make it the table's key, and QGIS lists rows by key, not in rank order."""
         fields = QgsFields()
         fields.append(QgsField("rank", QVariant.Int))
         fields.append(QgsField("similarity", QVariant.Double))
-        fields = self.merge_fields(fields, places.base_fields())
+        for field in places.base_fields():
+            if field.name().lower() == "fid":
+                field = QgsField(field)
+                field.setName("feature_fid")
+            fields.append(field)
         sink, dest = self.create_sink(
             parameters, "OUTPUT_TOP", context, fields, QgsWkbTypes.NoGeometry, QgsCoordinateReferenceSystem()
         )

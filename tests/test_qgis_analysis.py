@@ -137,16 +137,27 @@ def test_similar_places_from_a_point_a_selection_and_a_distilled_model(qgis, sma
                 "REFERENCE": QgsProcessingFeatureSourceDefinition(districts.id(), True),
                 "TOP_N": 3,
                 "OUTPUT": "memory:",
-                "OUTPUT_TOP": "memory:",
+                "OUTPUT_TOP": str(tmp_path / "top.gpkg"),
             },
         )
         out = frame(res["OUTPUT"])
         chosen = out[out.is_reference]
         assert len(out) == districts.featureCount() and len(chosen) == 1
         assert chosen.district.iloc[0] == districts.getFeature(2)["district"]
-        top = frame(res["OUTPUT_TOP"])
-        assert list(top["rank"]) == [1, 2, 3] and "district" in top.columns
+        top = frame(res["OUTPUT_TOP"])  # a GeoPackage lists rows by its key: the ranks must be that order
+        assert list(top["rank"]) == [1, 2, 3] and "district" in top.columns and "feature_fid" in top.columns
         assert top.similarity.is_monotonic_decreasing
+        assert list(top.fid) == [1, 2, 3]
+        districts.selectAll()  # every place a reference: nothing left to rank, and the log says so
+        warned = LogFeedback()
+        params = {"EMBEDDINGS_LAYER": districts, "OUTPUT": "memory:", "OUTPUT_TOP": "memory:"}
+        params["REFERENCE"] = QgsProcessingFeatureSourceDefinition(districts.id(), True)
+        everything = run("similar_places", params, warned)
+        assert frame(everything["OUTPUT_TOP"]).empty
+        n = districts.featureCount()
+        assert warned.warnings == [
+            f"All {n} places with an embedding are references: none is left to rank. Choose fewer references"
+        ]
     finally:
         QgsProject.instance().removeMapLayer(districts.id())
     # a distilled model over an extent (the child process embeds the cells)
