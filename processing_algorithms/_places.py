@@ -85,9 +85,7 @@ class Places:
 
 
 def add_places_parameters(alg: MobClipAlgorithm) -> None:
-    alg.add_embedding_table_parameters(
-        label="Embedding table (.parquet or .gpkg)",
-    )
+    alg.add_embedding_table_parameters(label="Embedding table (.parquet or .gpkg)", preselect="features")
     from qgis.core import QgsProcessingParameterString
 
     alg.addParameter(QgsProcessingParameterString("PREFIX", alg.tr("Embedding field prefix"), "emb_"))
@@ -101,7 +99,7 @@ def read_places(alg: MobClipAlgorithm, parameters, context, feedback, *, table=N
     if table is not None:
         return Places(table.to_numpy(np.float32), table, name="cells")
     path = alg.parameterAsFile(parameters, "EMBEDDINGS", context)
-    layer = alg.parameterAsVectorLayer(parameters, "EMBEDDINGS_LAYER", context)
+    layer = alg.embedding_layer(parameters, context)
     if layer is not None and not path and "h3_cell" not in layer.fields().names():
         return features_with_embeddings(alg, layer, alg.parameterAsString(parameters, "PREFIX", context), feedback)
     table = alg.embedding_table(parameters, context)

@@ -32,6 +32,7 @@ from qgis.core import (
 )
 from qgis.PyQt.QtCore import QCoreApplication, QVariant
 
+from mobclip_core.constants import REGION_INDEX
 from mobclip_core.dependencies import MAPS, install_hint, missing_modules
 
 WGS84 = "EPSG:4326"
@@ -246,8 +247,15 @@ class MobClipAlgorithm(QgsProcessingAlgorithm):
         return out
 
     # --- embedding tables: a file, or a layer already in the project ----------------------------------------
-    def add_embedding_table_parameters(self, name: str = "EMBEDDINGS", label: str | None = None) -> None:
-        """Two optional parameters ``name`` (a file) and ``name``_LAYER (a project layer); give exactly one."""
+    def add_embedding_table_parameters(
+        self, name: str = "EMBEDDINGS", label: str | None = None, *, preselect: str | None = "cells"
+    ) -> None:
+        """Two optional parameters ``name`` (a file) and ``name``_LAYER (a project layer); give exactly one.
+
+        ``preselect``: the dialog opens with an embedding layer of the project chosen, "cells" (a layer with
+        h3_cell and emb_ fields, what the table readers take) or "features" (any layer with emb_ fields); None
+        where a preselection could pick the wrong one of two tables.
+        """
         self.addParameter(
             QgsProcessingParameterFile(
                 name,
@@ -256,18 +264,38 @@ class MobClipAlgorithm(QgsProcessingAlgorithm):
                 optional=True,
             )
         )
+        default = project_embedding_layer(cells_only=preselect == "cells") if preselect else None
         self.addParameter(
             QgsProcessingParameterVectorLayer(
-                f"{name}_LAYER", self.tr("or an embedding layer already in the project"), optional=True
+                f"{name}_LAYER",
+                self.tr("or an embedding layer already in the project"),
+                defaultValue=default,
+                optional=True,
             )
         )
+
+    def embedding_layer(self, parameters, context, name: str = "EMBEDDINGS"):
+        """The project layer given as ``name``_LAYER, or None.
+
+        A parameter left empty is no layer (QGIS would fall back to the preselection), and the layer the dialog
+        preselected gives way to a file or a distilled model the user chose beside it.
+        """
+        key = f"{name}_LAYER"
+        if parameters.get(key) in (None, ""):
+            return None
+        layer = self.parameterAsVectorLayer(parameters, key, context)
+        preselected = self.parameterDefinition(key).defaultValue()
+        if layer is not None and preselected and layer.id() == preselected:
+            if self.parameterAsFile(parameters, name, context) or self.parameterAsFile(parameters, "MODEL", context):
+                return None
+        return layer
 
     def embedding_table(self, parameters, context, *, required: bool = True, name: str = "EMBEDDINGS"):
         """The table from the file or the layer parameter (exactly one), or None when optional and not given."""
         from mobclip_core.embeddings import read_embedding_table
 
         path = self.parameterAsFile(parameters, name, context)
-        layer = self.parameterAsVectorLayer(parameters, f"{name}_LAYER", context)
+        layer = self.embedding_layer(parameters, context, name)
         if path and layer is not None:
             raise QgsProcessingException(
                 self.tr("Give the embedding table once: either as a file or as a project layer, not both")
@@ -286,9 +314,28 @@ class MobClipAlgorithm(QgsProcessingAlgorithm):
         return None
 
 
+def project_embedding_layer(*, cells_only: bool) -> str | None:
+    """The id of the embedding layer a dialog should open with: the active layer if it holds embeddings, else the
+    first such layer in the legend; None when the project has none (and always under qgis_process)."""
+    from qgis.core import QgsProject, QgsVectorLayer
+
+    try:
+        from qgis.utils import iface
+
+        active = iface.activeLayer() if iface is not None else None
+    except ImportError:
+        active = None
+    legend = [node.layer() for node in QgsProject.instance().layerTreeRoot().findLayers()]
+    for layer in [active, *legend]:
+        if isinstance(layer, QgsVectorLayer) and layer.isValid():
+            names = set(layer.fields().names())
+            if "emb_0" in names and (REGION_INDEX in names or not cells_only):
+                return layer.id()
+    return None
+
+
 def embedding_table_from_layer(layer):
     """Read the h3_cell and emb_* attributes of a QGIS vector layer into a validated embedding table."""
-    from mobclip_core.constants import REGION_INDEX
     from mobclip_core.embeddings import embedding_columns, embedding_frame
     from mobclip_core.exceptions import InvalidInputError
 

@@ -30,8 +30,9 @@ class EmbeddingChange(MobClipAlgorithm):
     )
 
     def initAlgorithm(self, config=None):  # noqa: N802
-        self.add_embedding_table_parameters("BEFORE", "First embedding table (before)")
-        self.add_embedding_table_parameters("AFTER", "Second embedding table (after)")
+        # no preselection: one layer preselected for both would compare a table with itself
+        self.add_embedding_table_parameters("BEFORE", "First embedding table (before)", preselect=None)
+        self.add_embedding_table_parameters("AFTER", "Second embedding table (after)", preselect=None)
         self.addParameter(QgsProcessingParameterFeatureSink("OUTPUT", self.tr("Change per cell")))
         self.addParameter(
             QgsProcessingParameterRasterDestination(

@@ -6,6 +6,7 @@ from qgis.core import (
     QgsField,
     QgsFields,
     QgsProcessingException,
+    QgsProcessingOutputLayerDefinition,
     QgsProcessingOutputNumber,
     QgsProcessingOutputString,
     QgsProcessingParameterBoolean,
@@ -59,7 +60,6 @@ class FitLightGBM(MobClipAlgorithm):
                 self.tr("Target field to predict (numeric)"),
                 parentLayerParameterName="INPUT",
                 type=QgsProcessingParameterField.Numeric,
-                optional=True,  # no preselected field (it would be 'fid'); execute() asks for one
             )
         )
         self.addParameter(QgsProcessingParameterString("PREFIX", self.tr("Embedding field prefix"), "emb_"))
@@ -146,6 +146,7 @@ class FitLightGBM(MobClipAlgorithm):
     def execute(self, parameters, context, feedback):
         source = self.require_source(parameters, "INPUT", context)
         target, names = self._target_and_features(parameters, context, source.fields())
+        parameters = self._second_layer_output(parameters, context, names)  # its problems before a long fit
         features, wkbs = self.read_wgs84(source, context, feedback, span=(0, 15))
         x = self._matrix(features, source.fields(), names)
         location = self.parameterAsBoolean(parameters, "LOCATION", context)
@@ -180,6 +181,10 @@ class FitLightGBM(MobClipAlgorithm):
         target = self.parameterAsString(parameters, "TARGET", context)
         if not target:
             raise QgsProcessingException(self.tr("Choose the target field: the numeric field to predict"))
+        if target.lower() == "fid":  # what a dialog preselects on a GeoPackage layer: the first numeric field
+            raise QgsProcessingException(
+                self.tr("'fid' is the layer's feature id, not a value to predict: choose the target field")
+            )
         prefix = self.parameterAsString(parameters, "PREFIX", context)
         if fields.indexFromName(target) < 0:
             numeric = [f.name() for f in fields if f.isNumeric() and not (prefix and f.name().startswith(prefix))]
@@ -205,7 +210,44 @@ class FitLightGBM(MobClipAlgorithm):
                 )
             )
         extra = self.parameterAsFields(parameters, "EXTRA_FIELDS", context)
+        for name in extra:
+            if fields.indexFromName(name) < 0:
+                raise QgsProcessingException(self.tr(f"The layer has no field '{name}' (an extra feature field)"))
+            if not fields.field(name).isNumeric():
+                kind = fields.field(name).typeName()
+                raise QgsProcessingException(
+                    self.tr(
+                        f"Extra feature field '{name}' is not numeric ({kind}): leave it out, or convert it with the "
+                        'Field calculator (to_real("field"))'
+                    )
+                )
         return target, names + [n for n in extra if n not in names and n != target]
+
+    def _second_layer_output(self, parameters, context, names) -> dict:
+        """``parameters``, with the second layer's predictions going to a temporary layer of the project when a
+        second layer is chosen without an output (the dialog skips that output by default); checked before the fit:
+        the second layer must have the feature fields."""
+        other = self.parameterAsSource(parameters, "PREDICT_LAYER", context)
+        if other is None:
+            return parameters
+        absent = [n for n in names if other.fields().indexFromName(n) < 0]
+        if absent:
+            raise QgsProcessingException(
+                self.tr(
+                    f"The layer to predict onto lacks the feature fields {absent[:5]}: attach the same embeddings to "
+                    "it first (Attach embeddings to features, or Aggregate embeddings over polygons)"
+                )
+            )
+        if parameters.get("OUTPUT_PREDICT"):
+            return parameters
+        if context.project() is None:
+            raise QgsProcessingException(
+                self.tr("Choose where to write the predictions on the second layer (OUTPUT_PREDICT)")
+            )
+        return {
+            **parameters,
+            "OUTPUT_PREDICT": QgsProcessingOutputLayerDefinition("TEMPORARY_OUTPUT", context.project()),
+        }
 
     @staticmethod
     def _with_location(x, wkbs):
@@ -301,16 +343,7 @@ class FitLightGBM(MobClipAlgorithm):
         other = self.parameterAsSource(parameters, "PREDICT_LAYER", context)
         if other is None:
             return {}
-        if not parameters.get("OUTPUT_PREDICT"):
-            raise QgsProcessingException(
-                self.tr("Choose where to write the predictions on the second layer (Predictions on the second layer)")
-            )
-        fields = other.fields()
-        absent = [n for n in names if fields.indexFromName(n) < 0]
-        if absent:
-            raise QgsProcessingException(
-                self.tr(f"The layer to predict onto lacks the feature fields {absent[:5]}: attach the same embeddings")
-            )
+        fields = other.fields()  # its fields and output were checked before the fit (``_second_layer_output``)
         if location:  # the same location features as the fit, from this layer's geometries
             features, wkbs = self.read_wgs84(other, context, feedback, span=(92, 94))
             x = self._with_location(self._matrix(features, fields, names), wkbs)

@@ -10,6 +10,7 @@ from qgis.core import (
     QgsProcessing,
     QgsProcessingException,
     QgsProcessingParameterBoolean,
+    QgsProcessingParameterDefinition,
     QgsProcessingParameterExtent,
     QgsProcessingParameterFeatureSink,
     QgsProcessingParameterFeatureSource,
@@ -50,10 +51,10 @@ class SimilarPlaces(MobClipAlgorithm):
         "the most similar other places are ranked (rank 1 = most similar; references themselves get no rank).\n\n"
         "Places: the cells of an embedding table (a file written by mobclip, or a project layer with an h3_cell "
         "field), the features of a project layer whose emb_ fields hold embeddings (for example the output of "
-        "'Aggregate embeddings over polygons'), or the cells of an extent embedded by a distilled model (a "
-        "separate Python process that needs the training packages). Cells outside the area the model was trained "
-        "on are counted in a warning and embedded anyway (extrapolated values), or get NULL similarity and no "
-        "rank if you choose so.\n\n"
+        "'Aggregate embeddings over polygons'), or the cells of an extent embedded by a distilled model "
+        "(under Advanced parameters; it runs in a separate Python process that needs the training packages). "
+        "Cells outside the area the model was trained on are counted in a warning and embedded anyway "
+        "(extrapolated values), or get NULL similarity and no rank if you choose so.\n\n"
         "References: any mix of a layer of points or polygons (tick 'Selected features only' to use the features "
         "you selected, e.g. on the places layer itself), a point clicked on the map, and H3 cell ids. A point "
         "takes the cell (or polygon) it lies in; a polygon all cells whose centre it holds.\n\n"
@@ -63,29 +64,6 @@ class SimilarPlaces(MobClipAlgorithm):
 
     def initAlgorithm(self, config=None):  # noqa: N802
         add_places_parameters(self)
-        self.addParameter(
-            QgsProcessingParameterFile(
-                "MODEL",
-                self.tr("or a distilled model (.pth) to embed the cells of an extent"),
-                behavior=QgsProcessingParameterFile.File,
-                optional=True,
-            )
-        )
-        self.addParameter(
-            QgsProcessingParameterExtent("EXTENT", self.tr("Extent to embed (distilled model)"), optional=True)
-        )
-        self.addParameter(
-            QgsProcessingParameterNumber(
-                "RESOLUTION",
-                self.tr("H3 resolution (distilled model)"),
-                QgsProcessingParameterNumber.Integer,
-                9,
-                False,
-                0,
-                15,
-            )
-        )
-        add_outside_parameter(self)
         self.addParameter(
             QgsProcessingParameterFeatureSource(
                 "REFERENCE",
@@ -115,6 +93,33 @@ class SimilarPlaces(MobClipAlgorithm):
                 "CENTER", self.tr("Subtract the mean embedding first (more contrast when all places look alike)"), False
             )
         )
+        # a distilled model instead of an embedding table: a second way in, under Advanced
+        self.addParameter(
+            QgsProcessingParameterFile(
+                "MODEL",
+                self.tr("or a distilled model (.pth) to embed the cells of an extent"),
+                behavior=QgsProcessingParameterFile.File,
+                optional=True,
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterExtent("EXTENT", self.tr("Extent to embed (distilled model)"), optional=True)
+        )
+        self.addParameter(
+            QgsProcessingParameterNumber(
+                "RESOLUTION",
+                self.tr("H3 resolution of the cells to embed (distilled model)"),
+                QgsProcessingParameterNumber.Integer,
+                9,
+                False,
+                0,
+                15,
+            )
+        )
+        add_outside_parameter(self)
+        for name in ("MODEL", "EXTENT", "RESOLUTION", "OUTSIDE"):
+            definition = self.parameterDefinition(name)
+            definition.setFlags(definition.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
         self.addParameter(QgsProcessingParameterFeatureSink("OUTPUT", self.tr("Similarity")))
         self.addParameter(
             QgsProcessingParameterFeatureSink(
@@ -167,9 +172,7 @@ class SimilarPlaces(MobClipAlgorithm):
         model = self.parameterAsFile(parameters, "MODEL", context)
         if not model:
             return None
-        if self.parameterAsFile(parameters, "EMBEDDINGS", context) or self.parameterAsVectorLayer(
-            parameters, "EMBEDDINGS_LAYER", context
-        ):
+        if self.parameterAsFile(parameters, "EMBEDDINGS", context) or self.embedding_layer(parameters, context):
             raise QgsProcessingException(self.tr("Give either embeddings or a distilled model, not both"))
         extent = extent_in_wgs84(self, parameters, "EXTENT", context)
         resolution = self.parameterAsInt(parameters, "RESOLUTION", context)

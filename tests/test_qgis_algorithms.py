@@ -627,8 +627,14 @@ def test_fit_refuses_constant_all_null_and_missing_targets(qgis, cells_with_targ
         run("fit_lightgbm", {**common, "TARGET": "constant"})
     with pytest.raises(QgsProcessingException, match="'nothing' is NULL for every feature"):
         run("fit_lightgbm", {**common, "TARGET": "nothing"})
-    with pytest.raises(QgsProcessingException, match="Choose the target field"):
-        run("fit_lightgbm", common)
+    with pytest.raises(QgsProcessingException, match="Incorrect parameter value for TARGET"):
+        run("fit_lightgbm", common)  # a required parameter: QGIS asks for it (the dialog preselects a field)
+    with pytest.raises(QgsProcessingException, match="'fid' is the layer's feature id, not a value to predict"):
+        run("fit_lightgbm", {**common, "TARGET": "fid"})  # the first numeric field of a GeoPackage layer
+    gdf["kind"] = "cell"
+    write_geodataframe(gdf, tmp_path / "t.gpkg")
+    with pytest.raises(QgsProcessingException, match="Extra feature field 'kind' is not numeric \\(String\\): leave"):
+        run("fit_lightgbm", {**common, "TARGET": "night", "EXTRA_FIELDS": ["kind"]})
     with pytest.raises(QgsProcessingException, match="The layer has no field 'incme': choose one of") as typo:
         run("fit_lightgbm", {**common, "TARGET": "incme"})
     assert "constant" in str(typo.value) and "not numeric" not in str(typo.value)
@@ -705,6 +711,27 @@ def test_fit_group_and_random_folds_and_second_layer(qgis, cells_with_targets, s
     first = layer_frame(both["OUTPUT"]).iloc[:20]["prediction"].astype(float).to_numpy()
     onto = layer_frame(both["OUTPUT_PREDICT"])["prediction"].astype(float).to_numpy()
     np.testing.assert_allclose(onto, first, rtol=1e-9)  # same refit model, same features
+    # a second layer without the feature fields: said before the fit, and nothing is written
+    import processing
+    from qgis.core import QgsProcessingContext, QgsProcessingException, QgsProject
+
+    write_geodataframe(other.drop(columns=["emb_3"]), tmp_path / "lacking.gpkg")
+    feedback = LogFeedback()
+    with pytest.raises(QgsProcessingException, match="lacks the feature fields \\['emb_3'\\]: attach the same"):
+        run(
+            "fit_lightgbm",
+            {**common, "PREDICT_LAYER": str(tmp_path / "lacking.gpkg"), "OUTPUT": str(tmp_path / "no.gpkg")},
+            feedback,
+        )
+    assert not any(line.startswith("Fitted") for line in feedback.lines) and not (tmp_path / "no.gpkg").exists()
+    # a second layer chosen, its output left skipped (the dialog's default): a temporary layer in the project
+    context = QgsProcessingContext()
+    context.setProject(QgsProject.instance())
+    params = {**common, "BLOCKS": 2, "PREDICT_LAYER": str(tmp_path / "other.gpkg"), "OUTPUT": "memory:"}
+    onto_project = processing.run("mobclip:fit_lightgbm", params, context=context, feedback=LogFeedback())
+    names = [details.name for details in context.layersToLoadOnCompletion().values()]
+    assert names == ["Predictions on the second layer"]
+    np.testing.assert_allclose(layer_frame(onto_project["OUTPUT_PREDICT"])["prediction"].astype(float), onto)
 
 
 def test_fit_warns_when_few_features_are_left_to_learn_from(qgis, cells_with_targets, tmp_path):

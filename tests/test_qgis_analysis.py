@@ -512,6 +512,40 @@ def test_analysis_errors_are_messages_and_leave_no_file(qgis, small_city, tables
     assert not out.exists() and not (tmp_path / "x.tif").exists()
 
 
+def test_dialogs_preselect_the_project_embedding_layer_which_gives_way_to_a_file(qgis, small_city, tables, tmp_path):
+    """A dialog opens with the project's embedding layer chosen (cells for the table tools, any layer with emb_
+    fields for the places tools, none for a comparison of two tables); a file chosen beside it wins, and an
+    emptied choice means no layer."""
+    from qgis.core import QgsApplication, QgsProcessingException, QgsProject, QgsVectorLayer
+
+    _, paths = tables
+    registry = QgsApplication.processingRegistry()
+    districts = QgsVectorLayer(str(small_city.districts), "districts")  # no emb_ fields: never preselected
+    cells = QgsVectorLayer(str(paths["seed1"]), "cells with embeddings")
+    QgsProject.instance().addMapLayers([districts, cells])
+    try:
+
+        def preselected(alg: str, parameter: str = "EMBEDDINGS_LAYER"):
+            instance = registry.createAlgorithmById(f"mobclip:{alg}")  # what a dialog opens with
+            return instance.parameterDefinition(parameter).defaultValue()
+
+        for alg in ("aggregate_embeddings", "similar_places", "functional_zones", "embedding_raster"):
+            assert preselected(alg) == cells.id(), alg
+        assert preselected("embedding_change", "BEFORE_LAYER") is None
+        # as the dialog sends it: the preselected layer and a file; the file's table is the one used
+        both = run(
+            "embedding_space",
+            {"EMBEDDINGS": str(paths["seed0"]), "EMBEDDINGS_LAYER": cells.id(), "METHOD": 2, "OUTPUT": "memory:"},
+        )
+        alone = run("embedding_space", {"EMBEDDINGS": str(paths["seed0"]), "METHOD": 2, "OUTPUT": "memory:"})
+        pd.testing.assert_frame_equal(frame(both["OUTPUT"]), frame(alone["OUTPUT"]))
+        with pytest.raises(QgsProcessingException, match="No embedding table given"):
+            run("embedding_raster", {"EMBEDDINGS_LAYER": None, "OUTPUT_RGB": str(tmp_path / "never.tif")})
+    finally:
+        QgsProject.instance().removeMapLayers([districts.id(), cells.id()])
+    assert preselected("similar_places") is None
+
+
 def _far_table_layer():
     """A project-style embedding layer of cells far from the city."""
     import h3
