@@ -98,7 +98,10 @@ class PcaColourScale:
     @classmethod
     def from_dict(cls, raw: dict) -> PcaColourScale:
         if not isinstance(raw, dict) or raw.get("kind") != "mobclip-pca-colour-scale":
-            raise InvalidInputError("not a MobCLIP PCA colour scale (save one with PcaColourScale.save)")
+            raise InvalidInputError(
+                "not a MobCLIP PCA colour scale: save one with 'Save the colour scale used' of QGIS's 'PCA RGB on a "
+                "shared colour scale', with mobclip pca-rgb --save-scale, or with PcaColourScale.save"
+            )
         try:
             parts = {k: np.asarray(raw[k], dtype=np.float64) for k in ("mean", "axes", "lo", "hi")}
         except (KeyError, TypeError, ValueError) as exc:

@@ -112,7 +112,16 @@ def features_with_embeddings(alg, layer, prefix: str, feedback) -> Places:
     from .base import numbers
 
     names = layer.fields().names()
-    cols = embedding_columns(names, prefix or "emb_")
+    prefix = prefix or "emb_"
+    if not any(n.startswith(prefix) and n[len(prefix) :].isdigit() for n in names):
+        raise QgsProcessingException(
+            alg.tr(
+                f"Layer '{layer.name()}' has no embedding fields ({prefix}0, {prefix}1, ...): choose the MobCLIP "
+                "embeddings layer, or give this layer embeddings first with 'Aggregate embeddings over polygons' "
+                "or 'Attach embeddings to features'"
+            )
+        )
+    cols = embedding_columns(names, prefix)
     idx = [names.index(c) for c in cols]
     features = []
     for i, f in enumerate(layer.getFeatures()):

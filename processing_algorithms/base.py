@@ -341,7 +341,10 @@ def embedding_table_from_layer(layer):
 
     names = [f.name() for f in layer.fields()]
     if REGION_INDEX not in names:
-        raise InvalidInputError(f"layer '{layer.name()}' has no '{REGION_INDEX}' field: not an embedding table")
+        raise InvalidInputError(
+            f"Layer '{layer.name()}' has no '{REGION_INDEX}' field, so it is not a table of cell embeddings: choose "
+            "the MobCLIP embeddings layer (written by mobclip train or export), or its .parquet / .gpkg file"
+        )
     cols = embedding_columns(names)
     idx = [names.index(REGION_INDEX)] + [names.index(c) for c in cols]
     request = QgsFeatureRequest().setFlags(QgsFeatureRequest.NoGeometry).setSubsetOfAttributes(idx)

@@ -502,13 +502,20 @@ def test_analysis_errors_are_messages_and_leave_no_file(qgis, small_city, tables
         )
     with pytest.raises(QgsProcessingException, match="share 0 cells"):
         run("embedding_change", {"BEFORE": str(paths["seed0"]), "AFTER_LAYER": _far_table_layer(), "OUTPUT": str(out)})
-    with pytest.raises(QgsProcessingException, match="not a MobCLIP PCA colour scale"):
+    with pytest.raises(QgsProcessingException, match="not a MobCLIP PCA colour scale: save one with 'Save the colo"):
         bad = tmp_path / "bad.json"
         bad.write_text("{}")
         run(
             "shared_pca_rgb",
             {"EMBEDDINGS": str(paths["seed0"]), "SCALE": str(bad), "OUTPUT_RGB": str(tmp_path / "x.tif")},
         )
+    from qgis.core import QgsVectorLayer
+
+    districts = QgsVectorLayer(str(small_city.districts), "Demo districts")  # no emb_ fields
+    with pytest.raises(QgsProcessingException, match="Layer 'Demo districts' has no embedding fields \\(emb_0, emb_1"):
+        run("similar_places", {"EMBEDDINGS_LAYER": districts, "REFERENCE_CELLS": "x", "OUTPUT": str(out)})
+    with pytest.raises(QgsProcessingException, match="Layer 'Demo districts' has no 'h3_cell' field, so it is not"):
+        run("embedding_raster", {"EMBEDDINGS_LAYER": districts, "OUTPUT_RGB": str(tmp_path / "x.tif")})
     assert not out.exists() and not (tmp_path / "x.tif").exists()
 
 
