@@ -77,8 +77,9 @@ class EmbeddingChange(MobClipAlgorithm):
             results["OUTPUT_RASTER"] = raster
         feedback.pushInfo(
             self.tr(
-                f"{summary['cells']} common cells: median change {summary['median']:.4f}, 90th percentile "
-                f"{summary['p90']:.4f}; {summary['only_before']} cells only in the first table, "
+                f"{summary['cells']} common cells compared: median change {summary['median']:.4f}, 90th percentile "
+                f"{summary['p90']:.4f}; {summary['incomplete']} common cells left out (a missing value in either "
+                f"table: NULL change), {summary['only_before']} cells only in the first table, "
                 f"{summary['only_after']} only in the second"
             )
         )

@@ -287,6 +287,12 @@ def test_change_is_zero_for_a_rotation_and_scaling_and_large_for_unrelated_table
     assert embedding_change(a, wider).summary()["median"] < 1e-5
     part = embedding_change(a, rotated.iloc[:50])
     assert part.summary()["cells"] == 50 and part.only_before == len(a) - 50
+    holes = a.copy()
+    holes.iloc[:7, 0] = np.nan  # common cells with a missing value: counted, not compared
+    assert embedding_change(a, holes).summary() | {"median": 0, "p90": 0, "mean": 0, "disparity": 0} == {
+        "cells": len(a) - 7, "incomplete": 7, "only_before": 0, "only_after": 0,
+        "median": 0, "p90": 0, "mean": 0, "disparity": 0,
+    }  # fmt: skip
     with pytest.raises(InvalidInputError, match="share 3 cells"):
         embedding_change(a, rotated.loc[a.index[:3]])
 

@@ -27,6 +27,8 @@ class EmbeddingChange:
     only_after: int  # cells only in the second
 
     def summary(self) -> dict:
+        """Counts and statistics: ``cells`` compared, ``incomplete`` common cells left out (a missing value on either
+        side), cells only in one table."""
         d = self.distance.dropna()
         return {
             "cells": int(d.size),
@@ -34,6 +36,7 @@ class EmbeddingChange:
             "p90": float(d.quantile(0.9)),
             "mean": float(d.mean()),
             "disparity": self.disparity,
+            "incomplete": int(self.distance.isna().sum()),
             "only_before": self.only_before,
             "only_after": self.only_after,
         }
