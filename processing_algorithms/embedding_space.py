@@ -34,10 +34,11 @@ class EmbeddingSpace(MobClipAlgorithm):
     help_text = (
         "Draws the embedding space in two dimensions: one point per place, placed so that places with similar "
         "embeddings lie close together (UMAP when the umap-learn package is installed, else the first two "
-        "principal components). Open it in a new map view: its coordinates are not on the Earth (a file output has "
-        "no CRS). Each point keeps the place's h3_cell (or the feature's fields) to join or select the places back "
-        "on the map, and is coloured like the PCA RGB raster of the same table (on a saved colour scale, when "
-        "given), so a colour means the same in both views. UMAP runs in a separate Python process."
+        "principal components). Open it in a new map view or an empty project: its coordinates are not on the "
+        "Earth (a GeoPackage output is marked 'Undefined geographic SRS'; beside other layers it would sit at "
+        "0 deg, 0 deg). Each point keeps the place's h3_cell (or the feature's fields) to join or select the "
+        "places back on the map, and is coloured like the PCA RGB raster of the same table (on a saved colour "
+        "scale, when given), so a colour means the same in both views. UMAP runs in a separate Python process."
     )
 
     def initAlgorithm(self, config=None):  # noqa: N802
