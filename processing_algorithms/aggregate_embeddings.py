@@ -27,6 +27,8 @@ class AggregateEmbeddings(MobClipAlgorithm):
         "embedding has a missing value are left out of the mean."
     )
 
+    geometry_hints = {"INPUT": "for points, use 'Attach embeddings to features'"}
+
     def initAlgorithm(self, config=None):  # noqa: N802
         self.addParameter(
             QgsProcessingParameterFeatureSource("INPUT", self.tr("Polygons"), [QgsProcessing.TypeVectorPolygon])

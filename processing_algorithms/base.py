@@ -51,6 +51,7 @@ class MobClipAlgorithm(QgsProcessingAlgorithm):
     help_text = ""
     requirements: tuple[str, ...] = MAPS  # import names it needs, in this process or in its child process
     resolution_parameters: tuple[str, ...] = ()  # H3 resolution parameters, checked with the library's message
+    geometry_hints: dict[str, str] = {}  # what to use instead, per input parameter, when its geometry type is wrong
 
     # --- QGIS metadata -------------------------------------------------------------------------------------
     def name(self) -> str:
@@ -164,6 +165,7 @@ class MobClipAlgorithm(QgsProcessingAlgorithm):
             raise QgsProcessingException(self.invalidSourceError(parameters, name))
         if source.featureCount() == 0:
             raise QgsProcessingException(self.tr(f"Input layer '{source.sourceName()}' is empty: it has no features"))
+        self._check_geometry_type(source, name)
         if not source.sourceCrs().isValid():
             raise QgsProcessingException(
                 self.tr(
@@ -172,6 +174,36 @@ class MobClipAlgorithm(QgsProcessingAlgorithm):
                 )
             )
         return source
+
+    def _check_geometry_type(self, source, name: str) -> None:
+        """The layer's geometry is one the parameter takes (the dialog filters layers by it; qgis_process and
+        scripts do not)."""
+        from qgis.core import QgsProcessing
+
+        definition = self.parameterDefinition(name)
+        kinds = {
+            QgsProcessing.TypeVectorPoint: QgsWkbTypes.PointGeometry,
+            QgsProcessing.TypeVectorLine: QgsWkbTypes.LineGeometry,
+            QgsProcessing.TypeVectorPolygon: QgsWkbTypes.PolygonGeometry,
+        }
+        wanted = [kinds[t] for t in getattr(definition, "dataTypes", lambda: [])() if t in kinds]
+        have = QgsWkbTypes.geometryType(source.wkbType())
+        if not wanted or have in wanted:
+            return
+        names = {
+            QgsWkbTypes.PointGeometry: "point",
+            QgsWkbTypes.LineGeometry: "line",
+            QgsWkbTypes.PolygonGeometry: "polygon",
+        }
+        kind = names.get(have, "table (no geometry)")
+        takes = " or ".join(names[w] for w in wanted)
+        hint = self.geometry_hints.get(name, "")
+        raise QgsProcessingException(
+            self.tr(
+                f"'{source.sourceName()}' is a {kind} layer; '{definition.description()}' takes a {takes} layer"
+                + (f": {hint}" if hint else "")
+            )
+        )
 
     def read_wgs84(self, source, context, feedback, *, span=(0.0, 20.0)):
         """(features in the source CRS, their geometries as 2D-or-more WKB in EPSG:4326, None where empty).

@@ -413,6 +413,11 @@ def test_bad_inputs_raise_clear_errors(qgis, small_city, cells_with_targets, emb
     far.dataProvider().addFeatures([f])
     with pytest.raises(QgsProcessingException, match="No feature falls in a cell"):
         run("attach_embeddings", {"INPUT": far, "EMBEDDINGS": str(embedding_file[0]), "OUTPUT": "memory:"})
+    with pytest.raises(QgsProcessingException) as points:  # the dialog lists polygons only; qgis_process does not
+        run("aggregate_embeddings", {"INPUT": far, "EMBEDDINGS": str(embedding_file[0]), "OUTPUT": "memory:"})
+    assert str(points.value) == (
+        "'far' is a point layer; 'Polygons' takes a polygon layer: for points, use 'Attach embeddings to features'"
+    )
     # projected coordinates mislabelled as geographic: a clear CRS/range error, not a silent wrong map
     wrong = QgsVectorLayer("Polygon?crs=EPSG:4326", "wrong", "memory")
     g = QgsFeature()
