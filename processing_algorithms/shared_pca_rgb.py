@@ -59,7 +59,11 @@ class SharedPcaRgb(MobClipAlgorithm):
         feedback.setProgress(20)
         ppc = self.parameterAsDouble(parameters, "PIXELS_PER_CELL", context)
         out = self.parameterAsOutputLayer(parameters, "OUTPUT_RGB", context)
-        write_gdal_raster(embedding_image(table, pixels_per_cell=ppc, rgb=True, colour_scale=scale), out, rgb=True)
+        image = embedding_image(table, pixels_per_cell=ppc, rgb=True, colour_scale=scale)
+        self.check_cancel(feedback)
+        feedback.setProgress(60)
+        write_gdal_raster(image, out, rgb=True)
+        feedback.setProgress(90)
         if context.willLoadLayerOnCompletion(out):
             styler = RgbAsIs()
             _ALIVE.add(styler)
@@ -69,4 +73,5 @@ class SharedPcaRgb(MobClipAlgorithm):
         if save:
             scale.save(save)
             results["SCALE_OUT"] = results["SCALE_USED"] = save
+        feedback.setProgress(100)
         return results
