@@ -451,7 +451,15 @@ def test_embedding_space_links_back_and_shared_scale_colours_alike(qgis, small_c
             "OUTPUT_RGB": str(tmp_path / "b.tif"),
         },
     )
-    own = run("shared_pca_rgb", {"EMBEDDINGS": str(tmp_path / "half.gpkg"), "OUTPUT_RGB": str(tmp_path / "own.tif")})
+    from qgis.core import QgsProcessingFeedback
+
+    progress = QgsProcessingFeedback()
+    reached = []
+    progress.progressChanged.connect(reached.append)
+    own = run(
+        "shared_pca_rgb", {"EMBEDDINGS": str(tmp_path / "half.gpkg"), "OUTPUT_RGB": str(tmp_path / "own.tif")}, progress
+    )
+    assert max(reached) == 100  # the bar does not stop at a fifth while the raster is drawn and written
     lon, lat = cell_centroids(strings_to_cells(half.index.to_numpy()))
 
     def colours(path):
