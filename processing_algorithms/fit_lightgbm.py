@@ -19,7 +19,7 @@ from qgis.core import (
 )
 from qgis.PyQt.QtCore import QVariant
 
-from .base import Cancelled, MobClipAlgorithm, nullable, numbers
+from .base import Cancelled, MobClipAlgorithm, nullable, numbers, project_embedding_layer
 
 BLOCKS = ["H3 parent cells (spatial blocks)", "Group field (e.g. admin unit)", "Random folds (optimistic)"]
 MODELS = ["Automatic: LightGBM, or Ridge under 300 features", "LightGBM", "Ridge"]
@@ -44,7 +44,8 @@ class FitLightGBM(MobClipAlgorithm):
         "Output fields: prediction (a model refit on all features: the one to map), oof_prediction (out-of-fold: "
         "each feature predicted by a model that never saw its block; the honest one) and residual (target minus "
         "out-of-fold prediction). Outputs R2 and RMSE are out-of-fold. Features with a NULL target or NULL "
-        "embedding fields are left out. Optionally predicts onto a second layer that has the same fields.\n\n"
+        "embedding fields are left out. Optionally predicts onto a second layer that has the same fields (into a "
+        "temporary layer unless you choose a file).\n\n"
         "Add location features: a multi-scale code of each feature's position (Sphere2Vec sphereC+ of its "
         "representative point, 96 fields) joins the embedding fields. Where the target also follows a city-wide "
         "trend (one side of town against another) this helps: on Chicago's census tracts (MobCLIP embeddings "
@@ -53,7 +54,13 @@ class FitLightGBM(MobClipAlgorithm):
     )
 
     def initAlgorithm(self, config=None):  # noqa: N802
-        self.addParameter(QgsProcessingParameterFeatureSource("INPUT", self.tr("Layer with embeddings and target")))
+        self.addParameter(
+            QgsProcessingParameterFeatureSource(
+                "INPUT",
+                self.tr("Layer with embeddings and target"),
+                defaultValue=project_embedding_layer(cells_only=False),  # the dialog opens on a layer with emb_ fields
+            )
+        )
         self.addParameter(
             QgsProcessingParameterField(
                 "TARGET",
