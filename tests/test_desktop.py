@@ -170,7 +170,8 @@ def test_train_embeddings_from_its_dialog_adds_layers(packages_run):
 
 def test_the_trained_layer_feeds_the_next_algorithm(packages_run):
     dialog = packages_run.check("dialog_with_layers")
-    assert dialog["run_enabled"] and "INPUT" in dialog["parameters"]
+    assert dialog["run_enabled"] and dialog["parameters"] == ["INPUT"]
+    assert dialog["embeddings_preselected"]  # the trained layer on the map, without the user choosing it
 
 
 def test_cancel_stops_training_within_seconds(packages_run):

@@ -405,15 +405,15 @@ def dialog_with_layers(ctx):
     embeddings = next(lyr for lyr in project.mapLayers().values() if lyr.source().endswith("embeddings.gpkg"))
     alg = QgsApplication.processingRegistry().algorithmById("mobclip:aggregate_embeddings")
     names = {d.name() for d in alg.parameterDefinitions()}
-    params = {"INPUT": districts.id()}
-    if "EMBEDDINGS_LAYER" in names:
-        params["EMBEDDINGS_LAYER"] = embeddings.id()
-    else:
+    params = {"INPUT": districts.id()}  # the embedding layer is left to the dialog's preselection
+    if "EMBEDDINGS_LAYER" not in names:
         params["EMBEDDINGS"] = embeddings.source().split("|")[0]
     dlg = processing.createAlgorithmDialog("mobclip:aggregate_embeddings", params)
     dlg.show()
     yield Wait(1.0)
     ctx.result["parameters"] = sorted(params)
+    chosen = dlg.mainWidget().createProcessingParameters()
+    ctx.result["embeddings_preselected"] = chosen.get("EMBEDDINGS_LAYER") == embeddings.id()
     ctx.result["run_enabled"] = dlg.runButton().isEnabled()
     ctx.shot(dlg, "algorithm_dialog")
     dlg.close()
