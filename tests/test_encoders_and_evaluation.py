@@ -379,3 +379,17 @@ def test_coordinates_appended_raw_or_as_a_location_encoders_code():
     assert coded.shape == (len(cells), 1 + code.shape[1])
     pd.testing.assert_series_equal(coded["e0"], table["e0"])  # the table's own columns first, unchanged
     np.testing.assert_allclose(coded.iloc[:, 1:].to_numpy(), code, rtol=1e-4, atol=1e-5)
+
+
+def test_zone_probe_holds_out_whole_blocks_and_keeps_coordinates_as_positions():
+    """Contiguous zones along a line: under random folds a place's neighbours are in training and its position alone
+    tells its zone; with each zone's block held out it cannot. Unit-normalising coordinates would keep only their
+    direction: they are standardised instead."""
+    from mobclip_core.evaluation.probe import probe_accuracy
+
+    position = np.linspace(1.0, 2.0, 200)[:, None]
+    zone = np.repeat(np.arange(10) % 2, 20)  # ten stretches of 20 places, two zone types alternating
+    coords = np.c_[position, np.full(200, 1.5)]
+    assert probe_accuracy(coords, zone, normalise=False)["knn10"] > 0.9
+    assert probe_accuracy(coords, zone, normalise=False, groups=np.repeat(np.arange(10), 20))["knn10"] < 0.2
+    assert probe_accuracy(coords, zone)["knn10"] < probe_accuracy(coords, zone, normalise=False)["knn10"]
