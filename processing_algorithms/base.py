@@ -30,7 +30,7 @@ from qgis.core import (
     QgsProcessingParameterVectorLayer,
     QgsWkbTypes,
 )
-from qgis.PyQt.QtCore import QCoreApplication, QVariant
+from qgis.PyQt.QtCore import QCoreApplication, QThread, QVariant
 
 from mobclip_core.constants import REGION_INDEX
 from mobclip_core.dependencies import MAPS, install_hint, missing_modules
@@ -104,6 +104,7 @@ class MobClipAlgorithm(QgsProcessingAlgorithm):
         from mobclip_core.exceptions import MissingDependencyError, MobClipError
 
         self._sinks: list[tuple[object, str]] = []
+        self._feedback = feedback  # for warnings from helpers that are not given it (``embedding_layer``)
         try:
             return self.execute(parameters, context, feedback)
         except Cancelled as exc:
@@ -165,7 +166,7 @@ class MobClipAlgorithm(QgsProcessingAlgorithm):
             raise QgsProcessingException(self.invalidSourceError(parameters, name))
         if source.featureCount() == 0:
             raise QgsProcessingException(self.tr(f"Input layer '{source.sourceName()}' is empty: it has no features"))
-        self._check_geometry_type(source, name)
+        self.check_geometry_type(source, name)
         if not source.sourceCrs().isValid():
             raise QgsProcessingException(
                 self.tr(
@@ -175,7 +176,7 @@ class MobClipAlgorithm(QgsProcessingAlgorithm):
             )
         return source
 
-    def _check_geometry_type(self, source, name: str) -> None:
+    def check_geometry_type(self, source, name: str) -> None:
         """The layer's geometry is one the parameter takes (the dialog filters layers by it; qgis_process and
         scripts do not)."""
         from qgis.core import QgsProcessing
@@ -188,14 +189,14 @@ class MobClipAlgorithm(QgsProcessingAlgorithm):
         }
         wanted = [kinds[t] for t in getattr(definition, "dataTypes", lambda: [])() if t in kinds]
         have = QgsWkbTypes.geometryType(source.wkbType())
-        if not wanted or have in wanted:
+        if not wanted or have in wanted or have == QgsWkbTypes.UnknownGeometry:  # a generic GEOMETRY column
             return
         names = {
             QgsWkbTypes.PointGeometry: "point",
             QgsWkbTypes.LineGeometry: "line",
             QgsWkbTypes.PolygonGeometry: "polygon",
         }
-        kind = names.get(have, "table (no geometry)")
+        kind = names.get(have, "table without geometry")
         takes = " or ".join(names[w] for w in wanted)
         hint = self.geometry_hints.get(name, "")
         raise QgsProcessingException(
@@ -309,17 +310,25 @@ class MobClipAlgorithm(QgsProcessingAlgorithm):
     def embedding_layer(self, parameters, context, name: str = "EMBEDDINGS"):
         """The project layer given as ``name``_LAYER, or None.
 
-        A parameter left empty is no layer (QGIS would fall back to the preselection), and the layer the dialog
-        preselected gives way to a file or a distilled model the user chose beside it.
+        A parameter left empty is no layer (QGIS would fall back to the dialog's preselection). A file or a
+        distilled model chosen beside a layer wins, with a warning naming the layer left out: the dialog
+        preselects an embedding layer, so a user who browses to a file has usually not cleared it.
         """
         key = f"{name}_LAYER"
         if parameters.get(key) in (None, ""):
             return None
         layer = self.parameterAsVectorLayer(parameters, key, context)
-        preselected = self.parameterDefinition(key).defaultValue()
-        if layer is not None and preselected and layer.id() == preselected:
-            if self.parameterAsFile(parameters, name, context) or self.parameterAsFile(parameters, "MODEL", context):
-                return None
+        chosen = self.parameterAsFile(parameters, name, context) or self.parameterAsFile(parameters, "MODEL", context)
+        if layer is not None and chosen:
+            feedback = getattr(self, "_feedback", None)
+            if feedback is not None:
+                feedback.pushWarning(
+                    self.tr(
+                        f"Using {os.path.basename(chosen)}; the project layer '{layer.name()}' chosen beside it is "
+                        "left out"
+                    )
+                )
+            return None
         return layer
 
     def embedding_table(self, parameters, context, *, required: bool = True, name: str = "EMBEDDINGS"):
@@ -328,10 +337,6 @@ class MobClipAlgorithm(QgsProcessingAlgorithm):
 
         path = self.parameterAsFile(parameters, name, context)
         layer = self.embedding_layer(parameters, context, name)
-        if path and layer is not None:
-            raise QgsProcessingException(
-                self.tr("Give the embedding table once: either as a file or as a project layer, not both")
-            )
         if path:
             return read_embedding_table(path)
         if layer is not None:
@@ -351,6 +356,9 @@ def project_embedding_layer(*, cells_only: bool) -> str | None:
     first such layer in the legend; None when the project has none (and always under qgis_process)."""
     from qgis.core import QgsProject, QgsVectorLayer
 
+    app = QCoreApplication.instance()
+    if app is None or QThread.currentThread() != app.thread():  # a script's processing.run in a background task
+        return None
     try:
         from qgis.utils import iface
 

@@ -45,7 +45,7 @@ class FitLightGBM(MobClipAlgorithm):
         "each feature predicted by a model that never saw its block; the honest one) and residual (target minus "
         "out-of-fold prediction). Outputs R2 and RMSE are out-of-fold. Features with a NULL target or NULL "
         "embedding fields are left out. Optionally predicts onto a second layer that has the same fields (into a "
-        "temporary layer unless you choose a file).\n\n"
+        "temporary layer of the project unless you choose a file; qgis_process needs a file).\n\n"
         "Add location features: a multi-scale code of each feature's position (Sphere2Vec sphereC+ of its "
         "representative point, 96 fields) joins the embedding fields. Where the target also follows a city-wide "
         "trend (one side of town against another) this helps: on Chicago's census tracts (MobCLIP embeddings "
@@ -193,6 +193,10 @@ class FitLightGBM(MobClipAlgorithm):
                 self.tr("'fid' is the layer's feature id, not a value to predict: choose the target field")
             )
         prefix = self.parameterAsString(parameters, "PREFIX", context)
+        if prefix and target.startswith(prefix):  # what a dialog preselects on a layer whose first field is emb_0
+            raise QgsProcessingException(
+                self.tr(f"'{target}' is an embedding field, not a value to predict: choose the target field")
+            )
         if fields.indexFromName(target) < 0:
             numeric = [f.name() for f in fields if f.isNumeric() and not (prefix and f.name().startswith(prefix))]
             shown = ", ".join(numeric[:8]) + (", ..." if len(numeric) > 8 else "")

@@ -207,6 +207,7 @@ class FunctionalZones(MobClipAlgorithm):
         source = self.parameterAsSource(parameters, "POIS", context)
         if source is None:
             return None
+        self.check_geometry_type(source, "POIS")
         import pandas as pd
 
         from mobclip_core.grid import representative_points

@@ -236,6 +236,7 @@ class SimilarPlaces(MobClipAlgorithm):
         geometries, crs = [], QgsCoordinateReferenceSystem(WGS84)
         source = self.parameterAsSource(parameters, "REFERENCE", context)
         if source is not None:
+            self.check_geometry_type(source, "REFERENCE")
             crs = source.sourceCrs()
             geometries = [QgsGeometry(f.geometry()) for f in source.getFeatures() if f.hasGeometry()]
             if not geometries:

@@ -107,7 +107,7 @@ def test_kmeans_zones_recover_planted_groups_numbered_by_size():
     assert capped.k == 3
     assert capped.notes == [
         "the BIC is best at k = 3, the largest number of zones tried: the range set this number, not the data; "
-        "choose the number of zones yourself, or use the silhouette"
+        "choose the number of zones yourself, or let the silhouette pick it"
     ]
 
 
@@ -200,6 +200,16 @@ def test_zone_ages_read_ranged_bins_and_flows_rank_against_a_heavy_tailed_region
     assert name_of[0].endswith(": busy")
     assert name_of[1].endswith(": like the region overall")  # 5x the outskirts, a twentieth of the centre
     assert name_of[2].endswith(": quiet")
+    # three of four zones carry no flow at all (75% of the cells): they are quiet, not middling by tied ranks
+    x, labels = planted(n_per=30, k=4, spread=0.05)
+    cells = cell_table(x).index
+    zones = functional_zones(x, k=4)
+    linked = labels == 3
+    adj = sp.csr_matrix(np.outer(linked, linked) * (1.0 - np.eye(len(cells))))
+    graph = MobilityGraph(strings_to_cells(cells.to_numpy()), adj)
+    described = describe_zones(zones, cells, dataset=types.SimpleNamespace(features={}, graph=graph))
+    label_of = {planted: described.names[int(zones.labels[labels == planted][0])] for planted in range(4)}
+    assert [label_of[p].split(": ", 1)[1].split(" (")[0] for p in range(4)] == ["quiet", "quiet", "quiet", "busy"]
 
 
 def test_zones_whose_traits_read_alike_get_the_numbers_that_tell_them_apart():

@@ -418,6 +418,22 @@ def test_bad_inputs_raise_clear_errors(qgis, small_city, cells_with_targets, emb
     assert str(points.value) == (
         "'far' is a point layer; 'Polygons' takes a polygon layer: for points, use 'Attach embeddings to features'"
     )
+    # a generic GEOMETRY column (mixed polygons and multipolygons, as fiona writes them) is still taken
+    from osgeo import ogr, osr
+
+    generic = str(tmp_path / "generic.gpkg")
+    source = ogr.Open(str(small_city.districts))
+    srs = source.GetLayer(0).GetSpatialRef() or osr.SpatialReference()
+    target = ogr.GetDriverByName("GPKG").CreateDataSource(generic)
+    out_layer = target.CreateLayer("districts", srs, ogr.wkbUnknown)
+    for i, feature in enumerate(source.GetLayer(0)):
+        geometry = feature.GetGeometryRef().Clone()
+        row = ogr.Feature(out_layer.GetLayerDefn())
+        row.SetGeometry(ogr.ForceToMultiPolygon(geometry) if i % 2 else geometry)
+        out_layer.CreateFeature(row)
+    target = source = None
+    mixed = run("aggregate_embeddings", {"INPUT": generic, "EMBEDDINGS": str(embedding_file[0]), "OUTPUT": "memory:"})
+    assert mixed["OUTPUT"].featureCount() > 0
     # projected coordinates mislabelled as geographic: a clear CRS/range error, not a silent wrong map
     wrong = QgsVectorLayer("Polygon?crs=EPSG:4326", "wrong", "memory")
     g = QgsFeature()
@@ -483,16 +499,13 @@ def test_embedding_table_from_a_project_layer(qgis, small_city, embedding_file, 
         )["OUTPUT"]
     )
     pd.testing.assert_frame_equal(from_file, from_layer)
-    with pytest.raises(QgsProcessingException, match="either as a file or as a project layer, not both"):
-        run(
-            "aggregate_embeddings",
-            {
-                "INPUT": str(small_city.districts),
-                "EMBEDDINGS": str(path),
-                "EMBEDDINGS_LAYER": layer,
-                "OUTPUT": "memory:",
-            },
-        )
+    # a file beside a layer (the dialog preselects one): the file is used, and the log names the layer left out
+    warned = LogFeedback()
+    both = {"INPUT": str(small_city.districts), "EMBEDDINGS": str(path), "EMBEDDINGS_LAYER": layer, "OUTPUT": "memory:"}
+    pd.testing.assert_frame_equal(layer_frame(run("aggregate_embeddings", both, warned)["OUTPUT"]), from_file)
+    assert warned.warnings == [
+        f"Using {path.name}; the project layer 'embeddings on the map' chosen beside it is left out"
+    ]
     with pytest.raises(QgsProcessingException, match="No embedding table given"):
         run("embedding_raster", {"OUTPUT_RGB": str(tmp_path / "x.tif")})
 
@@ -636,6 +649,8 @@ def test_fit_refuses_constant_all_null_and_missing_targets(qgis, cells_with_targ
         run("fit_lightgbm", common)  # a required parameter: QGIS asks for it (the dialog preselects a field)
     with pytest.raises(QgsProcessingException, match="'fid' is the layer's feature id, not a value to predict"):
         run("fit_lightgbm", {**common, "TARGET": "fid"})  # the first numeric field of a GeoPackage layer
+    with pytest.raises(QgsProcessingException, match="'emb_0' is an embedding field, not a value to predict"):
+        run("fit_lightgbm", {**common, "TARGET": "emb_0"})  # the first numeric field of a layer without fid
     gdf["kind"] = "cell"
     write_geodataframe(gdf, tmp_path / "t.gpkg")
     with pytest.raises(QgsProcessingException, match="Extra feature field 'kind' is not numeric \\(String\\): leave"):

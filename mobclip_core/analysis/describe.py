@@ -181,7 +181,9 @@ def _flow_traits(graph, in_zone: pd.Series, ids: list[int], prof: pd.DataFrame, 
     zone_flow = _zone_mean(flow, in_zone, ids)
     overall = float(flow.mean())
     prof["flow_vs_region"] = zone_flow / overall if overall > 0 else np.nan
-    prof["flow_percentile"] = _zone_mean(flow.rank(pct=True), in_zone, ids)
+    # a cell without flow ranks 0, not in the middle of its ties: where most cells carry none, they are "quiet"
+    percentile = flow.rank(pct=True).where(flow > 0, 0.0)
+    prof["flow_percentile"] = _zone_mean(percentile, in_zone, ids)
     prof["links_per_place"] = _zone_mean(
         pd.Series(graph.degree(), index=cells_to_strings(graph.cells)).astype(float), in_zone, ids
     )

@@ -191,7 +191,7 @@ def _range_notes(scores: pd.DataFrame, criterion: str, best: int) -> list[str]:
     if best != top or len(scores) < 2:
         return []
     if criterion == "bic":
-        hint = "choose the number of zones yourself, or use the silhouette"
+        hint = "choose the number of zones yourself, or let the silhouette pick it"
     else:
         hint = "raise the largest number of zones to try, or choose the number yourself"
     name = CRITERION_NAMES[criterion]

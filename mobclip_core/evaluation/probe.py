@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 
 from .._optional import import_optional
+from ..exceptions import InvalidInputError
 
 
 def probe_accuracy(
@@ -36,6 +37,12 @@ def probe_accuracy(
     if groups is None:
         cv, fold = StratifiedKFold(5, shuffle=True, random_state=seed), {}
     else:
+        n_groups = len(np.unique(np.asarray(groups)))
+        if n_groups < 5:
+            raise InvalidInputError(
+                f"a blocked probe holds out one of 5 folds of blocks, and there are {n_groups} blocks: use smaller "
+                "blocks (a finer resolution) or random folds"
+            )
         cv, fold = GroupKFold(5), {"groups": np.asarray(groups)}
     linear = cross_val_score(LogisticRegression(max_iter=3000), x, labels, cv=cv, **fold).mean()
     knn = cross_val_score(KNeighborsClassifier(10), x, labels, cv=cv, **fold).mean()
