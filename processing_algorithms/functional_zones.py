@@ -50,7 +50,7 @@ class FunctionalZones(MobClipAlgorithm):
         "between 2 and the maximum); HDBSCAN finds as many dense groups as there are and leaves the rest in "
         "'No zone'. Zone 1 is the largest. Zones follow the embedding's strongest differences: with the default "
         "neighbourhood context (1.4 and 2.8 km) those are mostly parts of the city; for zones of land use a few "
-        "blocks across, train with [train] context_m = [] (the README's demo pictures show both).\n\n"
+        "blocks across, train with [train] context_m = [] (README: Asking the map questions).\n\n"
         "Places: the cells of an embedding table (a file or a project layer with an h3_cell field), or the "
         "features of a layer whose emb_ fields hold embeddings.\n\n"
         "Describing the zones (cells only): give the region dataset folder the embeddings were trained on "
