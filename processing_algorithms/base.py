@@ -283,7 +283,8 @@ class MobClipAlgorithm(QgsProcessingAlgorithm):
     def add_embedding_table_parameters(
         self, name: str = "EMBEDDINGS", label: str | None = None, *, preselect: str | None = "cells"
     ) -> None:
-        """Two optional parameters ``name`` (a file) and ``name``_LAYER (a project layer); give exactly one.
+        """Two optional parameters ``name`` (a file) and ``name``_LAYER (a project layer); one is needed, and a file
+        given beside a layer wins (``embedding_layer``).
 
         ``preselect``: the dialog opens with an embedding layer of the project chosen, "cells" (a layer with
         h3_cell and emb_ fields, what the table readers take) or "features" (any layer with emb_ fields); None
@@ -332,7 +333,7 @@ class MobClipAlgorithm(QgsProcessingAlgorithm):
         return layer
 
     def embedding_table(self, parameters, context, *, required: bool = True, name: str = "EMBEDDINGS"):
-        """The table from the file or the layer parameter (exactly one), or None when optional and not given."""
+        """The table from the file (or else the layer) parameter, or None when optional and neither is given."""
         from mobclip_core.embeddings import read_embedding_table
 
         path = self.parameterAsFile(parameters, name, context)
