@@ -921,3 +921,21 @@ def test_resume_keeps_the_early_stopping_count(small_dataset, tmp_path):
     train_mobclip(small_dataset, cfg(stop), line, checkpoint_dir=tmp_path)  # stopped one epoch short of the stop
     resumed = train_mobclip(small_dataset, cfg(60), line, checkpoint_dir=tmp_path, resume=True)
     assert list(resumed.history.epoch) == list(whole.history.epoch)
+
+
+def test_timestamps_in_milliseconds_and_ambiguous_day_month_strings():
+    """Epoch milliseconds (JavaScript, Java exports) land in the same weeks as seconds, not in 10-minute "weeks";
+    day-and-month-first strings are refused with the fix instead of read month-first when every day is <= 12."""
+    from mobclip_core.exceptions import InvalidInputError
+    from mobclip_core.modalities import to_week
+
+    seconds = np.array([1_580_515_200, 1_580_601_600, 1_581_120_000, 1_583_020_800], dtype=np.int64)  # Feb/Mar 2020
+    weeks = to_week(seconds)
+    assert len(set(weeks)) == 3
+    for unit in (1_000, 1_000_000, 1_000_000_000):
+        np.testing.assert_array_equal(to_week(seconds * unit), weeks)
+    np.testing.assert_array_equal(to_week(seconds * 1000.0), weeks)
+    iso = np.array(["2020-02-01 00:00", "2020-02-02 00:00", "2020-02-08 00:00", "2020-03-01 00:00"], dtype=object)
+    np.testing.assert_array_equal(to_week(iso), weeks)
+    with pytest.raises(InvalidInputError, match="'01/02/2020 00:00' put day and month first.*ISO 8601"):
+        to_week(np.array(["01/02/2020 00:00", "02/02/2020 00:00"], dtype=object))

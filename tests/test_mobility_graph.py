@@ -164,6 +164,24 @@ def test_od_graph_from_cells_and_zones():
     assert g.adjacency.sum() / 2 == pytest.approx(100.0)  # flow is conserved when spread to cells
     with pytest.raises(InvalidInputError, match="no OD zone id matches"):
         build_od_graph(pd.DataFrame({"origin": ["x"], "destination": ["y"], "flow": [1.0]}), zone_cells=zc)
+    said = []  # rows naming a zone the layer lacks: skipped, and said with their share of the flow
+    partial = pd.DataFrame({"origin": ["w", "x"], "destination": ["e", "e"], "flow": [100.0, 30.0]})
+    g = build_od_graph(partial, zone_cells=zc, say=said.append)
+    assert g.adjacency.sum() / 2 == pytest.approx(100.0)
+    assert said == ["mobility: 1 of 2 OD rows (30 of 130 flow) name a zone the zone layer lacks (e.g. 'x'), skipped"]
+
+
+def test_od_cells_finer_than_the_grid_are_summed_into_parents_and_coarser_ones_refused():
+    import h3
+
+    fine = [h3.cell_to_children(A, h3.get_resolution(A) + 1)[i] for i in (0, 1)]
+    od = pd.DataFrame({"origin": [fine[0], fine[1]], "destination": [B, B], "flow": [3.0, 4.0]})
+    g = build_od_graph(od, resolution=h3.get_resolution(A))
+    assert _weights(g) == {frozenset((A, B)): 7.0}
+    with pytest.raises(InvalidInputError, match="coarser than the grid's .*: set resolution = "):
+        build_od_graph(
+            pd.DataFrame({"origin": [A], "destination": [B], "flow": [1.0]}), resolution=h3.get_resolution(A) + 1
+        )
 
 
 def test_tiny_zone_gets_the_cell_of_its_point():

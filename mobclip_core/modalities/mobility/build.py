@@ -64,7 +64,15 @@ def _od_graph(src: OdSource, ctx) -> MobilityGraph:
     zones = (
         zones_to_cells(read_layer(ctx.resolve(src.zones)), ctx.resolution, zone_id=src.zone_id) if src.zones else None
     )
-    return build_od_graph(od, origin=src.origin, destination=src.destination, flow=src.flow, zone_cells=zones)
+    return build_od_graph(
+        od,
+        origin=src.origin,
+        destination=src.destination,
+        flow=src.flow,
+        zone_cells=zones,
+        resolution=ctx.resolution,
+        say=ctx.say,
+    )
 
 
 def _trips_graph(src: TripsSource, ctx) -> MobilityGraph:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -15,22 +16,36 @@ from ...exceptions import InvalidInputError
 from ...grid import points_to_cells, strings_to_cells, validate_cells, validate_lonlat, validate_resolution
 from .graph import MobilityGraph
 
+# numbers above this are not epoch seconds of any plausible date (1e11 s is the year 5138): milliseconds,
+# microseconds or nanoseconds, told apart by their size as pandas and Arrow readers do not
+_EPOCH_UNITS = ((1e11, 1), (1e14, 1_000), (1e17, 1_000_000), (np.inf, 1_000_000_000))
+# a date written day and month first, in either order (03/04/2020, 3.4.20): which is the day cannot be told
+_DAY_MONTH_FIRST = re.compile(r"^\s*\d{1,2}[/.-]\d{1,2}[/.-]\d{2,4}")
+
 
 def to_week(timestamps) -> np.ndarray:
-    """Week number (Monday-based) of timestamps given as datetimes, strings or epoch seconds."""
+    """Week number (Monday-based) of timestamps given as datetimes, ISO 8601 strings or epoch seconds.
+
+    Epoch numbers too large for seconds are read as milliseconds, microseconds or nanoseconds (what exports from
+    JavaScript, Java or Spark hold). Strings must put the year first: "03/04/2020" is the 3rd of April to some and
+    the 4th of March to others, and a guess would move records between weeks without a word.
+    """
     ts = np.asarray(timestamps)
-    if ts.dtype.kind in "iu":
-        seconds = ts.astype(np.int64)
-    elif ts.dtype.kind == "f":
-        if not np.isfinite(ts).all():
+    if ts.dtype.kind in "iuf":
+        if ts.dtype.kind == "f" and not np.isfinite(ts).all():
             raise InvalidInputError("timestamps contain NaN; drop those records first")
-        seconds = ts.astype(np.int64)
+        largest = float(np.abs(ts).max()) if ts.size else 0.0
+        per_second = next(unit for limit, unit in _EPOCH_UNITS if largest < limit)
+        seconds = ts.astype(np.int64) // per_second if ts.dtype.kind != "f" else (ts / per_second).astype(np.int64)
     else:
+        if ts.dtype.kind != "M":
+            _refuse_day_month_strings(ts)
         try:
             dt = pd.to_datetime(ts, utc=True) if ts.dtype.kind != "M" else ts.astype("datetime64[ns]")
         except (ValueError, TypeError) as exc:
             raise InvalidInputError(
-                f"cannot read timestamps ({exc}); give ISO strings, datetimes or epoch seconds"
+                f"cannot read timestamps such as {str(ts[0])!r}: give ISO 8601 strings (2020-04-03 08:00), "
+                "datetimes or epoch seconds"
             ) from exc
         ns = np.asarray(dt, dtype="datetime64[ns]")
         if np.isnat(ns).any():
@@ -39,6 +54,18 @@ def to_week(timestamps) -> np.ndarray:
     from ._kernels import week_numbers
 
     return week_numbers(np.ascontiguousarray(seconds, dtype=np.int64), WEEK_EPOCH_SHIFT_SECONDS, SECONDS_PER_WEEK)
+
+
+def _refuse_day_month_strings(ts: np.ndarray) -> None:
+    """Refuse date strings that start with day and month (in either order): their reading is a guess."""
+    sample = ts[: min(ts.size, 1000)]
+    for value in sample:
+        if isinstance(value, str) and _DAY_MONTH_FIRST.match(value):
+            raise InvalidInputError(
+                f"timestamps such as {value!r} put day and month first, and which is which cannot be told (3/4 is "
+                "the 3rd of April or the 4th of March): convert them to ISO 8601 (year first, 2020-04-03 08:00) "
+                "or to epoch seconds"
+            )
 
 
 def _person_keys(person) -> np.ndarray:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
@@ -42,12 +44,16 @@ def build_od_graph(
     destination: str = "destination",
     flow: str = "flow",
     zone_cells: pd.DataFrame | None = None,
+    resolution: int | None = None,
+    say: Callable[[str], None] | None = None,
 ) -> MobilityGraph:
     """Undirected cell graph from an origin-destination table.
 
     Origins and destinations are H3 cells, or zone ids spread to cells by ``zone_cells`` (from ``zones_to_cells``):
     flow between zones a and b goes to cell pairs (i, j) in proportion to w_ai * w_bj, i.e. C = W^T F W.
-    Directions are summed (A = C + C^T) and flows within one cell are dropped.
+    Directions are summed (A = C + C^T) and flows within one cell are dropped. Cells finer than ``resolution`` are
+    summed into their parents (coarser ones are refused); rows whose zone id the zone layer lacks are skipped and
+    counted through ``say``.
     """
     missing = {origin, destination, flow} - set(od.columns)
     if missing:
@@ -63,6 +69,8 @@ def build_od_graph(
         raise InvalidInputError("OD flows must be finite and non-negative")
     if zone_cells is None:
         o, d = strings_to_cells(od[origin].to_numpy()), strings_to_cells(od[destination].to_numpy())
+        if resolution is not None:
+            o, d = _at_resolution(o, resolution), _at_resolution(d, resolution)
         cells, inv = np.unique(np.concatenate([o, d]), return_inverse=True)
         n = cells.size
         c = sp.csr_matrix((f, (inv[: o.size], inv[o.size :])), shape=(n, n))
@@ -81,6 +89,13 @@ def build_od_graph(
                 f"no OD zone id matches the zone layer (OD ids like {list(od[origin].astype(str)[:3])}, zone ids "
                 f"like {list(zones[:3])}): check the zone id column, and read CSV ids as text to keep leading zeros"
             )
+        if not known.all() and say is not None:
+            lost = ~known
+            example = od[origin].astype(str)[oi < 0] if (oi < 0).any() else od[destination].astype(str)[di < 0]
+            say(
+                f"mobility: {int(lost.sum())} of {len(od)} OD rows ({f[lost].sum():.6g} of {f.sum():.6g} flow) name "
+                f"a zone the zone layer lacks (e.g. {example.iloc[0]!r}), skipped"
+            )
         fz = sp.csr_matrix((f[known], (oi[known], di[known])), shape=(len(zones), len(zones)))
         c = (w.T @ fz @ w).tocsr()
     a = (c + c.T).tocsr()
@@ -89,3 +104,16 @@ def build_od_graph(
     if a.nnz == 0:
         raise InvalidInputError("the OD table gives an empty graph (all flows zero or within one cell)")
     return MobilityGraph(cells, a)
+
+
+def _at_resolution(cells: np.ndarray, resolution: int) -> np.ndarray:
+    """OD cells at the grid's resolution: finer ones summed into their parents, coarser ones refused."""
+    from ...grid import cell_resolution, parent_cells
+
+    have = np.unique(cell_resolution(cells))
+    if (have < resolution).any():
+        raise InvalidInputError(
+            f"the OD table's cells are at H3 resolution {int(have.min())}, coarser than the grid's {resolution}: set "
+            f"resolution = {int(have.min())} in the config, or give the flows with a zone layer"
+        )
+    return parent_cells(cells, resolution) if (have > resolution).any() else cells
