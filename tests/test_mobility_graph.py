@@ -188,3 +188,26 @@ def test_tiny_zone_gets_the_cell_of_its_point():
     zones = gpd.GeoDataFrame({"zone": ["tiny"]}, geometry=[box(13.4, 52.5, 13.4001, 52.5001)], crs="EPSG:4326")
     zc = zones_to_cells(zones, 7, zone_id="zone")
     assert len(zc) == 1 and zc.weight.iloc[0] == 1.0
+
+
+def test_build_log_gives_the_extent_and_warns_when_coordinates_look_swapped():
+    """Chicago's trips with longitude and latitude swapped land at 87.6 degrees south: the build says so."""
+    import types
+
+    import scipy.sparse as sp
+
+    from mobclip_core.grid import strings_to_cells
+    from mobclip_core.modalities.mobility.build import _say_extent
+
+    def said_for(lat_lon):
+        cells = strings_to_cells(np.array([h3.latlng_to_cell(la, lo, 9) for la, lo in lat_lon]))
+        graph = MobilityGraph(cells, sp.csr_matrix(np.ones((len(cells), len(cells))) - np.eye(len(cells))))
+        lines = []
+        _say_extent(graph, types.SimpleNamespace(say=lines.append))
+        return lines
+
+    chicago = [(41.88, -87.63), (41.90, -87.65), (41.79, -87.60)]
+    fine = said_for(chicago)
+    assert len(fine) == 1 and fine[0].startswith("mobility: cells from lon -87.6") and "lat 41.7" in fine[0]
+    swapped = said_for([(lo, la) for la, lo in chicago])
+    assert len(swapped) == 2 and "are longitude and latitude swapped?" in swapped[1]

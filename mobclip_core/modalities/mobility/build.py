@@ -19,8 +19,27 @@ def build_mobility_graph(section, ctx) -> MobilityGraph:
         ctx.say(f"mobility: {len(parts)} sources combined with weights {[w for _, w in parts]}")
     graph = combine_graphs(parts)
     if graph.n_edges == 0:
-        raise InvalidInputError("the mobility graph has no edges: records never put one person in two cells in a week")
+        raise InvalidInputError(
+            f"the mobility graph has no edges: no flow links two different cells at H3 resolution {ctx.resolution} "
+            "(all the data in one cell? records that never put one person in two cells in a week?)"
+        )
+    _say_extent(graph, ctx)
     return graph
+
+
+def _say_extent(graph: MobilityGraph, ctx) -> None:
+    """Where the graph's cells lie, in the log; a warning where no people live, which is where swapped longitude and
+    latitude put the Americas (-87.6, 41.9 read as lat, lon lies at 87.6 degrees south)."""
+    from ...grid import cell_centroids
+
+    lon, lat = cell_centroids(graph.cells)
+    ctx.say(f"mobility: cells from lon {lon.min():.4f} to {lon.max():.4f}, lat {lat.min():.4f} to {lat.max():.4f}")
+    if (lat < -60.0).mean() > 0.5 or (abs(lat) > 84.0).mean() > 0.5:
+        ctx.say(
+            "mobility: WARNING most cells lie in Antarctica or beyond 84 degrees of latitude: are longitude and "
+            "latitude swapped? Name the coordinate columns in the [mobility] section (lon and lat for records, "
+            "origin_lon ... destination_lat for trips)"
+        )
 
 
 def graph_from_source(src, ctx) -> MobilityGraph:
