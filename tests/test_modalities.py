@@ -44,6 +44,12 @@ def test_poi_counts_and_errors(pois):
         poi_text_features(pois, 9, name=None, category=None)
     with pytest.raises(InvalidInputError, match="not a local directory"):
         poi_text_features(pois.iloc[:5], 9, model="/nonexistent/bge-m3")
+    as_csv = pd.DataFrame(pois.drop(columns="geometry")).assign(geometry=pois.geometry.to_wkt())  # what a CSV reads
+    with pytest.raises(InvalidInputError, match="the POI table has no geometry and no lon and lat columns"):
+        poi_category_counts(as_csv, 9)
+    wgs84 = pois.to_crs(4326).geometry
+    lonlat = as_csv.drop(columns="geometry").assign(lon=wgs84.x, lat=wgs84.y)
+    pd.testing.assert_frame_equal(poi_category_counts(lonlat, 9), counts)
 
 
 def test_image_stats_separate_parks_from_industry(small_city):

@@ -51,8 +51,15 @@ def poi_texts(pois: pd.DataFrame, name: str | None, category: str | None) -> pd.
 
 def _poi_cells(pois, resolution: int) -> tuple[pd.DataFrame, np.ndarray]:
     """POIs and the hex cell of each: a GeoDataFrame by its geometry, a plain table by its lon/lat columns."""
-    if not hasattr(pois, "geometry") and {"lon", "lat"} <= set(pois.columns):
-        return pois, cells_to_strings(points_to_cells(pois["lon"].to_numpy(), pois["lat"].to_numpy(), resolution))
+    import geopandas as gpd
+
+    if not isinstance(pois, gpd.GeoDataFrame):
+        if {"lon", "lat"} <= set(pois.columns):
+            return pois, cells_to_strings(points_to_cells(pois["lon"].to_numpy(), pois["lat"].to_numpy(), resolution))
+        raise InvalidInputError(
+            f"the POI table has no geometry and no lon and lat columns (it has {list(pois.columns)[:8]}): give a "
+            "GeoPackage, GeoParquet or GeoJSON layer, or a CSV with lon and lat columns in WGS84 degrees"
+        )
     pois = to_wgs84(pois, what="POI layer")
     pts = pois.geometry.values
     if not (pts.geom_type == "Point").all():
