@@ -939,3 +939,13 @@ def test_timestamps_in_milliseconds_and_ambiguous_day_month_strings():
     np.testing.assert_array_equal(to_week(iso), weeks)
     with pytest.raises(InvalidInputError, match="'01/02/2020 00:00' put day and month first.*ISO 8601"):
         to_week(np.array(["01/02/2020 00:00", "02/02/2020 00:00"], dtype=object))
+
+
+@pytest.mark.parametrize("rows", ["1;2024-01-01;9,0;45,0\n2;2024-01-01;9,1;45,1\n", "1;2024-01-01;9.0;45.0\n"])
+def test_semicolon_records_say_so(tmp_path, capsys, rows):
+    """A semicolon-separated CSV (with decimal commas, or without: then it reads as one column): the message says
+    what the file looks like and the fix."""
+    (tmp_path / "r.csv").write_text("person_id;timestamp;lon;lat\n" + rows)
+    rc, err = run_cli(capsys, "graph", tmp_path / "r.csv", "--resolution", 9, "--out", tmp_path / "g.npz")
+    assert rc != 0 and "looks semicolon- or tab-separated; save it as a comma-separated CSV" in err, err
+    assert not (tmp_path / "g.npz").exists()

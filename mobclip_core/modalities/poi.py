@@ -43,7 +43,10 @@ def poi_texts(pois: pd.DataFrame, name: str | None, category: str | None) -> pd.
         raise InvalidInputError("POI features need a name column, a category column, or both")
     for col in (name, category):
         if col is not None and col not in pois.columns:
-            raise InvalidInputError(f"POI layer has no column {col!r}; it has {list(pois.columns)}")
+            raise InvalidInputError(
+                f"POI layer has no column {col!r}; it has {list(pois.columns)[:12]}: name its columns with [poi] "
+                'name = "..." and category = "..."'
+            )
     parts = [pois[c].fillna("").astype(str).str.strip() for c in (name, category) if c is not None]
     text = parts[0] if len(parts) == 1 else parts[0].str.cat(parts[1], sep=", ").str.strip(", ")
     return text
@@ -104,7 +107,10 @@ def poi_category_counts(pois, resolution: int, *, category: str = "category", no
     """Count (or share, with ``normalise``) of POIs per category in each cell: the cheap alternative."""
     pois, cells = _poi_cells(pois, resolution)
     if category not in pois.columns:
-        raise InvalidInputError(f"POI layer has no column {category!r}; it has {list(pois.columns)}")
+        raise InvalidInputError(
+            f"POI layer has no column {category!r}; it has {list(pois.columns)[:12]}: name its category column with "
+            '[poi] category = "..."'
+        )
     table = pd.crosstab(pd.Series(cells, name=REGION_INDEX), pois[category].astype(str).to_numpy())
     table.columns = [f"cat_{c}" for c in table.columns]
     if normalise:

@@ -21,7 +21,8 @@ def iter_records(
     if not path.exists():
         raise InvalidInputError(f"records file {path} does not exist")
     fmt = "csv" if path.suffix.lower() in (".csv", ".txt") or path.name.endswith(".csv.gz") else "parquet"
-    with reading(path, "activity records"):  # empty, truncated or malformed files: one clear message
+    fix = _separator_fix(path) if fmt == "csv" else None
+    with reading(path, "activity records", fix=fix):  # empty, truncated or malformed files: one clear message
         dataset = ds.dataset(path, format=fmt)
         names = dataset.schema.names
         duplicated = sorted({n for n in names if names.count(n) > 1})
@@ -45,3 +46,18 @@ def read_layer(path: str | Path, layer: str | None = None):
     if path.suffix.lower() == ".parquet":
         return gpd.read_parquet(path)
     return gpd.read_file(path, layer=layer)
+
+
+def _separator_fix(path: Path) -> str | None:
+    """The fix for a CSV whose header is separated by semicolons or tabs (Arrow reads commas only), else None."""
+    import gzip
+
+    try:
+        opener = gzip.open if path.name.endswith(".gz") else open
+        with opener(path, "rt", encoding="utf-8-sig", errors="replace") as handle:
+            header = handle.readline()
+    except OSError:
+        return None
+    if "," not in header and (";" in header or "\t" in header):
+        return "The file looks semicolon- or tab-separated; save it as a comma-separated CSV"
+    return None

@@ -68,6 +68,18 @@ def _refuse_day_month_strings(ts: np.ndarray) -> None:
             )
 
 
+def missing_columns_message(missing, columns) -> str:
+    """What records lacking ``missing`` columns should say: the columns they have, how to name the right ones, and
+    a semicolon- or tab-separated file read as one column."""
+    columns = [str(c) for c in columns]
+    message = f"records lack columns {sorted(missing)}; they have {columns[:12]}"
+    if len(columns) <= 2 and any(sep in c for c in columns for sep in (";", "\t")):
+        return message + ": the file looks semicolon- or tab-separated; save it as a comma-separated CSV"
+    return message + (
+        ": name the right ones (--person/--time/--lon/--lat/--cell, or [mobility] person/time/lon/lat/cell)"
+    )
+
+
 def _person_keys(person) -> np.ndarray:
     """Integer person ids as they are (int64 or uint64); anything else hashed to ``uint64``."""
     arr = np.asarray(person)
@@ -317,7 +329,7 @@ def build_copresence_graph(
     for chunk in chunks:
         missing = {person, time} - set(chunk.columns)
         if missing:
-            raise InvalidInputError(f"records lack columns {sorted(missing)}; they have {list(chunk.columns)}")
+            raise InvalidInputError(missing_columns_message(missing, chunk.columns))
         if cell is not None:
             builder.add_cells(chunk[person].to_numpy(), chunk[time].to_numpy(), chunk[cell].to_numpy())
         elif place is not None:

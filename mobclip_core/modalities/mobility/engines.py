@@ -19,7 +19,7 @@ import scipy.sparse as sp
 from ..._optional import import_optional
 from ...exceptions import InvalidInputError
 from ...grid import points_to_cells, strings_to_cells, validate_resolution
-from .copresence import to_week
+from .copresence import missing_columns_message, to_week
 from .graph import MobilityGraph
 
 COPRESENCE_SQL = """
@@ -53,10 +53,7 @@ def stage_records(
     for k, chunk in enumerate(chunks):
         missing = {person, time, *([cell] if cell is not None else [lon, lat])} - set(chunk.columns)
         if missing:
-            raise InvalidInputError(
-                f"records lack columns {sorted(missing)}; they have {list(chunk.columns)}: name the right ones "
-                "(--person/--time/--lon/--lat/--cell, or [mobility] person/time/lon/lat/cell)"
-            )
+            raise InvalidInputError(missing_columns_message(missing, chunk.columns))
         if cell is not None:
             cells = chunk[cell].to_numpy()
             cells = cells.astype(np.uint64) if cells.dtype.kind in "ui" else strings_to_cells(cells)
