@@ -265,7 +265,9 @@ def _build(cls, values: dict, where: str):
             raise ConfigError(f"[{where}] option {old!r} was renamed to {new!r}: rename it in the config")
     unknown = set(values) - known
     if unknown:
-        raise ConfigError(f"unknown option(s) {sorted(unknown)} in [{where}]; known: {sorted(known)}")
+        raise ConfigError(
+            f"unknown option(s) {sorted(unknown)} in [{where}]{_did_you_mean(unknown, known)}; known: {sorted(known)}"
+        )
     hints = typing.get_type_hints(cls)
     for name, value in values.items():
         if not _is_a(value, hints[name]):
@@ -342,7 +344,10 @@ def config_from_dict(raw: dict, base_dir: Path = Path("."), *, check_files: bool
     top = {f.name for f in fields(RunConfig)} - set(_SECTIONS) - {"base_dir"}
     unknown = set(raw) - top
     if unknown:
-        raise ConfigError(f"unknown top-level option(s) {sorted(unknown)}; known: {sorted(top | set(_SECTIONS))}")
+        known = top | set(_SECTIONS)
+        raise ConfigError(
+            f"unknown top-level option(s) {sorted(unknown)}{_did_you_mean(unknown, known)}; known: {sorted(known)}"
+        )
     hints = typing.get_type_hints(RunConfig)
     for name, value in raw.items():
         if not _is_a(value, hints[name]):
@@ -566,3 +571,19 @@ def _validate_source(src, where: str) -> None:
             raise ConfigError(
                 f"[{where}] name all four of origin_lon, origin_lat, destination_lon, destination_lat, or none"
             )
+
+
+def _did_you_mean(unknown, known) -> str:
+    """ " (did you mean 'mobility'?)" for the misspellings that have a close known name, else ""."""
+    import difflib
+
+    guesses = {
+        name: match[0]
+        for name in sorted(unknown)
+        if (match := difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.75))
+    }
+    if len(guesses) == 1 and len(unknown) == 1:
+        return f" (did you mean {next(iter(guesses.values()))!r}?)"
+    if guesses:
+        return " (did you mean " + ", ".join(f"{good!r} for {bad!r}" for bad, good in guesses.items()) + "?)"
+    return ""

@@ -48,6 +48,10 @@ def test_modality_missing_for_all_cells(small_dataset):
         ({"mobility": {"records": "r.parquet"}, "resolution": 16}, "unknown H3 resolution"),
         ({"mobility": {"records": "r.parquet"}, "train": {"modalities": ["smell"]}}, "unknown modality"),
         ({"mobility": {"records": "r.parquet"}, "poi": {"colour": 1}}, r"unknown option\(s\) \['colour'\] in \[poi\]"),
+        (
+            {"mobilty": {"records": "r.parquet"}},
+            r"unknown top-level option\(s\) \['mobilty'\] \(did you mean 'mobility'\?\); known",
+        ),
         ({"mobility": {"records": "r.parquet", "ratio": 2}}, "ratio must be in"),
         ({"mobility": {"records": "r.parquet"}, "line": {"order": "third"}}, "order must be"),
         ({"mobility": {"records": "r.parquet", "engine": "hadoop"}}, "engine must be"),

@@ -43,7 +43,7 @@ def validate_lonlat(lon: np.ndarray, lat: np.ndarray, *, what: str = "points") -
     if bad.any():
         raise InvalidInputError(
             f"{what}: {int(bad.sum())} coordinates are NaN or infinite (first at row {int(np.argmax(bad))}); "
-            "drop or fix them before tokenizing"
+            "drop or fix them first"
         )
     lon_bad = (lon < -180.0) | (lon > 180.0)
     if lon_bad.any():
@@ -67,7 +67,8 @@ def to_wgs84(gdf: gpd.GeoDataFrame, *, what: str = "layer") -> gpd.GeoDataFrame:
     """Reproject a GeoDataFrame to WGS84, refusing a missing CRS and empty or invalid geometries."""
     if gdf.crs is None:
         raise CRSError(
-            f"{what} has no CRS. Set it (e.g. gdf.set_crs('EPSG:4326')) or assign one in QGIS before tokenizing"
+            f"{what} has no CRS. Set it (e.g. gdf.set_crs('EPSG:4326')) or assign one in QGIS "
+            "(Layer Properties > Source)"
         )
     import shapely
 
