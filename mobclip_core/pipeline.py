@@ -187,12 +187,9 @@ def write_run_files(txn: OutputTransaction, result, cfg: RunConfig) -> None:
 
 def plot_loss_curve(history: pd.DataFrame, path: Path) -> None:
     """Training and validation loss per epoch, drawn without pyplot (no global backend switch)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    from .plotting import agg_axes
 
-    fig = Figure(figsize=(5, 3.2), dpi=120)
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
+    fig, ax = agg_axes((5, 3.2))
     ax.plot(history["epoch"], history["train_loss"], label="train")
     ax.plot(history["epoch"], history["val_loss"], label="validation")
     ax.set_xlabel("epoch")

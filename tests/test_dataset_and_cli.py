@@ -126,3 +126,23 @@ def test_plugin_zip_is_clean(tmp_path):
     meta = configparser.ConfigParser()
     meta.read_string(zipfile.ZipFile(path).read("mobclip/metadata.txt").decode())
     assert meta["general"]["hasProcessingProvider"] == "yes" and meta["general"]["qgisMinimumVersion"] == "3.22"
+
+
+def test_loss_curve_plot_is_quiet_and_leaves_the_backend_alone(tmp_path):
+    """In a fresh process (matplotlib warns once per process): the loss curve is drawn without pyplot's backend
+    switch and without matplotlib's "Unable to import Axes3D" warning, which Debian's mpl_toolkits (installed with
+    QGIS) beside a pip matplotlib would print in a newcomer's first demo run."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, warnings, pandas as pd; warnings.simplefilter('always')\n"
+        "from mobclip_core.pipeline import plot_loss_curve\n"
+        "h = pd.DataFrame({'epoch': [1, 2, 3], 'train_loss': [3.0, 2.0, 1.5], 'val_loss': [3.1, 2.2, 1.9]})\n"
+        f"plot_loss_curve(h, {str(tmp_path / 'loss.png')!r})\n"
+        "assert 'matplotlib.pyplot' not in sys.modules  # pyplot is what picks a process-wide backend\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert "Axes3D" not in run.stderr, run.stderr
+    assert (tmp_path / "loss.png").stat().st_size > 1000

@@ -227,14 +227,11 @@ def write_report(results: pd.DataFrame, out_dir: str | Path, stem: str = "evalua
         results.to_csv(tmp, index=False)
     with atomic_path(paths["markdown"]) as tmp:
         tmp.write_text(to_markdown(summary_table(results)))
-    from matplotlib.backends.backend_agg import FigureCanvasAgg  # no pyplot: the global backend stays as it was
-    from matplotlib.figure import Figure
+    from ..plotting import agg_axes  # no pyplot: the global backend stays as it was
 
     means = results.groupby(["source", "split"], sort=False).r2_mean.mean().unstack("split")
     # horizontal bars, first source on top, the figure as tall as the sources need: long names stay readable
-    fig = Figure(figsize=(8, 1.2 + 0.3 * len(means)), dpi=120)
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
+    fig, ax = agg_axes((8, 1.2 + 0.3 * len(means)))
     means[[c for c in ("blocked", "random") if c in means]].iloc[::-1].plot.barh(ax=ax)
     ax.set_xlabel("mean R2 over tasks")
     ax.set_ylabel("")
