@@ -182,3 +182,62 @@ def test_stock_python_imports_every_algorithm_module(tmp_path):
     found = import_under_stock_python(tmp_path, modules)
     assert found["errors"] == {}, "an algorithm module imports a third-party package at module level"
     assert found["third_party"] == []
+
+
+# --- a QGIS whose Python is older than 3.11 (Windows and macOS installers of QGIS 3.22-3.28 bring 3.9) ----------
+OLD_PYTHON_PATH = ["__init__.py", "qgis_plugin/__init__.py", "qgis_plugin/unsupported.py"]
+
+
+def test_what_runs_on_python_3_9_is_python_3_9_code_with_no_third_party_import():
+    import ast
+
+    for name in OLD_PYTHON_PATH:
+        tree = ast.parse((ROOT / name).read_text(encoding="utf-8"), feature_version=(3, 9))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                assert all(a.name in {"os", "sys"} for a in node.names), (name, ast.dump(node))
+            elif isinstance(node, ast.ImportFrom):
+                allowed = node.level == 1 and node.module in {"qgis_plugin.unsupported", "qgis_plugin.plugin"}
+                assert allowed or node.module == "qgis.core", (name, ast.dump(node))
+
+
+def test_on_python_3_9_qgis_process_gets_a_message_and_no_algorithms(tmp_path):
+    """QGIS's start-up on a 3.9 Python, as qgis_process runs it (``classFactory(None)``, ``initProcessing``), in
+    Debian's python3.11 with ``sys.version_info`` set to 3.9.18 first: the stand-in says which Python is needed and
+    which QGIS brings it, registers no provider, and nothing 3.11-only (the plugin shell, mobclip_core) is imported."""
+    from desktop_harness import stock_python_or_skip
+
+    python = stock_python_or_skip()
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    (plugins / "mobclip").symlink_to(ROOT)
+    code = f"""
+import sys
+sys.version_info = (3, 9, 18, "final", 0)
+sys.path.insert(0, {str(plugins)!r})
+from qgis.core import QgsApplication
+QgsApplication.setPrefixPath("/usr", True)
+app = QgsApplication([], False)
+app.initQgis()
+before = len(QgsApplication.processingRegistry().providers())
+import mobclip
+plugin = mobclip.classFactory(None)
+plugin.initProcessing()
+print("CLASS", type(plugin).__name__)
+print("PROVIDERS", len(QgsApplication.processingRegistry().providers()) - before)
+print("IMPORTED", sorted(m for m in sys.modules if m.startswith(("mobclip_core", "mobclip.qgis_plugin.plugin"))))
+app.exitQgis()
+"""
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "QT_QPA_PLATFORM": "offscreen",
+        "HOME": str(tmp_path),
+        "XDG_RUNTIME_DIR": str(tmp_path),
+    }
+    out = subprocess.run([python, "-I", "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = dict(line.split(" ", 1) for line in out.stdout.splitlines() if line[:1].isupper() and " " in line)
+    assert lines["CLASS"] == "UnsupportedPythonPlugin"
+    assert lines["PROVIDERS"] == "0" and lines["IMPORTED"] == "[]"
+    assert "MobCLIP: MobCLIP needs QGIS with Python 3.11 or newer; this QGIS runs Python 3.9.18" in out.stderr
+    assert "install QGIS 3.40 LTR or newer" in out.stderr

@@ -77,6 +77,34 @@ def startup(ctx):
     ctx.shot(ctx.iface.mainWindow(), "main_window_at_start")
 
 
+@check("old_python")
+def old_python(ctx):
+    """The plugin as QGIS starts it on a Python 3.9 (the Windows installers of QGIS 3.22-3.28): ``classFactory``
+    and ``initGui`` with ``sys.version_info`` set to 3.9.18, as QGIS calls them at start-up; then ``unload``."""
+    import sys
+
+    import mobclip
+    from qgis.core import QgsApplication
+
+    real = sys.version_info
+    providers = len(QgsApplication.processingRegistry().providers())
+    sys.version_info = (3, 9, 18, "final", 0)
+    try:
+        stand_in = mobclip.classFactory(ctx.iface)
+        stand_in.initGui()
+    finally:
+        sys.version_info = real
+    ctx.result["plugin_class"] = type(stand_in).__name__
+    ctx.result["providers_added"] = len(QgsApplication.processingRegistry().providers()) - providers
+    yield Wait(0.5)
+    ctx.result["bar"] = [item for item in _bar_items(ctx.iface) if "Python" in item["text"]]
+    ctx.result["log"] = [m["msg"] for m in ctx.messages() if m["tag"] == "MobCLIP" and "Python 3.9" in m["msg"]]
+    ctx.shot(ctx.iface.messageBar(), "old_python_bar")
+    stand_in.unload()
+    yield Wait(0.3)
+    ctx.result["bar_after_unload"] = [item for item in _bar_items(ctx.iface) if "Python" in item["text"]]
+
+
 @check("toolbox")
 def toolbox(ctx):
     """The Processing toolbox lists every MobCLIP algorithm; canExecute() says what each needs."""
