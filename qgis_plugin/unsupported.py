@@ -1,10 +1,10 @@
 """The plugin on a QGIS whose Python is too old for MobCLIP: one clear message instead of import errors.
 
 QGIS embeds its own Python: 3.9 in the Windows and macOS installers of QGIS 3.22-3.28, 3.12 in the Windows
-installers of QGIS 3.34 (2024 builds on) and 3.40, the system Python on Linux (Debian 12: 3.11). ``mobclip_core`` needs 3.11 (``tomllib``, and the
-wheels its installer pins start there), so on an older Python the plugin registers no algorithms and says why, in
-the message bar and the log, and under ``qgis_process`` on standard error. This module must import and run on
-Python 3.9: standard library and ``qgis`` only, no syntax newer than 3.9.
+installers of QGIS 3.34 (2024 builds on) and 3.40, the system Python on Linux (Debian 12: 3.11). ``mobclip_core``
+needs 3.11 (``tomllib``, and the wheels its installer pins start there), so on an older Python the plugin registers
+no algorithms and says why, in the message bar and the log, and under ``qgis_process`` on standard error. This
+module must import and run on Python 3.9: standard library and ``qgis`` only, no syntax newer than 3.9.
 """
 
 import sys
