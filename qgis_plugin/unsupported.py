@@ -34,8 +34,7 @@ def bar_message(version=None) -> str:
     have = ".".join(str(part) for part in (version or sys.version_info)[:2])
     need = ".".join(str(part) for part in MINIMUM_PYTHON)
     return (
-        f"needs Python {need} or newer, this QGIS has {have}: on Windows install QGIS 3.40 LTR or newer "
-        "(details: Log Messages, MobCLIP tab)."
+        f"needs Python {need}+, this QGIS has {have}: install QGIS 3.40 LTR or newer."
     )
 
 

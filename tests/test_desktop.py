@@ -44,7 +44,7 @@ def stock_run(plugin_zip, tmp_path_factory):
     config = make_profile(work / "config", plugin_zip)
     return run_qgis(
         config,
-        ["startup", "toolbox", "blocked_algorithm", "installer_dialog", "install_from_dialog", "old_python"],
+        ["startup", "old_python", "toolbox", "blocked_algorithm", "installer_dialog", "install_from_dialog"],
         work / "run",
         extra_env={"MOBCLIP_DEPS_DIR": str(work / "deps"), "PIP_CACHE_DIR": PIP_CACHE},
         timeout=840,
@@ -69,7 +69,7 @@ def test_on_python_3_9_the_plugin_says_which_qgis_to_install_and_registers_nothi
     old = stock_run.check("old_python")
     assert old["plugin_class"] == "UnsupportedPythonPlugin" and old["providers_added"] == 0
     assert len(old["bar"]) == 1 and old["bar"][0]["level"] == 2, old["bar"]  # Qgis.Critical
-    assert "needs Python 3.11 or newer, this QGIS has 3.9" in old["bar"][0]["text"]
+    assert "needs Python 3.11+, this QGIS has 3.9" in old["bar"][0]["text"]
     assert "QGIS 3.40 LTR" in old["bar"][0]["text"] and old["bar"][0]["fits"], old["bar"]
     assert any("this QGIS runs Python 3.9.18" in line and "Debian 12" in line for line in old["log"]), old["log"]
     assert old["bar_after_unload"] == []

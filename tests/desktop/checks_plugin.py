@@ -97,12 +97,12 @@ def old_python(ctx):
     ctx.result["plugin_class"] = type(stand_in).__name__
     ctx.result["providers_added"] = len(QgsApplication.processingRegistry().providers()) - providers
     yield Wait(0.5)
-    ctx.result["bar"] = [item for item in _bar_items(ctx.iface) if "Python" in item["text"]]
+    ctx.result["bar"] = [item for item in _bar_items(ctx.iface) if "needs Python" in item["text"]]
     ctx.result["log"] = [m["msg"] for m in ctx.messages() if m["tag"] == "MobCLIP" and "Python 3.9" in m["msg"]]
     ctx.shot(ctx.iface.messageBar(), "old_python_bar")
     stand_in.unload()
     yield Wait(0.3)
-    ctx.result["bar_after_unload"] = [item for item in _bar_items(ctx.iface) if "Python" in item["text"]]
+    ctx.result["bar_after_unload"] = [item for item in _bar_items(ctx.iface) if "needs Python" in item["text"]]
 
 
 @check("toolbox")
