@@ -33,9 +33,7 @@ def bar_message(version=None) -> str:
     """The message bar's one line (QGIS shows a second line only behind scroll arrows); the log has the rest."""
     have = ".".join(str(part) for part in (version or sys.version_info)[:2])
     need = ".".join(str(part) for part in MINIMUM_PYTHON)
-    return (
-        f"needs Python {need}+, this QGIS has {have}: install QGIS 3.40 LTR or newer."
-    )
+    return f"needs Python {need}+, this QGIS has {have}: install QGIS 3.40 LTR or newer."
 
 
 class UnsupportedPythonPlugin:
