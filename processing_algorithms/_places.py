@@ -138,10 +138,10 @@ def write_places(
     alg, parameters, context, feedback, places: Places, extra_fields: QgsFields, extra_rows, name="OUTPUT"
 ):
     """One feature per place: its own fields (or h3_cell) + ``extra_fields``; geometry of the cell or feature."""
-    fields = alg.merge_fields(places.base_fields(), extra_fields)
+    out = alg.output_fields(places.base_fields(), extra_fields)
     wkb_type = QgsWkbTypes.Polygon if places.cells else places.wkb_type
-    sink, dest = alg.create_sink(parameters, name, context, fields, wkb_type, places.output_crs())
-    rows = (base + list(extra) for base, extra in zip(places.base_rows(), extra_rows))
+    sink, dest = alg.create_sink(parameters, name, context, out.fields, wkb_type, places.output_crs())
+    rows = (out.row(base, extra) for base, extra in zip(places.base_rows(), extra_rows))
     n = len(places.values)
     alg.write_features(sink, rows, places.geometries(), feedback, total=n, span=(70, 95))
     return dest

@@ -60,10 +60,10 @@ class AggregateEmbeddings(MobClipAlgorithm):
         extra.append(QgsField("cell_count", QVariant.Int))
         extra.append(QgsField("from_point", QVariant.Bool))
         names = [f"{prefix}{i}" for i in range(table.shape[1])]
-        fields = self.merge_fields(source.fields(), extra, self.double_fields(names))
-        sink, dest = self.create_sink(parameters, "OUTPUT", context, fields, source.wkbType(), source.sourceCrs())
+        out = self.output_fields(source.fields(), extra, self.double_fields(names))
+        sink, dest = self.create_sink(parameters, "OUTPUT", context, out.fields, source.wkbType(), source.sourceCrs())
         rows = (
-            f.attributes() + [int(c), bool(p)] + nullable(m)
+            out.row(f.attributes(), [int(c), bool(p)] + nullable(m))
             for f, c, p, m in zip(features, means.cell_count, means.from_point, means.values)
         )
         self.write_features(sink, rows, (f.geometry() for f in features), feedback, total=len(features), span=(70, 100))

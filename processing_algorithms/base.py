@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import traceback
+from dataclasses import dataclass
 
 from qgis.core import (
     QgsCoordinateReferenceSystem,
@@ -40,6 +41,18 @@ WGS84 = "EPSG:4326"
 
 class Cancelled(Exception):
     """The user pressed Cancel. The message, if any, says what the cancelled run left (default: nothing)."""
+
+
+@dataclass(frozen=True)
+class OutputFields:
+    """An output's fields, and how to build its rows from an input feature's attributes and this run's values."""
+
+    fields: QgsFields
+    keep: list[int] | None  # the input attributes kept, by position; None: all of them
+
+    def row(self, attributes: list, values) -> list:
+        base = attributes if self.keep is None else [attributes[i] for i in self.keep]
+        return base + list(values)
 
 
 class MobClipAlgorithm(QgsProcessingAlgorithm):
@@ -271,13 +284,34 @@ class MobClipAlgorithm(QgsProcessingAlgorithm):
             fields.append(QgsField(str(n), QVariant.Double))
         return fields
 
-    @staticmethod
-    def merge_fields(*parts: QgsFields) -> QgsFields:
-        out = QgsFields()
-        for part in parts:
+    def output_fields(self, base: QgsFields, *new: QgsFields) -> OutputFields:
+        """The input's fields followed by this run's ``new`` ones. An input field with the name of a new one (a
+        layer that is an earlier run's output: a second target fitted on a fit's output, a second embedding
+        attached) is left out and its values replaced by this run's, with a warning: QgsFields.append skips a
+        name it already has, so the old values would otherwise stay under the new name. Names compare as
+        GeoPackage and shapefiles do, ignoring case."""
+        added = QgsFields()
+        for part in new:
             for f in part:
-                out.append(f)
-        return out
+                added.append(f)
+        taken = {f.name().lower() for f in added}
+        keep = [i for i, f in enumerate(base) if f.name().lower() not in taken]
+        replaced = [f.name() for i, f in enumerate(base) if f.name().lower() in taken]
+        fields = QgsFields()
+        for i in keep:
+            fields.append(base.at(i))
+        for f in added:
+            fields.append(f)
+        feedback = getattr(self, "_feedback", None)
+        if replaced and feedback is not None:
+            shown = ", ".join(replaced[:6]) + (f" and {len(replaced) - 6} more" if len(replaced) > 6 else "")
+            feedback.pushWarning(
+                self.tr(
+                    f"The input already has the field(s) {shown} (an earlier run's output?): the output replaces "
+                    "them with this run's values"
+                )
+            )
+        return OutputFields(fields, None if len(keep) == base.count() else keep)
 
     # --- embedding tables: a file, or a layer already in the project ----------------------------------------
     def add_embedding_table_parameters(

@@ -77,16 +77,16 @@ class EmbeddingSpace(MobClipAlgorithm):
         extra = QgsFields()
         for name, kind in (("x", QVariant.Double), ("y", QVariant.Double), ("colour", QVariant.String)):
             extra.append(QgsField(name, kind))
-        fields = self.merge_fields(places.base_fields(), extra)
+        out = self.output_fields(places.base_fields(), extra)
         sink, dest = self.create_sink(
-            parameters, "OUTPUT", context, fields, QgsWkbTypes.Point, QgsCoordinateReferenceSystem()
+            parameters, "OUTPUT", context, out.fields, QgsWkbTypes.Point, QgsCoordinateReferenceSystem()
         )
         ok = (xy == xy).all(axis=1)
         base = list(places.base_rows())
         rows, geoms = [], []
         for i in ok.nonzero()[0].tolist():
             x, y = float(xy[i, 0]), float(xy[i, 1])
-            rows.append(base[i] + [x, y, "#{:02x}{:02x}{:02x}".format(*rgb[i].tolist())])
+            rows.append(out.row(base[i], [x, y, "#{:02x}{:02x}{:02x}".format(*rgb[i].tolist())]))
             geoms.append(QgsGeometry.fromPointXY(QgsPointXY(x, y)))
         self.write_features(sink, rows, geoms, feedback, total=len(rows), span=(70, 100))
         style_on_load(context, dest, Styler(colour_field_style))

@@ -343,10 +343,10 @@ class FitLightGBM(MobClipAlgorithm):
         new = QgsFields()
         for name in ("prediction", "oof_prediction", "residual"):
             new.append(QgsField(name, QVariant.Double))
-        fields = self.merge_fields(source.fields(), new)
-        sink, dest = self.create_sink(parameters, "OUTPUT", context, fields, source.wkbType(), source.sourceCrs())
+        out = self.output_fields(source.fields(), new)
+        sink, dest = self.create_sink(parameters, "OUTPUT", context, out.fields, source.wkbType(), source.sourceCrs())
         values = np.c_[fit.prediction, fit.oof, fit.residual]
-        rows = (f.attributes() + nullable(v) for f, v in zip(features, values))
+        rows = (out.row(f.attributes(), nullable(v)) for f, v in zip(features, values))
         self.write_features(sink, rows, (f.geometry() for f in features), feedback, total=len(features), span=(80, 92))
         return dest
 
@@ -364,10 +364,10 @@ class FitLightGBM(MobClipAlgorithm):
         predicted = fit.predict(x)
         extra = QgsFields()
         extra.append(QgsField("prediction", QVariant.Double))
-        out_fields = self.merge_fields(fields, extra)
+        out = self.output_fields(fields, extra)
         sink, dest = self.create_sink(
-            parameters, "OUTPUT_PREDICT", context, out_fields, other.wkbType(), other.sourceCrs()
+            parameters, "OUTPUT_PREDICT", context, out.fields, other.wkbType(), other.sourceCrs()
         )
-        rows = (f.attributes() + nullable([p]) for f, p in zip(features, predicted))
+        rows = (out.row(f.attributes(), nullable([p])) for f, p in zip(features, predicted))
         self.write_features(sink, rows, (f.geometry() for f in features), feedback, total=len(features), span=(92, 100))
         return {"OUTPUT_PREDICT": dest}

@@ -790,3 +790,53 @@ def test_fit_cancel_mid_cross_validation(qgis, cells_with_targets, tmp_path):
             feedback,
         )
     assert not out.exists()
+
+
+def test_a_run_on_an_earlier_runs_output_replaces_its_fields_and_says_so(
+    qgis, cells_with_targets, embedding_file, tmp_path
+):
+    """A second target fitted on a fit's output, and embeddings attached to a layer that already has them: the new
+    values, not the old ones kept under the new names (QgsFields.append skips a name it already has)."""
+    import geopandas as gpd
+
+    from mobclip_core.geofile import write_geodataframe
+
+    gdf = gpd.read_file(cells_with_targets)
+    gdf["thousands"] = 1000.0 * gdf["night"]
+    write_geodataframe(gdf, tmp_path / "t.gpkg")
+    common = {"BLOCK_RESOLUTION": 7, "FOLDS": 5, "MODEL": 1}
+    first = run(
+        "fit_lightgbm",
+        {**common, "INPUT": str(tmp_path / "t.gpkg"), "TARGET": "night", "OUTPUT": str(tmp_path / "a.gpkg")},
+    )
+    log = LogFeedback()
+    second = run(
+        "fit_lightgbm",
+        {**common, "INPUT": first["OUTPUT"], "TARGET": "thousands", "OUTPUT": str(tmp_path / "b.gpkg")},
+        log,
+    )
+    got = layer_frame(second["OUTPUT"])
+    assert list(got.columns).count("prediction") == 1
+    np.testing.assert_allclose(got["residual"], got["thousands"] - got["oof_prediction"], rtol=1e-6, atol=1e-6)
+    assert np.corrcoef(got["prediction"], got["thousands"])[0, 1] > 0.9
+    assert got["prediction"].abs().mean() > 100 * layer_frame(first["OUTPUT"])["prediction"].abs().mean()
+    assert any("already has the field(s) prediction, oof_prediction, residual" in w for w in log.warnings), log.warnings
+
+    path, table = embedding_file
+    shifted = table + 5.0
+    from mobclip_core.export import write_embeddings
+
+    write_embeddings(shifted, tmp_path / "shifted.gpkg")
+    log = LogFeedback()
+    again = run(
+        "attach_embeddings",
+        {
+            "INPUT": str(tmp_path / "t.gpkg"),
+            "EMBEDDINGS": str(tmp_path / "shifted.gpkg"),
+            "OUTPUT": str(tmp_path / "c.gpkg"),
+        },
+        log,
+    )
+    got = layer_frame(again["OUTPUT"]).set_index("h3_cell")
+    np.testing.assert_allclose(got["emb_0"].astype(float), shifted.loc[got.index, "emb_0"], rtol=1e-6)
+    assert any("already has the field(s) emb_0" in w and "more" in w for w in log.warnings), log.warnings
