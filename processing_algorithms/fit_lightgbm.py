@@ -44,7 +44,8 @@ class FitLightGBM(MobClipAlgorithm):
         "Output fields: prediction (a model refit on all features: the one to map), oof_prediction (out-of-fold: "
         "each feature predicted by a model that never saw its block; the honest one) and residual (target minus "
         "out-of-fold prediction). Outputs R2 and RMSE are out-of-fold. Features with a NULL target or NULL "
-        "embedding fields are left out. Optionally predicts onto a second layer that has the same fields (into a "
+        "embedding fields are left out of the fit; those with a NULL target still get a prediction (fill the gaps "
+        "of a field this way). Optionally predicts onto a second layer that has the same fields (into a "
         "temporary layer of the project unless you choose a file; qgis_process needs a file).\n\n"
         "Add location features: a multi-scale code of each feature's position (Sphere2Vec sphereC+ of its "
         "representative point, 96 fields) joins the embedding fields. Where the target also follows a city-wide "
@@ -169,7 +170,13 @@ class FitLightGBM(MobClipAlgorithm):
             )
         )
         if (~fit.used).any():
-            feedback.pushWarning(self.tr(f"{int((~fit.used).sum())} features with a NULL target or field left out"))
+            filled = int((~fit.used & (fit.prediction == fit.prediction)).sum())  # a NULL target, complete fields
+            feedback.pushWarning(
+                self.tr(
+                    f"{int((~fit.used).sum())} features with a NULL target or field left out of the fit"
+                    + (f"; the {filled} with a NULL target got a prediction (no out-of-fold one)" if filled else "")
+                )
+            )
         if fit.used.sum() < FEW_FEATURES:
             feedback.pushWarning(
                 self.tr(

@@ -840,3 +840,26 @@ def test_a_run_on_an_earlier_runs_output_replaces_its_fields_and_says_so(
     got = layer_frame(again["OUTPUT"]).set_index("h3_cell")
     np.testing.assert_allclose(got["emb_0"].astype(float), shifted.loc[got.index, "emb_0"], rtol=1e-6)
     assert any("already has the field(s) emb_0" in w and "more" in w for w in log.warnings), log.warnings
+
+
+def test_fit_fills_the_gaps_features_with_a_null_target_get_a_prediction(qgis, cells_with_targets, tmp_path):
+    """The gap-filling use: a feature whose target is NULL is left out of the fit but gets a prediction from its
+    embedding (no out-of-fold prediction, no residual); one without embedding values gets none."""
+    import geopandas as gpd
+
+    from mobclip_core.geofile import write_geodataframe
+
+    gdf = gpd.read_file(cells_with_targets)
+    gdf.loc[gdf.index[::7], "night"] = np.nan
+    gdf.loc[gdf.index[3], "emb_0"] = np.nan
+    write_geodataframe(gdf, tmp_path / "gaps.gpkg")
+    log = LogFeedback()
+    params = {"INPUT": str(tmp_path / "gaps.gpkg"), "TARGET": "night", "BLOCK_RESOLUTION": 7, "MODEL": 1}
+    got = layer_frame(run("fit_lightgbm", {**params, "OUTPUT": str(tmp_path / "o.gpkg")}, log)["OUTPUT"])
+    gaps = got["night"].isna() & got["emb_0"].notna()
+    assert gaps.sum() == len(gdf.index[::7]) and got.loc[gaps, "prediction"].notna().all()
+    assert got.loc[gaps, ["oof_prediction", "residual"]].isna().all().all()
+    assert got.loc[got["emb_0"].isna(), "prediction"].isna().all()
+    truth = 2.0 * got.loc[gaps, "emb_5"] + np.sign(got.loc[gaps, "emb_6"])  # the planted target, without noise
+    assert np.corrcoef(got.loc[gaps, "prediction"], truth)[0, 1] > 0.8
+    assert any(f"the {gaps.sum()} with a NULL target got a prediction" in w for w in log.warnings), log.warnings

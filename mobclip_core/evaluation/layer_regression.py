@@ -25,7 +25,8 @@ class LayerRegression:
 
     model_name: str  # what was fitted: "LightGBM" or "Ridge"
     used: np.ndarray  # bool per feature: had a target and every feature field
-    prediction: np.ndarray  # the model refit on all used rows (the one to map)
+    prediction: np.ndarray  # the model refit on all used rows (the one to map), for every row with complete fields:
+    # also where the target is missing, the gaps a user wants filled
     oof: np.ndarray  # out-of-fold prediction (the honest one)
     residual: np.ndarray  # target - oof
     cv: CVResult
@@ -104,6 +105,7 @@ def regress_layer(
     )
     n = len(y)
     prediction, oof = np.full(n, np.nan), np.full(n, np.nan)
-    prediction[used] = cv.predict(x[used])
+    complete = np.isfinite(x).all(axis=1)
+    prediction[complete] = cv.predict(x[complete])
     oof[used] = cv.oof
     return LayerRegression(MODEL_NAMES[cv.model_kind], used, prediction, oof, y - oof, cv)
