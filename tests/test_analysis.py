@@ -345,3 +345,22 @@ def test_cli_similar_zones_change_and_shared_scale(tmp_path, capsys):
     assert set(space.h3_cell) == set(table.index) and space.colour.str.match(r"^#[0-9a-f]{6}$").all()
     assert main(["zones", str(tmp_path / "a.parquet"), "--k", "0", "--out", str(tmp_path / "never.gpkg")]) == 2
     assert "choose k between 1 and" in capsys.readouterr().err and not (tmp_path / "never.gpkg").exists()
+
+
+def test_many_pois_means_more_per_place_not_only_a_larger_share():
+    """Chicago's case: a zone of 360 cells with 2 supermarkets and 1 liquor store has a high supermarket share but
+    fewer supermarkets per cell than the region: not "many supermarkets". A dense zone is."""
+    from mobclip_core.analysis.describe import _poi_traits
+
+    sizes = {1: 360, 2: 40, 3: 100}
+    in_zone = pd.Series(np.repeat(list(sizes), list(sizes.values())), index=[f"c{i}" for i in range(500)])
+    counts = pd.DataFrame(0.0, index=in_zone.index, columns=["supermarket", "liquor store"])
+    counts.iloc[:2, 0], counts.iloc[2, 1] = 1.0, 1.0  # zone 1: 2 + 1 in 360 cells
+    counts.iloc[360:400, 0], counts.iloc[360:400, 1] = 1.0, 2.0  # zone 2: dense in both
+    counts.iloc[400:430, 1] = 1.0  # zone 3: liquor stores only, near the region's rate
+    prof = pd.DataFrame({"places": pd.Series(sizes)})
+    traits = {z: [] for z in sizes}
+    _poi_traits(counts, in_zone, list(sizes), prof, traits)
+    assert traits[1] == []
+    assert traits[2] == ["many supermarkets and liquor stores"]  # 1.0 / 2.0 per cell: 11.9x / 9.0x the region
+    assert traits[3] == []  # 0.30 liquor stores per cell against the region's 0.22, share 1.0 against 0.73

@@ -24,7 +24,7 @@ _AGE_COLUMN = re.compile(
     r"^(?:demo_)?(?:(?:f|m|female|male)_)?(?:age_?)?(?P<lo>\d+)(?:(?:_|-|_to_)(?P<hi>\d+)|_?plus|\+)?$", re.IGNORECASE
 )
 OPEN_BIN_YEARS = 10  # the assumed width of a last, open-ended age bin ("65 and over")
-MANY_LIFT = 1.5  # a POI category counts as "many" at 1.5x its share in the region
+MANY_LIFT = 1.5  # a POI category counts as "many" at 1.5x the region's number per place (or share of POIs)
 BUSY, QUIET = 0.65, 0.35  # a zone's mean percentile of flow per cell among the region's cells
 AGE_GAP = 3.0  # years from the region's mean age for "young" / "older"
 
@@ -246,7 +246,9 @@ def _telling_numbers(prof: pd.DataFrame, zones: list[int], words: str) -> dict[i
 
 
 def _poi_traits(counts: pd.DataFrame, in_zone: pd.Series, ids, prof: pd.DataFrame, traits) -> None:
-    """The two most over-represented categories of each zone (at least 1.5x the region's share)."""
+    """ "Many X" for the (at most two) categories a zone has more of than the region: at least the region's number
+    per place, and 1.5x that number or 1.5x the region's share of its POIs; ranked by number per place. The share
+    alone would call a zone with two supermarkets and one liquor store in 360 cells "many supermarkets"."""
     c = counts.reindex(in_zone.index).fillna(0.0)
     per_zone = c.groupby(in_zone).sum().reindex(ids, fill_value=0.0)
     region = c.sum()
@@ -261,8 +263,10 @@ def _poi_traits(counts: pd.DataFrame, in_zone: pd.Series, ids, prof: pd.DataFram
             top.append("")
             traits[z].append("no POIs")
             continue
-        lift = (per_zone.loc[z] / totals[z]) / region_share.replace(0, np.nan)
-        lifted = lift[lift >= MANY_LIFT].sort_values(ascending=False).head(2)
+        share_lift = (per_zone.loc[z] / totals[z]) / region_share.replace(0, np.nan)
+        density_lift = (per_zone.loc[z] / max(prof.at[z, "places"], 1)) / (region / max(len(c), 1)).replace(0, np.nan)
+        many = (density_lift >= 1.0) & ((density_lift >= MANY_LIFT) | (share_lift >= MANY_LIFT))
+        lifted = density_lift[many].sort_values(ascending=False).head(2)
         top.append(", ".join(lifted.index))
         if len(lifted):
             traits[z].append("many " + " and ".join(plural(str(c)) for c in lifted.index))
