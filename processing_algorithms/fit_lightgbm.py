@@ -19,6 +19,7 @@ from qgis.core import (
 )
 from qgis.PyQt.QtCore import QVariant
 
+from ._places import Styler, graduated_style, style_on_load
 from .base import Cancelled, MobClipAlgorithm, nullable, numbers, project_embedding_layer
 
 BLOCKS = ["H3 parent cells (spatial blocks)", "Group field (e.g. admin unit)", "Random folds (optimistic)"]
@@ -187,6 +188,7 @@ class FitLightGBM(MobClipAlgorithm):
         output = self._write_predictions(parameters, context, feedback, source, features, fit)
         if context.willLoadLayerOnCompletion(output):  # the layer in the project says which model it maps
             context.layerToLoadOnCompletionDetails(output).name = f"{target} predicted by {fit.model_name}"
+        style_on_load(context, output, Styler(graduated_style, "prediction"))
         results = {"OUTPUT": output, "R2": fit.r2, "RMSE": fit.rmse, "MODEL": fit.model_name}
         results.update(self._predict_second_layer(parameters, context, feedback, names, fit, location))
         return results
@@ -377,4 +379,5 @@ class FitLightGBM(MobClipAlgorithm):
         )
         rows = (out.row(f.attributes(), nullable([p])) for f, p in zip(features, predicted))
         self.write_features(sink, rows, (f.geometry() for f in features), feedback, total=len(features), span=(92, 100))
+        style_on_load(context, dest, Styler(graduated_style, "prediction"))
         return {"OUTPUT_PREDICT": dest}

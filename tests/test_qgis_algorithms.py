@@ -863,3 +863,32 @@ def test_fit_fills_the_gaps_features_with_a_null_target_get_a_prediction(qgis, c
     truth = 2.0 * got.loc[gaps, "emb_5"] + np.sign(got.loc[gaps, "emb_6"])  # the planted target, without noise
     assert np.corrcoef(got.loc[gaps, "prediction"], truth)[0, 1] > 0.8
     assert any(f"the {gaps.sum()} with a NULL target got a prediction" in w for w in log.warnings), log.warnings
+
+
+def test_fit_predictions_load_as_a_map_of_the_prediction(qgis, cells_with_targets, tmp_path):
+    """Both prediction layers come into the project styled by their prediction (quantile classes), not in one
+    random colour under the embedding layer."""
+    import geopandas as gpd
+    import processing
+    from qgis.core import QgsProcessingContext, QgsProject, QgsVectorLayer
+
+    from mobclip_core.geofile import write_geodataframe
+
+    write_geodataframe(gpd.read_file(cells_with_targets).iloc[:30].drop(columns=["night"]), tmp_path / "other.gpkg")
+    context = QgsProcessingContext()
+    context.setProject(QgsProject.instance())
+    params = {"INPUT": str(cells_with_targets), "TARGET": "night", "MODEL": 2, "BLOCK_RESOLUTION": 7}
+    params |= {"PREDICT_LAYER": str(tmp_path / "other.gpkg"), "OUTPUT": str(tmp_path / "fit.gpkg")}
+    params["OUTPUT_PREDICT"] = str(tmp_path / "onto.gpkg")
+    processing.runAndLoadResults("mobclip:fit_lightgbm", params, feedback=LogFeedback(), context=context)
+    try:
+        loaded = {
+            lyr.name(): lyr for lyr in QgsProject.instance().mapLayers().values() if isinstance(lyr, QgsVectorLayer)
+        }
+        assert {"night predicted by Ridge", "Predictions on the second layer"} <= set(loaded), list(loaded)
+        for name in ("night predicted by Ridge", "Predictions on the second layer"):
+            renderer = loaded[name].renderer()
+            assert type(renderer).__name__ == "QgsGraduatedSymbolRenderer", (name, type(renderer).__name__)
+            assert renderer.classAttribute() == "prediction" and len(renderer.ranges()) == 8
+    finally:
+        QgsProject.instance().removeAllMapLayers()
