@@ -33,7 +33,7 @@ from qgis.core import (
 from qgis.PyQt.QtCore import QVariant
 from qgis.PyQt.QtGui import QColor
 
-from .base import WGS84, MobClipAlgorithm
+from .base import WGS84, MobClipAlgorithm, features_file_layer
 from .child import embed_with_model
 
 MAX_EXTENT_CELLS = 2_000_000
@@ -100,8 +100,13 @@ def read_places(alg: MobClipAlgorithm, parameters, context, feedback, *, table=N
         return Places(table.to_numpy(np.float32), table, name="cells")
     path = alg.parameterAsFile(parameters, "EMBEDDINGS", context)
     layer = alg.embedding_layer(parameters, context)
-    if layer is not None and not path and "h3_cell" not in layer.fields().names():
-        return features_with_embeddings(alg, layer, alg.parameterAsString(parameters, "PREFIX", context), feedback)
+    prefix = alg.parameterAsString(parameters, "PREFIX", context)
+    if path:  # a file of features with embedding fields (aggregated polygons) reads as the same layer would
+        layer = features_file_layer(path, prefix or "emb_")
+        if layer is not None:
+            return features_with_embeddings(alg, layer, prefix, feedback)
+    elif layer is not None and "h3_cell" not in layer.fields().names():
+        return features_with_embeddings(alg, layer, prefix, feedback)
     table = alg.embedding_table(parameters, context)
     return Places(table.to_numpy(np.float32), table, name="cells")
 

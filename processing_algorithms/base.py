@@ -373,6 +373,14 @@ class MobClipAlgorithm(QgsProcessingAlgorithm):
         path = self.parameterAsFile(parameters, name, context)
         layer = self.embedding_layer(parameters, context, name)
         if path:
+            if features_file_layer(path) is not None:
+                raise QgsProcessingException(
+                    self.tr(
+                        f"{os.path.basename(path)} holds embeddings on its own features (emb_ fields, no "
+                        f"{REGION_INDEX} field): this tool needs the table of cell embeddings, the embeddings.gpkg "
+                        "or .parquet that mobclip train or export writes"
+                    )
+                )
             return read_embedding_table(path)
         if layer is not None:
             return embedding_table_from_layer(layer)
@@ -407,6 +415,22 @@ def project_embedding_layer(*, cells_only: bool) -> str | None:
             if "emb_0" in names and (REGION_INDEX in names or not cells_only):
                 return layer.id()
     return None
+
+
+def features_file_layer(path: str, prefix: str = "emb_"):
+    """The file's first layer when it holds embeddings on its own features (fields ``prefix``0, 1, ... and no
+    h3_cell: polygons from 'Aggregate embeddings over polygons', points from 'Attach embeddings'), else None.
+    Parquet files are cell tables (mobclip writes no other kind)."""
+    from qgis.core import QgsVectorLayer
+
+    if not path or path.lower().endswith(".parquet") or not os.path.isfile(path):
+        return None
+    layer = QgsVectorLayer(path, os.path.splitext(os.path.basename(path))[0], "ogr")
+    if not layer.isValid():
+        return None
+    names = layer.fields().names()
+    embedded = any(n.startswith(prefix) and n[len(prefix) :].isdigit() for n in names)
+    return layer if embedded and REGION_INDEX not in names else None
 
 
 def embedding_table_from_layer(layer):

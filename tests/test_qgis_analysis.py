@@ -371,6 +371,19 @@ def test_zones_on_aggregated_polygons_match_the_planted_zones(qgis, small_city, 
         assert sorted(int(c.value()) for c in renderer.categories()) == [1, 2, 3, 4, 5]
     finally:
         QgsProject.instance().removeAllMapLayers()
+    # the same polygons given as a file: read as the layer is, not refused for lacking h3_cell
+    params = {"EMBEDDINGS": str(tmp_path / "areas.gpkg"), "METHOD": 2, "K": 5, "OUTPUT": str(tmp_path / "z2.gpkg")}
+    processing.run("mobclip:functional_zones", {**params, "OUTPUT_PROFILES": "memory:"})
+    again = frame(str(tmp_path / "z2.gpkg")).set_index("pid")
+    assert (again.zone.reindex(zones.index) == zones.zone).all()
+    # a tool that needs the cell table says so, naming the file and what to give instead
+    from qgis.core import QgsProcessingException
+
+    with pytest.raises(QgsProcessingException, match="areas.gpkg holds embeddings on its own features .* needs the"):
+        processing.run(
+            "mobclip:shared_pca_rgb",
+            {"EMBEDDINGS": str(tmp_path / "areas.gpkg"), "OUTPUT_RGB": str(tmp_path / "a.tif")},
+        )
 
 
 def test_change_rotation_zero_seeds_small_cities_large(qgis, small_city, other_city, tables, tmp_path):
