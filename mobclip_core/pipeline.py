@@ -78,6 +78,7 @@ def run_pipeline(
         progress=progress,
         on_progress=report,
         collectives=collectives,
+        log=lambda line: log("  " + line),
     )
     timings["train_s"] = time.perf_counter() - t0
     timings["line_s"] = result.line_seconds

@@ -23,14 +23,18 @@ def run_in_child(alg, args: list[str], feedback, *, span=(0.0, 100.0)) -> dict:
     from mobclip_core.worker import WorkerCancelled, run_worker
 
     lo, hi = span
+    shown = {"stage": None}
 
     def on_event(event: dict) -> None:
         kind = event.get("event")
         if kind == "progress":
-            a, b = STAGE_SPANS.get(event.get("stage"), (0.0, 1.0))
+            stage = event.get("stage")
+            a, b = STAGE_SPANS.get(stage, (0.0, 1.0))
             fraction = a + (b - a) * float(event.get("fraction", 0.0))
             feedback.setProgress(lo + (hi - lo) * fraction)
-            feedback.setProgressText(alg.tr(f"MobCLIP: {event.get('stage')}"))
+            if stage != shown["stage"]:  # QGIS's dialog writes each progress text into the log: once per stage
+                shown["stage"] = stage
+                feedback.setProgressText(alg.tr(f"MobCLIP: {stage}"))
         elif kind == "log":
             feedback.pushInfo(str(event.get("message", "")))
         elif kind == "warning":

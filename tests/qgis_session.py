@@ -40,7 +40,12 @@ def recording_feedback_class():
             super().__init__()
             self.progress: list[float] = []
             self.info: list[str] = []
+            self.texts: list[str] = []  # progress texts: QGIS's dialog writes each into its log
             self.progressChanged.connect(lambda p: self.progress.append(round(p, 1)))
+
+        def setProgressText(self, text):  # noqa: N802
+            self.texts.append(text)
+            super().setProgressText(text)
 
         def pushInfo(self, info):  # noqa: N802
             self.info.append(info)
@@ -83,7 +88,7 @@ def main(jobs_path: str, report_path: str) -> int:
             entry["results"] = {k: str(v) for k, v in (results or {}).items()}
         except Exception as exc:  # noqa: BLE001 - reported to the test, which decides
             entry["error"] = f"{type(exc).__name__}: {exc}"
-        report["jobs"].append({**entry, "progress": feedback.progress, "info": feedback.info})
+        report["jobs"].append({**entry, "progress": feedback.progress, "info": feedback.info, "texts": feedback.texts})
     report["libraries"] = mapped_libraries()
     report["modules"] = sorted(m for m in sys.modules if "." not in m)
     layers = []

@@ -143,6 +143,11 @@ def test_training_reports_progress_per_stage(session):
         assert ((progress >= lo) & (progress < hi)).any(), (lo, hi, progress)
     assert np.all(np.diff(progress) >= -0.01)  # never goes back
     assert any("building region dataset" in line for line in train["info"])
+    # each stage's name once (QGIS's dialog writes every progress text into its log: it was once per event)
+    ours = [t for t in train["texts"] if t.startswith("MobCLIP")]  # QGIS adds "Loading resulting layers"
+    assert ours == ["MobCLIP: dataset", "MobCLIP: line", "MobCLIP: train", "MobCLIP: export"], train["texts"]
+    epochs = [line for line in train["info"] if " epoch " in line and "validation" in line]
+    assert epochs and "training loss" in epochs[0] and "(best " in epochs[-1], train["info"]
 
 
 def test_cancel_stops_training_within_seconds_and_leaves_nothing_half_written(qgis_app, session, small_city, tmp_path):

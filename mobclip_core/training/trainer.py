@@ -244,6 +244,7 @@ def fit(
     progress: bool = False,
     on_progress: Callable[[float], None] | None = None,
     collectives: Collectives = SINGLE_PROCESS,
+    log: Callable[[str], None] | None = None,
 ) -> tuple[list[dict], EarlyStopping]:
     """The contrastive epochs with early stopping on the validation loss; the model ends at its best epoch."""
     torch = import_optional("torch")
@@ -266,6 +267,7 @@ def fit(
         desc="MobCLIP",
         progress=progress,
         on_progress=on_progress,
+        log=log,
     )
     if stopper.best_state is not None:
         model.load_state_dict(stopper.best_state)
@@ -310,6 +312,7 @@ def _fit_and_embed(
     progress: bool,
     on_progress: Callable[[float], None] | None,
     collectives: Collectives,
+    log: Callable[[str], None] | None = None,
 ) -> tuple[list[dict], EarlyStopping, np.ndarray]:
     """Train, then embed every cell, both under the configured thread count (restored after)."""
     with torch_threads(train.threads):  # set for this call only, restored after
@@ -322,6 +325,7 @@ def _fit_and_embed(
             progress=progress,
             on_progress=on_progress,
             collectives=collectives,
+            log=log,
         )
         emb = model.cell_embeddings(data.features, data.present, train.output).cpu().numpy().astype(np.float32)
     return history, stopper, emb
@@ -341,12 +345,13 @@ def train_mobclip(
     progress: bool = False,
     on_progress: Callable[[str, float], None] | None = None,
     collectives: Collectives = SINGLE_PROCESS,
+    log: Callable[[str], None] | None = None,
 ) -> TrainResult:
     """Train MobCLIP on a RegionDataset and return the cell embeddings (``train.output``) and the model.
 
     ``checkpoint_dir`` receives ``last.pt`` after every epoch (``resume=True`` continues from it exactly);
     ``cache_dir`` keeps the LINE embedding between runs. ``on_progress(stage, fraction)`` reports the stages
-    "line" and "train".
+    "line" and "train"; ``log`` gets the losses every tenth of the epochs when ``progress`` (a bar) is off.
     """
     import_optional("torch_geometric")
     t_start = time.perf_counter()
@@ -371,6 +376,7 @@ def train_mobclip(
         progress=progress,
         on_progress=_stage_progress(on_progress, "train"),
         collectives=collectives,
+        log=log,
     )
     rings = context_rings(cell_resolution(dataset.cells[0]), train.context_m)
     emb = neighbourhood_context(dataset.cells, emb, rings, train.context_weight)
