@@ -42,6 +42,8 @@ class AggregateEmbeddings(MobClipAlgorithm):
         )
 
     def execute(self, parameters, context, feedback):
+        import numpy as np
+
         from mobclip_core.embeddings import aggregate_over_polygons, table_resolution
 
         source = self.require_source(parameters, "INPUT", context)
@@ -51,7 +53,7 @@ class AggregateEmbeddings(MobClipAlgorithm):
         means = aggregate_over_polygons(table, wkbs)
         self.check_cancel(feedback)
         feedback.setProgress(70)
-        n_with = int((means.cell_count > 0).sum())
+        n_with = int(np.isfinite(means.values).all(axis=1).sum())  # cells inside, or the cell of a small polygon
         if n_with == 0:
             raise QgsProcessingException(
                 self.tr("No polygon contains a cell of the embedding table: does the layer cover the embedded region?")
@@ -67,7 +69,5 @@ class AggregateEmbeddings(MobClipAlgorithm):
             for f, c, p, m in zip(features, means.cell_count, means.from_point, means.values)
         )
         self.write_features(sink, rows, (f.geometry() for f in features), feedback, total=len(features), span=(70, 100))
-        feedback.pushInfo(
-            self.tr(f"{n_with} of {len(features)} polygons got embeddings (resolution {table_resolution(table)})")
-        )
+        self.report_coverage(feedback, n_with, len(features), "polygons", table_resolution(table))
         return {"OUTPUT": dest}

@@ -86,9 +86,7 @@ class AttachEmbeddings(MobClipAlgorithm):
             values = attach_to_geometries(table, wkbs)
         found = int((values == values).all(axis=1).sum())
         if table is not None:
-            feedback.pushInfo(
-                self.tr(f"{found} of {len(features)} features got embeddings (resolution {table_resolution(table)})")
-            )
+            self.report_coverage(feedback, found, len(features), "features", table_resolution(table))
             if found == 0:
                 raise QgsProcessingException(
                     self.tr("No feature falls in a cell of the embedding table: does the layer cover the region?")

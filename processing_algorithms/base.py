@@ -284,6 +284,20 @@ class MobClipAlgorithm(QgsProcessingAlgorithm):
             fields.append(QgsField(str(n), QVariant.Double))
         return fields
 
+    def report_coverage(self, feedback, found: int, total: int, what: str, resolution: int) -> None:
+        """How many features got an embedding: a log line when all did, a warning naming the rest when some did
+        not (they get NULL fields, which on a map reads as missing data, not as a problem)."""
+        if found == total:
+            feedback.pushInfo(self.tr(f"{found} of {total} {what} got embeddings (resolution {resolution})"))
+            return
+        feedback.pushWarning(
+            self.tr(
+                f"{total - found} of {total} {what} got no embedding (NULL fields): they lie outside the embedding "
+                f"table's cells (resolution {resolution}); {found} got embeddings. Check that the layer and the "
+                "table cover the same area"
+            )
+        )
+
     def output_fields(self, base: QgsFields, *new: QgsFields) -> OutputFields:
         """The input's fields followed by this run's ``new`` ones. An input field with the name of a new one (a
         layer that is an earlier run's output: a second target fitted on a fit's output, a second embedding

@@ -892,3 +892,39 @@ def test_fit_predictions_load_as_a_map_of_the_prediction(qgis, cells_with_target
             assert renderer.classAttribute() == "prediction" and len(renderer.ranges()) == 8
     finally:
         QgsProject.instance().removeAllMapLayers()
+
+
+def test_features_left_without_embeddings_are_a_warning_that_counts_them(qgis, small_city, embedding_file, tmp_path):
+    """Polygons or points outside the table's cells get NULL fields: a warning says how many, not an info line."""
+    import geopandas as gpd
+
+    from mobclip_core.geofile import write_geodataframe
+
+    path, _ = embedding_file
+    districts = gpd.read_file(small_city.districts)
+    moved = districts.copy()
+    moved.loc[moved.index[:2], "geometry"] = moved.geometry[:2].translate(
+        xoff=50_000 if moved.crs.is_projected else 1.0
+    )
+    write_geodataframe(moved, tmp_path / "moved.gpkg")
+    log = LogFeedback()
+    run(
+        "aggregate_embeddings",
+        {"INPUT": str(tmp_path / "moved.gpkg"), "EMBEDDINGS": str(path), "OUTPUT": "memory:"},
+        log,
+    )
+    n = len(districts)
+    assert any(w.startswith(f"2 of {n} polygons got no embedding (NULL fields)") for w in log.warnings), log.warnings
+    log = LogFeedback()
+    run("aggregate_embeddings", {"INPUT": str(small_city.districts), "EMBEDDINGS": str(path), "OUTPUT": "memory:"}, log)
+    assert not log.warnings and any(line.startswith(f"{n} of {n} polygons got embeddings") for line in log.lines)
+    points = gpd.read_file(small_city.pois)
+    points.loc[points.index[:3], "geometry"] = points.geometry[:3].translate(
+        xoff=50_000 if points.crs.is_projected else 1.0
+    )
+    write_geodataframe(points, tmp_path / "points.gpkg")
+    log = LogFeedback()
+    run(
+        "attach_embeddings", {"INPUT": str(tmp_path / "points.gpkg"), "EMBEDDINGS": str(path), "OUTPUT": "memory:"}, log
+    )
+    assert any(w.startswith(f"3 of {len(points)} features got no embedding") for w in log.warnings), log.warnings
