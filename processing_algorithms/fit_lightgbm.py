@@ -190,7 +190,8 @@ class FitLightGBM(MobClipAlgorithm):
             context.layerToLoadOnCompletionDetails(output).name = f"{target} predicted by {fit.model_name}"
         style_on_load(context, output, Styler(graduated_style, "prediction"))
         results = {"OUTPUT": output, "R2": fit.r2, "RMSE": fit.rmse, "MODEL": fit.model_name}
-        results.update(self._predict_second_layer(parameters, context, feedback, names, fit, location))
+        fitted_on = wkbs if location else None
+        results.update(self._predict_second_layer(parameters, context, feedback, names, fit, fitted_on))
         return results
 
     def _target_and_features(self, parameters, context, fields) -> tuple[str, list[str]]:
@@ -359,14 +360,25 @@ class FitLightGBM(MobClipAlgorithm):
         self.write_features(sink, rows, (f.geometry() for f in features), feedback, total=len(features), span=(80, 92))
         return dest
 
-    def _predict_second_layer(self, parameters, context, feedback, names, fit, location: bool) -> dict:
+    def _predict_second_layer(self, parameters, context, feedback, names, fit, fitted_on) -> dict:
+        """Predictions on PREDICT_LAYER; ``fitted_on``: the fit's geometries when location features were used (None
+        otherwise), to warn where this layer lies outside them (the location code is then extrapolated)."""
         other = self.parameterAsSource(parameters, "PREDICT_LAYER", context)
         if other is None:
             return {}
         fields = other.fields()  # its fields and output were checked before the fit (``_second_layer_output``)
-        if location:  # the same location features as the fit, from this layer's geometries
+        if fitted_on is not None:  # the same location features as the fit, from this layer's geometries
             features, wkbs = self.read_wgs84(other, context, feedback, span=(92, 94))
             x = self._with_location(self._matrix(features, fields, names), wkbs)
+            outside = _outside_extent(wkbs, fitted_on)
+            if outside:
+                feedback.pushWarning(
+                    self.tr(
+                        f"{outside} of {len(features)} features of the second layer lie outside the area the model "
+                        "was fitted on: their location features are beyond anything it learned from, so their "
+                        "predictions are extrapolations (leave out location features to predict elsewhere)"
+                    )
+                )
         else:
             features = list(other.getFeatures())
             x = self._matrix(features, fields, names)
@@ -381,3 +393,21 @@ class FitLightGBM(MobClipAlgorithm):
         self.write_features(sink, rows, (f.geometry() for f in features), feedback, total=len(features), span=(92, 100))
         style_on_load(context, dest, Styler(graduated_style, "prediction"))
         return {"OUTPUT_PREDICT": dest}
+
+
+def _outside_extent(wkbs, fitted_on, margin: float = 0.05) -> int:
+    """How many of ``wkbs``' representative points lie outside the bounding box of ``fitted_on``'s, widened by
+    ``margin`` of its size on each side (the edge of a city is not "elsewhere")."""
+    import numpy as np
+
+    from mobclip_core.grid import representative_points
+
+    lon0, lat0 = representative_points(fitted_on)
+    lon, lat = representative_points(wkbs)
+    ok0 = np.isfinite(lon0) & np.isfinite(lat0)
+    if not ok0.any():
+        return 0
+    west, east, south, north = lon0[ok0].min(), lon0[ok0].max(), lat0[ok0].min(), lat0[ok0].max()
+    pad_x, pad_y = margin * max(east - west, 1e-3), margin * max(north - south, 1e-3)
+    inside = (lon >= west - pad_x) & (lon <= east + pad_x) & (lat >= south - pad_y) & (lat <= north + pad_y)
+    return int((np.isfinite(lon) & ~inside).sum())

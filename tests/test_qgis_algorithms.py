@@ -628,6 +628,17 @@ def test_fit_location_features_learn_a_trend_the_embeddings_do_not_hold(qgis, tm
     assert plain["R2"] < 0.2 and located["R2"] > 0.8, (plain["R2"], located["R2"])
     second = gpd.read_file(located["OUTPUT_PREDICT"])["prediction"].to_numpy()
     np.testing.assert_allclose(second, gpd.read_file(located["OUTPUT"])["prediction"].to_numpy(), rtol=1e-6)
+    # a second layer partly 80 km east of the fitted area: its location code is extrapolated, and the log says so
+    away = gdf.copy()
+    away.loc[away.index[:25], "geometry"] = away.geometry[:25].translate(xoff=1.0)
+    write_geodataframe(away, tmp_path / "away.gpkg")
+    log = LogFeedback()
+    params = {**common, "LOCATION": True, "OUTPUT": "memory:", "PREDICT_LAYER": str(tmp_path / "away.gpkg")}
+    run("fit_lightgbm", {**params, "OUTPUT_PREDICT": str(tmp_path / "away_pred.gpkg")}, log)
+    assert any(w.startswith(f"25 of {len(gdf)} features of the second layer lie outside") for w in log.warnings)
+    log = LogFeedback()  # the fitted layer itself: nothing outside
+    run("fit_lightgbm", {**params, "PREDICT_LAYER": str(tmp_path / "pts.gpkg"), "OUTPUT_PREDICT": "memory:"}, log)
+    assert not [w for w in log.warnings if "outside" in w], log.warnings
 
 
 def test_fit_refuses_constant_all_null_and_missing_targets(qgis, cells_with_targets, tmp_path):
