@@ -11,6 +11,7 @@ from .shared_pca_rgb import SharedPcaRgb
 from .similar_places import SimilarPlaces
 from .tessellate import TessellateToH3
 from .train_embeddings import TrainEmbeddings
+from .write_training_config import WriteTrainingConfig
 
 ALGORITHMS = (
     TessellateToH3,
@@ -19,6 +20,7 @@ ALGORITHMS = (
     FitLightGBM,
     EmbeddingRaster,
     TrainEmbeddings,
+    WriteTrainingConfig,
     # analysis (issue #15)
     SimilarPlaces,
     FunctionalZones,

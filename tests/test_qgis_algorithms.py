@@ -69,6 +69,7 @@ def test_provider_registers_all_algorithms(qgis):
         "fit_lightgbm",
         "embedding_raster",
         "train_embeddings",
+        "write_training_config",
         "similar_places",
         "functional_zones",
         "embedding_space",

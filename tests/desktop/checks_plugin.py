@@ -15,6 +15,7 @@ ALGORITHMS = (
     "fit_lightgbm",
     "embedding_raster",
     "train_embeddings",
+    "write_training_config",
     "similar_places",
     "functional_zones",
     "embedding_space",

@@ -1,0 +1,150 @@
+"""*Write a training config from layers*: a GIS analyst's layers (zones with an OD table, or activity records; POIs;
+census counts) become a config and inputs that the pipeline builds a region dataset from, as Train would."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from qgis_support import LogFeedback
+
+pytestmark = pytest.mark.qgis
+
+
+@pytest.fixture(scope="module")
+def qgis(small_city):
+    from qgis_support import start_qgis
+
+    return start_qgis()
+
+
+def run(params, feedback=None):
+    import processing
+    from qgis.core import QgsProcessingContext
+
+    return processing.run(
+        "mobclip:write_training_config", params, context=QgsProcessingContext(), feedback=feedback or LogFeedback()
+    )
+
+
+@pytest.fixture(scope="module")
+def od_layers(qgis, small_city, tmp_path_factory):
+    """The demo's districts (in UTM, as a user's layer would be) with census-like counts, and an OD CSV of flows
+    between them derived from the demo's records (people moving between districts within a day)."""
+    import geopandas as gpd
+
+    from mobclip_core.geofile import write_geodataframe
+
+    folder = tmp_path_factory.mktemp("layers")
+    districts = gpd.read_file(small_city.districts)
+    rng = np.random.default_rng(0)
+    districts["pop_young"] = rng.integers(50, 500, len(districts)).astype(float)
+    districts["pop_old"] = rng.integers(50, 500, len(districts)).astype(float)
+    write_geodataframe(districts, folder / "districts.gpkg")
+    ids = districts["district"].tolist()
+    pairs = [(o, d, float(rng.integers(1, 100))) for o in ids for d in ids if o != d and rng.random() < 0.5]
+    pd.DataFrame(pairs, columns=["from_zone", "to_zone", "trips"]).to_csv(folder / "od.csv", index=False)
+    return folder
+
+
+def build(config):
+    from mobclip_core.config import load_config
+    from mobclip_core.modalities.build import build_region_dataset
+
+    return build_region_dataset(load_config(config))
+
+
+def test_zones_od_pois_and_census_counts_become_a_config_the_pipeline_builds(qgis, small_city, od_layers, tmp_path):
+    from qgis.core import QgsVectorLayer
+
+    od = QgsVectorLayer(f"file://{od_layers / 'od.csv'}?type=csv&detectTypes=yes&geomType=none", "od", "delimitedtext")
+    assert od.isValid() and od.featureCount() > 20
+    out = run(
+        {
+            "NAME": "districts",
+            "RESOLUTION": 9,
+            "OD_TABLE": od,
+            "OD_ORIGIN": "from_zone",
+            "OD_DESTINATION": "to_zone",
+            "OD_FLOW": "trips",
+            "ZONES": str(od_layers / "districts.gpkg"),
+            "ZONE_ID": "district",
+            "POIS": str(small_city.pois),
+            "POI_CATEGORY": "category",
+            "DEMOGRAPHICS": str(od_layers / "districts.gpkg"),
+            "DEMOGRAPHICS_ID": "district",
+            "DEMOGRAPHICS_FIELDS": ["pop_young", "pop_old"],
+            "OUTPUT": str(tmp_path / "run"),
+        }
+    )
+    config = tmp_path / "run" / "mobclip.toml"
+    assert out["CONFIG"] == str(config) and config.exists()
+    text = config.read_text()
+    assert 'od = "inputs/od.csv"' in text and 'zone_id = "district"' in text and 'encoder = "counts"' in text
+    assert sorted(p.name for p in (tmp_path / "run" / "inputs").iterdir()) == [
+        "demographics.gpkg", "od.csv", "pois.gpkg", "zones.gpkg"
+    ]  # fmt: skip
+    ds = build(config)
+    assert ds.cells.size > 100 and ds.graph.n_edges > 100
+    assert {"poi", "demographics"} <= set(ds.features)
+    shares = ds.features["demographics"]
+    assert shares.shape[1] == 2 and np.allclose(shares.sum(axis=1), 1.0)
+    assert not list((tmp_path / "run").glob(".mobclip-*"))  # no staging left behind
+
+
+def test_activity_records_become_a_co_presence_config(qgis, small_city, tmp_path):
+    """Points with a person id and a QGIS date-time field: written with ISO times and WGS84 coordinates."""
+    import geopandas as gpd
+
+    from mobclip_core.geofile import write_geodataframe
+
+    records = pd.read_parquet(small_city.records).iloc[:40_000]
+    points = gpd.GeoDataFrame(
+        {"who": records["person_id"].astype(str), "seen": pd.to_datetime(records["timestamp"])},
+        geometry=gpd.points_from_xy(records["lon"], records["lat"]),
+        crs=4326,
+    ).to_crs(3857)
+    write_geodataframe(points, tmp_path / "records.gpkg")
+    out = run(
+        {
+            "RECORDS": str(tmp_path / "records.gpkg"),
+            "PERSON": "who",
+            "TIME": "seen",
+            "POIS": str(small_city.pois),
+            "POI_NAME": "name",
+            "POI_CATEGORY": "category",
+            "OUTPUT": str(tmp_path / "run"),
+        }
+    )
+    written = pd.read_csv(tmp_path / "run" / "inputs" / "records.csv")
+    assert len(written) == len(records) and list(written.columns) == ["person", "time", "lon", "lat"]
+    np.testing.assert_allclose(written["lon"], records["lon"], atol=1e-6)
+    seen = pd.to_datetime(written["time"]).to_numpy("datetime64[s]")
+    assert (seen == pd.to_datetime(records["timestamp"]).to_numpy("datetime64[s]")).all()
+    from mobclip_core.config import load_config
+
+    cfg = load_config(out["CONFIG"])
+    assert cfg.poi.name == "name" and cfg.poi.category == "category" and cfg.poi.encoder == "text"
+    from mobclip_core.modalities.base import BuildContext
+    from mobclip_core.modalities.mobility.build import build_mobility_graph
+
+    graph = build_mobility_graph(cfg.mobility, BuildContext.from_config(cfg))
+    assert graph.n_edges > 100
+
+
+def test_missing_or_double_mobility_inputs_are_refused_before_anything_is_written(
+    qgis, od_layers, small_city, tmp_path
+):
+    from qgis.core import QgsProcessingException
+
+    with pytest.raises(QgsProcessingException, match="Choose one mobility input: an origin-destination table"):
+        run({"POIS": str(small_city.pois), "POI_CATEGORY": "category", "OUTPUT": str(tmp_path / "a")})
+    od = str(od_layers / "od.csv")
+    common = {"OD_TABLE": od, "OD_ORIGIN": "from_zone", "OD_DESTINATION": "to_zone", "OD_FLOW": "trips"}
+    with pytest.raises(QgsProcessingException, match="needs the zone polygons \\(ZONES\\)"):
+        run({**common, "OUTPUT": str(tmp_path / "b")})
+    with pytest.raises(QgsProcessingException, match="-- not both"):
+        run(
+            {**common, "RECORDS": str(small_city.pois), "PERSON": "name", "TIME": "name", "OUTPUT": str(tmp_path / "c")}
+        )
+    assert not any((tmp_path / name).exists() and any((tmp_path / name).iterdir()) for name in "abc")
