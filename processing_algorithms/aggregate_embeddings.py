@@ -62,7 +62,7 @@ class AggregateEmbeddings(MobClipAlgorithm):
         extra.append(QgsField("cell_count", QVariant.Int))
         extra.append(QgsField("from_point", QVariant.Bool))
         names = [f"{prefix}{i}" for i in range(table.shape[1])]
-        out = self.output_fields(source.fields(), extra, self.double_fields(names))
+        out = self.output_fields(source.fields(), extra, self.double_fields(names), family=prefix)
         sink, dest = self.create_sink(parameters, "OUTPUT", context, out.fields, source.wkbType(), source.sourceCrs())
         rows = (
             out.row(f.attributes(), [int(c), bool(p)] + nullable(m))

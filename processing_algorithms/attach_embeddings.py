@@ -92,7 +92,7 @@ class AttachEmbeddings(MobClipAlgorithm):
                     self.tr("No feature falls in a cell of the embedding table: does the layer cover the region?")
                 )
         new_fields = self.double_fields([f"{prefix}{i}" for i in range(values.shape[1])])
-        out = self.output_fields(source.fields(), new_fields)
+        out = self.output_fields(source.fields(), new_fields, family=prefix)
         sink, dest = self.create_sink(parameters, "OUTPUT", context, out.fields, source.wkbType(), source.sourceCrs())
         rows = (out.row(f.attributes(), nullable(v)) for f, v in zip(features, values))
         self.write_features(sink, rows, (f.geometry() for f in features), feedback, total=len(features), span=(80, 100))

@@ -298,19 +298,27 @@ class MobClipAlgorithm(QgsProcessingAlgorithm):
             )
         )
 
-    def output_fields(self, base: QgsFields, *new: QgsFields) -> OutputFields:
+    def output_fields(self, base: QgsFields, *new: QgsFields, family: str | None = None) -> OutputFields:
         """The input's fields followed by this run's ``new`` ones. An input field with the name of a new one (a
         layer that is an earlier run's output: a second target fitted on a fit's output, a second embedding
         attached) is left out and its values replaced by this run's, with a warning: QgsFields.append skips a
         name it already has, so the old values would otherwise stay under the new name. Names compare as
-        GeoPackage and shapefiles do, ignoring case."""
+        GeoPackage and shapefiles do, ignoring case. ``family``: an embedding prefix whose every input field
+        (``emb_0`` ... of any width) goes, so a narrower embedding does not leave an older wider one's tail."""
+        import re
+
         added = QgsFields()
         for part in new:
             for f in part:
                 added.append(f)
         taken = {f.name().lower() for f in added}
-        keep = [i for i, f in enumerate(base) if f.name().lower() not in taken]
-        replaced = [f.name() for i, f in enumerate(base) if f.name().lower() in taken]
+        pattern = re.compile(re.escape(family.lower()) + r"\d+") if family else None
+
+        def goes(name: str) -> bool:
+            return name.lower() in taken or bool(pattern and pattern.fullmatch(name.lower()))
+
+        keep = [i for i, f in enumerate(base) if not goes(f.name())]
+        replaced = [f.name() for f in base if goes(f.name())]
         fields = QgsFields()
         for i in keep:
             fields.append(base.at(i))

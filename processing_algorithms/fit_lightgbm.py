@@ -190,7 +190,7 @@ class FitLightGBM(MobClipAlgorithm):
             context.layerToLoadOnCompletionDetails(output).name = f"{target} predicted by {fit.model_name}"
         style_on_load(context, output, Styler(graduated_style, "prediction"))
         results = {"OUTPUT": output, "R2": fit.r2, "RMSE": fit.rmse, "MODEL": fit.model_name}
-        fitted_on = wkbs if location else None
+        fitted_on = [w for w, used in zip(wkbs, fit.used) if used] if location else None
         results.update(self._predict_second_layer(parameters, context, feedback, names, fit, fitted_on))
         return results
 

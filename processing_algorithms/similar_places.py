@@ -269,11 +269,15 @@ class SimilarPlaces(MobClipAlgorithm):
         fields = QgsFields()
         fields.append(QgsField("rank", QVariant.Int))
         fields.append(QgsField("similarity", QVariant.Double))
-        for field in places.base_fields():
+        keep = []  # a place's own fields, but its "rank" / "similarity" of an earlier run (replaced by this one's)
+        for i, field in enumerate(places.base_fields()):
+            if field.name().lower() in ("rank", "similarity"):
+                continue
             if field.name().lower() == "fid":
                 field = QgsField(field)
                 field.setName("feature_fid")
             fields.append(field)
+            keep.append(i)
         sink, dest = self.create_sink(
             parameters, "OUTPUT_TOP", context, fields, QgsWkbTypes.NoGeometry, QgsCoordinateReferenceSystem()
         )
@@ -283,7 +287,7 @@ class SimilarPlaces(MobClipAlgorithm):
         batch = []
         for rank, row_id, sim in zip(result.top["rank"], result.top.iloc[:, 1], result.top["similarity"]):
             f = QgsFeature(fields)
-            base = [row_id] if places.cells else rows[int(row_id)]
+            base = [row_id] if places.cells else [rows[int(row_id)][i] for i in keep]
             f.setAttributes([int(rank), float(sim), *base])
             batch.append(f)
         sink.addFeatures(batch)

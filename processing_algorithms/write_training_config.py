@@ -9,6 +9,7 @@ import os
 from qgis.core import (
     NULL,
     QgsCoordinateTransform,
+    QgsCsException,
     QgsFeature,
     QgsFeatureSink,
     QgsProcessing,
@@ -159,11 +160,11 @@ class WriteTrainingConfig(MobClipAlgorithm):
         if parameters.get("DEMOGRAPHICS"):
             sections["demographics"] = self._demographics(parameters, context)
         writers = [w for section in sections.values() for w in section.pop("_write")]
-        with output_transaction(folder) as txn:  # inputs/ and the config appear together, or (error, Cancel) not
-            inputs = txn.path("inputs")
-            inputs.mkdir()
-            for i, write in enumerate(writers):
-                write(self, str(inputs), context, feedback)
+        # each input file and the config appear together, or (error, Cancel) none of them; other files in the
+        # folder (an image you added to inputs/, an earlier output/) are left alone
+        with output_transaction(folder) as txn:
+            for i, (filename, write) in enumerate(writers):
+                write(self, str(txn.path(f"inputs/{filename}")), context, feedback)
                 feedback.setProgress(90 * (i + 1) / len(writers))
             staged = txn.path(CONFIG_NAME)
             staged.write_text(_toml(name, resolution, sections), encoding="utf-8")
@@ -177,11 +178,27 @@ class WriteTrainingConfig(MobClipAlgorithm):
         return {"CONFIG": config, "OUTPUT": folder}
 
     # --- one section per input --------------------------------------------------------------------------------
-    def _field(self, parameters, key: str, context, what: str) -> str:
-        value = self.parameterAsFields(parameters, key, context)
-        if not value:
+    def _fields(self, parameters, key: str, context, source, what: str, *, numeric: bool = False) -> list[str]:
+        """The chosen field names of ``key``, each checked against its layer (qgis_process and scripts pass any
+        string; a missing name would otherwise read the layer's last column)."""
+        names = self.parameterAsFields(parameters, key, context)
+        if not names:
             raise QgsProcessingException(self.tr(f"Choose the {what} ({key})"))
-        return value[0]
+        self._check_fields(key, source, names, numeric=numeric)
+        return names
+
+    def _check_fields(self, key: str, source, names: list[str], *, numeric: bool = False) -> None:
+        fields = source.fields()
+        for n in names:
+            index = fields.indexFromName(n)
+            if index < 0:
+                raise QgsProcessingException(
+                    self.tr(f"{key}: the layer has no field '{n}'; it has {', '.join(fields.names()[:20])}")
+                )
+            if numeric and not fields.at(index).isNumeric():
+                raise QgsProcessingException(
+                    self.tr(f"{key}: '{n}' is not numeric ({fields.at(index).typeName()}): choose a number field")
+                )
 
     def _mobility(self, parameters, context) -> dict:
         has_od, has_records = bool(parameters.get("OD_TABLE")), bool(parameters.get("RECORDS"))
@@ -194,38 +211,31 @@ class WriteTrainingConfig(MobClipAlgorithm):
             )
         if has_records:
             records = self.require_source(parameters, "RECORDS", context)
-            person = self._field(parameters, "PERSON", context, "person id field of the records")
-            time = self._field(parameters, "TIME", context, "time field of the records")
-            write = _records_writer(records, person, time)
-            return {
-                "records": "inputs/records.csv",
-                "person": "person",
-                "time": "time",
-                "lon": "lon",
-                "lat": "lat",
-                "_write": [write],
-            }
+            person = self._fields(parameters, "PERSON", context, records, "person id field of the records")[0]
+            time = self._fields(parameters, "TIME", context, records, "time field of the records")[0]
+            section = {"records": "inputs/records.csv", "person": "person", "time": "time", "lon": "lon", "lat": "lat"}
+            return {**section, "_write": [("records.csv", _records_writer(records, person, time))]}
         table = self.parameterAsSource(parameters, "OD_TABLE", context)
-        origin = self._field(parameters, "OD_ORIGIN", context, "origin zone field of the OD table")
-        destination = self._field(parameters, "OD_DESTINATION", context, "destination zone field of the OD table")
-        flow = self._field(parameters, "OD_FLOW", context, "flow field of the OD table")
+        if table is None:
+            raise QgsProcessingException(self.invalidSourceError(parameters, "OD_TABLE"))
+        origin = self._fields(parameters, "OD_ORIGIN", context, table, "origin zone field of the OD table")[0]
+        destination = self._fields(parameters, "OD_DESTINATION", context, table, "destination zone field")[0]
+        flow = self._fields(parameters, "OD_FLOW", context, table, "flow field of the OD table")[0]  # a CSV: text
         if not parameters.get("ZONES"):
             raise QgsProcessingException(
                 self.tr("An OD table between zones needs the zone polygons (ZONES) and their id field (ZONE_ID)")
             )
         zones = self.require_source(parameters, "ZONES", context)
-        zone_id = self._field(parameters, "ZONE_ID", context, "zone id field of the zones")
+        zone_id = self._fields(parameters, "ZONE_ID", context, zones, "zone id field of the zones")[0]
+        columns = {origin: ("origin", _zone_id), destination: ("destination", _zone_id), flow: ("flow", _flow)}
         return {
             "od": "inputs/od.csv",
             "origin": "origin",
             "destination": "destination",
             "flow": "flow",
             "zones": "inputs/zones.gpkg",
-            "zone_id": zone_id,
-            "_write": [
-                _table_writer(table, {origin: "origin", destination: "destination", flow: "flow"}, "od.csv"),
-                _layer_writer(zones, [zone_id], "zones.gpkg"),
-            ],
+            "zone_id": ZONE,
+            "_write": [("od.csv", _table_writer(table, columns)), ("zones.gpkg", _layer_writer(zones, zone_id, []))],
         }
 
     def _pois(self, parameters, context) -> dict:
@@ -234,113 +244,171 @@ class WriteTrainingConfig(MobClipAlgorithm):
         category = self.parameterAsFields(parameters, "POI_CATEGORY", context)
         if not name and not category:
             raise QgsProcessingException(self.tr("Choose the POIs' name field, category field or both"))
-        keep = [*name, *category]
-        section = {
-            "path": "inputs/pois.gpkg",
-            "name": name[0] if name else None,
-            "category": category[0] if category else None,
-        }
-        if not name:
+        name = self._fields(parameters, "POI_NAME", context, pois, "name field")[0] if name else None
+        category = self._fields(parameters, "POI_CATEGORY", context, pois, "category field")[0] if category else None
+        # written as "name" and "category" (empty where not chosen): what [poi] reads by default
+        section = {"path": "inputs/pois.gpkg", "name": "name", "category": "category"}
+        if name is None:
             section["encoder"] = "counts"  # categories only: shares per cell, no text model needed
-        section["_write"] = [_layer_writer(pois, keep, "pois.gpkg")]
-        return section
+        texts = [(name, "name"), (category, "category")]
+        return {**section, "_write": [("pois.gpkg", _layer_writer(pois, None, [], texts=texts))]}
 
     def _demographics(self, parameters, context) -> dict:
         layer = self.require_source(parameters, "DEMOGRAPHICS", context)
-        zone_id = self._field(parameters, "DEMOGRAPHICS_ID", context, "zone id field of the demographics layer")
-        columns = self.parameterAsFields(parameters, "DEMOGRAPHICS_FIELDS", context)
+        zone_id = self._fields(parameters, "DEMOGRAPHICS_ID", context, layer, "zone id field")[0]
+        chosen = self.parameterAsFields(parameters, "DEMOGRAPHICS_FIELDS", context)
+        columns = list(dict.fromkeys(c for c in chosen if c.lower() != zone_id.lower()))  # the id is not a count
+        self._check_fields("DEMOGRAPHICS_FIELDS", layer, columns, numeric=True)
         if len(columns) < 2:
             raise QgsProcessingException(
-                self.tr("Choose at least two count fields for the demographics (one per age or age/sex group)")
+                self.tr(
+                    "Choose at least two count fields for the demographics (one per age or age/sex group), other "
+                    "than the zone id"
+                )
             )
-        return {
-            "table": "inputs/demographics.gpkg",
-            "zone_id": zone_id,
-            "columns": columns,
-            "_write": [_layer_writer(layer, [zone_id, *columns], "demographics.gpkg")],
-        }
+        section = {"table": "inputs/demographics.gpkg", "zone_id": ZONE, "columns": columns}
+        return {**section, "_write": [("demographics.gpkg", _layer_writer(layer, zone_id, columns))]}
 
 
-# --- writers: each is called as write(algorithm, staging folder, context, feedback) ----------------------------
-def _layer_writer(source, fields: list[str], filename: str):
-    """The source's features with only ``fields``, in WGS84, as a GeoPackage."""
+# --- writers: each is called as write(algorithm, path, context, feedback) ----------------------------------------
+ZONE = "zone"  # the zone id column of the written files: text, so "17031" in the OD table meets "17031" in the zones
 
-    def write(alg, folder: str, context, feedback) -> None:
-        from qgis.core import QgsFields
 
-        idx = [source.fields().indexFromName(f) for f in fields]
-        out_fields = QgsFields()
-        for i in idx:
-            out_fields.append(source.fields().at(i))
+def _zone_id(value) -> str:
+    """A zone id as text; integral numbers without ".0" (an OD table typed Real, or a CSV written from one, against
+    Integer zone ids). Other text stays as it is (leading zeros of "06037" included)."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    text = str(value).strip()
+    head, dot, tail = text.partition(".")
+    if dot and head.lstrip("-").isdigit() and tail and set(tail) == {"0"}:
+        return head
+    return text
+
+
+def _flow(value) -> float:
+    """A flow as a number (a CSV read without type detection gives text), or a clear error naming the value."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise QgsProcessingException(
+            f"OD_FLOW: {value!r} is not a number: choose the field that holds the flows"
+        ) from None
+
+
+def _transform(geometry, transform, feature, source) -> None:
+    try:
+        geometry.transform(transform)
+    except QgsCsException as exc:
+        raise QgsProcessingException(
+            f"Feature {feature.id()} of '{source.sourceName()}' cannot be transformed from "
+            f"{source.sourceCrs().authid() or 'its CRS'} to WGS84 ({exc}): check the layer's CRS"
+        ) from None
+
+
+def _layer_writer(source, zone_id: str | None, columns: list[str], *, texts=()):
+    """The source's geometries in WGS84 as a GeoPackage, with ``zone_id`` (as text, named "zone"), ``columns``
+    (as they are) and ``texts`` ((field or None, output name): text columns, empty where no field is given)."""
+
+    def write(alg, path: str, context, feedback) -> None:
+        from qgis.core import QgsField, QgsFields
+        from qgis.PyQt.QtCore import QVariant
+
+        src = source.fields()
+        out_fields, getters = QgsFields(), []
+        if zone_id is not None:
+            out_fields.append(QgsField(ZONE, QVariant.String))
+            i = src.indexFromName(zone_id)
+            getters.append(lambda attrs, i=i: None if attrs[i] == NULL else _zone_id(attrs[i]))
+        for c in columns:
+            i = src.indexFromName(c)
+            out_fields.append(QgsField(src.at(i)))
+            getters.append(lambda attrs, i=i: attrs[i])
+        for field, name in texts:
+            out_fields.append(QgsField(name, QVariant.String))
+            i = src.indexFromName(field) if field else -1
+            getters.append(lambda attrs, i=i: "" if i < 0 or attrs[i] == NULL else str(attrs[i]))
         options = QgsVectorFileWriter.SaveVectorOptions()
-        options.driverName, options.layerName = "GPKG", os.path.splitext(filename)[0]
-        path = os.path.join(folder, filename)
+        options.driverName, options.layerName = "GPKG", os.path.splitext(os.path.basename(path))[0]
+        transform = QgsCoordinateTransform(source.sourceCrs(), _wgs84(), context.transformContext())
         writer = QgsVectorFileWriter.create(
             path, out_fields, source.wkbType(), _wgs84(), context.transformContext(), options
         )
-        if writer.hasError():
-            raise QgsProcessingException(alg.tr(f"Could not write {filename}: {writer.errorMessage()}"))
-        transform = QgsCoordinateTransform(source.sourceCrs(), _wgs84(), context.transformContext())
-        for n, feature in enumerate(source.getFeatures()):
-            if n % 1000 == 0:
-                alg.check_cancel(feedback)
-            out = QgsFeature(out_fields)
-            out.setAttributes([feature.attributes()[i] for i in idx])
-            geometry = feature.geometry()
-            if not geometry.isNull():
-                geometry.transform(transform)
-                out.setGeometry(geometry)
-            writer.addFeature(out, QgsFeatureSink.FastInsert)
-        del writer  # closes the file
+        try:
+            if writer.hasError():
+                raise QgsProcessingException(
+                    alg.tr(f"Could not write {os.path.basename(path)}: {writer.errorMessage()}")
+                )
+            for n, feature in enumerate(source.getFeatures()):
+                if n % 1000 == 0:
+                    alg.check_cancel(feedback)
+                out = QgsFeature(out_fields)
+                attrs = feature.attributes()
+                out.setAttributes([get(attrs) for get in getters])
+                geometry = feature.geometry()
+                if not geometry.isNull():
+                    _transform(geometry, transform, feature, source)
+                    out.setGeometry(geometry)
+                writer.addFeature(out, QgsFeatureSink.FastInsert)
+        finally:
+            del writer  # closes the file (before a rollback removes the staging folder)
 
     return write
 
 
-def _cell(value):
-    return "" if value == NULL else value
+def _table_writer(source, columns: dict):
+    """The source's ``columns`` as a CSV: {field: (output name, convert or None)}; rows with a NULL are left out
+    (and counted in a warning): Train would stop on them."""
 
-
-def _table_writer(source, columns: dict[str, str], filename: str):
-    """The source's ``columns`` (renamed as the mapping says) as a CSV, no geometry."""
-
-    def write(alg, folder: str, context, feedback) -> None:
-        idx = [source.fields().indexFromName(c) for c in columns]
-        with open(os.path.join(folder, filename), "w", newline="", encoding="utf-8") as f:
+    def write(alg, path: str, context, feedback) -> None:
+        idx = [(source.fields().indexFromName(c), convert) for c, (_, convert) in columns.items()]
+        skipped = 0
+        with open(path, "w", newline="", encoding="utf-8") as f:
             out = csv.writer(f)
-            out.writerow(list(columns.values()))
+            out.writerow([name for name, _ in columns.values()])
             for n, feature in enumerate(source.getFeatures()):
                 if n % 10000 == 0:
                     alg.check_cancel(feedback)
                 attrs = feature.attributes()
-                out.writerow([_cell(attrs[i]) for i in idx])
+                values = [attrs[i] for i, _ in idx]
+                if any(v == NULL or v == "" for v in values):  # an empty CSV cell is text, not NULL
+                    skipped += 1
+                    continue
+                out.writerow([convert(v) if convert else v for v, (_, convert) in zip(values, idx)])
+        if skipped:
+            feedback.pushWarning(alg.tr(f"{skipped} rows of the OD table with a NULL zone or flow left out"))
 
     return write
 
 
 def _records_writer(source, person: str, time: str):
-    """Each record's person, time (ISO 8601 when QGIS holds a date-time) and WGS84 lon/lat, as a CSV."""
+    """Each record's person, time (ISO 8601 when QGIS holds a date-time) and WGS84 lon/lat, as a CSV; records with
+    a NULL person, time or geometry are left out (and counted)."""
 
-    def write(alg, folder: str, context, feedback) -> None:
+    def write(alg, path: str, context, feedback) -> None:
         from qgis.PyQt.QtCore import QDate, QDateTime, Qt
 
         transform = QgsCoordinateTransform(source.sourceCrs(), _wgs84(), context.transformContext())
         ip, it = source.fields().indexFromName(person), source.fields().indexFromName(time)
-        with open(os.path.join(folder, "records.csv"), "w", newline="", encoding="utf-8") as f:
+        skipped = 0
+        with open(path, "w", newline="", encoding="utf-8") as f:
             out = csv.writer(f)
             out.writerow(["person", "time", "lon", "lat"])
             for n, feature in enumerate(source.getFeatures()):
                 if n % 10000 == 0:
                     alg.check_cancel(feedback)
-                geometry = feature.geometry()
-                if geometry.isNull() or geometry.isEmpty():
+                geometry, attrs = feature.geometry(), feature.attributes()
+                who, stamp = attrs[ip], attrs[it]
+                if geometry.isNull() or geometry.isEmpty() or who == NULL or stamp == NULL:
+                    skipped += 1
                     continue
-                geometry.transform(transform)
+                _transform(geometry, transform, feature, source)
                 point = geometry.vertexAt(0)
-                attrs = feature.attributes()
-                stamp = attrs[it]
                 if isinstance(stamp, QDateTime | QDate):
                     stamp = stamp.toString(Qt.ISODate)
-                out.writerow([_cell(attrs[ip]), _cell(stamp), f"{point.x():.7f}", f"{point.y():.7f}"])
+                out.writerow([who, stamp, f"{point.x():.7f}", f"{point.y():.7f}"])
+        if skipped:
+            feedback.pushWarning(alg.tr(f"{skipped} records with no geometry, person or time left out"))
 
     return write
 
@@ -349,12 +417,14 @@ def _toml(name: str, resolution: int, sections: dict[str, dict]) -> str:
     """The config text: paths relative to it, the training settings left at their defaults."""
     lines = [
         "# Written by QGIS: MobCLIP > Training > Write a training config from layers. Paths are relative to this file.",
-        f"name = {json.dumps(name)}",
+        f"name = {json.dumps(name, ensure_ascii=False)}",
         f"resolution = {resolution}",
         'output = "output"',
         'cache_dir = "cache"',
     ]
     for section, values in sections.items():
         lines += ["", f"[{section}]"]
-        lines += [f"{key} = {json.dumps(value)}" for key, value in values.items() if value is not None]
+        lines += [
+            f"{key} = {json.dumps(value, ensure_ascii=False)}" for key, value in values.items() if value is not None
+        ]
     return "\n".join(lines) + "\n"

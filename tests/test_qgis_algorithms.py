@@ -852,6 +852,11 @@ def test_a_run_on_an_earlier_runs_output_replaces_its_fields_and_says_so(
     got = layer_frame(again["OUTPUT"]).set_index("h3_cell")
     np.testing.assert_allclose(got["emb_0"].astype(float), shifted.loc[got.index, "emb_0"], rtol=1e-6)
     assert any("already has the field(s) emb_0" in w and "more" in w for w in log.warnings), log.warnings
+    # a narrower embedding attached over a wider one leaves none of the old fields behind
+    write_embeddings(shifted.iloc[:, :3], tmp_path / "narrow.gpkg")
+    params = {"INPUT": again["OUTPUT"], "EMBEDDINGS": str(tmp_path / "narrow.gpkg"), "OUTPUT": str(tmp_path / "d.gpkg")}
+    narrow = layer_frame(run("attach_embeddings", params)["OUTPUT"])
+    assert [c for c in narrow.columns if c.startswith("emb_")] == ["emb_0", "emb_1", "emb_2"]
 
 
 def test_fit_fills_the_gaps_features_with_a_null_target_get_a_prediction(qgis, cells_with_targets, tmp_path):

@@ -136,7 +136,7 @@ def test_similar_places_from_a_point_a_selection_and_a_distilled_model(qgis, sma
                 "EMBEDDINGS_LAYER": districts,
                 "REFERENCE": QgsProcessingFeatureSourceDefinition(districts.id(), True),
                 "TOP_N": 3,
-                "OUTPUT": "memory:",
+                "OUTPUT": str(tmp_path / "sim.gpkg"),
                 "OUTPUT_TOP": str(tmp_path / "top.gpkg"),
             },
         )
@@ -148,6 +148,23 @@ def test_similar_places_from_a_point_a_selection_and_a_distilled_model(qgis, sma
         assert list(top["rank"]) == [1, 2, 3] and "district" in top.columns and "feature_fid" in top.columns
         assert top.similarity.is_monotonic_decreasing
         assert list(top.fid) == [1, 2, 3]
+        # run again on that output (it has rank and similarity fields, and a field after them): the ranked table's
+        # columns stay aligned with their values
+        import geopandas as gpd
+
+        from mobclip_core.geofile import write_geodataframe
+
+        earlier = gpd.read_file(tmp_path / "sim.gpkg")
+        write_geodataframe(earlier.assign(after=np.arange(len(earlier)) + 100.0), tmp_path / "sim2.gpkg")
+        again = run(
+            "similar_places",
+            {"EMBEDDINGS": str(tmp_path / "sim2.gpkg"), "REFERENCE_POINT": f"{lon[0]},{lat[0]} [EPSG:4326]"}
+            | {"TOP_N": 3, "OUTPUT": "memory:", "OUTPUT_TOP": "memory:"},
+        )
+        top2 = frame(again["OUTPUT_TOP"])
+        assert list(top2.columns).count("rank") == 1 and list(top2["rank"]) == [1, 2, 3]
+        after = earlier.assign(after=np.arange(len(earlier)) + 100.0).set_index("district")["after"]
+        np.testing.assert_allclose(top2["after"], after.reindex(top2.district))
         districts.selectAll()  # every place a reference: nothing left to rank, and the log says so
         warned = LogFeedback()
         params = {"EMBEDDINGS_LAYER": districts, "OUTPUT": "memory:", "OUTPUT_TOP": "memory:"}

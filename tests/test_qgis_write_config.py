@@ -73,14 +73,14 @@ def test_zones_od_pois_and_census_counts_become_a_config_the_pipeline_builds(qgi
             "POI_CATEGORY": "category",
             "DEMOGRAPHICS": str(od_layers / "districts.gpkg"),
             "DEMOGRAPHICS_ID": "district",
-            "DEMOGRAPHICS_FIELDS": ["pop_young", "pop_old"],
+            "DEMOGRAPHICS_FIELDS": ["district", "pop_young", "pop_old"],  # "all fields": the id is left out
             "OUTPUT": str(tmp_path / "run"),
         }
     )
     config = tmp_path / "run" / "mobclip.toml"
     assert out["CONFIG"] == str(config) and config.exists()
     text = config.read_text()
-    assert 'od = "inputs/od.csv"' in text and 'zone_id = "district"' in text and 'encoder = "counts"' in text
+    assert 'od = "inputs/od.csv"' in text and 'zone_id = "zone"' in text and 'encoder = "counts"' in text
     assert sorted(p.name for p in (tmp_path / "run" / "inputs").iterdir()) == [
         "demographics.gpkg", "od.csv", "pois.gpkg", "zones.gpkg"
     ]  # fmt: skip
@@ -148,3 +148,73 @@ def test_missing_or_double_mobility_inputs_are_refused_before_anything_is_writte
             {**common, "RECORDS": str(small_city.pois), "PERSON": "name", "TIME": "name", "OUTPUT": str(tmp_path / "c")}
         )
     assert not any((tmp_path / name).exists() and any((tmp_path / name).iterdir()) for name in "abc")
+
+
+def test_name_only_pois_a_rerun_and_rows_with_nulls(qgis, small_city, od_layers, tmp_path):
+    """POIs with a name field only train with the text model; a second run keeps files it does not write (an
+    image added to inputs/) and replaces its own; OD rows with a NULL are left out with a count; ids typed Real
+    in the OD table meet the zones' integer ids."""
+    import geopandas as gpd
+
+    from mobclip_core.config import load_config
+    from mobclip_core.geofile import write_geodataframe
+    from mobclip_core.modalities.poi import poi_texts
+
+    districts = gpd.read_file(od_layers / "districts.gpkg")
+    number = {d: i + 1 for i, d in enumerate(sorted(districts["district"]))}  # integer zone ids, as GEOIDs are
+    write_geodataframe(districts.assign(district=districts["district"].map(number)), tmp_path / "zones.gpkg")
+    od = pd.read_csv(od_layers / "od.csv")
+    od["from_zone"] = od["from_zone"].map(number).astype(float)  # 3.0 against the zones' 3
+    od["to_zone"] = od["to_zone"].map(number)
+    od.loc[0, "trips"] = np.nan
+    od.to_csv(tmp_path / "od_real.csv", index=False)
+    params = {
+        "OD_TABLE": str(tmp_path / "od_real.csv"),
+        "OD_ORIGIN": "from_zone",
+        "OD_DESTINATION": "to_zone",
+        "OD_FLOW": "trips",
+        "ZONES": str(tmp_path / "zones.gpkg"),
+        "ZONE_ID": "district",
+        "POIS": str(small_city.pois),
+        "POI_NAME": "name",
+        "OUTPUT": str(tmp_path / "run"),
+    }
+    (tmp_path / "run" / "inputs").mkdir(parents=True)
+    (tmp_path / "run" / "inputs" / "imagery.tif").write_bytes(b"mine")
+    log = LogFeedback()
+    out = run(params, log)
+    assert (tmp_path / "run" / "inputs" / "imagery.tif").read_bytes() == b"mine"
+    assert any(w.startswith("1 rows of the OD table with a NULL") for w in log.warnings), log.warnings
+    cfg = load_config(out["CONFIG"])
+    assert cfg.poi.encoder == "text"
+    pois = gpd.read_file(tmp_path / "run" / "inputs" / "pois.gpkg")
+    texts = poi_texts(pois, cfg.poi.name, cfg.poi.category)
+    assert texts.str.len().gt(0).all() and not texts.str.endswith(",").any()
+    from mobclip_core.modalities.base import BuildContext
+    from mobclip_core.modalities.mobility.build import build_mobility_graph
+
+    assert build_mobility_graph(cfg.mobility, BuildContext.from_config(cfg)).n_edges > 100
+    first = (tmp_path / "run" / "inputs" / "od.csv").read_text()
+    run({**params, "OD_FLOW": "trips", "POI_NAME": None, "POI_CATEGORY": "category"})
+    assert (tmp_path / "run" / "inputs" / "od.csv").read_text() == first
+    assert load_config(out["CONFIG"]).poi.encoder == "counts"
+
+
+def test_a_field_that_is_not_there_or_not_numeric_is_named(qgis, od_layers, tmp_path):
+    from qgis.core import QgsProcessingException
+
+    common = {
+        "OD_TABLE": str(od_layers / "od.csv"),
+        "OD_DESTINATION": "to_zone",
+        "OD_FLOW": "trips",
+        "ZONES": str(od_layers / "districts.gpkg"),
+        "ZONE_ID": "district",
+        "OUTPUT": str(tmp_path / "run"),
+    }
+    with pytest.raises(QgsProcessingException, match="OD_ORIGIN: the layer has no field 'from_zon'; it has from_zone"):
+        run({**common, "OD_ORIGIN": "from_zon"})
+    with pytest.raises(QgsProcessingException, match="ZONE_ID: the layer has no field 'districts'"):
+        run({**common, "OD_ORIGIN": "from_zone", "ZONE_ID": "districts"})
+    with pytest.raises(QgsProcessingException, match="OD_FLOW: '.*' is not a number: choose the field that holds"):
+        run({**common, "OD_ORIGIN": "from_zone", "OD_FLOW": "to_zone"})  # ids like "d3" as flows
+    assert not (tmp_path / "run" / "mobclip.toml").exists()
