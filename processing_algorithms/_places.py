@@ -102,8 +102,8 @@ def read_places(alg: MobClipAlgorithm, parameters, context, feedback, *, table=N
     layer = alg.embedding_layer(parameters, context)
     prefix = alg.parameterAsString(parameters, "PREFIX", context)
     if path:  # a file of features with embedding fields (aggregated polygons) reads as the same layer would
-        layer = features_file_layer(path, prefix or "emb_")
-        if layer is not None:
+        layer = features_file_layer(path, prefix or "emb_") or features_file_layer(path)
+        if layer is not None:  # with the default prefix only: features_with_embeddings names the prefix asked for
             return features_with_embeddings(alg, layer, prefix, feedback)
     elif layer is not None and "h3_cell" not in layer.fields().names():
         return features_with_embeddings(alg, layer, prefix, feedback)

@@ -445,9 +445,10 @@ def features_file_layer(path: str, prefix: str = "emb_"):
     Parquet files are cell tables (mobclip writes no other kind)."""
     from qgis.core import QgsVectorLayer
 
-    if not path or path.lower().endswith(".parquet") or not os.path.isfile(path):
+    file = (path or "").split("|")[0]  # "a.gpkg|layername=b": that layer of the file
+    if not file or file.lower().endswith(".parquet") or not os.path.isfile(file):
         return None
-    layer = QgsVectorLayer(path, os.path.splitext(os.path.basename(path))[0], "ogr")
+    layer = QgsVectorLayer(path, os.path.splitext(os.path.basename(file))[0], "ogr")
     if not layer.isValid():
         return None
     names = layer.fields().names()

@@ -393,9 +393,12 @@ def test_zones_on_aggregated_polygons_match_the_planted_zones(qgis, small_city, 
     processing.run("mobclip:functional_zones", {**params, "OUTPUT_PROFILES": "memory:"})
     again = frame(str(tmp_path / "z2.gpkg")).set_index("pid")
     assert (again.zone.reindex(zones.index) == zones.zone).all()
-    # a tool that needs the cell table says so, naming the file and what to give instead
+    # a prefix the file does not have is named as the problem (not "needs the cell table")
     from qgis.core import QgsProcessingException
 
+    with pytest.raises(QgsProcessingException, match="has no embedding fields \\(x_0, x_1, ...\\)"):
+        processing.run("mobclip:functional_zones", {**params, "PREFIX": "x_", "OUTPUT_PROFILES": "memory:"})
+    # a tool that needs the cell table says so, naming the file and what to give instead
     with pytest.raises(QgsProcessingException, match="areas.gpkg holds embeddings on its own features .* needs the"):
         processing.run(
             "mobclip:shared_pca_rgb",
