@@ -218,3 +218,41 @@ def test_a_field_that_is_not_there_or_not_numeric_is_named(qgis, od_layers, tmp_
     with pytest.raises(QgsProcessingException, match="OD_FLOW: '.*' is not a number: choose the field that holds"):
         run({**common, "OD_ORIGIN": "from_zone", "OD_FLOW": "to_zone"})  # ids like "d3" as flows
     assert not (tmp_path / "run" / "mobclip.toml").exists()
+
+
+def test_chicagos_real_layers_give_the_benchmarks_dataset(qgis, tmp_path):
+    """The real data (../shared/data/chicago): tract polygons, the taxi OD table between them and the tracts' age
+    counts, passed as layers, give the very graph and demographic features of the Chicago benchmark's config."""
+    from benchmarks.chicago_data import SHARED, prepare_chicago
+
+    if not (SHARED / "taxi-all.matrix").exists():
+        pytest.skip(f"the shared Chicago data is not at {SHARED}")
+    from mobclip_core.config import load_config
+    from mobclip_core.modalities.base import BuildContext
+    from mobclip_core.modalities.demographics import demographics_from_zone_table
+    from mobclip_core.modalities.mobility.build import build_mobility_graph
+
+    bench = load_config(prepare_chicago(tmp_path / "bench"))
+    columns = ["age_0_4", "age_5_17", "age_18_64", "age_65"]
+    out = run(
+        {
+            "OD_TABLE": str(tmp_path / "bench" / "taxi_od.csv"),
+            "OD_ORIGIN": "origin",
+            "OD_DESTINATION": "destination",
+            "OD_FLOW": "flow",
+            "ZONES": str(tmp_path / "bench" / "tracts.gpkg"),
+            "ZONE_ID": "tract",
+            "DEMOGRAPHICS": str(tmp_path / "bench" / "tracts.gpkg"),
+            "DEMOGRAPHICS_ID": "tract",
+            "DEMOGRAPHICS_FIELDS": columns,
+            "OUTPUT": str(tmp_path / "layers"),
+        }
+    )
+    ours = load_config(out["CONFIG"])
+    a = build_mobility_graph(ours.mobility, BuildContext.from_config(ours))
+    b = build_mobility_graph(bench.mobility, BuildContext.from_config(bench))
+    assert np.array_equal(a.cells, b.cells) and a.n_edges == b.n_edges > 500_000
+    assert abs(a.adjacency - b.adjacency).max() < 1e-9
+    da = demographics_from_zone_table(ours.demographics, 9, ours.path)
+    db = demographics_from_zone_table(bench.demographics, 9, bench.path)
+    pd.testing.assert_frame_equal(da.sort_index(), db.sort_index(), check_names=False)
