@@ -146,3 +146,29 @@ def test_loss_curve_plot_is_quiet_and_leaves_the_backend_alone(tmp_path):
     assert run.returncode == 0, run.stderr
     assert "Axes3D" not in run.stderr, run.stderr
     assert (tmp_path / "loss.png").stat().st_size > 1000
+
+
+def test_a_modality_on_few_cells_is_a_warning_with_the_resolution_to_try(small_city, tmp_path):
+    """A POI layer that reaches a handful of the graph's cells: the build says so, and what to try."""
+    import geopandas as gpd
+
+    from mobclip_core.config import config_from_dict
+    from mobclip_core.geofile import write_geodataframe
+    from mobclip_core.modalities.build import build_region_dataset
+
+    write_geodataframe(gpd.read_file(small_city.pois).iloc[:3], tmp_path / "few.gpkg")
+    raw = {
+        "name": "few",
+        "resolution": 9,
+        "mobility": {"records": str(small_city.records)},
+        "poi": {"path": str(tmp_path / "few.gpkg"), "encoder": "counts"},
+    }
+    lines: list[str] = []
+    ds = build_region_dataset(config_from_dict(raw, base_dir=tmp_path), progress=lines.append)
+    present = int(ds.features["poi"].notna().all(axis=1).sum())
+    warning = [line for line in lines if line.startswith("WARNING poi covers only")]
+    assert warning == [
+        f"WARNING poi covers only {present} of {ds.cells.size} cells ({present / ds.cells.size:.0%}): the model learns "
+        "little from it; at H3 resolution 9 cells may be too small for these inputs (a coarser resolution, 8, gives "
+        "each cell about 7x the area)"
+    ], lines

@@ -338,3 +338,28 @@ def test_blocked_info_nce_equals_both_cross_entropies(log_scale, block):
         results.append([terms.detach(), a.grad, x.grad, log_s.grad])
     for ref, got in zip(*results):
         torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-6)
+
+
+def test_the_mobility_encoder_prints_no_torch_notices(tmp_path):
+    """A fresh process building the LightGCN encoder and running it: none of torch / torch-geometric's first-use
+    notices (a deprecation inside torch-geometric, sparse CSR "beta", invariant checks) reach stderr, while the
+    warning filters are left as they were."""
+    import subprocess
+    import sys
+
+    code = """
+import warnings
+warnings.simplefilter("always")
+import torch
+from mobclip_core.models.mobclip import MobilityEncoder
+from mobclip_core.training.trainer import train_mobclip  # noqa: F401
+before = list(warnings.filters)  # torch's import adds its own; building and running the encoder adds none
+index = torch.tensor([[0, 1, 1, 2], [1, 0, 2, 1]])
+enc = MobilityEncoder(torch.randn(3, 8), index, torch.ones(4), layers=2, out_dim=8)
+enc()
+assert warnings.filters == before, "the warning filters changed"
+print("ran")
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and out.stdout.strip() == "ran", out.stderr[-2000:]
+    assert "Warning" not in out.stderr, out.stderr[-2000:]

@@ -25,6 +25,10 @@ def build_features(cfg, cells, ctx: BuildContext) -> dict[str, pd.DataFrame]:
     return features
 
 
+# below this share of the graph's cells a modality is reported as sparse (its alignment has few pairs to learn from)
+SPARSE_COVERAGE = 0.1
+
+
 def build_region_dataset(cfg, *, progress: Callable[[str], None] | None = None) -> RegionDataset:
     """Run sources -> cells -> modality features for a RunConfig; returns the (unsaved) dataset."""
     from .mobility import build_mobility_graph
@@ -35,10 +39,17 @@ def build_region_dataset(cfg, *, progress: Callable[[str], None] | None = None) 
     meta = {"name": cfg.name, "resolution": cfg.resolution, "config": cfg.to_dict()}
     ds = RegionDataset.from_parts(graph, features, meta)
     for name, df in ds.features.items():
-        if not df.notna().all(axis=1).any():
+        present = df.notna().all(axis=1)
+        if not present.any():
             raise ModalityMissingError(
                 f"modality {name!r} covers none of the {ds.cells.size} graph cells: "
                 "check that its input overlaps the mobility data and uses the right CRS"
+            )
+        if present.mean() < SPARSE_COVERAGE:
+            ctx.say(
+                f"WARNING {name} covers only {int(present.sum())} of {ds.cells.size} cells ({present.mean():.0%}): "
+                f"the model learns little from it; at H3 resolution {cfg.resolution} cells may be too small for "
+                f"these inputs (a coarser resolution, {cfg.resolution - 1}, gives each cell about 7x the area)"
             )
     return ds
 

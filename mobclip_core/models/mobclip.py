@@ -7,7 +7,9 @@ cell embeddings of a saved model can be recomputed from the region dataset it wa
 
 from __future__ import annotations
 
+import contextlib
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +33,25 @@ def _init_linear(module: nn.Module) -> None:
         if module.bias is not None:
             bound = 1.0 / np.sqrt(module.in_features)
             nn.init.uniform_(module.bias, -bound, bound)
+
+
+# notices torch and torch-geometric print on first use that say nothing about this run (a deprecation inside
+# torch-geometric's own code, the sparse CSR "beta" notice, the invariant-check default): they cluttered the CLI's
+# progress bar and the QGIS log
+_TORCH_NOTICES = (
+    r"`torch.jit.script` is deprecated",
+    r"Sparse CSR tensor support is in beta",
+    r"Sparse invariant checks are implicitly disabled",
+)
+
+
+@contextlib.contextmanager
+def quiet_torch_geometric():
+    """Silence ``_TORCH_NOTICES`` for the calls inside (warning filters restored after: nothing else changes)."""
+    with warnings.catch_warnings():
+        for message in _TORCH_NOTICES:
+            warnings.filterwarnings("ignore", message=message)
+        yield
 
 
 class Standardise(nn.Module):
@@ -160,8 +181,9 @@ class MobilityEncoder(nn.Module):
         normalized: bool = False,
     ) -> None:
         super().__init__()
-        from torch_geometric.nn.conv.gcn_conv import gcn_norm
-        from torch_geometric.nn.models import LightGCN
+        with quiet_torch_geometric():
+            from torch_geometric.nn.conv.gcn_conv import gcn_norm
+            from torch_geometric.nn.models import LightGCN
 
         self.kind = GraphEncoder(kind)
         self.layers = int(layers)
@@ -230,15 +252,17 @@ class MobilityEncoder(nn.Module):
             keep = keep.to(self.norm_weight.device)
             weight = self.norm_weight[keep] / (1.0 - self.edge_dropout)
             index = self.norm_index[:, keep]
-            return (
-                to_torch_csr_tensor(index.flip(0), weight, size=(n, n)),
-                to_torch_csr_tensor(index, weight, size=(n, n)),
-            )
+            with quiet_torch_geometric():
+                return (
+                    to_torch_csr_tensor(index.flip(0), weight, size=(n, n)),
+                    to_torch_csr_tensor(index, weight, size=(n, n)),
+                )
         if self._adjacency is None or self._adjacency[0].device != self.norm_weight.device:
-            self._adjacency = (
-                to_torch_csr_tensor(self.norm_index.flip(0), self.norm_weight, size=(n, n)),
-                to_torch_csr_tensor(self.norm_index, self.norm_weight, size=(n, n)),
-            )
+            with quiet_torch_geometric():
+                self._adjacency = (
+                    to_torch_csr_tensor(self.norm_index.flip(0), self.norm_weight, size=(n, n)),
+                    to_torch_csr_tensor(self.norm_index, self.norm_weight, size=(n, n)),
+                )
         return self._adjacency
 
     def propagate(self, x: torch.Tensor) -> torch.Tensor:

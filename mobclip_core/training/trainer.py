@@ -353,7 +353,10 @@ def train_mobclip(
     ``cache_dir`` keeps the LINE embedding between runs. ``on_progress(stage, fraction)`` reports the stages
     "line" and "train"; ``log`` gets the losses every tenth of the epochs when ``progress`` (a bar) is off.
     """
-    import_optional("torch_geometric")
+    from ..models.mobclip import quiet_torch_geometric
+
+    with quiet_torch_geometric():  # its first import prints a torch deprecation notice about its own code
+        import_optional("torch_geometric")
     t_start = time.perf_counter()
     check_config(train, line)
     if dataset.graph.n_edges == 0:
