@@ -10,14 +10,23 @@ then closes QGIS and exits 0: a crash at exit shows as a non-zero exit status.
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import re
+import shutil
 import sys
 import tempfile
 from pathlib import Path
 
 NATIVE = re.compile(r"lib(gdal|geos|geos_c|proj|LLVM|llvm|triton|clang)[-._]")
+
+
+def scratch_dir(prefix: str) -> str:
+    """A temporary folder removed when this process exits (a QGIS profile, a plugin folder holding a link)."""
+    path = tempfile.mkdtemp(prefix=prefix)
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
 
 
 def mapped_libraries() -> list[str]:
@@ -56,7 +65,8 @@ def recording_feedback_class():
 
 def main(jobs_path: str, report_path: str) -> int:
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-    os.environ.setdefault("QGIS_CUSTOM_CONFIG_PATH", tempfile.mkdtemp(prefix="qgis-profile-"))
+    if "QGIS_CUSTOM_CONFIG_PATH" not in os.environ:
+        os.environ["QGIS_CUSTOM_CONFIG_PATH"] = scratch_dir("qgis-profile-")
     from qgis.core import QgsApplication, QgsProcessingContext, QgsProject
 
     QgsApplication.setPrefixPath("/usr", True)
@@ -68,7 +78,7 @@ def main(jobs_path: str, report_path: str) -> int:
 
     Processing.initialize()
     RecordingFeedback = recording_feedback_class()  # noqa: N806
-    plugins = Path(tempfile.mkdtemp(prefix="qgis-plugins-"))
+    plugins = Path(scratch_dir("qgis-plugins-"))
     (plugins / "mobclip").symlink_to(Path(__file__).resolve().parents[1])
     sys.path.insert(0, str(plugins))
     import mobclip

@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import sys
 import tempfile
 
 import pytest
 
 _APP = None
+
+
+def scratch_dir(prefix: str) -> str:
+    """A temporary folder removed when this process exits (a QGIS profile, a plugin folder holding a link)."""
+    path = tempfile.mkdtemp(prefix=prefix)
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
 
 
 def start_qgis():
@@ -22,7 +31,8 @@ def start_qgis():
             raise RuntimeError("QGIS (python3-qgis) is required for this test run but does not import") from exc
         pytest.skip("QGIS is not installed (set MOBCLIP_REQUIRE_QGIS=1 to make this an error)")
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-    os.environ.setdefault("QGIS_CUSTOM_CONFIG_PATH", tempfile.mkdtemp(prefix="qgis-profile-"))
+    if "QGIS_CUSTOM_CONFIG_PATH" not in os.environ:
+        os.environ["QGIS_CUSTOM_CONFIG_PATH"] = scratch_dir("qgis-profile-")
     QgsApplication.setPrefixPath("/usr", True)
     app = QgsApplication([], False)
     app.initQgis()
@@ -31,7 +41,7 @@ def start_qgis():
 
     Processing.initialize()
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    parent = tempfile.mkdtemp(prefix="qgis-plugins-")
+    parent = scratch_dir("qgis-plugins-")
     os.symlink(repo, os.path.join(parent, "mobclip"))
     sys.path.insert(0, parent)
     import mobclip  # the repository as QGIS sees the plugin folder
