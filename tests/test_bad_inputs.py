@@ -273,6 +273,24 @@ def test_polygon_layers_without_crs_in_another_crs_or_truncated(tmp_path, capsys
     assert not (tmp_path / "c2.gpkg").exists() and leftovers(tmp_path) == []
 
 
+def test_a_file_of_several_layers_names_them_instead_of_reading_the_first(tmp_path, capsys, zone_config):
+    """GDAL lists a GeoPackage's layers in its own order: reading the first would tessellate or count whichever
+    came first. A table without geometry (QGIS's saved styles) does not make a file ambiguous."""
+    import pyogrio
+
+    from mobclip_core.modalities.build import build_region_dataset
+
+    zones = tmp_path / "zones.gpkg"
+    pyogrio.write_dataframe(pd.DataFrame({"styleName": ["s"]}), zones, layer="layer_styles")  # still one layer
+    assert build_region_dataset(zone_config(columns=["young", "old"])).features["demographics"].notna().any().all()
+    gpd.read_file(zones, layer="zones").iloc[:1].to_file(zones, layer="aaa_draft")
+    with pytest.raises(InvalidInputError, match=r"zones.gpkg holds 2 layers \(.*aaa_draft.*\).*Save Features As"):
+        build_region_dataset(zone_config(columns=["young", "old"]))
+    rc, err = run_cli(capsys, "tessellate", zones, "--resolution", 8, "--out", tmp_path / "cells.gpkg")
+    assert_message(rc, err, "holds 2 layers", "aaa_draft", "zones")
+    assert not (tmp_path / "cells.gpkg").exists()
+
+
 # -- OD tables ---------------------------------------------------------------------------------------------------
 def _od(records, flows) -> pd.DataFrame:
     from mobclip_core.grid import cells_to_strings, points_to_cells

@@ -37,7 +37,11 @@ def iter_records(
 
 
 def read_layer(path: str | Path, layer: str | None = None):
-    """Read a vector layer (GeoPackage, GeoJSON, Shapefile, GeoParquet) as a GeoDataFrame."""
+    """Read a vector layer (GeoPackage, GeoJSON, Shapefile, GeoParquet) as a GeoDataFrame.
+
+    A file with several layers and none named is refused with their names: reading the first would silently use
+    whichever layer GDAL lists first. Tables without geometry (QGIS's ``layer_styles``) do not count.
+    """
     import geopandas as gpd
 
     path = Path(path)
@@ -45,7 +49,26 @@ def read_layer(path: str | Path, layer: str | None = None):
         raise InvalidInputError(f"layer {path} does not exist")
     if path.suffix.lower() == ".parquet":
         return gpd.read_parquet(path)
+    if layer is None:
+        layer = _only_layer(path)
     return gpd.read_file(path, layer=layer)
+
+
+def _only_layer(path: Path) -> str | None:
+    """The file's one layer with geometry (None: let GDAL open it as it is); several are an error naming them."""
+    import pyogrio
+
+    try:
+        listed = pyogrio.list_layers(path)
+    except Exception:  # not a format GDAL lists layers of: reading reports the problem
+        return None
+    spatial = [str(name) for name, geometry in listed if geometry is not None]
+    if len(spatial) > 1:
+        raise InvalidInputError(
+            f"{path.name} holds {len(spatial)} layers ({', '.join(spatial)}) and MobCLIP reads one: save the layer "
+            "to use to a file of its own (QGIS: right-click the layer > Export > Save Features As)"
+        )
+    return spatial[0] if spatial else None
 
 
 def _separator_fix(path: Path) -> str | None:
