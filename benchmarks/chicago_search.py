@@ -27,6 +27,7 @@ from benchmarks.chicago_data import DEV_TARGETS, available, community_areas, pre
 from mobclip_core.evaluation.harness import EmbeddingSource, Task, evaluate, to_markdown
 
 RESULTS = Path(__file__).parent / "results"
+LOG_MARK = "<!-- the search log below"  # chicago_search.md: what follows is kept when the table is rewritten
 
 PAPER = {"preset": "paper"}
 BASE = {"train": {"output": "fused", "propagate_modalities": True, "layers": 4}, "mobility": {"spatial_weight": 1.0}}
@@ -193,13 +194,16 @@ def main() -> pd.DataFrame:
     RESULTS.mkdir(exist_ok=True)
     table.to_csv(RESULTS / "chicago_search.csv", index=False)
     specs = {n: VARIANTS[n] for n in args.variants}
-    (RESULTS / "chicago_search.md").write_text(
+    md = RESULTS / "chicago_search.md"
+    log = md.read_text() if md.exists() else ""
+    md.write_text(  # the generated table; the hand-written search log after LOG_MARK stays
         f"Chicago development targets ({', '.join(DEV_TARGETS)}), {args.seeds} training seeds; mean R^2 over "
         "targets, averaged over seeds (sd over seeds).\n\n"
         + to_markdown(table.round(3))
         + "\nVariants (config overrides):\n\n```json\n"
         + json.dumps(specs, indent=1, default=str)
-        + "\n```\n"
+        + "\n```\n\n"
+        + (log[log.index(LOG_MARK) :] if LOG_MARK in log else "")
     )
     print(table.round(3).to_string())
     return table
