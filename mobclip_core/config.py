@@ -401,6 +401,8 @@ def _check_input(cfg: RunConfig, where: str, value: str, kind: str) -> None:
         raise ConfigError(f"{where} = {value!r}: {path} does not exist; fix the path {hint}")
     if path.is_dir() and kind == "file":
         raise ConfigError(f"{where} = {value!r}: {path} is a folder; name the file inside it {hint}")
+    if path.is_file() and kind == "folder":
+        raise ConfigError(f"{where} = {value!r}: {path} is a file; name the folder that holds the files {hint}")
     if path.is_file() and path.stat().st_size == 0:
         raise ConfigError(f"{where} = {value!r}: {path} is empty (0 bytes); write it again or name the right file")
 
@@ -413,6 +415,16 @@ def check_inputs(cfg: RunConfig) -> None:
             _check_input(cfg, f"[{section}] {option}", value, kind)
     for band, value in cfg.demographics.rasters.items():
         _check_input(cfg, f"[demographics] rasters.{band}", value, "file")
+    if cfg.demographics.worldpop is not None:
+        _check_input(cfg, "[demographics] worldpop", cfg.demographics.worldpop, "folder")
+    for i, raw in enumerate(cfg.mobility.sources):  # the source list is validated already: each has a path
+        where = f"[mobility.sources[{i}]] ({raw['kind']})"
+        paths = raw["path"] if isinstance(raw["path"], list) else [raw["path"]]
+        kind = "file or folder" if raw["kind"] in ("records", "gtfs", "trips") else "file"
+        for value in paths:
+            _check_input(cfg, f"{where} path", value, kind)
+        if raw.get("crosswalk"):
+            _check_input(cfg, f"{where} crosswalk", raw["crosswalk"], "file")
 
 
 def _validate_mobility(m: MobilityConfig) -> None:

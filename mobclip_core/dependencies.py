@@ -98,8 +98,9 @@ TRAINING = (
     "matplotlib",
 )
 # the Training tier also installs UMAP for the embedding-space map (in a child process, like training; PCA without
-# it): not a requirement of training, so an install made before it was added still trains
-TRAINING_TIER = (*TRAINING, "umap")
+# it) and osmium for OpenStreetMap extracts as POIs (Write a training config takes them): not requirements of
+# training, so an install made before they were added still trains
+TRAINING_TIER = (*TRAINING, "umap", "osmium")
 
 
 @dataclass(frozen=True)
@@ -127,7 +128,8 @@ TIERS: dict[str, Tier] = {
         "Training",
         TRAINING_TIER,
         "the above plus torch (CPU build), torch-geometric, sentence-transformers with an offline text model, "
-        "geopandas and rasterio, to train embeddings from a config, and UMAP for the map of the embedding space "
+        "geopandas and rasterio, to train embeddings from a config, osmium for OpenStreetMap extracts, and UMAP for "
+        "the map of the embedding space "
         "(download several hundred MB, more than 1.5 GB on disk)",
     ),
 }

@@ -17,6 +17,7 @@ from qgis.core import (
     QgsProcessingOutputFile,
     QgsProcessingParameterFeatureSource,
     QgsProcessingParameterField,
+    QgsProcessingParameterFile,
     QgsProcessingParameterFolderDestination,
     QgsProcessingParameterNumber,
     QgsProcessingParameterString,
@@ -47,12 +48,18 @@ class WriteTrainingConfig(MobClipAlgorithm):
         "an inputs folder and a config file (mobclip.toml) that names them, then checks the config. Run "
         "'Train embeddings from a config file' on it next (or edit it first: the training settings are the "
         "defaults).\n\n"
-        "Mobility (one is needed): an origin-destination table between zones (a table with origin zone, "
+        "Mobility (at least one): an origin-destination table between zones (a table with origin zone, "
         "destination zone and flow fields, e.g. a CSV of taxi trips between census tracts) with the zone polygons "
         "and their id field; or activity records (points with a person id and a time field: check-ins, GPS "
-        "fixes), which become a weekly co-presence graph.\n\n"
-        "POIs (optional): points with a name and/or a category field. Demographics (optional): zone polygons "
-        "with population counts by age (and sex) group, one numeric field per group (e.g. census tracts).\n\n"
+        "fixes), which become a weekly co-presence graph. Open data works too: a GTFS feed of the region's "
+        "transit (stops linked by their trips per week), a trip table with start and end coordinates (bike "
+        "share, taxi; the columns are recognised from the header), US LODES commutes with their crosswalk. "
+        "Several mobility inputs are combined into one graph, each with the same weight.\n\n"
+        "POIs (optional): points with a name and/or a category field, or an OpenStreetMap extract (.osm.pbf) or "
+        "Overture places file. Demographics (optional): zone polygons with population counts by age (and sex) "
+        "group, one numeric field per group (e.g. census tracts), or a folder of WorldPop age/sex rasters.\n\n"
+        "Layers are written into the inputs folder; files (GTFS, trips, LODES, OSM, WorldPop) are named where "
+        "they are, so keep them there.\n\n"
         "The H3 resolution sets the cell size: 9 (about 0.1 km2) suits a city, 7-8 a region. The output "
         "folder gets mobclip.toml, an inputs/ folder and, after training, output/."
     )
@@ -108,6 +115,17 @@ class WriteTrainingConfig(MobClipAlgorithm):
         self.addParameter(
             QgsProcessingParameterField("TIME", self.tr("Records: time field"), None, "RECORDS", optional=True)
         )
+        for key, label, filter_ in (
+            ("GTFS", "Mobility: GTFS feed (zip)", "GTFS feeds (*.zip)"),
+            (
+                "TRIPS",
+                "Mobility: trip table with start and end coordinates",
+                "Trip tables (*.csv *.csv.gz *.parquet)",
+            ),
+            ("LODES", "Mobility: LODES commutes (xx_od_main_JT00_YYYY)", "LODES OD files (*.csv.gz *.csv)"),
+            ("LODES_CROSSWALK", "LODES crosswalk (xx_xwalk.csv.gz)", "LODES crosswalks (*.csv.gz *.csv)"),
+        ):
+            self.addParameter(QgsProcessingParameterFile(key, self.tr(label), optional=True, fileFilter=filter_))
         self.addParameter(
             QgsProcessingParameterFeatureSource(
                 "POIS", self.tr("POIs (points)"), [QgsProcessing.TypeVectorPoint], optional=True
@@ -118,6 +136,14 @@ class WriteTrainingConfig(MobClipAlgorithm):
         )
         self.addParameter(
             QgsProcessingParameterField("POI_CATEGORY", self.tr("POI category field"), None, "POIS", optional=True)
+        )
+        self.addParameter(
+            QgsProcessingParameterFile(
+                "POI_FILE",
+                self.tr("POIs from a file (.osm.pbf, Overture places)"),
+                optional=True,
+                fileFilter="OpenStreetMap or Overture places (*.pbf *.parquet)",
+            )
         )
         self.addParameter(
             QgsProcessingParameterFeatureSource(
@@ -143,6 +169,14 @@ class WriteTrainingConfig(MobClipAlgorithm):
                 optional=True,
             )
         )
+        self.addParameter(
+            QgsProcessingParameterFile(
+                "WORLDPOP",
+                self.tr("Demographics: folder of WorldPop age/sex rasters"),
+                QgsProcessingParameterFile.Folder,
+                optional=True,
+            )
+        )
         self.addParameter(QgsProcessingParameterFolderDestination("OUTPUT", self.tr("Output folder")))
         self.addOutput(QgsProcessingOutputFile("CONFIG", self.tr("Config file")))
 
@@ -155,10 +189,20 @@ class WriteTrainingConfig(MobClipAlgorithm):
         name = self.parameterAsString(parameters, "NAME", context).strip() or "my-region"
         resolution = self.parameterAsInt(parameters, "RESOLUTION", context)
         sections = {"mobility": self._mobility(parameters, context)}
+        if parameters.get("POIS") and parameters.get("POI_FILE"):
+            raise QgsProcessingException(self.tr("Choose POIs as a layer (POIS) or as a file (POI_FILE), not both"))
         if parameters.get("POIS"):
             sections["poi"] = self._pois(parameters, context)
+        elif parameters.get("POI_FILE"):
+            sections["poi"] = {"path": self._file(parameters, "POI_FILE", context), "_write": []}
+        if parameters.get("DEMOGRAPHICS") and parameters.get("WORLDPOP"):
+            raise QgsProcessingException(
+                self.tr("Choose demographics as zones with counts (DEMOGRAPHICS) or WorldPop rasters, not both")
+            )
         if parameters.get("DEMOGRAPHICS"):
             sections["demographics"] = self._demographics(parameters, context)
+        elif parameters.get("WORLDPOP"):
+            sections["demographics"] = self._worldpop(parameters, context)
         writers = [w for section in sections.values() for w in section.pop("_write")]
         # each input file and the config appear together, or (error, Cancel) none of them; other files in the
         # folder (an image you added to inputs/, an earlier output/) are left alone
@@ -200,21 +244,82 @@ class WriteTrainingConfig(MobClipAlgorithm):
                     self.tr(f"{key}: '{n}' is not numeric ({fields.at(index).typeName()}): choose a number field")
                 )
 
-    def _mobility(self, parameters, context) -> dict:
-        has_od, has_records = bool(parameters.get("OD_TABLE")), bool(parameters.get("RECORDS"))
-        if has_od == has_records:
+    def _file(self, parameters, key: str, context) -> str:
+        """The absolute path of a file (or folder) parameter that exists: the config names it where it is."""
+        path = self.parameterAsFile(parameters, key, context)
+        if not path or not os.path.exists(path):
+            raise QgsProcessingException(self.tr(f"{key}: {path or 'no path'} does not exist"))
+        return os.path.abspath(path)
+
+    def _checked(self, key: str, check, path: str):
+        """``check(path)`` (a header-only reader of the library), its refusal as this algorithm's error."""
+        from mobclip_core.exceptions import InvalidInputError
+
+        try:
+            return check(path)
+        except InvalidInputError as exc:
+            raise QgsProcessingException(self.tr(f"{key}: {exc}")) from None
+
+    def _mobility_files(self, parameters, context) -> list[dict]:
+        """[[mobility.sources]] of the open-data files, each checked from its header or file list."""
+        from mobclip_core.sources.gtfs import check_feed
+        from mobclip_core.sources.lodes import crosswalk_block_column
+        from mobclip_core.sources.trips import trip_table_columns
+
+        sources = []
+        if parameters.get("GTFS"):
+            path = self._file(parameters, "GTFS", context)
+            self._checked("GTFS", check_feed, path)
+            sources.append({"kind": "gtfs", "path": path})
+        if parameters.get("TRIPS"):
+            path = self._file(parameters, "TRIPS", context)
+            self._checked("TRIPS", trip_table_columns, path)
+            sources.append({"kind": "trips", "path": path})
+        if bool(parameters.get("LODES")) != bool(parameters.get("LODES_CROSSWALK")):
             raise QgsProcessingException(
                 self.tr(
-                    "Choose one mobility input: an origin-destination table with its zones, or activity records "
-                    "(points with a person id and a time)" + (" -- not both" if has_od else "")
+                    "LODES commutes need both the OD file (LODES, xx_od_main_JT00_YYYY.csv.gz) and the state's "
+                    "crosswalk (LODES_CROSSWALK, xx_xwalk.csv.gz), from the same LODES release"
                 )
             )
+        if parameters.get("LODES"):
+            path, crosswalk = (self._file(parameters, k, context) for k in ("LODES", "LODES_CROSSWALK"))
+            self._checked("LODES_CROSSWALK", crosswalk_block_column, crosswalk)
+            sources.append({"kind": "lodes", "path": path, "crosswalk": crosswalk})
+        return sources
+
+    def _mobility(self, parameters, context) -> dict:
+        has_od, has_records = bool(parameters.get("OD_TABLE")), bool(parameters.get("RECORDS"))
+        if has_od and has_records:
+            raise QgsProcessingException(
+                self.tr(
+                    "Choose an origin-destination table with its zones or activity records, not both (a GTFS feed, "
+                    "a trip table or LODES commutes can join either)"
+                )
+            )
+        files = self._mobility_files(parameters, context)
+        if not (has_od or has_records or files):
+            raise QgsProcessingException(
+                self.tr(
+                    "Choose a mobility input: an origin-destination table with its zones, activity records "
+                    "(points with a person id and a time), a GTFS feed, a trip table or LODES commutes"
+                )
+            )
+        section: dict = {"_write": []}
         if has_records:
-            records = self.require_source(parameters, "RECORDS", context)
-            person = self._fields(parameters, "PERSON", context, records, "person id field of the records")[0]
-            time = self._fields(parameters, "TIME", context, records, "time field of the records")[0]
-            section = {"records": "inputs/records.csv", "person": "person", "time": "time", "lon": "lon", "lat": "lat"}
-            return {**section, "_write": [("records.csv", _records_writer(records, person, time))]}
+            section = self._records(parameters, context)
+        elif has_od:
+            section = self._od(parameters, context)
+        return {**section, "_sources": files}
+
+    def _records(self, parameters, context) -> dict:
+        records = self.require_source(parameters, "RECORDS", context)
+        person = self._fields(parameters, "PERSON", context, records, "person id field of the records")[0]
+        time = self._fields(parameters, "TIME", context, records, "time field of the records")[0]
+        section = {"records": "inputs/records.csv", "person": "person", "time": "time", "lon": "lon", "lat": "lat"}
+        return {**section, "_write": [("records.csv", _records_writer(records, person, time))]}
+
+    def _od(self, parameters, context) -> dict:
         table = self.parameterAsSource(parameters, "OD_TABLE", context)
         if table is None:
             raise QgsProcessingException(self.invalidSourceError(parameters, "OD_TABLE"))
@@ -268,6 +373,13 @@ class WriteTrainingConfig(MobClipAlgorithm):
             )
         section = {"table": "inputs/demographics.gpkg", "zone_id": ZONE, "columns": columns}
         return {**section, "_write": [("demographics.gpkg", _layer_writer(layer, zone_id, columns))]}
+
+    def _worldpop(self, parameters, context) -> dict:
+        from mobclip_core.modalities.demographics import worldpop_rasters
+
+        folder = self._file(parameters, "WORLDPOP", context)
+        self._checked("WORLDPOP", worldpop_rasters, folder)
+        return {"worldpop": folder, "_write": []}
 
 
 # --- writers: each is called as write(algorithm, path, context, feedback) ----------------------------------------
@@ -423,8 +535,11 @@ def _toml(name: str, resolution: int, sections: dict[str, dict]) -> str:
         'cache_dir = "cache"',
     ]
     for section, values in sections.items():
-        lines += ["", f"[{section}]"]
-        lines += [
-            f"{key} = {json.dumps(value, ensure_ascii=False)}" for key, value in values.items() if value is not None
-        ]
+        values = dict(values)
+        tables = [(f"[{section}]", values), *((f"[[{section}.sources]]", v) for v in values.pop("_sources", []))]
+        for header, table in tables:
+            lines += ["", header]
+            lines += [
+                f"{key} = {json.dumps(value, ensure_ascii=False)}" for key, value in table.items() if value is not None
+            ]
     return "\n".join(lines) + "\n"

@@ -132,6 +132,15 @@ RECORDS = '[mobility]\nrecords = "r.parquet"\n'
         ),
         (RECORDS + '[poi]\npath = "sub"\n', ["[poi] path = 'sub'", "is a folder; name the file inside it"]),
         (RECORDS + '[poi]\npath = "empty.gpkg"\n', ["empty.gpkg", "is empty (0 bytes)"]),
+        (  # sources and WorldPop folders are checked when the config is read, not at the end of a long build
+            '[[mobility.sources]]\nkind = "gtfs"\npath = ["t.csv", "feed.zip"]\n',
+            ["[mobility.sources[0]] (gtfs) path = 'feed.zip'", "does not exist"],
+        ),
+        (
+            '[[mobility.sources]]\nkind = "lodes"\npath = "t.csv"\ncrosswalk = "xw.csv.gz"\n',
+            ["(lodes) crosswalk = 'xw.csv.gz'", "does not exist"],
+        ),
+        (RECORDS + '[demographics]\nworldpop = "img.tif"\n', ["[demographics] worldpop", "is a file; name the folder"]),
     ],
 )
 def test_config_errors_name_the_option_and_the_fix(tmp_path, capsys, toml, fragments):

@@ -56,8 +56,8 @@ def test_every_third_party_import_of_the_library_is_in_the_table():
 
 def test_training_tier_has_everything_the_library_imports_but_the_scale_engines_and_baselines():
     outside = set(library_imports()) - set(deps.TIERS["training"].modules)
-    optional = {"duckdb", "pyspark", "geoclip", "osmium", "joblib"}  # joblib comes with sklearn
-    assert set(deps.TIERS["training"].modules) - set(deps.TRAINING) == {"umap"}  # installed, not required
+    optional = {"duckdb", "pyspark", "geoclip", "joblib"}  # joblib comes with sklearn
+    assert set(deps.TIERS["training"].modules) - set(deps.TRAINING) == {"umap", "osmium"}  # installed, not required
     assert outside <= optional, outside
 
 

@@ -137,13 +137,13 @@ def test_missing_or_double_mobility_inputs_are_refused_before_anything_is_writte
 ):
     from qgis.core import QgsProcessingException
 
-    with pytest.raises(QgsProcessingException, match="Choose one mobility input: an origin-destination table"):
+    with pytest.raises(QgsProcessingException, match="Choose a mobility input: an origin-destination table"):
         run({"POIS": str(small_city.pois), "POI_CATEGORY": "category", "OUTPUT": str(tmp_path / "a")})
     od = str(od_layers / "od.csv")
     common = {"OD_TABLE": od, "OD_ORIGIN": "from_zone", "OD_DESTINATION": "to_zone", "OD_FLOW": "trips"}
     with pytest.raises(QgsProcessingException, match="needs the zone polygons \\(ZONES\\)"):
         run({**common, "OUTPUT": str(tmp_path / "b")})
-    with pytest.raises(QgsProcessingException, match="-- not both"):
+    with pytest.raises(QgsProcessingException, match="or activity records, not both"):
         run(
             {**common, "RECORDS": str(small_city.pois), "PERSON": "name", "TIME": "name", "OUTPUT": str(tmp_path / "c")}
         )
@@ -256,3 +256,122 @@ def test_chicagos_real_layers_give_the_benchmarks_dataset(qgis, tmp_path):
     da = demographics_from_zone_table(ours.demographics, 9, ours.path)
     db = demographics_from_zone_table(bench.demographics, 9, bench.path)
     pd.testing.assert_frame_equal(da.sort_index(), db.sort_index(), check_names=False)
+
+
+# --- open data: files named where they are ---------------------------------------------------------------------
+def test_a_gtfs_feed_and_an_osm_extract_train_a_region_without_any_layer(qgis, tmp_path):
+    """The README's Helsinki walk-through from QGIS: a GTFS feed and an OpenStreetMap extract, no layer and no TOML
+    by hand. The config names the files where they are and builds the dataset the hand-written config builds."""
+    from _opendata import HSL_GTFS, helsinki_pbf
+
+    from mobclip_core.config import config_from_dict, load_config
+    from mobclip_core.modalities.base import BuildContext
+    from mobclip_core.modalities.mobility.build import build_mobility_graph
+
+    pbf = helsinki_pbf()
+    out = run({"RESOLUTION": 10, "GTFS": str(HSL_GTFS), "POI_FILE": str(pbf), "OUTPUT": str(tmp_path / "run")})
+    text = (tmp_path / "run" / "mobclip.toml").read_text()
+    assert "[[mobility.sources]]" in text and 'kind = "gtfs"' in text
+    assert not (tmp_path / "run" / "inputs").exists()  # nothing copied: the files stay where they are
+    cfg = load_config(out["CONFIG"])
+    assert cfg.poi.path == str(pbf) and cfg.poi.encoder == "text"
+    by_hand = config_from_dict(
+        {"resolution": 10, "mobility": {"sources": [{"kind": "gtfs", "path": str(HSL_GTFS)}]}}, base_dir=tmp_path
+    )
+    ours = build_mobility_graph(cfg.mobility, BuildContext.from_config(cfg))
+    theirs = build_mobility_graph(by_hand.mobility, BuildContext.from_config(by_hand))
+    assert np.array_equal(ours.cells, theirs.cells) and ours.n_edges == theirs.n_edges > 40
+    assert abs(ours.adjacency - theirs.adjacency).max() == 0
+    ds = build(out["CONFIG"])
+    assert ds.cells.size == ours.cells.size and ds.features["poi"].notna().all(axis=1).sum() > 10
+
+
+def test_trips_and_lodes_commutes_combine_into_one_graph(qgis, tmp_path):
+    """Two open-data sources of different units (Divvy trips, LODES jobs) become two weighted sources: each graph
+    scaled to half of the combined weight, as the library combines them."""
+    from _opendata import DATA, DIVVY_TRIPS
+
+    from mobclip_core.config import load_config
+    from mobclip_core.modalities.base import BuildContext
+    from mobclip_core.modalities.mobility.build import build_mobility_graph, graph_from_source
+
+    lodes = DATA / "lodes_detroit_2019"
+    out = run(
+        {
+            "RESOLUTION": 7,
+            "TRIPS": str(DIVVY_TRIPS),
+            "LODES": str(lodes / "mi_od_main_JT00_2019.csv.gz"),
+            "LODES_CROSSWALK": str(lodes / "tri_county_hex_xwalk.csv.gz"),
+            "OUTPUT": str(tmp_path / "run"),
+        }
+    )
+    cfg = load_config(out["CONFIG"])
+    sources = cfg.mobility.source_list()
+    assert [type(s).__name__ for s in sources] == ["TripsSource", "LodesSource"]
+    ctx = BuildContext.from_config(cfg)
+    combined = build_mobility_graph(cfg.mobility, ctx)
+    parts = [graph_from_source(s, ctx) for s in sources]
+    assert combined.cells.size == sum(p.cells.size for p in parts)  # Chicago and Detroit share no cell
+    total = combined.adjacency.sum()
+    for part in parts:  # each source carries half of the weight, its links in proportion
+        rows = np.searchsorted(combined.cells, part.cells)
+        sub = combined.adjacency[rows][:, rows]
+        assert sub.sum() == pytest.approx(total / 2)
+        np.testing.assert_allclose(
+            sub.toarray(), part.adjacency.toarray() / part.adjacency.sum() * total / 2, atol=1e-12
+        )
+
+
+def test_worldpop_folder_as_demographics(qgis, small_city, tmp_path):
+    import shutil
+
+    from _opendata import WORLDPOP_WUHAN
+
+    from mobclip_core.config import load_config
+
+    folder = tmp_path / "worldpop"
+    folder.mkdir()
+    for sex in "fm":
+        for age in (20, 25, 30):
+            shutil.copy(WORLDPOP_WUHAN / f"pop_{age}_{sex}_wuhan.tif", folder / f"chn_{sex}_{age}_2020.tif")
+    params = {"RECORDS": str(small_city.pois), "PERSON": "name", "TIME": "name", "OUTPUT": str(tmp_path / "run")}
+    cfg = load_config(run({**params, "WORLDPOP": str(folder)})["CONFIG"])
+    assert cfg.demographics.worldpop == str(folder)
+    from qgis.core import QgsProcessingException
+
+    with pytest.raises(QgsProcessingException, match="WORLDPOP: no WorldPop age/sex raster in .*fin_f_0_2020.tif"):
+        run({**params, "WORLDPOP": str(WORLDPOP_WUHAN), "OUTPUT": str(tmp_path / "other")})  # names not WorldPop's
+
+
+def test_open_data_files_that_are_not_what_they_are_given_as(qgis, small_city, od_layers, tmp_path):
+    """Checked from their headers or file lists before anything is written: a CSV as a GTFS feed, a zip without
+    stop times, an OD table as trips, LODES without its crosswalk, POIs or demographics given twice."""
+    import zipfile
+
+    from _opendata import DIVVY_TRIPS, HSL_GTFS, helsinki_pbf
+    from qgis.core import QgsProcessingException
+
+    out = {"OUTPUT": str(tmp_path / "run")}
+    (tmp_path / "feed.zip").write_bytes(DIVVY_TRIPS.read_bytes()[:2000])  # a CSV saved as .zip
+    with pytest.raises(QgsProcessingException, match="GTFS: .*feed.zip is neither a GTFS zip nor a folder"):
+        run({**out, "GTFS": str(tmp_path / "feed.zip")})
+    with zipfile.ZipFile(HSL_GTFS) as src, zipfile.ZipFile(tmp_path / "partial.zip", "w") as dst:
+        for name in src.namelist():
+            if not name.endswith("stop_times.txt"):
+                dst.writestr(name, src.read(name))
+    with pytest.raises(QgsProcessingException, match="GTFS: partial.zip is not a GTFS feed: it has no stop_times.txt"):
+        run({**out, "GTFS": str(tmp_path / "partial.zip")})
+    with pytest.raises(QgsProcessingException, match="TRIPS: no known trip layout in columns .*from_zone"):
+        run({**out, "TRIPS": str(od_layers / "od.csv")})
+    with pytest.raises(QgsProcessingException, match="need both the OD file .* and the state's crosswalk"):
+        run({**out, "LODES": str(DIVVY_TRIPS)})
+    with pytest.raises(QgsProcessingException, match="LODES_CROSSWALK: trips.csv is not a LODES crosswalk"):
+        run({**out, "LODES": str(DIVVY_TRIPS), "LODES_CROSSWALK": str(DIVVY_TRIPS)})
+    with pytest.raises(QgsProcessingException, match="GTFS: .*nowhere.zip does not exist"):
+        run({**out, "GTFS": str(tmp_path / "nowhere.zip")})
+    trips = {**out, "TRIPS": str(DIVVY_TRIPS)}
+    with pytest.raises(
+        QgsProcessingException, match="POIs as a layer \\(POIS\\) or as a file \\(POI_FILE\\), not both"
+    ):
+        run({**trips, "POIS": str(small_city.pois), "POI_CATEGORY": "category", "POI_FILE": str(helsinki_pbf())})
+    assert not (tmp_path / "run").exists() or not any((tmp_path / "run").iterdir())

@@ -220,6 +220,23 @@ def _stop_events(feed: _Feed, trip_set, stop_ids, batch_bytes: int = 16 << 20):
     return (*(np.concatenate([p[k] for p in parts]) for k in range(3)), read)
 
 
+def check_feed(path: str | Path) -> None:
+    """Refuse what is not a GTFS feed from its file list alone (before a long read): it needs stops, stop_times,
+    trips and a calendar (calendar.txt or calendar_dates.txt)."""
+    feed = _Feed(path)
+    try:
+        missing = [n for n in ("stops.txt", "stop_times.txt", "trips.txt") if not feed.has(n)]
+        if not (feed.has("calendar.txt") or feed.has("calendar_dates.txt")):
+            missing.append("calendar.txt or calendar_dates.txt")
+    finally:
+        feed.close()
+    if missing:
+        raise InvalidInputError(
+            f"{feed.path.name} is not a GTFS feed: it has no {', '.join(missing)} (a GTFS static feed is the zip an "
+            "operator publishes with stops.txt, trips.txt, stop_times.txt and a calendar)"
+        )
+
+
 def stop_links(path: str | Path, *, max_stops_apart: int = 1, week: str | None = None) -> StopLinks:
     """Weekly trips between stops linked by one feed's trips (see the module docstring)."""
     if max_stops_apart < 1:

@@ -33,9 +33,8 @@ class LodesChunk:
     unmatched: int
 
 
-def read_crosswalk(path: str | Path) -> pd.DataFrame:
-    """Block points of a LODES crosswalk: index block code (text), columns lon, lat."""
-    import pyarrow as pa
+def crosswalk_block_column(path: str | Path) -> str:
+    """The block code column of a LODES crosswalk, from its header (a file that is not one is refused)."""
     import pyarrow.csv as pacsv
 
     path = Path(path)
@@ -48,6 +47,15 @@ def read_crosswalk(path: str | Path) -> pd.DataFrame:
             f"{path.name} is not a LODES crosswalk: it needs a block column ({' or '.join(BLOCK_COLUMNS)}) and "
             f"blklatdd, blklondd; it has {header[:12]}"
         )
+    return block
+
+
+def read_crosswalk(path: str | Path) -> pd.DataFrame:
+    """Block points of a LODES crosswalk: index block code (text), columns lon, lat."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    block = crosswalk_block_column(path)
     table = pacsv.read_csv(
         path,
         convert_options=pacsv.ConvertOptions(

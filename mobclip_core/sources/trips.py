@@ -74,6 +74,25 @@ def detect_trip_columns(columns, layout: str = "auto") -> tuple[str, str, str, s
     )
 
 
+def trip_table_columns(
+    path: str | Path, *, layout: str = "auto", columns: tuple[str, str, str, str] | None = None
+) -> tuple[tuple[str, str, str, str], str]:
+    """The four coordinate columns a trip table's header gives (named, a layout, or detected) and its format
+    ("csv" or "parquet"), from the header alone: a table that cannot be read is refused before any work."""
+    import pyarrow.dataset as ds
+
+    path = Path(path)
+    if not path.exists():
+        raise InvalidInputError(f"trip table {path} does not exist")
+    fmt = "parquet" if path.suffix.lower() in (".parquet", ".pq") or path.is_dir() else "csv"
+    names = ds.dataset(path, format=fmt).schema.names
+    cols = tuple(columns) if columns else detect_trip_columns(names, layout)
+    missing = [c for c in cols if c not in names]
+    if missing:
+        raise InvalidInputError(f"trip table {path.name} has no columns {missing}; it has {names}")
+    return cols, fmt
+
+
 def iter_trips(
     path: str | Path,
     *,
@@ -86,15 +105,10 @@ def iter_trips(
     import pyarrow.dataset as ds
 
     path = Path(path)
-    if not path.exists():
-        raise InvalidInputError(f"trip table {path} does not exist")
-    fmt = "parquet" if path.suffix.lower() in (".parquet", ".pq") or path.is_dir() else "csv"
-    dataset = ds.dataset(path, format=fmt)
-    cols = tuple(columns) if columns else detect_trip_columns(dataset.schema.names, layout)
-    missing = [c for c in cols if c not in dataset.schema.names]
-    if missing:
-        raise InvalidInputError(f"trip table {path.name} has no columns {missing}; it has {dataset.schema.names}")
-    if fmt == "csv":  # coordinates as numbers even where the first block of a column is empty
+    cols, fmt = trip_table_columns(path, layout=layout, columns=columns)
+    if fmt == "parquet":
+        dataset = ds.dataset(path, format=fmt)
+    else:  # coordinates as numbers even where the first block of a column is empty
         import pyarrow.csv as pacsv
 
         convert = pacsv.ConvertOptions(column_types={c: pa.float64() for c in cols})
