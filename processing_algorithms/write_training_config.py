@@ -528,7 +528,8 @@ def _records_writer(source, person: str, time: str):
 def _toml(name: str, resolution: int, sections: dict[str, dict]) -> str:
     """The config text: paths relative to it, the training settings left at their defaults."""
     lines = [
-        "# Written by QGIS: MobCLIP > Training > Write a training config from layers. Paths are relative to this file.",
+        "# Written by QGIS: MobCLIP > Training > Write a training config from layers. Relative paths are read from "
+        "this file's folder.",
         f"name = {json.dumps(name, ensure_ascii=False)}",
         f"resolution = {resolution}",
         'output = "output"',
