@@ -171,6 +171,24 @@ def test_od_graph_from_cells_and_zones():
     assert said == ["mobility: 1 of 2 OD rows (30 of 130 flow) name a zone the zone layer lacks (e.g. 'x'), skipped"]
 
 
+def test_od_zone_ids_read_as_numbers_meet_the_zone_layers_text_codes():
+    """Census codes with a leading zero ("06075...", California) are text in the zone layer; an OD CSV read with
+    types detected (QGIS's default, pandas' too) holds them as integers or floats. They are the same zones."""
+    zones = gpd.GeoDataFrame(
+        {"GEOID": ["06075010100", "06075010200"]},
+        geometry=[box(13.30, 52.40, 13.40, 52.50), box(13.40, 52.40, 13.50, 52.50)],
+        crs="EPSG:4326",
+    )
+    zc = zones_to_cells(zones, 8, zone_id="GEOID")
+    as_text = build_od_graph(
+        pd.DataFrame({"origin": ["06075010100"], "destination": ["06075010200"], "flow": [100.0]}), zone_cells=zc
+    )
+    for origin, destination in ([6075010100, 6075010200], [6075010100.0, " 06075010200"]):
+        od = pd.DataFrame({"origin": [origin], "destination": [destination], "flow": [100.0]})
+        g = build_od_graph(od, zone_cells=zc)
+        assert np.array_equal(g.cells, as_text.cells) and abs(g.adjacency - as_text.adjacency).max() == 0
+
+
 def test_od_cells_finer_than_the_grid_are_summed_into_parents_and_coarser_ones_refused():
     import h3
 

@@ -200,6 +200,43 @@ def test_name_only_pois_a_rerun_and_rows_with_nulls(qgis, small_city, od_layers,
     assert load_config(out["CONFIG"]).poi.encoder == "counts"
 
 
+def test_census_codes_that_lost_their_leading_zero_still_meet_their_tracts(qgis, od_layers, tmp_path):
+    """An OD table whose tract codes are stored as numbers (a GeoPackage or spreadsheet column typed integer) holds
+    "06075010100" as 6075010100; the tract layer keeps the text code. They still meet: the graph is the one the
+    text codes give."""
+    import geopandas as gpd
+    import pyogrio
+    from qgis.core import QgsVectorLayer
+
+    from mobclip_core.config import load_config
+    from mobclip_core.geofile import write_geodataframe
+    from mobclip_core.modalities.base import BuildContext
+    from mobclip_core.modalities.mobility.build import build_mobility_graph
+
+    districts = gpd.read_file(od_layers / "districts.gpkg")
+    code = {d: f"0607501{i:04d}" for i, d in enumerate(sorted(districts["district"]))}
+    write_geodataframe(districts.assign(GEOID=districts["district"].map(code)), tmp_path / "tracts.gpkg")
+    od = pd.read_csv(od_layers / "od.csv")
+    od[["from_zone", "to_zone"]] = od[["from_zone", "to_zone"]].apply(lambda c: c.map(code))
+    od.to_csv(tmp_path / "od.csv", index=False)
+    numbers = od.assign(from_zone=od["from_zone"].astype("int64"), to_zone=od["to_zone"].astype("int64"))
+    pyogrio.write_dataframe(numbers, tmp_path / "od_numbers.gpkg", layer="od")
+    layer = QgsVectorLayer(str(tmp_path / "od_numbers.gpkg"), "od", "ogr")
+    first = next(layer.getFeatures())["from_zone"]
+    assert isinstance(first, int) and str(first).startswith("607501")  # the leading zero is gone
+    common = {"OD_ORIGIN": "from_zone", "OD_DESTINATION": "to_zone", "OD_FLOW": "trips", "ZONE_ID": "GEOID"}
+    zones = str(tmp_path / "tracts.gpkg")
+    graphs = []
+    for name, table in (("detected", layer), ("text", str(tmp_path / "od.csv"))):
+        out = run({**common, "OD_TABLE": table, "ZONES": zones, "OUTPUT": str(tmp_path / name)})
+        cfg = load_config(out["CONFIG"])
+        graphs.append(build_mobility_graph(cfg.mobility, BuildContext.from_config(cfg)))
+    assert graphs[0].n_edges == graphs[1].n_edges > 100
+    assert (
+        np.array_equal(graphs[0].cells, graphs[1].cells) and abs(graphs[0].adjacency - graphs[1].adjacency).max() == 0
+    )
+
+
 def test_a_field_that_is_not_there_or_not_numeric_is_named(qgis, od_layers, tmp_path):
     from qgis.core import QgsProcessingException
 

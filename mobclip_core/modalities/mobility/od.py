@@ -11,6 +11,7 @@ import scipy.sparse as sp
 from ...constants import REGION_INDEX
 from ...exceptions import InvalidInputError
 from ...grid import cell_area_km2, polygons_to_cells, strings_to_cells, to_wgs84
+from ...sources.zones import normalise_zone_ids
 from .graph import MobilityGraph
 
 
@@ -75,19 +76,21 @@ def build_od_graph(
         n = cells.size
         c = sp.csr_matrix((f, (inv[: o.size], inv[o.size :])), shape=(n, n))
     else:
-        zone_ids = zone_cells["zone"].astype(str)  # ids compared as text: 10100 and "10100" are the same zone
+        # ids compared as normalised text: 6075, 6075.0, "06075" are the same zone (an OD CSV read with types
+        # detected against a zone layer's text GEOIDs, as census files hold them)
+        zone_ids = pd.Series(normalise_zone_ids(zone_cells["zone"]))
         zones = pd.Index(pd.unique(zone_ids))
         cells, cell_inv = np.unique(zone_cells[REGION_INDEX].to_numpy(np.uint64), return_inverse=True)
         w = sp.csr_matrix(
             (zone_cells["weight"].to_numpy(), (zones.get_indexer(zone_ids), cell_inv)), shape=(len(zones), cells.size)
         )
-        oi = zones.get_indexer(od[origin].astype(str))
-        di = zones.get_indexer(od[destination].astype(str))
+        oi = zones.get_indexer(normalise_zone_ids(od[origin]))
+        di = zones.get_indexer(normalise_zone_ids(od[destination]))
         known = (oi >= 0) & (di >= 0)
         if not known.any():
             raise InvalidInputError(
                 f"no OD zone id matches the zone layer (OD ids like {list(od[origin].astype(str)[:3])}, zone ids "
-                f"like {list(zones[:3])}): check the zone id column, and read CSV ids as text to keep leading zeros"
+                f"like {list(zones[:3])}): check the zone id column of both"
             )
         if not known.all() and say is not None:
             lost = ~known
