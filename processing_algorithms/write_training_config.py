@@ -15,6 +15,7 @@ from qgis.core import (
     QgsProcessing,
     QgsProcessingException,
     QgsProcessingOutputFile,
+    QgsProcessingParameterDefinition,
     QgsProcessingParameterFeatureSource,
     QgsProcessingParameterField,
     QgsProcessingParameterFile,
@@ -51,9 +52,10 @@ class WriteTrainingConfig(MobClipAlgorithm):
         "Mobility (at least one): an origin-destination table between zones (a table with origin zone, "
         "destination zone and flow fields, e.g. a CSV of taxi trips between census tracts) with the zone polygons "
         "and their id field; or activity records (points with a person id and a time field: check-ins, GPS "
-        "fixes), which become a weekly co-presence graph. Open data works too: a GTFS feed of the region's "
+        "fixes), which become a weekly co-presence graph. Open data works too: a GTFS feed (zip) of the region's "
         "transit (stops linked by their trips per week), a trip table with start and end coordinates (bike "
-        "share, taxi; the columns are recognised from the header), US LODES commutes with their crosswalk. "
+        "share, taxi; the columns are recognised from the header, or named under Advanced), US LODES commutes "
+        "with their crosswalk. "
         "Several mobility inputs are combined into one graph, each with the same weight.\n\n"
         "POIs (optional): points with a name and/or a category field, or an OpenStreetMap extract (.osm.pbf) or "
         "Overture places file. Demographics (optional): zone polygons with population counts by age (and sex) "
@@ -115,17 +117,24 @@ class WriteTrainingConfig(MobClipAlgorithm):
         self.addParameter(
             QgsProcessingParameterField("TIME", self.tr("Records: time field"), None, "RECORDS", optional=True)
         )
-        for key, label, filter_ in (
-            ("GTFS", "Mobility: GTFS feed (zip)", "GTFS feeds (*.zip)"),
-            (
-                "TRIPS",
-                "Mobility: trip table with start and end coordinates",
-                "Trip tables (*.csv *.csv.gz *.parquet)",
-            ),
-            ("LODES", "Mobility: LODES commutes (xx_od_main_JT00_YYYY)", "LODES OD files (*.csv.gz *.csv)"),
-            ("LODES_CROSSWALK", "LODES crosswalk (xx_xwalk.csv.gz)", "LODES crosswalks (*.csv.gz *.csv)"),
+        # no file filter: QGIS would refuse a value that does not match it before the algorithm runs (an upper-case
+        # FEED.ZIP, a feed unzipped into a folder, a folder of Parquet files), and the checks below read each file
+        for key, label in (
+            ("GTFS", "Mobility: GTFS feed (zip)"),
+            ("TRIPS", "Mobility: trip table with start and end coordinates"),
+            ("LODES", "Mobility: LODES commutes (xx_od_main_JT00_YYYY)"),
+            ("LODES_CROSSWALK", "LODES crosswalk (xx_xwalk.csv.gz)"),
         ):
-            self.addParameter(QgsProcessingParameterFile(key, self.tr(label), optional=True, fileFilter=filter_))
+            self.addParameter(QgsProcessingParameterFile(key, self.tr(label), optional=True))
+        self.addParameter(
+            QgsProcessingParameterString(
+                "TRIP_COLUMNS",
+                self.tr("Trip table: start lon, start lat, end lon, end lat columns (when not recognised)"),
+                optional=True,
+            )
+        )
+        columns = self.parameterDefinition("TRIP_COLUMNS")
+        columns.setFlags(columns.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
         self.addParameter(
             QgsProcessingParameterFeatureSource(
                 "POIS", self.tr("POIs (points)"), [QgsProcessing.TypeVectorPoint], optional=True
@@ -142,7 +151,6 @@ class WriteTrainingConfig(MobClipAlgorithm):
                 "POI_FILE",
                 self.tr("POIs from a file (.osm.pbf, Overture places)"),
                 optional=True,
-                fileFilter="OpenStreetMap or Overture places (*.pbf *.parquet)",
             )
         )
         self.addParameter(
@@ -194,7 +202,7 @@ class WriteTrainingConfig(MobClipAlgorithm):
         if parameters.get("POIS"):
             sections["poi"] = self._pois(parameters, context)
         elif parameters.get("POI_FILE"):
-            sections["poi"] = {"path": self._file(parameters, "POI_FILE", context), "_write": []}
+            sections["poi"] = self._poi_file(parameters, context)
         if parameters.get("DEMOGRAPHICS") and parameters.get("WORLDPOP"):
             raise QgsProcessingException(
                 self.tr("Choose demographics as zones with counts (DEMOGRAPHICS) or WorldPop rasters, not both")
@@ -217,6 +225,10 @@ class WriteTrainingConfig(MobClipAlgorithm):
             except ConfigError as exc:
                 raise QgsProcessingException(self.tr(f"The written config does not load: {exc}")) from None
         config = os.path.join(folder, CONFIG_NAME)
+        inputs = os.path.join(folder, "inputs")
+        others = sorted(set(os.listdir(inputs)) - {name for name, _ in writers}) if os.path.isdir(inputs) else []
+        if others:  # an earlier run's inputs, or files you added: left as they are
+            feedback.pushInfo(self.tr(f"inputs/ also holds {', '.join(others)}, which this config does not name"))
         feedback.pushInfo(self.tr(f"Wrote {config}: next, run 'Train embeddings from a config file' on it"))
         feedback.setProgress(100)
         return {"CONFIG": config, "OUTPUT": folder}
@@ -263,7 +275,7 @@ class WriteTrainingConfig(MobClipAlgorithm):
     def _mobility_files(self, parameters, context) -> list[dict]:
         """[[mobility.sources]] of the open-data files, each checked from its header or file list."""
         from mobclip_core.sources.gtfs import check_feed
-        from mobclip_core.sources.lodes import crosswalk_block_column
+        from mobclip_core.sources.lodes import check_od_header, crosswalk_block_column
         from mobclip_core.sources.trips import trip_table_columns
 
         sources = []
@@ -273,8 +285,20 @@ class WriteTrainingConfig(MobClipAlgorithm):
             sources.append({"kind": "gtfs", "path": path})
         if parameters.get("TRIPS"):
             path = self._file(parameters, "TRIPS", context)
-            self._checked("TRIPS", trip_table_columns, path)
-            sources.append({"kind": "trips", "path": path})
+            named = [c.strip() for c in self.parameterAsString(parameters, "TRIP_COLUMNS", context).split(",")]
+            named = [c for c in named if c]
+            if named and len(named) != 4:
+                raise QgsProcessingException(
+                    self.tr(
+                        f"TRIP_COLUMNS: name four columns, comma-separated (start lon, start lat, end lon, end lat); "
+                        f"got {len(named)}"
+                    )
+                )
+            found = self._checked("TRIPS", lambda p: trip_table_columns(p, columns=tuple(named) or None), path)[0]
+            source = {"kind": "trips", "path": path}
+            if named:
+                source.update(zip(("origin_lon", "origin_lat", "destination_lon", "destination_lat"), found))
+            sources.append(source)
         if bool(parameters.get("LODES")) != bool(parameters.get("LODES_CROSSWALK")):
             raise QgsProcessingException(
                 self.tr(
@@ -284,6 +308,7 @@ class WriteTrainingConfig(MobClipAlgorithm):
             )
         if parameters.get("LODES"):
             path, crosswalk = (self._file(parameters, k, context) for k in ("LODES", "LODES_CROSSWALK"))
+            self._checked("LODES", check_od_header, path)
             self._checked("LODES_CROSSWALK", crosswalk_block_column, crosswalk)
             sources.append({"kind": "lodes", "path": path, "crosswalk": crosswalk})
         return sources
@@ -373,6 +398,18 @@ class WriteTrainingConfig(MobClipAlgorithm):
             )
         section = {"table": "inputs/demographics.gpkg", "zone_id": ZONE, "columns": columns}
         return {**section, "_write": [("demographics.gpkg", _layer_writer(layer, zone_id, columns))]}
+
+    def _poi_file(self, parameters, context) -> dict:
+        from mobclip_core.dependencies import install_hint, missing_modules
+        from mobclip_core.modalities.poi import check_poi_file
+
+        path = self._file(parameters, "POI_FILE", context)
+        kind = self._checked("POI_FILE", check_poi_file, path)
+        if kind == "osm" and missing_modules(["osmium"]):  # installed by the Training tier since 0.2.0
+            raise QgsProcessingException(
+                self.tr(f"POI_FILE: reading an OpenStreetMap extract needs osmium. {install_hint(['osmium'])}")
+            )
+        return {"path": path, "_write": []}
 
     def _worldpop(self, parameters, context) -> dict:
         from mobclip_core.modalities.demographics import worldpop_rasters
@@ -525,12 +562,17 @@ def _records_writer(source, person: str, time: str):
     return write
 
 
+def _value(value) -> str:
+    """A TOML value: JSON's string escapes are TOML's, except that TOML also forbids a raw DEL."""
+    return json.dumps(value, ensure_ascii=False).replace("\x7f", "\\u007f")
+
+
 def _toml(name: str, resolution: int, sections: dict[str, dict]) -> str:
     """The config text: paths relative to it, the training settings left at their defaults."""
     lines = [
         "# Written by QGIS: MobCLIP > Training > Write a training config from layers. Relative paths are read from "
         "this file's folder.",
-        f"name = {json.dumps(name, ensure_ascii=False)}",
+        f"name = {_value(name)}",
         f"resolution = {resolution}",
         'output = "output"',
         'cache_dir = "cache"',
@@ -540,7 +582,5 @@ def _toml(name: str, resolution: int, sections: dict[str, dict]) -> str:
         tables = [(f"[{section}]", values), *((f"[[{section}.sources]]", v) for v in values.pop("_sources", []))]
         for header, table in tables:
             lines += ["", header]
-            lines += [
-                f"{key} = {json.dumps(value, ensure_ascii=False)}" for key, value in table.items() if value is not None
-            ]
+            lines += [f"{key} = {_value(value)}" for key, value in table.items() if value is not None]
     return "\n".join(lines) + "\n"

@@ -298,6 +298,12 @@ def test_a_file_of_several_layers_names_them_instead_of_reading_the_first(tmp_pa
     rc, err = run_cli(capsys, "tessellate", zones, "--resolution", 8, "--out", tmp_path / "cells.gpkg")
     assert_message(rc, err, "holds 2 layers", "aaa_draft", "zones")
     assert not (tmp_path / "cells.gpkg").exists()
+    from mobclip_core.sources import read_layer
+
+    tables = tmp_path / "tables.gpkg"  # no geometry at all: the one table that is not QGIS's styles
+    pyogrio.write_dataframe(pd.DataFrame({"styleName": ["s"]}), tables, layer="layer_styles")
+    pyogrio.write_dataframe(pd.DataFrame({"zone": ["a"], "people": [3]}), tables, layer="counts")
+    assert list(read_layer(tables).columns) == ["zone", "people"]
 
 
 # -- OD tables ---------------------------------------------------------------------------------------------------

@@ -402,8 +402,9 @@ def test_open_data_files_that_are_not_what_they_are_given_as(qgis, small_city, o
         run({**out, "TRIPS": str(od_layers / "od.csv")})
     with pytest.raises(QgsProcessingException, match="need both the OD file .* and the state's crosswalk"):
         run({**out, "LODES": str(DIVVY_TRIPS)})
+    lodes = DIVVY_TRIPS.parents[1] / "lodes_detroit_2019" / "mi_od_main_JT00_2019.csv.gz"
     with pytest.raises(QgsProcessingException, match="LODES_CROSSWALK: trips.csv is not a LODES crosswalk"):
-        run({**out, "LODES": str(DIVVY_TRIPS), "LODES_CROSSWALK": str(DIVVY_TRIPS)})
+        run({**out, "LODES": str(lodes), "LODES_CROSSWALK": str(DIVVY_TRIPS)})
     with pytest.raises(QgsProcessingException, match="GTFS: .*nowhere.zip does not exist"):
         run({**out, "GTFS": str(tmp_path / "nowhere.zip")})
     trips = {**out, "TRIPS": str(DIVVY_TRIPS)}
@@ -412,3 +413,93 @@ def test_open_data_files_that_are_not_what_they_are_given_as(qgis, small_city, o
     ):
         run({**trips, "POIS": str(small_city.pois), "POI_CATEGORY": "category", "POI_FILE": str(helsinki_pbf())})
     assert not (tmp_path / "run").exists() or not any((tmp_path / "run").iterdir())
+
+
+def test_open_data_as_users_have_it(qgis, tmp_path):
+    """An upper-case FEED.ZIP, a trip table whose columns are named by hand (they are not a known layout), a run
+    name with a DEL character: each gives a config that loads and builds."""
+    import shutil
+
+    from _opendata import DIVVY_TRIPS, HSL_GTFS
+
+    from mobclip_core.config import load_config
+    from mobclip_core.modalities.base import BuildContext
+    from mobclip_core.modalities.mobility.build import build_mobility_graph
+
+    def graph(params, name):
+        cfg = load_config(run({**params, "OUTPUT": str(tmp_path / name)})["CONFIG"])
+        return build_mobility_graph(cfg.mobility, BuildContext.from_config(cfg))
+
+    shutil.copy(HSL_GTFS, tmp_path / "FEED.ZIP")
+    upper = graph({"RESOLUTION": 10, "GTFS": str(tmp_path / "FEED.ZIP"), "NAME": "tab\x7fname"}, "upper")
+    lower = graph({"RESOLUTION": 10, "GTFS": str(HSL_GTFS)}, "lower")
+    assert upper.n_edges == lower.n_edges > 40 and abs(upper.adjacency - lower.adjacency).max() == 0
+    assert load_config(tmp_path / "upper" / "mobclip.toml").name == "tab\x7fname"
+
+    trips = pd.read_csv(DIVVY_TRIPS)
+    renamed = {"start_lng": "a_x", "start_lat": "a_y", "end_lng": "b_x", "end_lat": "b_y"}
+    trips.rename(columns=renamed).to_csv(tmp_path / "mine.csv", index=False)
+    from qgis.core import QgsProcessingException
+
+    with pytest.raises(QgsProcessingException, match="TRIPS: no known trip layout in columns"):
+        run({"TRIPS": str(tmp_path / "mine.csv"), "OUTPUT": str(tmp_path / "x")})
+    with pytest.raises(QgsProcessingException, match="TRIP_COLUMNS: name four columns, .* got 3"):
+        run({"TRIPS": str(tmp_path / "mine.csv"), "TRIP_COLUMNS": "a_x, a_y, b_x", "OUTPUT": str(tmp_path / "x")})
+    with pytest.raises(QgsProcessingException, match=r"TRIPS: trip table mine.csv has no columns \['b_z'\]"):
+        run({"TRIPS": str(tmp_path / "mine.csv"), "TRIP_COLUMNS": "a_x,a_y,b_x,b_z", "OUTPUT": str(tmp_path / "x")})
+    named = graph({"TRIPS": str(tmp_path / "mine.csv"), "TRIP_COLUMNS": "a_x, a_y, b_x, b_y"}, "named")
+    divvy = graph({"TRIPS": str(DIVVY_TRIPS)}, "divvy")
+    assert named.n_edges == divvy.n_edges > 50 and abs(named.adjacency - divvy.adjacency).max() == 0
+
+
+def test_files_that_cannot_be_read_or_are_something_else(qgis, small_city, tmp_path):
+    """Empty, not gzip, semicolon-separated, a CSV given as LODES, a Parquet table without geometry or a damaged
+    extract given as POIs: a message naming the parameter, the file and the fix, never a traceback."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from _opendata import DATA, DIVVY_TRIPS
+    from qgis.core import QgsProcessingException
+
+    lodes = DATA / "lodes_detroit_2019"
+    (tmp_path / "empty.csv").write_text("")
+    (tmp_path / "plain.csv.gz").write_text("start_lng,start_lat,end_lng,end_lat\n")
+    (tmp_path / "semi.csv").write_text("start_lng;start_lat;end_lng;end_lat\n1;2;3;4\n")
+    pq.write_table(pa.table({"name": ["a"], "lon": [1.0], "lat": [2.0]}), tmp_path / "table.parquet")
+    (tmp_path / "broken.osm.pbf").write_bytes(b"not a pbf" * 10)
+    cases = [
+        ({"TRIPS": tmp_path / "empty.csv"}, "TRIPS: cannot read trip table .*empty.csv"),
+        ({"TRIPS": tmp_path / "plain.csv.gz"}, "TRIPS: cannot read trip table .*plain.csv.gz"),
+        ({"TRIPS": tmp_path / "semi.csv"}, "TRIPS: trip table semi.csv has one column, .*semicolon"),
+        (
+            {"LODES": DIVVY_TRIPS, "LODES_CROSSWALK": lodes / "tri_county_hex_xwalk.csv.gz"},
+            r"LODES: trips.csv is not a LODES OD table: it lacks \['w_geocode', 'h_geocode', 'S000'\]",
+        ),
+        (
+            {"LODES": lodes / "mi_od_main_JT00_2019.csv.gz", "LODES_CROSSWALK": tmp_path / "plain.csv.gz"},
+            "LODES_CROSSWALK: cannot read LODES crosswalk .*plain.csv.gz",
+        ),
+        (
+            {"TRIPS": DIVVY_TRIPS, "POI_FILE": tmp_path / "table.parquet"},
+            "POI_FILE: table.parquet is a Parquet table without geometry",
+        ),
+        (
+            {"TRIPS": DIVVY_TRIPS, "POI_FILE": tmp_path / "broken.osm.pbf"},
+            "POI_FILE: broken.osm.pbf is not an OpenStreetMap PBF",
+        ),
+    ]
+    for params, message in cases:
+        with pytest.raises(QgsProcessingException, match=message):
+            run({**{k: str(v) for k, v in params.items()}, "OUTPUT": str(tmp_path / "run")})
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_rerun_says_which_inputs_the_new_config_does_not_name(qgis, small_city, tmp_path):
+    from _opendata import DIVVY_TRIPS
+
+    params = {"RECORDS": str(small_city.pois), "PERSON": "name", "TIME": "name", "OUTPUT": str(tmp_path / "run")}
+    run(params)
+    log = LogFeedback()
+    run({"TRIPS": str(DIVVY_TRIPS), "OUTPUT": str(tmp_path / "run")}, log)
+    assert any("inputs/ also holds records.csv, which this config does not name" in line for line in log.lines), (
+        log.lines
+    )

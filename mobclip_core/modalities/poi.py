@@ -139,6 +139,37 @@ def poi_source_kind(path: Path, source: str = "auto") -> str:
     return "layer"
 
 
+def check_poi_file(path: str | Path, source: str = "auto") -> str:
+    """The kind of a POI file ('osm', 'overture' or 'layer') after a look at its header only: a file that is not
+    what its name says is refused before a long build."""
+    from ..io import reading
+
+    path = Path(path)
+    with reading(path, "POI file"):
+        kind = poi_source_kind(path, source)
+        if kind == "osm":
+            with open(path, "rb") as handle:
+                head = handle.read(64)
+            if b"OSMHeader" not in head:
+                raise InvalidInputError(
+                    f"{path.name} is not an OpenStreetMap PBF extract (no OSMHeader block at its start): download "
+                    "it again (Geofabrik publishes an .md5 beside every extract)"
+                )
+        elif kind == "layer" and path.suffix.lower() in (".parquet", ".geoparquet"):
+            import pyarrow.parquet as pq
+
+            if b"geo" not in (pq.read_schema(path).metadata or {}):
+                raise InvalidInputError(
+                    f"{path.name} is a Parquet table without geometry (no GeoParquet 'geo' metadata) and not "
+                    "Overture places: give a GeoParquet, GeoPackage or other point layer of POIs"
+                )
+        elif kind == "layer":
+            import pyogrio
+
+            pyogrio.read_info(path)
+    return kind
+
+
 def read_pois(section, ctx: BuildContext) -> pd.DataFrame:
     """The ``[poi]`` input as a table: a vector layer as it is, or OSM / Overture POIs (lon, lat, name, category).
 

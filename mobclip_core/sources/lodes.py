@@ -37,10 +37,11 @@ def crosswalk_block_column(path: str | Path) -> str:
     """The block code column of a LODES crosswalk, from its header (a file that is not one is refused)."""
     import pyarrow.csv as pacsv
 
+    from ..io import reading
+
     path = Path(path)
-    if not path.exists():
-        raise InvalidInputError(f"LODES crosswalk {path} does not exist")
-    header = pacsv.open_csv(path).schema.names
+    with reading(path, "LODES crosswalk", fix="Give the state's xx_xwalk.csv.gz from the same LODES release"):
+        header = pacsv.open_csv(path).schema.names
     block = next((c for c in BLOCK_COLUMNS if c in header), None)
     if block is None or not {"blklatdd", "blklondd"} <= set(header):
         raise InvalidInputError(
@@ -68,6 +69,24 @@ def read_crosswalk(path: str | Path) -> pd.DataFrame:
     )
 
 
+def check_od_header(path: str | Path, jobs: str = "S000") -> None:
+    """Refuse a file that is not a LODES OD table (work and home block columns, the ``jobs`` column) from its
+    header alone."""
+    import pyarrow.csv as pacsv
+
+    from ..io import reading
+
+    path = Path(path)
+    with reading(path, "LODES OD file", fix="Give the state's xx_od_main_JT00_YYYY.csv.gz"):
+        header = pacsv.open_csv(path).schema.names
+    missing = [c for c in ("w_geocode", "h_geocode", jobs) if c not in header]
+    if missing:
+        raise InvalidInputError(
+            f"{path.name} is not a LODES OD table: it lacks {missing} (has {header[:13]}); jobs must name one "
+            "of S000, SA01-SA03, SE01-SE03, SI01-SI03"
+        )
+
+
 def iter_lodes_flows(
     od_path: str | Path, crosswalk: str | Path | pd.DataFrame, *, jobs: str = "S000", block_bytes: int = 64 << 20
 ) -> Iterator[LodesChunk]:
@@ -76,16 +95,8 @@ def iter_lodes_flows(
     import pyarrow.csv as pacsv
 
     od_path = Path(od_path)
-    if not od_path.exists():
-        raise InvalidInputError(f"LODES OD file {od_path} does not exist")
+    check_od_header(od_path, jobs)
     points = crosswalk if isinstance(crosswalk, pd.DataFrame) else read_crosswalk(crosswalk)
-    header = pacsv.open_csv(od_path).schema.names
-    missing = [c for c in ("w_geocode", "h_geocode", jobs) if c not in header]
-    if missing:
-        raise InvalidInputError(
-            f"{od_path.name} is not a LODES OD table: it lacks {missing} (has {header[:13]}); jobs must name one "
-            "of S000, SA01-SA03, SE01-SE03, SI01-SI03"
-        )
     reader = pacsv.open_csv(
         od_path,
         read_options=pacsv.ReadOptions(block_size=block_bytes),

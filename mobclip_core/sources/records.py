@@ -55,7 +55,8 @@ def read_layer(path: str | Path, layer: str | None = None):
 
 
 def _only_layer(path: Path) -> str | None:
-    """The file's one layer with geometry (None: let GDAL open it as it is); several are an error naming them."""
+    """The file's one layer with geometry (with none: its one table besides QGIS's layer_styles; None: let GDAL
+    open the file as it is); several are an error naming them."""
     import pyogrio
 
     try:
@@ -63,12 +64,14 @@ def _only_layer(path: Path) -> str | None:
     except Exception:  # not a format GDAL lists layers of: reading reports the problem
         return None
     spatial = [str(name) for name, geometry in listed if geometry is not None]
-    if len(spatial) > 1:
+    # without any geometry layer, the tables other than QGIS's saved styles
+    layers = spatial or [str(name) for name, _ in listed if str(name).lower() != "layer_styles"]
+    if len(layers) > 1:
         raise InvalidInputError(
-            f"{path.name} holds {len(spatial)} layers ({', '.join(spatial)}) and MobCLIP reads one: save the layer "
+            f"{path.name} holds {len(layers)} layers ({', '.join(layers)}) and MobCLIP reads one: save the layer "
             "to use to a file of its own (QGIS: right-click the layer > Export > Save Features As)"
         )
-    return spatial[0] if spatial else None
+    return layers[0] if layers else None
 
 
 def _separator_fix(path: Path) -> str | None:

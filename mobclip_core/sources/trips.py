@@ -81,11 +81,18 @@ def trip_table_columns(
     ("csv" or "parquet"), from the header alone: a table that cannot be read is refused before any work."""
     import pyarrow.dataset as ds
 
+    from ..io import reading
+    from .records import _separator_fix
+
     path = Path(path)
     if not path.exists():
         raise InvalidInputError(f"trip table {path} does not exist")
     fmt = "parquet" if path.suffix.lower() in (".parquet", ".pq") or path.is_dir() else "csv"
-    names = ds.dataset(path, format=fmt).schema.names
+    fix = _separator_fix(path) if fmt == "csv" else None
+    with reading(path, "trip table", fix=fix):  # empty, truncated, not gzip: one clear message
+        names = ds.dataset(path, format=fmt).schema.names
+    if fix and len(names) == 1:
+        raise InvalidInputError(f"trip table {path.name} has one column, {names[0]!r}: {fix}")
     cols = tuple(columns) if columns else detect_trip_columns(names, layout)
     missing = [c for c in cols if c not in names]
     if missing:
