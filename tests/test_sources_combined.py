@@ -14,12 +14,12 @@ from mobclip_core.modalities import BuildContext
 from mobclip_core.modalities.mobility import build_mobility_graph
 
 
-def test_osm_pois_and_gtfs_train_and_export(tmp_path, capsys):
+def helsinki_config(tmp_path, resolution=10, stops_apart=2, encoder="counts", dim=16):
     config = tmp_path / "helsinki.toml"
     config.write_text(
         f"""
 name = "helsinki-centre"
-resolution = 10
+resolution = {resolution}
 output = "out"
 cache_dir = "cache"
 
@@ -29,24 +29,29 @@ ratio = 0.5
 [[mobility.sources]]
 kind = "gtfs"
 path = "{HSL_GTFS.as_posix()}"
-max_stops_apart = 2
+max_stops_apart = {stops_apart}
 
 [poi]
 path = "{helsinki_pbf().as_posix()}"
-encoder = "counts"
+encoder = "{encoder}"
 
 [line]
-dim = 16
+dim = {dim}
 samples_per_edge = 20
 batch_size = 128
 
 [train]
-embedding_dim = 16
+embedding_dim = {dim}
 epochs = 3
 batch_size = 16
 patience = 2
 """
     )
+    return config
+
+
+def test_osm_pois_and_gtfs_train_and_export(tmp_path, capsys):
+    config = helsinki_config(tmp_path)
     assert main(["build", str(config)]) == 0
     out = capsys.readouterr().out
     assert (
@@ -61,6 +66,17 @@ patience = 2
 
     diagnostics = json.loads((tmp_path / "out" / "diagnostics.json").read_text())
     assert 1.0 <= diagnostics["effective_rank"] <= 16 and "recovery_r2_poi" in diagnostics
+
+
+def test_a_region_of_sixteen_cells_trains_and_exports(tmp_path, capsys):
+    """At resolution 9 the Helsinki sample is 16 cells: fewer rows than the diagnostics' 16 components (the export
+    ended in a scikit-learn traceback after training)."""
+    config = helsinki_config(tmp_path, resolution=9, stops_apart=1, encoder="text", dim=128)  # Write config's
+    assert main(["train", str(config), "--quiet"]) == 0, capsys.readouterr().err
+    assert len(pd.read_parquet(tmp_path / "out" / "embeddings.parquet")) == 16
+    import json
+
+    assert "recovery_r2_poi" in json.loads((tmp_path / "out" / "diagnostics.json").read_text())
 
 
 def test_sources_combine_by_weight(tmp_path):

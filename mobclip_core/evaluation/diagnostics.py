@@ -96,8 +96,8 @@ def modality_recovery(
         if rows.sum() < 2 * folds or len(np.unique(groups[rows])) < folds:
             continue
         y = np.asarray(y[rows], dtype=np.float64)
-        if y.shape[1] > max_dim:
-            y = PCA(max_dim, random_state=0).fit_transform(y)
+        if y.shape[1] > max_dim:  # at most one component per cell: a region of 16 cells has 16 rows
+            y = PCA(min(max_dim, *y.shape), random_state=0).fit_transform(y)
         y = (y - y.mean(axis=0)) / np.where(y.std(axis=0) > 0, y.std(axis=0), 1.0)
         model = make_pipeline(StandardScaler(), RidgeCV(alphas=RIDGE_ALPHAS))
         pred = cross_val_predict(model, emb[rows], y, groups=groups[rows], cv=GroupKFold(folds))
