@@ -6,6 +6,7 @@ import os
 
 from qgis.core import (
     QgsFillSymbol,
+    QgsMapLayerType,
     QgsMultiBandColorRenderer,
     QgsProcessingContext,
     QgsProcessingException,
@@ -92,10 +93,22 @@ def load_styled(context, path: str, name: str, output: str, styler: QgsProcessin
     context.addLayerToLoadOnCompletion(path, details)
 
 
+def reread(layer) -> None:
+    """Make ``layer`` read its file as it is now. QGIS gives the post-processor the project's layer of the same file
+    where there is one (an earlier run into the same output folder), and that layer still shows the replaced file:
+    the earlier region's cells under the new run's name."""
+    layer.reload()
+    if layer.type() == QgsMapLayerType.RasterLayer:
+        layer.setExtent(layer.dataProvider().extent())
+    else:
+        layer.updateExtents()
+
+
 class RgbAsIs(QgsProcessingLayerPostProcessorInterface):
     """The PCA image is already stretched to 1..255: show bands 1-2-3 as they are (0 is transparent nodata)."""
 
     def postProcessLayer(self, layer, context, feedback):  # noqa: N802
+        reread(layer)
         layer.setRenderer(QgsMultiBandColorRenderer(layer.dataProvider(), 1, 2, 3))
         layer.triggerRepaint()
         _ALIVE.discard(self)
@@ -105,6 +118,7 @@ class CellOutlines(QgsProcessingLayerPostProcessorInterface):
     """Cells as thin outlines over the RGB map; their embedding fields are there to query and join."""
 
     def postProcessLayer(self, layer, context, feedback):  # noqa: N802
+        reread(layer)
         symbol = QgsFillSymbol.createSimple(
             {"color": "0,0,0,0", "outline_color": "60,60,60,140", "outline_width": "0.1", "outline_width_unit": "MM"}
         )

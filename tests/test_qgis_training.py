@@ -286,3 +286,52 @@ def qgis_process_env(tmp_path_factory):
     from test_qgis_process import make_env
 
     return make_env(tmp_path_factory)
+
+
+def test_a_second_run_into_the_same_folder_shows_its_own_cells(qgis_app, tmp_path):
+    """QGIS loads a result by reusing the project's layer of the same file, if there is one: a second training into
+    an output folder (another region, the same config retrained) showed the earlier run's cells and image under the
+    new run's name. The post-processors make the layer read the file as it now is. Run through QGIS's own result
+    handling (``handleAlgorithmResults``, what the dialog and runAndLoadResults call)."""
+    import geopandas as gpd
+    import rasterio
+    import shapely
+    from processing.gui.Postprocessing import handleAlgorithmResults
+    from qgis.core import QgsApplication, QgsProcessingContext, QgsProject, QgsRasterLayer, QgsVectorLayer
+    from rasterio.transform import from_origin
+
+    from processing_algorithms.train_embeddings import CellOutlines, RgbAsIs, load_styled
+
+    gpkg, tif = str(tmp_path / "embeddings.gpkg"), str(tmp_path / "embeddings_pca_rgb.tif")
+
+    def write_run(n: int, x0: float) -> None:  # replaced whole, as the export does
+        cells = gpd.GeoDataFrame(
+            {"h3_cell": [str(i) for i in range(n)]},
+            geometry=[shapely.box(x0 + i, 0, x0 + i + 0.5, 0.5) for i in range(n)],
+            crs=4326,
+        )
+        cells.to_file(gpkg + ".new.gpkg", layer="embeddings")
+        os.replace(gpkg + ".new.gpkg", gpkg)
+        profile = {"driver": "GTiff", "count": 3, "dtype": "uint8", "crs": "EPSG:4326"}
+        with rasterio.open(
+            tif + ".new.tif", "w", width=n, height=2, transform=from_origin(x0, 1, 1, 0.5), **profile
+        ) as dst:
+            dst.write(np.full((3, 2, n), 9, np.uint8))
+        os.replace(tif + ".new.tif", tif)
+
+    project = QgsProject.instance()
+    write_run(5, 0.0)
+    earlier = [project.addMapLayer(QgsVectorLayer(gpkg, "earlier", "ogr")), project.addMapLayer(QgsRasterLayer(tif))]
+    write_run(9, 100.0)
+    context = QgsProcessingContext()
+    context.setProject(project)
+    load_styled(context, gpkg, "MobCLIP embeddings (second)", "EMBEDDINGS", CellOutlines())
+    load_styled(context, tif, "MobCLIP PCA RGB (second)", "PCA_RGB", RgbAsIs())
+    alg = QgsApplication.processingRegistry().algorithmById("mobclip:train_embeddings")
+    assert handleAlgorithmResults(alg, context, showResults=False)
+    cells = project.mapLayersByName("MobCLIP embeddings (second)")[0]
+    rgb = project.mapLayersByName("MobCLIP PCA RGB (second)")[0]
+    assert cells.featureCount() == 9 and cells.extent().xMinimum() == pytest.approx(100.0)
+    assert rgb.width() == 9 and rgb.extent().xMinimum() == pytest.approx(100.0)
+    for layer in earlier:
+        project.removeMapLayer(layer.id())
