@@ -9,6 +9,14 @@ class InvalidInputError(MobClipError):
     """Input data is malformed: wrong columns, out-of-range coordinates, empty layers."""
 
 
+class UnknownTripLayoutError(InvalidInputError):
+    """A trip table whose header is no known layout; ``columns`` holds its column names (a GUI can ask for them)."""
+
+    def __init__(self, message: str, columns: list[str]) -> None:
+        super().__init__(message)
+        self.columns = list(columns)
+
+
 class DependencyInstallError(MobClipError):
     """Installing the plugin's Python packages failed; the message says why and what to try."""
 

@@ -15,7 +15,6 @@ from qgis.core import (
     QgsProcessing,
     QgsProcessingException,
     QgsProcessingOutputFile,
-    QgsProcessingParameterDefinition,
     QgsProcessingParameterFeatureSource,
     QgsProcessingParameterField,
     QgsProcessingParameterFile,
@@ -119,22 +118,22 @@ class WriteTrainingConfig(MobClipAlgorithm):
         )
         # no file filter: QGIS would refuse a value that does not match it before the algorithm runs (an upper-case
         # FEED.ZIP, a feed unzipped into a folder, a folder of Parquet files), and the checks below read each file
+        self.addParameter(QgsProcessingParameterFile("GTFS", self.tr("Mobility: GTFS feed (zip)"), optional=True))
+        self.addParameter(
+            QgsProcessingParameterFile(
+                "TRIPS", self.tr("Mobility: trip table with start and end coordinates"), optional=True
+            )
+        )
+        self.addParameter(  # right under the table: where the message about unrecognised columns sends the user
+            QgsProcessingParameterString(
+                "TRIP_COLUMNS", self.tr("Trip table: its coordinate columns, if not recognised"), optional=True
+            )
+        )
         for key, label in (
-            ("GTFS", "Mobility: GTFS feed (zip)"),
-            ("TRIPS", "Mobility: trip table with start and end coordinates"),
             ("LODES", "Mobility: LODES commutes (xx_od_main_JT00_YYYY)"),
             ("LODES_CROSSWALK", "LODES crosswalk (xx_xwalk.csv.gz)"),
         ):
             self.addParameter(QgsProcessingParameterFile(key, self.tr(label), optional=True))
-        self.addParameter(
-            QgsProcessingParameterString(
-                "TRIP_COLUMNS",
-                self.tr("Trip table: start lon, start lat, end lon, end lat columns (when not recognised)"),
-                optional=True,
-            )
-        )
-        columns = self.parameterDefinition("TRIP_COLUMNS")
-        columns.setFlags(columns.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
         self.addParameter(
             QgsProcessingParameterFeatureSource(
                 "POIS", self.tr("POIs (points)"), [QgsProcessing.TypeVectorPoint], optional=True
@@ -211,6 +210,15 @@ class WriteTrainingConfig(MobClipAlgorithm):
             sections["demographics"] = self._demographics(parameters, context)
         elif parameters.get("WORLDPOP"):
             sections["demographics"] = self._worldpop(parameters, context)
+        if not ({"poi", "demographics"} & set(sections)):  # Train would stop with "no auxiliary modality to align"
+            sections["train"] = {"clip": False, "_write": []}
+            feedback.pushWarning(
+                self.tr(
+                    "No POIs or demographics: there is nothing to align the mobility graph with, so the config sets "
+                    "[train] clip = false and the embeddings will be the graph's LINE vectors propagated over it, "
+                    "untrained. Add POIs or census counts for the MobCLIP model"
+                )
+            )
         writers = [w for section in sections.values() for w in section.pop("_write")]
         # each input file and the config appear together, or (error, Cancel) none of them; other files in the
         # folder (an image you added to inputs/, an earlier output/) are left alone
@@ -274,6 +282,7 @@ class WriteTrainingConfig(MobClipAlgorithm):
 
     def _mobility_files(self, parameters, context) -> list[dict]:
         """[[mobility.sources]] of the open-data files, each checked from its header or file list."""
+        from mobclip_core.exceptions import InvalidInputError, UnknownTripLayoutError
         from mobclip_core.sources.gtfs import check_feed
         from mobclip_core.sources.lodes import check_od_header, crosswalk_block_column
         from mobclip_core.sources.trips import trip_table_columns
@@ -294,7 +303,20 @@ class WriteTrainingConfig(MobClipAlgorithm):
                         f"got {len(named)}"
                     )
                 )
-            found = self._checked("TRIPS", lambda p: trip_table_columns(p, columns=tuple(named) or None), path)[0]
+            try:
+                found = trip_table_columns(path, columns=tuple(named) or None)[0]
+            except UnknownTripLayoutError as exc:
+                raise QgsProcessingException(
+                    self.tr(
+                        f"TRIPS: MobCLIP does not recognise the coordinate columns of {os.path.basename(path)} (it "
+                        f"has {', '.join(exc.columns[:20])}): name them in 'Trip table: its coordinate columns' "
+                        "(TRIP_COLUMNS) as start longitude, start latitude, end longitude, end latitude, "
+                        "e.g. 'from_x, from_y, to_x, to_y'"
+                    )
+                ) from None
+            except InvalidInputError as exc:
+                raise QgsProcessingException(self.tr(f"TRIPS: {exc}")) from None
+            self._check_trip_coordinates(path, found)
             source = {"kind": "trips", "path": path}
             if named:
                 source.update(zip(("origin_lon", "origin_lat", "destination_lon", "destination_lat"), found))
@@ -312,6 +334,36 @@ class WriteTrainingConfig(MobClipAlgorithm):
             self._checked("LODES_CROSSWALK", crosswalk_block_column, crosswalk)
             sources.append({"kind": "lodes", "path": path, "crosswalk": crosswalk})
         return sources
+
+    def _check_trip_coordinates(self, path: str, columns) -> None:
+        """The first rows' coordinates: none at all, or longitude and latitude that look swapped or out of range,
+        stop here (Train would report it after building the graph, in terms of the config file)."""
+        import numpy as np
+
+        from mobclip_core.sources.trips import iter_trips
+
+        chunk = next(iter_trips(path, columns=tuple(columns), batch_rows=10_000), None)
+        if chunk is None or chunk.o_lon.size == 0:
+            raise QgsProcessingException(
+                self.tr(f"TRIPS: the first rows of {os.path.basename(path)} have no trip with both ends located")
+            )
+        lon, lat = np.r_[chunk.o_lon, chunk.d_lon], np.r_[chunk.o_lat, chunk.d_lat]
+        named = f"columns {', '.join(columns)}"
+        if (np.abs(lon) > 180).mean() > 0.5 or (np.abs(lat) > 90).mean() > 0.5:
+            raise QgsProcessingException(
+                self.tr(
+                    f"TRIPS: the {named} do not hold longitudes and latitudes in degrees (e.g. {lon[0]:g}, "
+                    f"{lat[0]:g}): give coordinates in WGS84 degrees"
+                )
+            )
+        if (lat < -60).mean() > 0.5:  # where swapped North American coordinates land
+            raise QgsProcessingException(
+                self.tr(
+                    f"TRIPS: most trips start or end south of 60 degrees south (e.g. lon {lon[0]:g}, lat "
+                    f"{lat[0]:g}): are longitude and latitude swapped? The order is start longitude, start "
+                    f"latitude, end longitude, end latitude ({named})"
+                )
+            )
 
     def _mobility(self, parameters, context) -> dict:
         has_od, has_records = bool(parameters.get("OD_TABLE")), bool(parameters.get("RECORDS"))
@@ -405,6 +457,17 @@ class WriteTrainingConfig(MobClipAlgorithm):
 
         path = self._file(parameters, "POI_FILE", context)
         kind = self._checked("POI_FILE", check_poi_file, path)
+        if kind == "layer":  # a layer file is read with the config's column names: name and category
+            columns = _columns(path)
+            lacking = [c for c in ("name", "category") if c not in columns]
+            if lacking:
+                raise QgsProcessingException(
+                    self.tr(
+                        f"POI_FILE: {os.path.basename(path)} is a layer without {' and '.join(map(repr, lacking))} "
+                        f"fields (it has {', '.join(columns[:15])}): add it to the project and choose it as "
+                        "'POIs (points)' with its name and category fields"
+                    )
+                )
         if kind == "osm" and missing_modules(["osmium"]):  # installed by the Training tier since 0.2.0
             raise QgsProcessingException(
                 self.tr(f"POI_FILE: reading an OpenStreetMap extract needs osmium. {install_hint(['osmium'])}")
@@ -560,6 +623,17 @@ def _records_writer(source, person: str, time: str):
             feedback.pushWarning(alg.tr(f"{skipped} records with no geometry, person or time left out"))
 
     return write
+
+
+def _columns(path: str) -> list[str]:
+    """The attribute names of a vector file (GeoParquet: its columns), from its header."""
+    if path.lower().endswith((".parquet", ".geoparquet")):
+        import pyarrow.parquet as pq
+
+        return pq.read_schema(path).names
+    import pyogrio
+
+    return [str(f) for f in pyogrio.read_info(path)["fields"]]
 
 
 def _value(value) -> str:

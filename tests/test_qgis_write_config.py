@@ -311,7 +311,7 @@ def test_a_gtfs_feed_and_an_osm_extract_train_a_region_without_any_layer(qgis, t
     assert "[[mobility.sources]]" in text and 'kind = "gtfs"' in text
     assert not (tmp_path / "run" / "inputs").exists()  # nothing copied: the files stay where they are
     cfg = load_config(out["CONFIG"])
-    assert cfg.poi.path == str(pbf) and cfg.poi.encoder == "text"
+    assert cfg.poi.path == str(pbf) and cfg.poi.encoder == "text" and cfg.train.clip is True
     by_hand = config_from_dict(
         {"resolution": 10, "mobility": {"sources": [{"kind": "gtfs", "path": str(HSL_GTFS)}]}}, base_dir=tmp_path
     )
@@ -333,6 +333,7 @@ def test_trips_and_lodes_commutes_combine_into_one_graph(qgis, tmp_path):
     from mobclip_core.modalities.mobility.build import build_mobility_graph, graph_from_source
 
     lodes = DATA / "lodes_detroit_2019"
+    log = LogFeedback()
     out = run(
         {
             "RESOLUTION": 7,
@@ -340,9 +341,12 @@ def test_trips_and_lodes_commutes_combine_into_one_graph(qgis, tmp_path):
             "LODES": str(lodes / "mi_od_main_JT00_2019.csv.gz"),
             "LODES_CROSSWALK": str(lodes / "tri_county_hex_xwalk.csv.gz"),
             "OUTPUT": str(tmp_path / "run"),
-        }
+        },
+        log,
     )
     cfg = load_config(out["CONFIG"])
+    # mobility alone: nothing to align it with, so no contrastive training (Train stopped on this config before)
+    assert cfg.train.clip is False and any("No POIs or demographics" in w for w in log.warnings), log.warnings
     sources = cfg.mobility.source_list()
     assert [type(s).__name__ for s in sources] == ["TripsSource", "LodesSource"]
     ctx = BuildContext.from_config(cfg)
@@ -398,7 +402,7 @@ def test_open_data_files_that_are_not_what_they_are_given_as(qgis, small_city, o
                 dst.writestr(name, src.read(name))
     with pytest.raises(QgsProcessingException, match="GTFS: partial.zip is not a GTFS feed: it has no stop_times.txt"):
         run({**out, "GTFS": str(tmp_path / "partial.zip")})
-    with pytest.raises(QgsProcessingException, match="TRIPS: no known trip layout in columns .*from_zone"):
+    with pytest.raises(QgsProcessingException, match="TRIPS: MobCLIP does not recognise .*from_zone"):
         run({**out, "TRIPS": str(od_layers / "od.csv")})
     with pytest.raises(QgsProcessingException, match="need both the OD file .* and the state's crosswalk"):
         run({**out, "LODES": str(DIVVY_TRIPS)})
@@ -441,8 +445,14 @@ def test_open_data_as_users_have_it(qgis, tmp_path):
     trips.rename(columns=renamed).to_csv(tmp_path / "mine.csv", index=False)
     from qgis.core import QgsProcessingException
 
-    with pytest.raises(QgsProcessingException, match="TRIPS: no known trip layout in columns"):
+    with pytest.raises(
+        QgsProcessingException,
+        match="TRIPS: MobCLIP does not recognise the coordinate columns of "
+        "mine.csv .*a_y, a_x, b_y, b_x.*: name them in 'Trip table: its coordinate columns' \\(TRIP_COLUMNS\\)",
+    ):
         run({"TRIPS": str(tmp_path / "mine.csv"), "OUTPUT": str(tmp_path / "x")})
+    with pytest.raises(QgsProcessingException, match="TRIPS: most trips start or end south of 60 degrees .* swapped"):
+        run({"TRIPS": str(tmp_path / "mine.csv"), "TRIP_COLUMNS": "a_y, a_x, b_y, b_x", "OUTPUT": str(tmp_path / "x")})
     with pytest.raises(QgsProcessingException, match="TRIP_COLUMNS: name four columns, .* got 3"):
         run({"TRIPS": str(tmp_path / "mine.csv"), "TRIP_COLUMNS": "a_x, a_y, b_x", "OUTPUT": str(tmp_path / "x")})
     with pytest.raises(QgsProcessingException, match=r"TRIPS: trip table mine.csv has no columns \['b_z'\]"):
@@ -455,6 +465,7 @@ def test_open_data_as_users_have_it(qgis, tmp_path):
 def test_files_that_cannot_be_read_or_are_something_else(qgis, small_city, tmp_path):
     """Empty, not gzip, semicolon-separated, a CSV given as LODES, a Parquet table without geometry or a damaged
     extract given as POIs: a message naming the parameter, the file and the fix, never a traceback."""
+    import geopandas as gpd
     import pyarrow as pa
     import pyarrow.parquet as pq
     from _opendata import DATA, DIVVY_TRIPS
@@ -464,12 +475,15 @@ def test_files_that_cannot_be_read_or_are_something_else(qgis, small_city, tmp_p
     (tmp_path / "empty.csv").write_text("")
     (tmp_path / "plain.csv.gz").write_text("start_lng,start_lat,end_lng,end_lat\n")
     (tmp_path / "semi.csv").write_text("start_lng;start_lat;end_lng;end_lat\n1;2;3;4\n")
+    (tmp_path / "header.csv").write_text("start_lng,start_lat,end_lng,end_lat\n")
     pq.write_table(pa.table({"name": ["a"], "lon": [1.0], "lat": [2.0]}), tmp_path / "table.parquet")
     (tmp_path / "broken.osm.pbf").write_bytes(b"not a pbf" * 10)
+    gpd.read_file(small_city.pois).rename(columns={"category": "kind"}).to_file(tmp_path / "shops.gpkg")
     cases = [
         ({"TRIPS": tmp_path / "empty.csv"}, "TRIPS: cannot read trip table .*empty.csv"),
         ({"TRIPS": tmp_path / "plain.csv.gz"}, "TRIPS: cannot read trip table .*plain.csv.gz"),
         ({"TRIPS": tmp_path / "semi.csv"}, "TRIPS: trip table semi.csv has one column, .*semicolon"),
+        ({"TRIPS": tmp_path / "header.csv"}, "TRIPS: the first rows of header.csv have no trip with both ends"),
         (
             {"LODES": DIVVY_TRIPS, "LODES_CROSSWALK": lodes / "tri_county_hex_xwalk.csv.gz"},
             r"LODES: trips.csv is not a LODES OD table: it lacks \['w_geocode', 'h_geocode', 'S000'\]",
@@ -485,6 +499,10 @@ def test_files_that_cannot_be_read_or_are_something_else(qgis, small_city, tmp_p
         (
             {"TRIPS": DIVVY_TRIPS, "POI_FILE": tmp_path / "broken.osm.pbf"},
             "POI_FILE: broken.osm.pbf is not an OpenStreetMap PBF",
+        ),
+        (
+            {"TRIPS": DIVVY_TRIPS, "POI_FILE": tmp_path / "shops.gpkg"},
+            r"POI_FILE: shops.gpkg is a layer without 'category' fields .*choose it as 'POIs \(points\)'",
         ),
     ]
     for params, message in cases:

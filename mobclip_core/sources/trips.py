@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..exceptions import InvalidInputError
+from ..exceptions import InvalidInputError, UnknownTripLayoutError
 
 TRIP_LAYOUTS: dict[str, tuple[str, str, str, str]] = {
     # name: (origin lon, origin lat, destination lon, destination lat)
@@ -66,11 +66,12 @@ def detect_trip_columns(columns, layout: str = "auto") -> tuple[str, str, str, s
     for wanted in TRIP_LAYOUTS.values():
         if all(c in names for c in wanted):
             return wanted
-    raise InvalidInputError(
+    raise UnknownTripLayoutError(
         f"no known trip layout in columns {names}. Name the coordinate columns in the source "
         "(origin_lon, origin_lat, destination_lon, destination_lat), or pick a layout: "
         f"{list(TRIP_LAYOUTS)}. Trip tables keyed by zones (e.g. NYC taxi PULocationID/DOLocationID) are OD "
-        "tables: use kind = 'od' with the zone layer"
+        "tables: use kind = 'od' with the zone layer",
+        names,
     )
 
 
