@@ -147,7 +147,9 @@ class SimilarPlaces(MobClipAlgorithm):
         feedback.setProgress(65)
         dest = self._write_similarity(parameters, context, feedback, places, result)
         results = {"OUTPUT": dest}
-        if self.parameterAsOutputLayer(parameters, "OUTPUT_TOP", context):
+        # not parameterAsOutputLayer: on a feature sink it registers a second layer to load, which never exists
+        # ("not correctly generated" in red on every dialog run)
+        if parameters.get("OUTPUT_TOP") not in (None, ""):
             results["OUTPUT_TOP"] = self._write_top(parameters, context, places, result)
         raster = self.parameterAsOutputLayer(parameters, "OUTPUT_RASTER", context)
         if raster:

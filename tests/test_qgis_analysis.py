@@ -713,3 +713,40 @@ def test_map_tool_reads_file_layers_as_numpy_columns_like_the_features(qgis, sma
     values = {f["source_fid"]: f["similarity"] for f in overlay.result.getFeatures()}
     expected = {int(fid): None if s != s else pytest.approx(float(s)) for fid, s in zip(overlay.fids, scores)}
     assert values == expected
+
+
+def test_similar_places_loads_both_tables_with_no_error_in_the_log(qgis, small_city, tables, tmp_path):
+    """As the dialog runs it (outputs loaded into the project): the ranked table was reported as "not correctly
+    generated" in red on every run, although it was loaded (the check for it registered a second, empty output)."""
+    import processing
+    from qgis.core import QgsProcessingContext, QgsProcessingFeedback, QgsProject
+
+    from mobclip_core.demo import ZONES
+
+    class Errors(QgsProcessingFeedback):
+        def __init__(self):
+            super().__init__()
+            self.errors: list[str] = []
+
+        def reportError(self, error, fatalError=False):  # noqa: N802
+            self.errors.append(error)
+            super().reportError(error, fatalError)
+
+    _, paths = tables
+    context, feedback = QgsProcessingContext(), Errors()
+    context.setProject(QgsProject.instance())
+    params = {
+        "EMBEDDINGS": str(paths["seed0"]),
+        "REFERENCE_CELLS": deep_cell(small_city, ZONES[0]),
+        "TOP_N": 5,
+        "OUTPUT": "TEMPORARY_OUTPUT",
+        "OUTPUT_TOP": "TEMPORARY_OUTPUT",
+    }
+    before = set(QgsProject.instance().mapLayers())
+    processing.runAndLoadResults("mobclip:similar_places", params, context=context, feedback=feedback)
+    added = [QgsProject.instance().mapLayer(i) for i in set(QgsProject.instance().mapLayers()) - before]
+    assert not feedback.errors, feedback.errors
+    assert sorted(layer.name() for layer in added) == ["Most similar places (ranked table)", "Similarity"]
+    assert next(layer for layer in added if layer.name().startswith("Most")).featureCount() == 5
+    for layer in added:
+        QgsProject.instance().removeMapLayer(layer.id())
