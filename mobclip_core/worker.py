@@ -163,7 +163,10 @@ def _outcome(proc: subprocess.Popen, result: dict | None, error: str | None, tai
     if proc.returncode != 0 or result is None:
         how = f"crashed (signal {-proc.returncode})" if proc.returncode < 0 else f"failed (exit {proc.returncode})"
         stderr = "".join(tail).strip()
-        raise WorkerError(f"the child Python process {how}:\n{stderr[-3000:] or '(no output on stderr)'}")
+        if len(stderr) > 3000:  # the last 3000 characters, from the start of a line
+            cut = stderr[-3000:]
+            stderr = cut[cut.find("\n") + 1 :] if "\n" in cut else cut
+        raise WorkerError(f"the child Python process {how}:\n{stderr or '(no output on stderr)'}")
     return result
 
 

@@ -21,6 +21,7 @@ from qgis.core import (
     QgsProcessingParameterFolderDestination,
     QgsProcessingParameterNumber,
     QgsProcessingParameterString,
+    QgsProcessingUtils,
     QgsVectorFileWriter,
 )
 
@@ -155,7 +156,7 @@ class WriteTrainingConfig(MobClipAlgorithm):
         self.addParameter(
             QgsProcessingParameterFeatureSource(
                 "DEMOGRAPHICS",
-                self.tr("Demographics: zones with population counts by group (polygons)"),
+                self.tr("Demographics: zones with counts per age/sex group"),
                 [QgsProcessing.TypeVectorPolygon],
                 optional=True,
             )
@@ -238,6 +239,13 @@ class WriteTrainingConfig(MobClipAlgorithm):
         if others:  # an earlier run's inputs, or files you added: left as they are
             feedback.pushInfo(self.tr(f"inputs/ also holds {', '.join(others)}, which this config does not name"))
         feedback.pushInfo(self.tr(f"Wrote {config}: next, run 'Train embeddings from a config file' on it"))
+        if os.path.realpath(folder).startswith(os.path.realpath(QgsProcessingUtils.tempFolder()) + os.sep):
+            feedback.pushWarning(
+                self.tr(
+                    "The output folder is a temporary one, which QGIS deletes when it closes: choose an output "
+                    "folder to keep the config and what training writes beside it"
+                )
+            )
         feedback.setProgress(100)
         return {"CONFIG": config, "OUTPUT": folder}
 
@@ -655,6 +663,8 @@ def _toml(name: str, resolution: int, sections: dict[str, dict]) -> str:
         values = dict(values)
         tables = [(f"[{section}]", values), *((f"[[{section}.sources]]", v) for v in values.pop("_sources", []))]
         for header, table in tables:
+            if header == f"[{section}]" and not any(v is not None for v in table.values()) and len(tables) > 1:
+                continue  # only [[section.sources]]: no empty table before them
             lines += ["", header]
             lines += [f"{key} = {_value(value)}" for key, value in table.items() if value is not None]
     return "\n".join(lines) + "\n"

@@ -982,3 +982,18 @@ def test_semicolon_records_say_so(tmp_path, capsys, rows):
     rc, err = run_cli(capsys, "graph", tmp_path / "r.csv", "--resolution", 9, "--out", tmp_path / "g.npz")
     assert rc != 0 and "looks semicolon- or tab-separated; save it as a comma-separated CSV" in err, err
     assert not (tmp_path / "g.npz").exists()
+
+
+def test_a_crashed_childs_stderr_is_shown_from_the_start_of_a_line():
+    """The message keeps the end of a long stderr, cut where a line starts (it began "] spatial_weight)")."""
+    import collections
+    import types
+
+    from mobclip_core.exceptions import WorkerError
+    from mobclip_core.worker import _outcome
+
+    lines = [f"line {i}: {'x' * 50}\n" for i in range(200)]
+    with pytest.raises(WorkerError) as caught:
+        _outcome(types.SimpleNamespace(returncode=1), None, None, collections.deque(lines))
+    shown = str(caught.value).split("\n", 1)[1]
+    assert shown.startswith("line ") and shown.endswith("line 199: " + "x" * 50) and len(shown) <= 3000

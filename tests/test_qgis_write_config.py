@@ -521,3 +521,17 @@ def test_a_rerun_says_which_inputs_the_new_config_does_not_name(qgis, small_city
     assert any("inputs/ also holds records.csv, which this config does not name" in line for line in log.lines), (
         log.lines
     )
+
+
+def test_a_temporary_output_folder_is_a_warning(qgis, tmp_path):
+    """The dialog's default output is QGIS's temporary folder, deleted when QGIS closes: the config would be lost."""
+    from _opendata import HSL_GTFS
+
+    log = LogFeedback()
+    out = run({"GTFS": str(HSL_GTFS), "OUTPUT": "TEMPORARY_OUTPUT"}, log)
+    assert any("output folder is a temporary one" in w for w in log.warnings), log.warnings
+    text = open(out["CONFIG"]).read()
+    assert "[mobility]\n" not in text and "[[mobility.sources]]" in text  # no empty table before the sources
+    quiet = LogFeedback()
+    run({"GTFS": str(HSL_GTFS), "OUTPUT": str(tmp_path / "kept")}, quiet)
+    assert not any("temporary" in w for w in quiet.warnings), quiet.warnings
