@@ -54,7 +54,8 @@ class WriteTrainingConfig(MobClipAlgorithm):
         "and their id field; or activity records (points with a person id and a time field: check-ins, GPS "
         "fixes), which become a weekly co-presence graph. Open data works too: a GTFS feed (zip) of the region's "
         "transit (stops linked by their trips per week), a trip table with start and end coordinates (bike "
-        "share, taxi; the columns are recognised from the header, or named under Advanced), US LODES commutes "
+        "share, taxi; the columns are recognised from the header, or named in 'Trip table: coordinate "
+        "columns' as start lon, start lat, end lon, end lat), US LODES commutes "
         "with their crosswalk. "
         "Several mobility inputs are combined into one graph, each with the same weight.\n\n"
         "POIs (optional): points with a name and/or a category field, or an OpenStreetMap extract (.osm.pbf) or "
@@ -121,17 +122,13 @@ class WriteTrainingConfig(MobClipAlgorithm):
         # FEED.ZIP, a feed unzipped into a folder, a folder of Parquet files), and the checks below read each file
         self.addParameter(QgsProcessingParameterFile("GTFS", self.tr("Mobility: GTFS feed (zip)"), optional=True))
         self.addParameter(
-            QgsProcessingParameterFile(
-                "TRIPS", self.tr("Mobility: trip table with start and end coordinates"), optional=True
-            )
+            QgsProcessingParameterFile("TRIPS", self.tr("Mobility: trip table (start, end coordinates)"), optional=True)
         )
         self.addParameter(  # right under the table: where the message about unrecognised columns sends the user
-            QgsProcessingParameterString(
-                "TRIP_COLUMNS", self.tr("Trip table: its coordinate columns, if not recognised"), optional=True
-            )
+            QgsProcessingParameterString("TRIP_COLUMNS", self.tr("Trip table: coordinate columns"), optional=True)
         )
         for key, label in (
-            ("LODES", "Mobility: LODES commutes (xx_od_main_JT00_YYYY)"),
+            ("LODES", "Mobility: LODES commutes (OD file)"),
             ("LODES_CROSSWALK", "LODES crosswalk (xx_xwalk.csv.gz)"),
         ):
             self.addParameter(QgsProcessingParameterFile(key, self.tr(label), optional=True))
@@ -156,7 +153,7 @@ class WriteTrainingConfig(MobClipAlgorithm):
         self.addParameter(
             QgsProcessingParameterFeatureSource(
                 "DEMOGRAPHICS",
-                self.tr("Demographics: zones with counts per age/sex group"),
+                self.tr("Demographics: zones with age/sex counts"),
                 [QgsProcessing.TypeVectorPolygon],
                 optional=True,
             )
@@ -169,7 +166,7 @@ class WriteTrainingConfig(MobClipAlgorithm):
         self.addParameter(
             QgsProcessingParameterField(
                 "DEMOGRAPHICS_FIELDS",
-                self.tr("Demographics: count fields, one per age/sex group"),
+                self.tr("Demographics: count fields (one per group)"),
                 None,
                 "DEMOGRAPHICS",
                 QgsProcessingParameterField.Numeric,
@@ -317,7 +314,7 @@ class WriteTrainingConfig(MobClipAlgorithm):
                 raise QgsProcessingException(
                     self.tr(
                         f"TRIPS: MobCLIP does not recognise the coordinate columns of {os.path.basename(path)} (it "
-                        f"has {', '.join(exc.columns[:20])}): name them in 'Trip table: its coordinate columns' "
+                        f"has {', '.join(exc.columns[:20])}): name them in 'Trip table: coordinate columns' "
                         "(TRIP_COLUMNS) as start longitude, start latitude, end longitude, end latitude, "
                         "e.g. 'from_x, from_y, to_x, to_y'"
                     )

@@ -448,7 +448,7 @@ def test_open_data_as_users_have_it(qgis, tmp_path):
     with pytest.raises(
         QgsProcessingException,
         match="TRIPS: MobCLIP does not recognise the coordinate columns of "
-        "mine.csv .*a_y, a_x, b_y, b_x.*: name them in 'Trip table: its coordinate columns' \\(TRIP_COLUMNS\\)",
+        "mine.csv .*a_y, a_x, b_y, b_x.*: name them in 'Trip table: coordinate columns' \\(TRIP_COLUMNS\\)",
     ):
         run({"TRIPS": str(tmp_path / "mine.csv"), "OUTPUT": str(tmp_path / "x")})
     with pytest.raises(QgsProcessingException, match="TRIPS: most trips start or end south of 60 degrees .* swapped"):
