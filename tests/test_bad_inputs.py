@@ -997,3 +997,15 @@ def test_a_crashed_childs_stderr_is_shown_from_the_start_of_a_line():
         _outcome(types.SimpleNamespace(returncode=1), None, None, collections.deque(lines))
     shown = str(caught.value).split("\n", 1)[1]
     assert shown.startswith("line ") and shown.endswith("line 199: " + "x" * 50) and len(shown) <= 3000
+
+
+def test_a_modality_that_misses_every_mobility_cell_says_where_to_look(small_city, tmp_path):
+    """POIs of another place than the mobility data: the message says the region is the cells mobility reaches."""
+    from mobclip_core.modalities.build import build_region_dataset
+
+    pois = gpd.read_file(small_city.pois).to_crs(4326)
+    pois.geometry = pois.geometry.translate(xoff=5.0)  # 5 degrees east: no cell in common
+    pois.to_file(tmp_path / "elsewhere.gpkg")
+    raw = {"mobility": {"records": str(small_city.records)}, "poi": {"path": "elsewhere.gpkg", "encoder": "counts"}}
+    with pytest.raises(Exception, match="covers none of the .* cells the mobility data reaches .* right CRS"):
+        build_region_dataset(config_from_dict(raw, base_dir=tmp_path))

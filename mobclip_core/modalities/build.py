@@ -41,9 +41,15 @@ def build_region_dataset(cfg, *, progress: Callable[[str], None] | None = None) 
     for name, df in ds.features.items():
         present = df.notna().all(axis=1)
         if not present.any():
+            few = (
+                f"; only {ds.cells.size} cells have mobility links at all: more mobility data (trips, records) or "
+                f"a coarser resolution than {cfg.resolution} gives the region more cells"
+                if ds.cells.size < 100
+                else ""
+            )
             raise ModalityMissingError(
-                f"modality {name!r} covers none of the {ds.cells.size} graph cells: "
-                "check that its input overlaps the mobility data and uses the right CRS"
+                f"modality {name!r} covers none of the {ds.cells.size} cells the mobility data reaches (the region "
+                f"is those cells): check that its input overlaps the mobility data and uses the right CRS{few}"
             )
         if present.mean() < SPARSE_COVERAGE:
             ctx.say(
