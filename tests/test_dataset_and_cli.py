@@ -172,3 +172,22 @@ def test_a_modality_on_few_cells_is_a_warning_with_the_resolution_to_try(small_c
         "little from it; at H3 resolution 9 cells may be too small for these inputs (a coarser resolution, 8, gives "
         "each cell about 7x the area)"
     ], lines
+
+
+def test_every_modality_reports_how_many_cells_it_covers(small_city, tmp_path):
+    """Coverage is said for every modality, not only when it is sparse: a user reads how much the model had."""
+    from mobclip_core.config import config_from_dict
+    from mobclip_core.modalities.build import build_region_dataset
+
+    raw = {
+        "name": "full",
+        "resolution": 9,
+        "mobility": {"records": str(small_city.records)},
+        "poi": {"path": str(small_city.pois), "encoder": "counts"},
+    }
+    lines: list[str] = []
+    ds = build_region_dataset(config_from_dict(raw, base_dir=tmp_path), progress=lines.append)
+    present = int(ds.features["poi"].notna().all(axis=1).sum())
+    assert present / ds.cells.size >= 0.1  # the sparse case has its own warning (above)
+    said = f"poi covers {present:,} of {ds.cells.size:,} cells ({present / ds.cells.size:.0%})"
+    assert said in lines, lines

@@ -51,7 +51,9 @@ def build_region_dataset(cfg, *, progress: Callable[[str], None] | None = None) 
                 f"modality {name!r} covers none of the {ds.cells.size} cells the mobility data reaches (the region "
                 f"is those cells): check that its input overlaps the mobility data and uses the right CRS{few}"
             )
-        if present.mean() < SPARSE_COVERAGE:
+        if present.mean() >= SPARSE_COVERAGE:
+            ctx.say(f"{name} covers {int(present.sum()):,} of {ds.cells.size:,} cells ({present.mean():.0%})")
+        else:
             ctx.say(
                 f"WARNING {name} covers only {int(present.sum())} of {ds.cells.size} cells ({present.mean():.0%}): "
                 f"the model learns little from it; at H3 resolution {cfg.resolution} cells may be too small for "
