@@ -27,8 +27,10 @@ from qgis.core import (
     QgsGeometry,
     QgsProcessingAlgorithm,
     QgsProcessingException,
+    QgsProcessingOutputLayerDefinition,
     QgsProcessingParameterFile,
     QgsProcessingParameterVectorLayer,
+    QgsProperty,
     QgsWkbTypes,
 )
 from qgis.PyQt.QtCore import QCoreApplication, QThread, QVariant
@@ -142,21 +144,16 @@ class MobClipAlgorithm(QgsProcessingAlgorithm):
         return sink, dest
 
     def _discard_outputs(self, exc: BaseException) -> None:
-        """Close the sinks this run opened and delete the files they were writing (only plain file paths)."""
+        """Close the sinks this run opened and delete what they were writing: the file, or only the run's layer
+        in a GeoPackage that holds others (never a file's other layers; memory, database and other outputs are left
+        to QGIS)."""
         if not getattr(self, "_sinks", None):
             return
         dests = [dest for _, dest in self._sinks]
         self._sinks.clear()
         traceback.clear_frames(exc.__traceback__)  # the frames hold the sinks; closing them closes the files
         for dest in dests:
-            path = str(dest).split("|")[0]
-            if not os.path.isabs(path) or not os.path.isfile(path):  # memory:, ogr:dbname=..., postgres://...
-                continue
-            for leftover in (path, path + "-wal", path + "-shm", path + "-journal"):
-                try:
-                    os.remove(leftover)
-                except OSError:
-                    pass
+            discard_file_output(str(dest))
 
     # --- helpers --------------------------------------------------------------------------------------------
     @staticmethod
@@ -494,3 +491,40 @@ def numbers(rows, width: int):
 def nullable(values) -> list:
     """Floats with NaN -> Python floats with None (NULL in QGIS)."""
     return [None if v != v else float(v) for v in values]
+
+
+def output_chosen(value) -> bool:
+    """Whether an optional output was given a destination. A blank cell of the batch dialog arrives as an empty
+    ``QgsProcessingOutputLayerDefinition``, which is truthy: test what it points at."""
+    if isinstance(value, QgsProcessingOutputLayerDefinition):
+        value = value.sink
+    if isinstance(value, QgsProperty):
+        value = value.staticValue() if value.propertyType() == QgsProperty.StaticProperty else value.asExpression()
+    return value is not None and str(value).strip() != ""
+
+
+def discard_file_output(dest: str) -> None:
+    """Delete a failed run's output ``dest`` (``/x.gpkg`` or ``/x.gpkg|layername=NAME``): the file it created, or
+    only its layer where the file holds other layers (an output written into an existing GeoPackage)."""
+    path, _, options = dest.partition("|")
+    if not os.path.isabs(path) or not os.path.isfile(path):  # memory:, postgres://, ...
+        return
+    from osgeo import ogr
+
+    layer = next((o.split("=", 1)[1] for o in options.split("|") if o.startswith("layername=")), None)
+    data = ogr.Open(path, 1)
+    if data is not None and layer is not None and data.GetLayerCount() > 1:
+        names = [data.GetLayer(i).GetName() for i in range(data.GetLayerCount())]
+        if layer in names:
+            data.DeleteLayer(names.index(layer))
+        data = None  # closes the file
+        return
+    driver = data.GetDriver() if data is not None else None
+    data = None
+    if driver is not None:
+        driver.DeleteDataSource(path)  # with a shapefile's .dbf, .shx, .prj
+    for leftover in (path, path + "-wal", path + "-shm", path + "-journal"):
+        try:
+            os.remove(leftover)
+        except OSError:
+            pass

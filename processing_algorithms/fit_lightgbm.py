@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from qgis.core import (
     QgsField,
     QgsFields,
@@ -20,7 +22,7 @@ from qgis.core import (
 from qgis.PyQt.QtCore import QVariant
 
 from ._places import Styler, graduated_style, style_on_load
-from .base import Cancelled, MobClipAlgorithm, nullable, numbers, project_embedding_layer
+from .base import Cancelled, MobClipAlgorithm, nullable, numbers, output_chosen, project_embedding_layer
 
 BLOCKS = ["H3 parent cells (spatial blocks)", "Group field (e.g. admin unit)", "Random folds (optimistic)"]
 MODELS = ["Automatic: LightGBM, or Ridge under 300 features", "LightGBM", "Ridge"]
@@ -163,6 +165,13 @@ class FitLightGBM(MobClipAlgorithm):
             x = self._with_location(x, wkbs)
             feedback.pushInfo(self.tr(f"{x.shape[1] - len(names)} location features added (Sphere2Vec sphereC+)"))
         y = self._matrix(features, source.fields(), [target])[:, 0]
+        other = self._read_second_layer(parameters, context, feedback, names, location)
+        # both outputs are opened before the fit, after their layers are read (an output may replace its input): a
+        # destination QGIS cannot create fails now, not after minutes of fitting
+        output = self._open_output(parameters, context, "OUTPUT", source, ("prediction", "oof_prediction", "residual"))
+        second = (
+            self._open_output(parameters, context, "OUTPUT_PREDICT", other.source, ("prediction",)) if other else None
+        )
         fit = self._fit(parameters, context, feedback, x, y, target, self._blocks(parameters, context, features, wkbs))
         feedback.pushInfo(  # the description names what was fitted: "Ridge (alpha 31.6, chosen by ...)"
             self.tr(
@@ -185,13 +194,14 @@ class FitLightGBM(MobClipAlgorithm):
                     "with the folds and the seed (try another seed to see how much); read it as a rough guide"
                 )
             )
-        output = self._write_predictions(parameters, context, feedback, source, features, fit)
+        output = self._write_predictions(output, feedback, features, fit)
         if context.willLoadLayerOnCompletion(output):  # the layer in the project says which model it maps
             context.layerToLoadOnCompletionDetails(output).name = f"{target} predicted by {fit.model_name}"
         style_on_load(context, output, Styler(graduated_style, "prediction"))
         results = {"OUTPUT": output, "R2": fit.r2, "RMSE": fit.rmse, "MODEL": fit.model_name}
-        fitted_on = [w for w, used in zip(wkbs, fit.used) if used] if location else None
-        results.update(self._predict_second_layer(parameters, context, feedback, names, fit, fitted_on))
+        if other is not None:
+            fitted_on = [w for w, used in zip(wkbs, fit.used) if used] if location else None
+            results["OUTPUT_PREDICT"] = self._predict_second_layer(context, feedback, other, second, fit, fitted_on)
         return results
 
     def _target_and_features(self, parameters, context, fields) -> tuple[str, list[str]]:
@@ -259,7 +269,7 @@ class FitLightGBM(MobClipAlgorithm):
                     "it first (Attach embeddings to features, or Aggregate embeddings over polygons)"
                 )
             )
-        if parameters.get("OUTPUT_PREDICT"):
+        if output_chosen(parameters.get("OUTPUT_PREDICT")):
             return parameters
         if context.project() is None:
             raise QgsProcessingException(
@@ -347,52 +357,68 @@ class FitLightGBM(MobClipAlgorithm):
             feedback.pushInfo(self.tr(f"{n_blocks} spatial blocks (H3 resolution {res} cells)"))
         return fit
 
-    def _write_predictions(self, parameters, context, feedback, source, features, fit) -> str:
+    def _open_output(self, parameters, context, name: str, source, new_fields: tuple[str, ...]) -> _Output:
+        """The sink ``name`` for ``source``'s features with ``new_fields`` (doubles) appended or replaced."""
+        new = QgsFields()
+        for field in new_fields:
+            new.append(QgsField(field, QVariant.Double))
+        out = self.output_fields(source.fields(), new)
+        sink, dest = self.create_sink(parameters, name, context, out.fields, source.wkbType(), source.sourceCrs())
+        return _Output(sink, dest, out)
+
+    def _write_predictions(self, output: _Output, feedback, features, fit) -> str:
         import numpy as np
 
-        new = QgsFields()
-        for name in ("prediction", "oof_prediction", "residual"):
-            new.append(QgsField(name, QVariant.Double))
-        out = self.output_fields(source.fields(), new)
-        sink, dest = self.create_sink(parameters, "OUTPUT", context, out.fields, source.wkbType(), source.sourceCrs())
         values = np.c_[fit.prediction, fit.oof, fit.residual]
-        rows = (out.row(f.attributes(), nullable(v)) for f, v in zip(features, values))
-        self.write_features(sink, rows, (f.geometry() for f in features), feedback, total=len(features), span=(80, 92))
-        return dest
+        rows = (output.fields.row(f.attributes(), nullable(v)) for f, v in zip(features, values))
+        geometries = (f.geometry() for f in features)
+        self.write_features(output.sink, rows, geometries, feedback, total=len(features), span=(80, 92))
+        return output.dest
 
-    def _predict_second_layer(self, parameters, context, feedback, names, fit, fitted_on) -> dict:
-        """Predictions on PREDICT_LAYER; ``fitted_on``: the fit's geometries when location features were used (None
-        otherwise), to warn where this layer lies outside them (the location code is then extrapolated)."""
+    def _read_second_layer(self, parameters, context, feedback, names, location: bool) -> _SecondLayer | None:
+        """PREDICT_LAYER's features and their feature matrix (with location features when the fit has them)."""
         other = self.parameterAsSource(parameters, "PREDICT_LAYER", context)
         if other is None:
-            return {}
-        fields = other.fields()  # its fields and output were checked before the fit (``_second_layer_output``)
-        if fitted_on is not None:  # the same location features as the fit, from this layer's geometries
-            features, wkbs = self.read_wgs84(other, context, feedback, span=(92, 94))
-            x = self._with_location(self._matrix(features, fields, names), wkbs)
-            outside = _outside_extent(wkbs, fitted_on)
+            return None
+        fields = other.fields()  # checked before: it has the feature fields (``_second_layer_output``)
+        if location:  # the same location features as the fit, from this layer's geometries
+            features, wkbs = self.read_wgs84(other, context, feedback, span=(15, 17))
+            return _SecondLayer(other, features, self._with_location(self._matrix(features, fields, names), wkbs), wkbs)
+        features = list(other.getFeatures())
+        return _SecondLayer(other, features, self._matrix(features, fields, names), None)
+
+    def _predict_second_layer(self, context, feedback, other: _SecondLayer, output: _Output, fit, fitted_on) -> str:
+        """Predictions on PREDICT_LAYER; ``fitted_on``: the fit's geometries when location features were used (None
+        otherwise), to warn where this layer lies outside them (the location code is then extrapolated)."""
+        if fitted_on is not None:
+            outside = _outside_extent(other.wkbs, fitted_on)
             if outside:
                 feedback.pushWarning(
                     self.tr(
-                        f"{outside} of {len(features)} features of the second layer lie outside the area the model "
-                        "was fitted on: their location features are beyond anything it learned from, so their "
+                        f"{outside} of {len(other.features)} features of the second layer lie outside the area the "
+                        "model was fitted on: their location features are beyond anything it learned from, so their "
                         "predictions are extrapolations (leave out location features to predict elsewhere)"
                     )
                 )
-        else:
-            features = list(other.getFeatures())
-            x = self._matrix(features, fields, names)
-        predicted = fit.predict(x)
-        extra = QgsFields()
-        extra.append(QgsField("prediction", QVariant.Double))
-        out = self.output_fields(fields, extra)
-        sink, dest = self.create_sink(
-            parameters, "OUTPUT_PREDICT", context, out.fields, other.wkbType(), other.sourceCrs()
-        )
-        rows = (out.row(f.attributes(), nullable([p])) for f, p in zip(features, predicted))
-        self.write_features(sink, rows, (f.geometry() for f in features), feedback, total=len(features), span=(92, 100))
-        style_on_load(context, dest, Styler(graduated_style, "prediction"))
-        return {"OUTPUT_PREDICT": dest}
+        predicted = fit.predict(other.x)
+        rows = (output.fields.row(f.attributes(), nullable([p])) for f, p in zip(other.features, predicted))
+        geometries = (f.geometry() for f in other.features)
+        self.write_features(output.sink, rows, geometries, feedback, total=len(other.features), span=(92, 100))
+        style_on_load(context, output.dest, Styler(graduated_style, "prediction"))
+        return output.dest
+
+
+class _Output(NamedTuple):
+    sink: object
+    dest: str
+    fields: object  # OutputFields: the output's fields and how a row of the input maps onto them
+
+
+class _SecondLayer(NamedTuple):
+    source: object
+    features: list
+    x: object  # the feature matrix, as the fit's
+    wkbs: list | None  # WGS84 geometries, read only with location features
 
 
 def _outside_extent(wkbs, fitted_on, margin: float = 0.05) -> int:

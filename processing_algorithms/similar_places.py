@@ -36,7 +36,7 @@ from ._places import (
     write_cells_raster,
     write_places,
 )
-from .base import WGS84, MobClipAlgorithm
+from .base import WGS84, MobClipAlgorithm, output_chosen
 from .child import add_outside_parameter, outside_mode
 
 
@@ -149,7 +149,7 @@ class SimilarPlaces(MobClipAlgorithm):
         results = {"OUTPUT": dest}
         # not parameterAsOutputLayer: on a feature sink it registers a second layer to load, which never exists
         # ("not correctly generated" in red on every dialog run)
-        if parameters.get("OUTPUT_TOP") not in (None, ""):
+        if output_chosen(parameters.get("OUTPUT_TOP")):
             results["OUTPUT_TOP"] = self._write_top(parameters, context, places, result)
         raster = self.parameterAsOutputLayer(parameters, "OUTPUT_RASTER", context)
         if raster:

@@ -40,7 +40,8 @@ class TrainEmbeddings(MobClipAlgorithm):
         "in a separate Python process, so QGIS stays responsive and Cancel stops it within seconds without "
         "leaving half-written files. When it finishes, the embeddings and the PCA RGB map are added to the "
         "project; an earlier run's files in the same output folder are replaced then, all together (a cancelled "
-        "or failed run leaves them as they were: give each config its own output folder to keep both). 'Write a training config from layers' writes a config for your own layers (an OD table and zones, "
+        "or failed run leaves them as they were: give each config its own output folder to keep both). 'Write "
+        "a training config from layers' writes a config for your own layers (an OD table and zones, "
         "or activity records; POIs; census counts) or open-data files (GTFS, trip tables, LODES, OpenStreetMap, "
         "WorldPop); Plugins > MobCLIP > Create demo data… writes a demo city with its config (mobclip.toml)."
     )

@@ -393,3 +393,43 @@ def test_zone_probe_holds_out_whole_blocks_and_keeps_coordinates_as_positions():
     assert probe_accuracy(coords, zone, normalise=False)["knn10"] > 0.9
     assert probe_accuracy(coords, zone, normalise=False, groups=np.repeat(np.arange(10), 20))["knn10"] < 0.2
     assert probe_accuracy(coords, zone)["knn10"] < probe_accuracy(coords, zone, normalise=False)["knn10"]
+
+
+def test_cross_validation_is_the_same_however_many_fits_run_at_once():
+    """The folds and the refit run side by side, one thread each: the result must not depend on how many at once."""
+    from mobclip_core.evaluation.regression import cross_validate
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(600, 8))
+    y = x[:, 0] - 0.5 * x[:, 1] + 0.1 * rng.normal(size=600)
+    common = dict(groups=np.arange(600) % 6, model="lightgbm", params={"n_estimators": 150}, seed=3)
+    one, three = cross_validate(x, y, n_jobs=1, **common), cross_validate(x, y, n_jobs=3, **common)
+    np.testing.assert_array_equal(one.oof, three.oof)
+    np.testing.assert_array_equal(one.predict(x), three.predict(x))
+    assert one.fold_r2 == three.fold_r2 and one.r2 > 0.8
+    stopped = cross_validate(x, y, n_jobs=2, early_stopping=20, **common)  # the refit takes the folds' trees
+    assert stopped.model.n_estimators < 150
+
+
+def test_cancel_stops_a_long_fit_within_seconds():
+    """Cancel is heard inside a fit (at its next tree), not only between folds: a fold of 200,000 trees would
+    otherwise run for minutes after the user pressed Cancel."""
+    import time
+
+    from mobclip_core.evaluation.regression import cross_validate
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(600, 8))
+    y = x[:, 0] + 0.1 * rng.normal(size=600)
+    start = time.perf_counter()
+    told = []
+
+    def feedback(fraction: float) -> bool:
+        told.append(fraction)
+        return time.perf_counter() - start > 0.5
+
+    params = {"n_estimators": 200_000, "learning_rate": 1e-4, "min_child_samples": 2}
+    with pytest.raises(InterruptedError, match="cancelled"):
+        cross_validate(x, y, groups=np.arange(600) % 6, model="lightgbm", params=params, feedback=feedback)
+    assert time.perf_counter() - start < 5.0
+    assert told and told[-1] == 0.0  # asked while the first fits were still running

@@ -804,6 +804,78 @@ def test_fit_cancel_mid_cross_validation(qgis, cells_with_targets, tmp_path):
     assert not out.exists()
 
 
+def _gpkg_with_layers(source, path):
+    """A GeoPackage holding the analyst's work: the cell layer and a notes table beside it."""
+    import geopandas as gpd
+    import pandas as pd
+
+    gpd.read_file(source).to_file(path, layer="cells", driver="GPKG")
+    pd.DataFrame({"note": ["keep me"]}).pipe(gpd.GeoDataFrame).to_file(path, layer="notes", driver="GPKG")
+    return path
+
+
+def _layer_names(path) -> list[str]:
+    from osgeo import ogr
+
+    data = ogr.Open(str(path))
+    return sorted(data.GetLayer(i).GetName() for i in range(data.GetLayerCount()))
+
+
+def test_a_failed_or_cancelled_fit_into_a_geopackage_keeps_the_files_other_layers(qgis, cells_with_targets, tmp_path):
+    """An output written as a new layer of an existing GeoPackage (the dialog's "Save to GeoPackage"): a run that
+    fails or is cancelled removes that layer only, never the file with the analyst's other layers; and an output
+    QGIS cannot create is refused before the fit, not after it."""
+    from qgis.core import QgsProcessingException, QgsProcessingFeedback
+
+    gpkg = _gpkg_with_layers(cells_with_targets, tmp_path / "analyst.gpkg")
+    common = {
+        "INPUT": f"{gpkg}|layername=cells",
+        "TARGET": "night",
+        "MODEL": 1,
+        "BLOCK_RESOLUTION": 7,
+        "FOLDS": 3,
+        "OUTPUT": f"ogr:dbname='{gpkg}' table=\"pred\" (geom)",
+    }
+    log = LogFeedback()
+    onto = {"PREDICT_LAYER": f"{gpkg}|layername=cells", "OUTPUT_PREDICT": str(tmp_path / "no_such_dir" / "x.gpkg")}
+    with pytest.raises(QgsProcessingException, match="OUTPUT_PREDICT|Could not create"):
+        run("fit_lightgbm", {**common, **onto}, log)
+    assert not any(line.startswith("Fitted") for line in log.lines), log.lines  # refused before the fit
+    assert _layer_names(gpkg) == ["cells", "notes"]
+    feedback = QgsProcessingFeedback()
+    feedback.progressChanged.connect(lambda p: feedback.cancel() if p >= 15 else None)  # while the folds run
+    with pytest.raises(QgsProcessingException, match="Cancelled"):
+        run("fit_lightgbm", common, feedback)
+    assert _layer_names(gpkg) == ["cells", "notes"]
+    done = run("fit_lightgbm", common)  # and a run that finishes adds its layer beside them
+    assert done["OUTPUT"].endswith("|layername=pred") and _layer_names(gpkg) == ["cells", "notes", "pred"]
+
+
+def test_a_blank_second_output_in_the_batch_dialog_goes_to_a_temporary_layer(qgis, cells_with_targets, tmp_path):
+    """The batch dialog passes a blank output cell as an empty QgsProcessingOutputLayerDefinition (truthy): the
+    predictions on the second layer go to a temporary layer, as in the single dialog, not to an error after the
+    fit that also deletes the first output."""
+    import processing
+    from qgis.core import QgsProcessingContext, QgsProcessingOutputLayerDefinition, QgsProject
+
+    context = QgsProcessingContext()
+    context.setProject(QgsProject.instance())
+    params = {
+        "INPUT": str(cells_with_targets),
+        "TARGET": "night",
+        "MODEL": 2,
+        "BLOCKS": 2,
+        "FOLDS": 3,
+        "PREDICT_LAYER": str(cells_with_targets),
+        "OUTPUT": str(tmp_path / "first.gpkg"),
+        "OUTPUT_PREDICT": QgsProcessingOutputLayerDefinition("", QgsProject.instance()),
+    }
+    result = processing.run("mobclip:fit_lightgbm", params, context=context, feedback=LogFeedback())
+    assert (tmp_path / "first.gpkg").exists()
+    second = layer_frame(result["OUTPUT_PREDICT"])["prediction"].astype(float)
+    assert second.notna().all() and len(second) == len(layer_frame(str(cells_with_targets)))
+
+
 def test_a_run_on_an_earlier_runs_output_replaces_its_fields_and_says_so(
     qgis, cells_with_targets, embedding_file, tmp_path
 ):
