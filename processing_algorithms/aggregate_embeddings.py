@@ -69,5 +69,6 @@ class AggregateEmbeddings(MobClipAlgorithm):
             for f, c, p, m in zip(features, means.cell_count, means.from_point, means.values)
         )
         self.write_features(sink, rows, (f.geometry() for f in features), feedback, total=len(features), span=(70, 100))
-        self.report_coverage(feedback, n_with, len(features), "polygons", table_resolution(table))
+        missing = sum(w is None for w in wkbs)
+        self.report_coverage(feedback, n_with, len(features), "polygons", table_resolution(table), missing)
         return {"OUTPUT": dest}

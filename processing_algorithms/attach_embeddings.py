@@ -86,7 +86,8 @@ class AttachEmbeddings(MobClipAlgorithm):
             values = attach_to_geometries(table, wkbs)
         found = int((values == values).all(axis=1).sum())
         if table is not None:
-            self.report_coverage(feedback, found, len(features), "features", table_resolution(table))
+            missing = 0 if cell_field else sum(w is None for w in wkbs)  # by cell id, a geometry is not needed
+            self.report_coverage(feedback, found, len(features), "features", table_resolution(table), missing)
             if found == 0:
                 raise QgsProcessingException(
                     self.tr("No feature falls in a cell of the embedding table: does the layer cover the region?")

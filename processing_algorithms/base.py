@@ -281,17 +281,28 @@ class MobClipAlgorithm(QgsProcessingAlgorithm):
             fields.append(QgsField(str(n), QVariant.Double))
         return fields
 
-    def report_coverage(self, feedback, found: int, total: int, what: str, resolution: int) -> None:
+    def report_coverage(
+        self, feedback, found: int, total: int, what: str, resolution: int, no_geometry: int = 0
+    ) -> None:
         """How many features got an embedding: a log line when all did, a warning naming the rest when some did
-        not (they get NULL fields, which on a map reads as missing data, not as a problem)."""
+        not (they get NULL fields, which on a map reads as missing data, not as a problem). Features without a
+        geometry are counted apart: they are not outside the table's area, and the fix is a different one."""
         if found == total:
             feedback.pushInfo(self.tr(f"{found} of {total} {what} got embeddings (resolution {resolution})"))
             return
+        outside = total - found - no_geometry
+        parts = []
+        if no_geometry:
+            parts.append(f"{no_geometry} have no geometry (NULL or empty: give them one, or filter them out)")
+        if outside:
+            parts.append(
+                f"{outside} lie outside the embedding table's cells (resolution {resolution}): check that the layer "
+                "and the table cover the same area"
+            )
         feedback.pushWarning(
             self.tr(
-                f"{total - found} of {total} {what} got no embedding (NULL fields): they lie outside the embedding "
-                f"table's cells (resolution {resolution}); {found} got embeddings. Check that the layer and the "
-                "table cover the same area"
+                f"{total - found} of {total} {what} got no embedding (NULL fields): {'; '.join(parts)}. "
+                f"{found} got embeddings"
             )
         )
 

@@ -195,8 +195,10 @@ class FitLightGBM(MobClipAlgorithm):
                 )
             )
         output = self._write_predictions(output, feedback, features, fit)
-        if context.willLoadLayerOnCompletion(output):  # the layer in the project says which model it maps
-            context.layerToLoadOnCompletionDetails(output).name = f"{target} predicted by {fit.model_name}"
+        if context.willLoadLayerOnCompletion(output):  # the layer in the project says which model it maps...
+            details = context.layerToLoadOnCompletionDetails(output)
+            if details.name in ("", self.parameterDefinition("OUTPUT").description()):  # ...unless a model named it
+                details.name = f"{target} predicted by {fit.model_name}"
         style_on_load(context, output, Styler(graduated_style, "prediction"))
         results = {"OUTPUT": output, "R2": fit.r2, "RMSE": fit.rmse, "MODEL": fit.model_name}
         if other is not None:

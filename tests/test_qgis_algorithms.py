@@ -714,6 +714,14 @@ def test_fit_target_has_no_default_and_names_the_fitted_model(qgis, cells_with_t
     assert any(re.match(r"Fitted LightGBM \(\d+ trees\) on ", line) for line in feedback.lines), feedback.lines
     names = [details.name for details in context.layersToLoadOnCompletion().values()]
     assert names == ["night predicted by LightGBM"]  # the layer the dialog adds to the project
+    # in a model the output has the name the modeller gave it: kept (a model's outputs are found by their names)
+    named = QgsProcessingOutputLayerDefinition("memory:", QgsProject.instance())
+    named.destinationName = "pred_cells"
+    context = QgsProcessingContext()
+    context.setProject(QgsProject.instance())
+    params = {"INPUT": str(cells_with_targets), "TARGET": "night", "BLOCKS": 2, "FOLDS": 2, "OUTPUT": named}
+    processing.run("mobclip:fit_lightgbm", params, context=context, feedback=LogFeedback())
+    assert [details.name for details in context.layersToLoadOnCompletion().values()] == ["pred_cells"]
 
 
 def test_fit_group_and_random_folds_and_second_layer(qgis, cells_with_targets, small_city, tmp_path):
@@ -1017,3 +1025,14 @@ def test_features_left_without_embeddings_are_a_warning_that_counts_them(qgis, s
         "attach_embeddings", {"INPUT": str(tmp_path / "points.gpkg"), "EMBEDDINGS": str(path), "OUTPUT": "memory:"}, log
     )
     assert any(w.startswith(f"3 of {len(points)} features got no embedding") for w in log.warnings), log.warnings
+    # features without a geometry are counted apart: they are not outside the area, and the fix differs
+    points.loc[points.index[3:5], "geometry"] = None
+    write_geodataframe(points, tmp_path / "no_geometry.gpkg")
+    log = LogFeedback()
+    params = {"INPUT": str(tmp_path / "no_geometry.gpkg"), "EMBEDDINGS": str(path), "OUTPUT": "memory:"}
+    run("attach_embeddings", params, log)
+    assert [w for w in log.warnings if "got no embedding" in w] == [
+        f"5 of {len(points)} features got no embedding (NULL fields): 2 have no geometry (NULL or empty: give them "
+        "one, or filter them out); 3 lie outside the embedding table's cells (resolution 9): check that the layer "
+        f"and the table cover the same area. {len(points) - 5} got embeddings"
+    ], log.warnings
