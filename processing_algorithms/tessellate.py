@@ -17,6 +17,7 @@ from qgis.core import (
     QgsProcessingParameterNumber,
     QgsRasterLayer,
     QgsVectorLayer,
+    QgsVectorLayerSelectedFeatureSource,
     QgsWkbTypes,
 )
 from qgis.PyQt.QtCore import QVariant
@@ -41,7 +42,8 @@ class TessellateToH3(MobClipAlgorithm):
         "across the antimeridian (edges from 179 to -179 degrees) and around the poles are handled; longitudes "
         "stored past 180 are wrapped. Rasters: pixels go to the cell holding their centre, with per-band sums "
         "(counts such as population; the total is preserved) or means (intensities). Any CRS in; cells come out "
-        "in EPSG:4326 with their id in the field h3_cell."
+        "in EPSG:4326 with their id in the field h3_cell. 'Selected polygons only' tessellates the polygons "
+        "selected on the map (or their extent)."
     )
 
     def initAlgorithm(self, config=None):  # noqa: N802
@@ -65,6 +67,9 @@ class TessellateToH3(MobClipAlgorithm):
                 "EXTENT_ONLY", self.tr("Tessellate the layer's extent instead of its polygons"), False
             )
         )
+        self.addParameter(  # a map-layer input (polygons or a raster) has no "selected features only" box of its own
+            QgsProcessingParameterBoolean("SELECTED_ONLY", self.tr("Selected polygons only"), False)
+        )
         self.addParameter(
             QgsProcessingParameterEnum("STATISTIC", self.tr("Raster statistic per cell"), STATISTICS, defaultValue=0)
         )
@@ -80,6 +85,16 @@ class TessellateToH3(MobClipAlgorithm):
             raise QgsProcessingException(self.invalidSourceError(parameters, "INPUT"))
         if not layer.crs().isValid():
             raise QgsProcessingException(self.tr(f"Layer '{layer.name()}' has no valid CRS: set it first"))
+        if self.parameterAsBool(parameters, "SELECTED_ONLY", context) and not (
+            isinstance(layer, QgsVectorLayer) and layer.selectedFeatureCount()
+        ):
+            raise QgsProcessingException(
+                self.tr(
+                    f"'Selected polygons only' is ticked but no feature of '{layer.name()}' is selected: select the "
+                    "polygons to tessellate on the map, or untick it (a layer read from a file, as qgis_process "
+                    "reads it, has no selection)"
+                )
+            )
         res = self.parameterAsInt(parameters, "RESOLUTION", context)
         fields = QgsFields()
         fields.append(QgsField("h3_cell", QVariant.String))
@@ -117,14 +132,19 @@ class TessellateToH3(MobClipAlgorithm):
         return {"OUTPUT": dest}
 
     def _polygons(self, layer, parameters, context, feedback) -> list:
-        """The input polygons (or the layer's extent) as WKB in EPSG:4326."""
+        """The input polygons (or the layer's extent), all or the selected ones, as WKB in EPSG:4326."""
+        selected = self.parameterAsBool(parameters, "SELECTED_ONLY", context)
         if self.parameterAsBool(parameters, "EXTENT_ONLY", context) or not isinstance(layer, QgsVectorLayer):
             xform = QgsCoordinateTransform(layer.crs(), QgsCoordinateReferenceSystem(WGS84), context.transformContext())
-            extent = xform.transformBoundingBox(layer.extent())
+            extent = xform.transformBoundingBox(layer.boundingBoxOfSelected() if selected else layer.extent())
             return [bytes(QgsGeometry.fromRect(extent).asWkb())]
         if layer.geometryType() != QgsWkbTypes.PolygonGeometry:
             raise QgsProcessingException(self.tr("Vector input must be a polygon layer (or tick 'extent')"))
-        source = self.require_source(parameters, "INPUT", context)
+        source = (
+            QgsVectorLayerSelectedFeatureSource(layer)
+            if selected
+            else self.require_source(parameters, "INPUT", context)
+        )
         _, wkbs = self.read_wgs84(source, context, feedback)
         if all(w is None for w in wkbs):
             raise QgsProcessingException(self.tr("Every geometry of the input is empty"))

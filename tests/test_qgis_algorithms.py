@@ -161,6 +161,43 @@ def test_tessellate_ids_equal_library(qgis, small_city, tmp_path):
     assert (got.resolution == 9).all()
 
 
+def test_tessellate_the_selected_polygons_only(qgis, small_city, tmp_path):
+    """The analyst selects a few districts on the map: 'Selected polygons only' tessellates those (and their extent
+    with 'extent'); ticked with nothing selected, it says so instead of tessellating everything."""
+    import geopandas as gpd
+    import processing
+    from qgis.core import QgsProcessingContext, QgsProcessingException, QgsProject, QgsVectorLayer
+
+    from mobclip_core.grid import cells_to_strings, polygons_to_cells
+
+    def run(alg, params):  # with the project, where the layer and its selection are
+        context = QgsProcessingContext()
+        context.setProject(QgsProject.instance())
+        return processing.run(f"mobclip:{alg}", params, context=context, feedback=LogFeedback())
+
+    layer = QgsVectorLayer(str(small_city.districts), "districts", "ogr")
+    QgsProject.instance().addMapLayer(layer)
+    try:
+        params = {"INPUT": layer.id(), "RESOLUTION": 9, "SELECTED_ONLY": True, "OUTPUT": "memory:"}
+        with pytest.raises(QgsProcessingException, match="no feature of 'districts' is selected"):
+            run("tessellate", params)
+        ids = sorted(f.id() for f in layer.getFeatures())[:2]
+        layer.selectByIds(ids)
+        got = set(layer_frame(run("tessellate", params)["OUTPUT"]).h3_cell)
+        districts = gpd.read_file(small_city.districts).to_crs(4326)
+        chosen = districts.iloc[[i - 1 for i in ids]]  # GeoPackage feature ids count from 1, in file order
+        assert got == set(cells_to_strings(polygons_to_cells(chosen.geometry.values, 9)["h3_cell"].to_numpy()))
+        everything = set(layer_frame(run("tessellate", {**params, "SELECTED_ONLY": False})["OUTPUT"]).h3_cell)
+        assert got < everything
+        box = set(layer_frame(run("tessellate", {**params, "EXTENT_ONLY": True})["OUTPUT"]).h3_cell)
+        whole_box = set(
+            layer_frame(run("tessellate", {**params, "EXTENT_ONLY": True, "SELECTED_ONLY": False})["OUTPUT"]).h3_cell
+        )
+        assert got <= box < whole_box
+    finally:
+        QgsProject.instance().removeMapLayer(layer.id())
+
+
 def memory_layer(kind: str, wkts, crs: str = "EPSG:4326", **fields):
     """A memory layer of WKT geometries with attribute columns given as lists."""
     from qgis.core import QgsFeature, QgsField, QgsGeometry, QgsVectorLayer
