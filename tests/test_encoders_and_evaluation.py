@@ -407,8 +407,16 @@ def test_cross_validation_is_the_same_however_many_fits_run_at_once():
     np.testing.assert_array_equal(one.oof, three.oof)
     np.testing.assert_array_equal(one.predict(x), three.predict(x))
     assert one.fold_r2 == three.fold_r2 and one.r2 > 0.8
-    stopped = cross_validate(x, y, n_jobs=2, early_stopping=20, **common)  # the refit takes the folds' trees
-    assert stopped.model.n_estimators < 150
+    # with early stopping the refit runs beside the last folds and keeps the folds' mean best number of trees: the
+    # same model as a refit of that many trees started after them
+    from mobclip_core.evaluation.regression import make_model
+
+    for jobs in (1, 2):
+        stopped = cross_validate(x, y, n_jobs=jobs, early_stopping=20, **common)
+        k = stopped.model.n_estimators
+        assert k < 150 and stopped.description == f"LightGBM ({k} trees)"
+        _, alone = make_model("lightgbm", len(y), {"n_estimators": k}, 3, 1)
+        np.testing.assert_array_equal(stopped.predict(x), alone.fit(x, y).predict(x))
 
 
 def test_cancel_stops_a_long_fit_within_seconds():

@@ -92,14 +92,16 @@ def fit_model(
     early_stopping: int | None,
     seed: int,
     stop: threading.Event | None = None,
+    until=None,
 ):
     """Fit ``est`` on ``rows``; with ``early_stopping`` (rounds), a LightGBM model holds out a seeded 10% of those
     rows and stops adding trees when they stop improving. Returns the number of trees kept (None otherwise).
-    ``stop``: once set, a LightGBM fit raises ``InterruptedError`` at its next tree (Cancel within a fit)."""
+    ``stop``: once set, a LightGBM fit raises ``InterruptedError`` at its next tree (Cancel within a fit);
+    ``until``: a further LightGBM callback (``_stop_at``)."""
     if kind != "lightgbm":
         est.fit(x[rows], y[rows])
         return None
-    callbacks = [] if stop is None else [_stop_when(stop)]
+    callbacks = ([] if stop is None else [_stop_when(stop)]) + ([] if until is None else [until])
     if not early_stopping:
         est.fit(x[rows], y[rows], callbacks=callbacks)
         return None
@@ -116,6 +118,19 @@ def fit_model(
         callbacks=[*callbacks, lgb.early_stopping(early_stopping, verbose=False)],
     )
     return int(est.best_iteration_ or est.n_estimators)
+
+
+def _stop_at(agreed: list[int]):
+    """A LightGBM callback that ends the fit at ``agreed[0]`` trees once that number is known (it is appended while
+    the fit runs); a fit already past it stops at its next tree and predicts with its first ``agreed[0]``."""
+    from lightgbm.callback import EarlyStopException
+
+    def callback(env) -> None:
+        if agreed and env.iteration + 1 >= agreed[0]:
+            raise EarlyStopException(agreed[0] - 1, env.evaluation_result_list or [])
+
+    callback.order = 1
+    return callback
 
 
 def _stop_when(stop: threading.Event):
@@ -172,24 +187,25 @@ def cross_validate(
         n_trees = fit_model(est, kind, x, y, tr, early_stopping, seed + k, stop)
         return kind, n_trees, est.predict(x[te])
 
-    def fit_all(n_trees: int | None):
-        refit_params = dict(params or {}, **({"n_estimators": n_trees} if n_trees else {}))
-        kind, est = make_model(model, len(y), refit_params, seed, 1)
-        fit_model(est, kind, x, y, np.arange(len(y)), None, seed, stop)
+    agreed: list[int] = []  # with early stopping: the folds' mean best number of trees, once every fold is done
+
+    def fit_all():
+        kind, est = make_model(model, len(y), params, seed, 1)
+        fit_model(est, kind, x, y, np.arange(len(y)), None, seed, stop, _stop_at(agreed) if early_stopping else None)
         return kind, est
 
-    # the refit needs the folds' trees only with early stopping; otherwise it runs beside them
-    together = refit and not (early_stopping and model != "ridge")
     total = len(splits) + int(refit)
     workers = max(1, min(resolve_threads(n_jobs), total))
     with ThreadPoolExecutor(workers, thread_name_prefix="mobclip-cv") as pool:
         folds = [pool.submit(fit_fold, k) for k in range(len(splits))]
-        final_job = pool.submit(fit_all, None) if together else None
-        _wait(folds + ([final_job] if final_job else []), stop, feedback, total)
+        # the refit starts beside the last folds; with early stopping it stops at the folds' agreed number of trees
+        final_job = pool.submit(fit_all) if refit else None
+        _wait(folds, stop, feedback, total)
         results = [f.result() for f in folds]
-        if refit and final_job is None:
-            trees = [n for _, n, _ in results if n is not None]
-            final_job = pool.submit(fit_all, max(1, int(np.mean(trees))) if trees else None)
+        trees = [n for _, n, _ in results if n is not None]
+        if trees:
+            agreed.append(max(1, int(np.mean(trees))))
+        if final_job is not None:
             _wait([final_job], stop, feedback, total, done_before=len(folds))
     oof = np.empty_like(y)
     fold_r2 = []
@@ -197,6 +213,9 @@ def cross_validate(
         oof[te] = pred
         fold_r2.append(r2_score(y[te], pred))
     kind, final = final_job.result() if final_job is not None else (results[-1][0], None)
+    if agreed and kind == "lightgbm":  # a boosted model's first k trees are the model of k trees: keep those
+        final.booster_.best_iteration = agreed[0]
+        final.set_params(n_estimators=agreed[0])
     rmse = float(np.sqrt(np.mean((y - oof) ** 2)))
     return CVResult(oof, r2_score(y, oof), rmse, fold_r2, kind, final)
 
