@@ -194,6 +194,16 @@ class FitLightGBM(MobClipAlgorithm):
                     "with the folds and the seed (try another seed to see how much); read it as a rough guide"
                 )
             )
+        below = sum(r < 0 for r in fit.cv.fold_r2)
+        if below * 2 > len(fit.cv.fold_r2) and fit.r2 > 0:
+            feedback.pushWarning(
+                self.tr(
+                    f"{below} of {len(fit.cv.fold_r2)} folds score below zero: inside most held-out folds the "
+                    "predictions do worse than the fold's own mean. The out-of-fold R2 above pools all features, so "
+                    "it credits the model for telling the held-out areas apart (a city-wide trend), not for what "
+                    "varies within them"
+                )
+            )
         output = self._write_predictions(output, feedback, features, fit)
         if context.willLoadLayerOnCompletion(output):  # the layer in the project says which model it maps...
             details = context.layerToLoadOnCompletionDetails(output)

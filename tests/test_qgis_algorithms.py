@@ -811,6 +811,43 @@ def test_fit_group_and_random_folds_and_second_layer(qgis, cells_with_targets, s
     np.testing.assert_allclose(layer_frame(onto_project["OUTPUT_PREDICT"])["prediction"].astype(float), onto)
 
 
+def test_fit_warns_when_most_folds_score_below_zero(qgis, tmp_path):
+    """A target that differs between five bands of the city and is noise within each, folds by band: the pooled
+    out-of-fold R2 is high (the bands are told apart) while every fold scores below zero. The log says what the
+    pooled number credits; a fit whose folds do well gets no such warning."""
+    import geopandas as gpd
+    import h3
+    from shapely.geometry import Point
+
+    from mobclip_core.geofile import write_geodataframe
+
+    cells = sorted(h3.grid_disk(h3.latlng_to_cell(41.85, -87.65, 8), 12))
+    lat, lon = np.array([h3.cell_to_latlng(c) for c in cells]).T
+    rng = np.random.default_rng(0)
+    gdf = gpd.GeoDataFrame(
+        {f"emb_{i}": rng.normal(size=len(cells)) for i in range(4)},
+        geometry=[Point(x, y) for x, y in zip(lon, lat)],
+        crs=4326,
+    )
+    band = np.digitize(lat, np.quantile(lat, [0.2, 0.4, 0.6, 0.8]))
+    gdf["band"] = band.astype(str)
+    gdf["stepped"] = 3.0 * band + rng.normal(size=len(cells))
+    gdf["smooth"] = np.sin((lat - lat.min()) / np.ptp(lat) * 3.0) + 0.05 * rng.normal(size=len(cells))
+    write_geodataframe(gdf, tmp_path / "pts.gpkg")
+    common = {"INPUT": str(tmp_path / "pts.gpkg"), "MODEL": 2, "LOCATION": True, "FOLDS": 5, "OUTPUT": "memory:"}
+    log = LogFeedback()
+    fit = run("fit_lightgbm", {**common, "TARGET": "stepped", "BLOCKS": 1, "GROUP_FIELD": "band"}, log)
+    assert fit["R2"] > 0.5
+    assert [w for w in log.warnings if "below zero" in w] == [
+        "5 of 5 folds score below zero: inside most held-out folds the predictions do worse than the fold's own "
+        "mean. The out-of-fold R2 above pools all features, so it credits the model for telling the held-out areas "
+        "apart (a city-wide trend), not for what varies within them"
+    ], log.warnings
+    log = LogFeedback()
+    run("fit_lightgbm", {**common, "TARGET": "smooth", "BLOCKS": 2}, log)
+    assert not any("below zero" in w for w in log.warnings), log.warnings
+
+
 def test_fit_warns_when_few_features_are_left_to_learn_from(qgis, cells_with_targets, tmp_path):
     import geopandas as gpd
 
