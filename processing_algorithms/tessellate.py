@@ -54,6 +54,9 @@ class TessellateToH3(MobClipAlgorithm):
                 types=[QgsProcessing.TypeVectorPolygon, QgsProcessing.TypeRaster],
             )
         )
+        self.addParameter(  # a map-layer input (polygons or a raster) has no "selected features only" box of its own
+            QgsProcessingParameterBoolean("SELECTED_ONLY", self.tr("Selected polygons only"), False)
+        )
         self.addParameter(
             QgsProcessingParameterNumber(
                 "RESOLUTION", self.tr("H3 resolution (0-15)"), QgsProcessingParameterNumber.Integer, 9, False, 0, 15
@@ -66,9 +69,6 @@ class TessellateToH3(MobClipAlgorithm):
             QgsProcessingParameterBoolean(
                 "EXTENT_ONLY", self.tr("Tessellate the layer's extent instead of its polygons"), False
             )
-        )
-        self.addParameter(  # a map-layer input (polygons or a raster) has no "selected features only" box of its own
-            QgsProcessingParameterBoolean("SELECTED_ONLY", self.tr("Selected polygons only"), False)
         )
         self.addParameter(
             QgsProcessingParameterEnum("STATISTIC", self.tr("Raster statistic per cell"), STATISTICS, defaultValue=0)
