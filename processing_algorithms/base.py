@@ -11,6 +11,7 @@ this package imports a third-party package at import time: QGIS lists every algo
 
 from __future__ import annotations
 
+import contextlib
 import os
 import traceback
 from dataclasses import dataclass
@@ -153,7 +154,12 @@ class MobClipAlgorithm(QgsProcessingAlgorithm):
         self._sinks.clear()
         traceback.clear_frames(exc.__traceback__)  # the frames hold the sinks; closing them closes the files
         for dest in dests:
-            discard_file_output(str(dest))
+            try:
+                discard_file_output(str(dest))
+            except OSError as err:  # the run's own error stays the one reported
+                feedback = getattr(self, "_feedback", None)
+                if feedback is not None:
+                    feedback.pushWarning(self.tr(f"The unfinished output {dest} could not be removed: {err}"))
 
     # --- helpers --------------------------------------------------------------------------------------------
     @staticmethod
@@ -514,28 +520,77 @@ def output_chosen(value) -> bool:
     return value is not None and str(value).strip() != ""
 
 
-def discard_file_output(dest: str) -> None:
-    """Delete a failed run's output ``dest`` (``/x.gpkg`` or ``/x.gpkg|layername=NAME``): the file it created, or
-    only its layer where the file holds other layers (an output written into an existing GeoPackage)."""
-    path, _, options = dest.partition("|")
-    if not os.path.isabs(path) or not os.path.isfile(path):  # memory:, postgres://, ...
-        return
+def existing_destination(value) -> str | None:
+    """The file an output parameter's value names when it already holds what the run would write (the file, or the
+    named layer of a GeoPackage), else None. Such an output is created after the long part of a run: creating it
+    replaces it, and a cancelled run must leave it as it was (it may even be the input)."""
+    import re
+
+    if isinstance(value, QgsProcessingOutputLayerDefinition):
+        value = value.sink
+    if isinstance(value, QgsProperty):
+        value = value.staticValue() if value.propertyType() == QgsProperty.StaticProperty else None
+    text = str(value or "").strip()
+    layer = None
+    if text.startswith("ogr:"):  # ogr:dbname='/x.gpkg' table="name" (geom): the dialog's "Save to GeoPackage"
+        db, table = re.search(r"dbname='([^']*)'", text), re.search(r'table="([^"]*)"', text)
+        if db is None:
+            return None
+        text, layer = db.group(1), table.group(1) if table else None
+    else:
+        text, _, options = text.partition("|")
+        layer = next((o.split("=", 1)[1] for o in options.split("|") if o.startswith("layername=")), None)
+    path = os.path.abspath(text) if text else ""
+    if not path or not os.path.isfile(path):
+        return None
+    if layer is None:
+        return path
     from osgeo import ogr
 
-    layer = next((o.split("=", 1)[1] for o in options.split("|") if o.startswith("layername=")), None)
-    data = ogr.Open(path, 1)
-    if data is not None and layer is not None and data.GetLayerCount() > 1:
-        names = [data.GetLayer(i).GetName() for i in range(data.GetLayerCount())]
-        if layer in names:
-            data.DeleteLayer(names.index(layer))
-        data = None  # closes the file
-        return
-    driver = data.GetDriver() if data is not None else None
+    data = ogr.Open(path)
+    names = [data.GetLayer(i).GetName() for i in range(data.GetLayerCount())] if data is not None else []
     data = None
-    if driver is not None:
-        driver.DeleteDataSource(path)  # with a shapefile's .dbf, .shx, .prj
+    return path if layer in names else None
+
+
+def discard_file_output(dest: str) -> None:
+    """Delete a failed run's output ``dest`` (``/x.gpkg`` or ``/x.gpkg|layername=NAME``): the file it created, or
+    only its layer where the file holds other layers (an output written into an existing GeoPackage). Raises
+    ``OSError`` when that fails (a file locked by another program)."""
+    path, _, options = dest.partition("|")
+    path = os.path.abspath(path) if path and "://" not in path and not path.startswith("memory:") else ""
+    if not path or not os.path.isfile(path):  # memory:, postgres://, ...
+        return
+    from osgeo import gdal, ogr
+
+    layer = next((o.split("=", 1)[1] for o in options.split("|") if o.startswith("layername=")), None)
+    with _gdal_errors_as_return_codes(gdal, ogr):
+        data = ogr.Open(path, 1)
+        names = [data.GetLayer(i).GetName() for i in range(data.GetLayerCount())] if data is not None else []
+        if layer is not None and names != [layer]:  # other layers live in the file: remove only the run's
+            failed = layer in names and data.DeleteLayer(names.index(layer)) != 0
+            data = None  # closes the file
+            if failed:
+                raise OSError(f"could not remove layer {layer!r} from {path}: {gdal.GetLastErrorMsg()}")
+            return
+        driver = data.GetDriver() if data is not None else None
+        data = None
+        if driver is not None:
+            driver.DeleteDataSource(path)  # with a shapefile's .dbf, .shx, .prj
     for leftover in (path, path + "-wal", path + "-shm", path + "-journal"):
-        try:
+        if os.path.exists(leftover):
             os.remove(leftover)
-        except OSError:
-            pass
+
+
+@contextlib.contextmanager
+def _gdal_errors_as_return_codes(*modules):
+    """GDAL's error mode for this block: return codes and messages, not exceptions (another plugin, or GDAL 4, may
+    have turned exceptions on; ``gdal`` and ``ogr`` each keep a flag); the caller's modes are restored."""
+    had = [m for m in modules if m.GetUseExceptions()]
+    for m in had:
+        m.DontUseExceptions()
+    try:
+        yield
+    finally:
+        for m in had:
+            m.UseExceptions()

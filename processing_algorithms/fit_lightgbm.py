@@ -22,7 +22,15 @@ from qgis.core import (
 from qgis.PyQt.QtCore import QVariant
 
 from ._places import Styler, graduated_style, style_on_load
-from .base import Cancelled, MobClipAlgorithm, nullable, numbers, output_chosen, project_embedding_layer
+from .base import (
+    Cancelled,
+    MobClipAlgorithm,
+    existing_destination,
+    nullable,
+    numbers,
+    output_chosen,
+    project_embedding_layer,
+)
 
 BLOCKS = ["H3 parent cells (spatial blocks)", "Group field (e.g. admin unit)", "Random folds (optimistic)"]
 MODELS = ["Automatic: LightGBM, or Ridge under 300 features", "LightGBM", "Ridge"]
@@ -166,13 +174,21 @@ class FitLightGBM(MobClipAlgorithm):
             feedback.pushInfo(self.tr(f"{x.shape[1] - len(names)} location features added (Sphere2Vec sphereC+)"))
         y = self._matrix(features, source.fields(), [target])[:, 0]
         other = self._read_second_layer(parameters, context, feedback, names, location)
-        # both outputs are opened before the fit, after their layers are read (an output may replace its input): a
-        # destination QGIS cannot create fails now, not after minutes of fitting
-        output = self._open_output(parameters, context, "OUTPUT", source, ("prediction", "oof_prediction", "residual"))
-        second = (
-            self._open_output(parameters, context, "OUTPUT_PREDICT", other.source, ("prediction",)) if other else None
-        )
+        # a new output is created before the fit, so a destination QGIS cannot create fails now, not after minutes of
+        # fitting; one that exists (an earlier result, the input itself) is created after it: creating replaces it,
+        # and a cancelled or failed fit must leave it as it was
+        columns = {"OUTPUT": ("prediction", "oof_prediction", "residual"), "OUTPUT_PREDICT": ("prediction",)}
+        layers = {"OUTPUT": source, "OUTPUT_PREDICT": other.source if other else None}
+        opened = {
+            name: self._open_output(parameters, context, name, layer, columns[name])
+            for name, layer in layers.items()
+            if layer is not None and not self._replaces(parameters, name)
+        }
         fit = self._fit(parameters, context, feedback, x, y, target, self._blocks(parameters, context, features, wkbs))
+        for name, layer in layers.items():
+            if layer is not None and name not in opened:
+                opened[name] = self._open_output(parameters, context, name, layer, columns[name])
+        output, second = opened["OUTPUT"], opened.get("OUTPUT_PREDICT")
         feedback.pushInfo(  # the description names what was fitted: "Ridge (alpha 31.6, chosen by ...)"
             self.tr(
                 f"Fitted {fit.cv.description} on {int(fit.used.sum())} features: out-of-fold R2 = {fit.r2:.4f}, "
@@ -368,6 +384,15 @@ class FitLightGBM(MobClipAlgorithm):
             n_blocks = len(np.unique(blocks[fit.used]))
             feedback.pushInfo(self.tr(f"{n_blocks} spatial blocks (H3 resolution {res} cells)"))
         return fit
+
+    def _replaces(self, parameters, name: str) -> bool:
+        """Output ``name`` names an existing file or GeoPackage layer; refused now if that cannot be written."""
+        import os
+
+        path = existing_destination(parameters.get(name))
+        if path is not None and not os.access(path, os.W_OK):
+            raise QgsProcessingException(self.tr(f"{name}: {path} exists and cannot be written: choose another file"))
+        return path is not None
 
     def _open_output(self, parameters, context, name: str, source, new_fields: tuple[str, ...]) -> _Output:
         """The sink ``name`` for ``source``'s features with ``new_fields`` (doubles) appended or replaced."""

@@ -10,6 +10,7 @@ from qgis.core import (
     QgsGeometry,
     QgsProcessing,
     QgsProcessingException,
+    QgsProcessingFeatureSourceDefinition,
     QgsProcessingParameterBoolean,
     QgsProcessingParameterEnum,
     QgsProcessingParameterFeatureSink,
@@ -17,7 +18,6 @@ from qgis.core import (
     QgsProcessingParameterNumber,
     QgsRasterLayer,
     QgsVectorLayer,
-    QgsVectorLayerSelectedFeatureSource,
     QgsWkbTypes,
 )
 from qgis.PyQt.QtCore import QVariant
@@ -85,16 +85,19 @@ class TessellateToH3(MobClipAlgorithm):
             raise QgsProcessingException(self.invalidSourceError(parameters, "INPUT"))
         if not layer.crs().isValid():
             raise QgsProcessingException(self.tr(f"Layer '{layer.name()}' has no valid CRS: set it first"))
-        if self.parameterAsBool(parameters, "SELECTED_ONLY", context) and not (
-            isinstance(layer, QgsVectorLayer) and layer.selectedFeatureCount()
-        ):
-            raise QgsProcessingException(
-                self.tr(
-                    f"'Selected polygons only' is ticked but no feature of '{layer.name()}' is selected: select the "
-                    "polygons to tessellate on the map, or untick it (a layer read from a file, as qgis_process "
-                    "reads it, has no selection)"
+        if self.parameterAsBool(parameters, "SELECTED_ONLY", context):
+            if not isinstance(layer, QgsVectorLayer):
+                raise QgsProcessingException(
+                    self.tr(f"'Selected polygons only' applies to polygon layers; '{layer.name()}' is a raster")
                 )
-            )
+            if not layer.selectedFeatureCount():
+                raise QgsProcessingException(
+                    self.tr(
+                        f"'Selected polygons only' is ticked but no feature of '{layer.name()}' is selected: select "
+                        "the polygons to tessellate on the map, or untick it (a layer read from a file, as "
+                        "qgis_process reads it, has no selection)"
+                    )
+                )
         res = self.parameterAsInt(parameters, "RESOLUTION", context)
         fields = QgsFields()
         fields.append(QgsField("h3_cell", QVariant.String))
@@ -140,11 +143,9 @@ class TessellateToH3(MobClipAlgorithm):
             return [bytes(QgsGeometry.fromRect(extent).asWkb())]
         if layer.geometryType() != QgsWkbTypes.PolygonGeometry:
             raise QgsProcessingException(self.tr("Vector input must be a polygon layer (or tick 'extent')"))
-        source = (
-            QgsVectorLayerSelectedFeatureSource(layer)
-            if selected
-            else self.require_source(parameters, "INPUT", context)
-        )
+        if selected:  # read as QGIS reads a selection, with the context's handling of invalid geometries
+            parameters = {**parameters, "INPUT": QgsProcessingFeatureSourceDefinition(layer.id(), True)}
+        source = self.require_source(parameters, "INPUT", context)
         _, wkbs = self.read_wgs84(source, context, feedback)
         if all(w is None for w in wkbs):
             raise QgsProcessingException(self.tr("Every geometry of the input is empty"))

@@ -436,8 +436,35 @@ def test_cancel_stops_a_long_fit_within_seconds():
         told.append(fraction)
         return time.perf_counter() - start > 0.5
 
-    params = {"n_estimators": 200_000, "learning_rate": 1e-4, "min_child_samples": 2}
+    params = {"n_estimators": 20_000, "learning_rate": 1e-4, "min_child_samples": 2}  # about 15 s a fit
     with pytest.raises(InterruptedError, match="cancelled"):
         cross_validate(x, y, groups=np.arange(600) % 6, model="lightgbm", params=params, feedback=feedback)
     assert time.perf_counter() - start < 5.0
     assert told and told[-1] == 0.0  # asked while the first fits were still running
+
+    def broken(fraction: float) -> bool:  # the caller's own error (or Ctrl-C) ends the fits too
+        if time.perf_counter() - start > 0.5:
+            raise RuntimeError("the caller's progress bar broke")
+        return False
+
+    start = time.perf_counter()
+    with pytest.raises(RuntimeError, match="progress bar broke"):
+        cross_validate(x, y, groups=np.arange(600) % 6, model="lightgbm", params=params, feedback=broken)
+    assert time.perf_counter() - start < 5.0
+
+
+def test_cross_validation_fits_one_kind_of_model_and_may_skip_the_refit():
+    """'auto' picks Ridge or LightGBM once, from all the rows: with 350 rows the 280-row folds used to be Ridge and
+    the refit LightGBM (a score of one model reported for another). Without a refit, early stopping still works."""
+    from mobclip_core.evaluation.regression import cross_validate
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(350, 6))
+    y = x[:, 0] + 0.1 * rng.normal(size=350)
+    cv = cross_validate(x, y, model="auto", params={"n_estimators": 100}, early_stopping=10)
+    assert cv.model_kind == "lightgbm" and cv.description.startswith("LightGBM (")
+    assert cv.model.n_estimators < 100  # the folds' early stopping reached the refit
+    small = cross_validate(x[:250], y[:250], model="auto")
+    assert small.model_kind == "ridge" and small.description.startswith("Ridge (")
+    alone = cross_validate(x, y, model="lightgbm", params={"n_estimators": 50}, early_stopping=10, refit=False)
+    assert alone.model is None and np.isfinite(alone.oof).all() and alone.r2 > 0.5

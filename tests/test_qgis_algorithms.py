@@ -931,6 +931,25 @@ def test_a_failed_or_cancelled_fit_into_a_geopackage_keeps_the_files_other_layer
     assert _layer_names(gpkg) == ["cells", "notes"]
     done = run("fit_lightgbm", common)  # and a run that finishes adds its layer beside them
     assert done["OUTPUT"].endswith("|layername=pred") and _layer_names(gpkg) == ["cells", "notes", "pred"]
+    # an output that exists (the input itself, an earlier result) is replaced only after the fit: a cancelled run
+    # leaves it as it was
+    before = {name: len(layer_frame(f"{gpkg}|layername={name}")) for name in ("cells", "pred")}
+    for layer in ("cells", "pred"):
+        feedback = QgsProcessingFeedback()
+        feedback.progressChanged.connect(lambda p, f=feedback: f.cancel() if p >= 15 else None)
+        with pytest.raises(QgsProcessingException, match="Cancelled"):
+            run("fit_lightgbm", {**common, "OUTPUT": f"ogr:dbname='{gpkg}' table=\"{layer}\" (geom)"}, feedback)
+    assert _layer_names(gpkg) == ["cells", "notes", "pred"]
+    assert {name: len(layer_frame(f"{gpkg}|layername={name}")) for name in ("cells", "pred")} == before
+    assert "prediction" not in layer_frame(f"{gpkg}|layername=cells").columns
+    plain = tmp_path / "earlier.gpkg"
+    run("fit_lightgbm", {**common, "OUTPUT": str(plain)})
+    stamp = plain.stat().st_mtime_ns
+    feedback = QgsProcessingFeedback()
+    feedback.progressChanged.connect(lambda p: feedback.cancel() if p >= 15 else None)
+    with pytest.raises(QgsProcessingException, match="Cancelled"):
+        run("fit_lightgbm", {**common, "OUTPUT": str(plain)}, feedback)
+    assert plain.stat().st_mtime_ns == stamp
 
 
 def test_a_blank_second_output_in_the_batch_dialog_goes_to_a_temporary_layer(qgis, cells_with_targets, tmp_path):

@@ -18,6 +18,8 @@ ADMIN_PARAMS = dict(learning_rate=0.05, max_depth=7, n_estimators=1000, num_leav
 RIDGE_BELOW = 300  # samples: the public protocol uses Ridge for city-level tasks this small
 RIDGE_ALPHAS = np.logspace(-3, 5, 17)
 """Ridge penalties tried by leave-one-out inside each training fold (the test fold never chooses alpha)."""
+MEMORY_FOR_FITS = 2 << 30
+"""Bytes the side-by-side fits of ``cross_validate`` may hold in copies of the rows (fewer fits at once above it)."""
 
 
 @dataclass
@@ -88,7 +90,7 @@ def fit_model(
     kind: str,
     x: np.ndarray,
     y: np.ndarray,
-    rows: np.ndarray,
+    rows: np.ndarray | None,
     early_stopping: int | None,
     seed: int,
     stop: threading.Event | None = None,
@@ -98,12 +100,17 @@ def fit_model(
     rows and stops adding trees when they stop improving. Returns the number of trees kept (None otherwise).
     ``stop``: once set, a LightGBM fit raises ``InterruptedError`` at its next tree (Cancel within a fit);
     ``until``: a further LightGBM callback (``_stop_at``)."""
+    if rows is None:  # every row: no copy
+        rows = np.arange(len(y))
+        xs, ys = x, y
+    else:
+        xs, ys = x[rows], y[rows]
     if kind != "lightgbm":
-        est.fit(x[rows], y[rows])
+        est.fit(xs, ys)
         return None
     callbacks = ([] if stop is None else [_stop_when(stop)]) + ([] if until is None else [until])
     if not early_stopping:
-        est.fit(x[rows], y[rows], callbacks=callbacks)
+        est.fit(xs, ys, callbacks=callbacks)
         return None
     import lightgbm as lgb
 
@@ -179,60 +186,71 @@ def cross_validate(
     if y.size and np.ptp(y) == 0:
         raise InvalidInputError(f"the target is constant ({y[0]:g} everywhere): there is nothing to predict")
     splits = kfold_splits(x.shape[0], n_folds, groups, seed)
+    # one kind for every fold and the refit, from the rows the user gave ("auto": Ridge under RIDGE_BELOW), so the
+    # score reported is the score of the model mapped
+    kind = model if model != "auto" else ("ridge" if len(y) < RIDGE_BELOW else "lightgbm")
+    make_model(kind, len(y), params, seed, 1)  # an unknown model is refused here, before any fit
     stop = threading.Event()
 
     def fit_fold(k: int):
+        if stop.is_set():  # cancelled while queued: no copy of the rows, no fit
+            raise InterruptedError("cancelled")
         tr, te = splits[k]
-        kind, est = make_model(model, len(tr), params, seed, 1)
+        _, est = make_model(kind, len(tr), params, seed, 1)
         n_trees = fit_model(est, kind, x, y, tr, early_stopping, seed + k, stop)
-        return kind, n_trees, est.predict(x[te])
+        return n_trees, est.predict(x[te])
 
     agreed: list[int] = []  # with early stopping: the folds' mean best number of trees, once every fold is done
 
     def fit_all():
-        kind, est = make_model(model, len(y), params, seed, 1)
-        fit_model(est, kind, x, y, np.arange(len(y)), None, seed, stop, _stop_at(agreed) if early_stopping else None)
-        return kind, est
+        if stop.is_set():
+            raise InterruptedError("cancelled")
+        _, est = make_model(kind, len(y), params, seed, 1)
+        fit_model(est, kind, x, y, None, None, seed, stop, _stop_at(agreed) if early_stopping else None)
+        return est
 
     total = len(splits) + int(refit)
-    workers = max(1, min(resolve_threads(n_jobs), total))
+    # every fit holds its own copy of its rows (float64) and LightGBM's binned copy: at most about MEMORY_FOR_FITS
+    copies = max(1, int(MEMORY_FOR_FITS // max(2 * x.nbytes, 1)))
+    workers = max(1, min(resolve_threads(n_jobs), total, copies))
     with ThreadPoolExecutor(workers, thread_name_prefix="mobclip-cv") as pool:
-        folds = [pool.submit(fit_fold, k) for k in range(len(splits))]
-        # the refit starts beside the last folds; with early stopping it stops at the folds' agreed number of trees
-        final_job = pool.submit(fit_all) if refit else None
-        _wait(folds, stop, feedback, total)
-        results = [f.result() for f in folds]
-        trees = [n for _, n, _ in results if n is not None]
-        if trees:
-            agreed.append(max(1, int(np.mean(trees))))
-        if final_job is not None:
-            _wait([final_job], stop, feedback, total, done_before=len(folds))
+        try:
+            folds = [pool.submit(fit_fold, k) for k in range(len(splits))]
+            # the refit starts beside the last folds; with early stopping it stops at the folds' agreed trees
+            final_job = pool.submit(fit_all) if refit else None
+            _wait(folds, stop, feedback, total, also=final_job)
+            results = [f.result() for f in folds]
+            trees = [n for n, _ in results if n is not None]
+            if trees:
+                agreed.append(max(1, int(np.mean(trees))))
+            if final_job is not None:
+                _wait([final_job], stop, feedback, total, done_before=len(folds))
+        except BaseException:  # Cancel, a fit's error, the caller's feedback raising, Ctrl-C: end the fits now
+            stop.set()
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
     oof = np.empty_like(y)
     fold_r2 = []
-    for (_, te), (_, _, pred) in zip(splits, results):
+    for (_, te), (_, pred) in zip(splits, results):
         oof[te] = pred
         fold_r2.append(r2_score(y[te], pred))
-    kind, final = final_job.result() if final_job is not None else (results[-1][0], None)
-    if agreed and kind == "lightgbm":  # a boosted model's first k trees are the model of k trees: keep those
+    final = final_job.result() if final_job is not None else None
+    if agreed and final is not None and kind == "lightgbm":  # the first k trees of a boosted model: the k-tree model
         final.booster_.best_iteration = agreed[0]
         final.set_params(n_estimators=agreed[0])
     rmse = float(np.sqrt(np.mean((y - oof) ** 2)))
     return CVResult(oof, r2_score(y, oof), rmse, fold_r2, kind, final)
 
 
-def _wait(jobs: list, stop: threading.Event, feedback, total: int, done_before: int = 0) -> None:
+def _wait(jobs: list, stop: threading.Event, feedback, total: int, done_before: int = 0, also=None) -> None:
     """Wait for ``jobs``, telling ``feedback`` the share of ``total`` fits done a few times a second; on Cancel (or
-    a fit's error) set ``stop`` so the running fits end at their next tree, and raise."""
+    a fit's error, also one in ``also``, a job running beside them) set ``stop`` and raise."""
     pending = set(jobs)
     while pending:
         finished, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
-        failed = next((f for f in finished if f.exception() is not None), None)
+        failed = next((f for f in [*finished, also] if f is not None and f.done() and f.exception() is not None), None)
         if failed is not None:
-            stop.set()
-            wait(pending)
             raise failed.exception()
         done = done_before + len(jobs) - len(pending)
         if feedback is not None and feedback(done / total):
-            stop.set()
-            wait(pending)
             raise InterruptedError("cancelled")
