@@ -632,14 +632,12 @@ def test_aggregate_equals_the_evaluation_protocol_on_small_polygons(qgis, small_
     assert not got.iloc[: len(districts)].from_point.any()
 
 
-def test_fit_location_features_learn_a_trend_the_embeddings_do_not_hold(qgis, tmp_path):
-    """A target that follows position (a north-south trend) on embeddings that are noise: out-of-fold R2 near zero
-    from the embeddings alone, high once the location features join them; the second layer gets them too."""
+def _noise_points():
+    """469 points around Chicago (an H3 disk at res 8) with four embedding fields of pure noise; their latitudes and
+    the generator that made the noise (for a target's own noise)."""
     import geopandas as gpd
     import h3
     from shapely.geometry import Point
-
-    from mobclip_core.geofile import write_geodataframe
 
     cells = sorted(h3.grid_disk(h3.latlng_to_cell(41.85, -87.65, 8), 12))
     lat, lon = np.array([h3.cell_to_latlng(c) for c in cells]).T
@@ -649,7 +647,19 @@ def test_fit_location_features_learn_a_trend_the_embeddings_do_not_hold(qgis, tm
         geometry=[Point(x, y) for x, y in zip(lon, lat)],
         crs=4326,
     )
-    gdf["trend"] = np.sin((lat - lat.min()) / np.ptp(lat) * 3.0) + 0.05 * rng.normal(size=len(cells))
+    return gdf, lat, rng
+
+
+def test_fit_location_features_learn_a_trend_the_embeddings_do_not_hold(qgis, tmp_path):
+    """A target that follows position (a north-south trend) on embeddings that are noise: out-of-fold R2 near zero
+    from the embeddings alone, high once the location features join them; the second layer gets them too."""
+    import geopandas as gpd
+
+    from mobclip_core.geofile import write_geodataframe
+
+    gdf, lat, rng = _noise_points()
+
+    gdf["trend"] = np.sin((lat - lat.min()) / np.ptp(lat) * 3.0) + 0.05 * rng.normal(size=len(gdf))
     write_geodataframe(gdf, tmp_path / "pts.gpkg")
     common = {"INPUT": str(tmp_path / "pts.gpkg"), "TARGET": "trend", "BLOCKS": 2, "MODEL": 1, "SEED": 0}
     plain = run("fit_lightgbm", {**common, "OUTPUT": str(tmp_path / "plain.gpkg")})
@@ -815,24 +825,14 @@ def test_fit_warns_when_most_folds_score_below_zero(qgis, tmp_path):
     """A target that differs between five bands of the city and is noise within each, folds by band: the pooled
     out-of-fold R2 is high (the bands are told apart) while every fold scores below zero. The log says what the
     pooled number credits; a fit whose folds do well gets no such warning."""
-    import geopandas as gpd
-    import h3
-    from shapely.geometry import Point
-
     from mobclip_core.geofile import write_geodataframe
 
-    cells = sorted(h3.grid_disk(h3.latlng_to_cell(41.85, -87.65, 8), 12))
-    lat, lon = np.array([h3.cell_to_latlng(c) for c in cells]).T
-    rng = np.random.default_rng(0)
-    gdf = gpd.GeoDataFrame(
-        {f"emb_{i}": rng.normal(size=len(cells)) for i in range(4)},
-        geometry=[Point(x, y) for x, y in zip(lon, lat)],
-        crs=4326,
-    )
+    gdf, lat, rng = _noise_points()
+
     band = np.digitize(lat, np.quantile(lat, [0.2, 0.4, 0.6, 0.8]))
     gdf["band"] = band.astype(str)
-    gdf["stepped"] = 3.0 * band + rng.normal(size=len(cells))
-    gdf["smooth"] = np.sin((lat - lat.min()) / np.ptp(lat) * 3.0) + 0.05 * rng.normal(size=len(cells))
+    gdf["stepped"] = 3.0 * band + rng.normal(size=len(gdf))
+    gdf["smooth"] = np.sin((lat - lat.min()) / np.ptp(lat) * 3.0) + 0.05 * rng.normal(size=len(gdf))
     write_geodataframe(gdf, tmp_path / "pts.gpkg")
     common = {"INPUT": str(tmp_path / "pts.gpkg"), "MODEL": 2, "LOCATION": True, "FOLDS": 5, "OUTPUT": "memory:"}
     log = LogFeedback()
