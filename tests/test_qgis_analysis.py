@@ -750,3 +750,21 @@ def test_similar_places_loads_both_tables_with_no_error_in_the_log(qgis, small_c
     assert next(layer for layer in added if layer.name().startswith("Most")).featureCount() == 5
     for layer in added:
         QgsProject.instance().removeMapLayer(layer.id())
+
+
+def test_similar_places_with_the_ranked_table_left_blank_in_the_batch_dialog(qgis, small_city, tables):
+    """The batch dialog passes a blank optional output as an empty (truthy) QgsProcessingOutputLayerDefinition: no
+    ranked table is written and the run does not fail on it."""
+    from qgis.core import QgsProcessingOutputLayerDefinition, QgsProject
+
+    from mobclip_core.demo import ZONES
+
+    _, paths = tables
+    params = {
+        "EMBEDDINGS": str(paths["seed0"]),
+        "REFERENCE_CELLS": deep_cell(small_city, ZONES[0]),
+        "OUTPUT": "memory:",
+        "OUTPUT_TOP": QgsProcessingOutputLayerDefinition("", QgsProject.instance()),
+    }
+    result = run("similar_places", params)
+    assert "OUTPUT_TOP" not in result and len(frame(result["OUTPUT"])) > 0
