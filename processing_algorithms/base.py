@@ -510,63 +510,67 @@ def nullable(values) -> list:
     return [None if v != v else float(v) for v in values]
 
 
-def output_chosen(value) -> bool:
-    """Whether an optional output was given a destination. A blank cell of the batch dialog arrives as an empty
-    ``QgsProcessingOutputLayerDefinition``, which is truthy: test what it points at."""
+def _static_destination(value) -> str:
+    """The destination text of an output parameter's value ('' for none, or for one computed by an expression)."""
     if isinstance(value, QgsProcessingOutputLayerDefinition):
         value = value.sink
     if isinstance(value, QgsProperty):
         value = value.staticValue() if value.propertyType() == QgsProperty.StaticProperty else value.asExpression()
-    return value is not None and str(value).strip() != ""
+    return "" if value is None else str(value).strip()
+
+
+def _file_and_layer(text: str) -> tuple[str, str | None]:
+    """(file, layer or None) of ``/x.gpkg``, ``/x.gpkg|layername=NAME`` or ``ogr:dbname='/x.gpkg' table="NAME"
+    (geom)`` (the dialog's "Save to GeoPackage"); ('', None) for what is not a file (memory:, postgres://...)."""
+    import re
+
+    if text.startswith("ogr:"):
+        db, table = re.search(r"dbname='([^']*)'", text), re.search(r'table="([^"]*)"', text)
+        return (db.group(1), table.group(1) if table else None) if db else ("", None)
+    path, _, options = text.partition("|")
+    if not path or "://" in path or path.startswith(("memory:", "TEMPORARY_OUTPUT")):
+        return "", None
+    return path, next((o.split("=", 1)[1] for o in options.split("|") if o.startswith("layername=")), None)
+
+
+def _layer_names(path: str, *, update: bool = False):
+    """(open OGR dataset or None, its layer names), GDAL errors as return codes whatever the caller's mode."""
+    from osgeo import gdal, ogr
+
+    with _gdal_errors_as_return_codes(gdal, ogr):
+        data = ogr.Open(path, 1 if update else 0)
+    return data, [data.GetLayer(i).GetName() for i in range(data.GetLayerCount())] if data is not None else []
+
+
+def output_chosen(value) -> bool:
+    """Whether an optional output was given a destination. A blank cell of the batch dialog arrives as an empty
+    ``QgsProcessingOutputLayerDefinition``, which is truthy: test what it points at."""
+    return _static_destination(value) != ""
 
 
 def existing_destination(value) -> str | None:
     """The file an output parameter's value names when it already holds what the run would write (the file, or the
     named layer of a GeoPackage), else None. Such an output is created after the long part of a run: creating it
     replaces it, and a cancelled run must leave it as it was (it may even be the input)."""
-    import re
-
-    if isinstance(value, QgsProcessingOutputLayerDefinition):
-        value = value.sink
-    if isinstance(value, QgsProperty):
-        value = value.staticValue() if value.propertyType() == QgsProperty.StaticProperty else None
-    text = str(value or "").strip()
-    layer = None
-    if text.startswith("ogr:"):  # ogr:dbname='/x.gpkg' table="name" (geom): the dialog's "Save to GeoPackage"
-        db, table = re.search(r"dbname='([^']*)'", text), re.search(r'table="([^"]*)"', text)
-        if db is None:
-            return None
-        text, layer = db.group(1), table.group(1) if table else None
-    else:
-        text, _, options = text.partition("|")
-        layer = next((o.split("=", 1)[1] for o in options.split("|") if o.startswith("layername=")), None)
-    path = os.path.abspath(text) if text else ""
+    path, layer = _file_and_layer(_static_destination(value))
+    path = os.path.abspath(path) if path else ""
     if not path or not os.path.isfile(path):
         return None
-    if layer is None:
-        return path
-    from osgeo import ogr
-
-    data = ogr.Open(path)
-    names = [data.GetLayer(i).GetName() for i in range(data.GetLayerCount())] if data is not None else []
-    data = None
-    return path if layer in names else None
+    return path if layer is None or layer in _layer_names(path)[1] else None
 
 
 def discard_file_output(dest: str) -> None:
     """Delete a failed run's output ``dest`` (``/x.gpkg`` or ``/x.gpkg|layername=NAME``): the file it created, or
     only its layer where the file holds other layers (an output written into an existing GeoPackage). Raises
     ``OSError`` when that fails (a file locked by another program)."""
-    path, _, options = dest.partition("|")
-    path = os.path.abspath(path) if path and "://" not in path and not path.startswith("memory:") else ""
-    if not path or not os.path.isfile(path):  # memory:, postgres://, ...
+    path, layer = _file_and_layer(dest)
+    path = os.path.abspath(path) if path else ""
+    if not path or not os.path.isfile(path):
         return
     from osgeo import gdal, ogr
 
-    layer = next((o.split("=", 1)[1] for o in options.split("|") if o.startswith("layername=")), None)
+    data, names = _layer_names(path, update=True)
     with _gdal_errors_as_return_codes(gdal, ogr):
-        data = ogr.Open(path, 1)
-        names = [data.GetLayer(i).GetName() for i in range(data.GetLayerCount())] if data is not None else []
         if layer is not None and names != [layer]:  # other layers live in the file: remove only the run's
             failed = layer in names and data.DeleteLayer(names.index(layer)) != 0
             data = None  # closes the file
