@@ -120,12 +120,17 @@ class MobClipAlgorithm(QgsProcessingAlgorithm):
         from mobclip_core.exceptions import MissingDependencyError, MobClipError
 
         self._sinks: list[tuple[object, str]] = []
+        self._replacing: set[int] = set()  # sinks that replace an existing file or layer (see ``write_features``)
+        self._kept: list[str] = []  # such outputs written in full before the run was stopped
         self._feedback = feedback  # for warnings from helpers that are not given it (``embedding_layer``)
         try:
             return self.execute(parameters, context, feedback)
         except Cancelled as exc:
             self._discard_outputs(exc)
-            raise QgsProcessingException(str(exc) or self.tr("Cancelled by the user; no output was written")) from None
+            message = str(exc) or self.tr("Cancelled by the user; no output was written")
+            if self._kept:
+                message += self.tr(f" ({', '.join(self._kept)}: already replaced by this run's complete result)")
+            raise QgsProcessingException(message) from None
         except (MobClipError, MissingDependencyError) as exc:
             self._discard_outputs(exc)
             raise QgsProcessingException(str(exc)) from None
@@ -138,10 +143,13 @@ class MobClipAlgorithm(QgsProcessingAlgorithm):
 
     def create_sink(self, parameters, name, context, fields, wkb_type, crs):
         """``parameterAsSink``, remembered so that a failed or cancelled run leaves no partial file behind."""
+        replaces = existing_destination(parameters.get(name)) is not None
         sink, dest = self.parameterAsSink(parameters, name, context, fields, wkb_type, crs)
         if sink is None:
             raise QgsProcessingException(self.invalidSinkError(parameters, name))
         self._sinks.append((sink, dest))
+        if replaces:
+            self._replacing.add(id(sink))
         return sink, dest
 
     def _discard_outputs(self, exc: BaseException) -> None:
@@ -256,9 +264,14 @@ class MobClipAlgorithm(QgsProcessingAlgorithm):
         return features, wkbs
 
     def write_features(self, sink, rows, geometries, feedback, *, total: int, span=(80.0, 100.0)) -> int:
-        """Write attribute lists with geometries (QgsGeometry or WKB bytes; None for none), in batches."""
+        """Write attribute lists with geometries (QgsGeometry or WKB bytes; None for none), in batches.
+
+        A sink that replaces an existing file or layer (the input itself, an earlier result) was emptied when it was
+        created: stopping now would leave neither the old content nor the new. So Cancel is not heard while it is
+        written (the short, last part of a run), and once written in full it is kept whatever happens after."""
         lo, hi = span
         batch, n = [], 0
+        replacing = id(sink) in getattr(self, "_replacing", ())
         for attrs, geom in zip(rows, geometries):
             f = QgsFeature()
             f.setAttributes(attrs)
@@ -271,12 +284,16 @@ class MobClipAlgorithm(QgsProcessingAlgorithm):
             batch.append(f)
             n += 1
             if len(batch) >= 1000:
-                self.check_cancel(feedback)
+                if not replacing:
+                    self.check_cancel(feedback)
                 sink.addFeatures(batch, QgsFeatureSink.FastInsert)
                 batch = []
                 feedback.setProgress(lo + (hi - lo) * n / max(total, 1))
         if batch:
             sink.addFeatures(batch, QgsFeatureSink.FastInsert)
+        if replacing:  # complete: no longer this run's to discard
+            self._kept += [dest for s, dest in self._sinks if s is sink]
+            self._sinks = [(s, dest) for s, dest in self._sinks if s is not sink]
         feedback.setProgress(hi)
         return n
 

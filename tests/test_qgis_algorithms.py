@@ -952,6 +952,35 @@ def test_a_failed_or_cancelled_fit_into_a_geopackage_keeps_the_files_other_layer
     assert plain.stat().st_mtime_ns == stamp
 
 
+def test_cancel_while_an_output_replaces_its_own_input_keeps_a_complete_layer(
+    qgis, cells_with_targets, embedding_file, tmp_path
+):
+    """Attach written onto its own input file (an in-place run) and cancelled while writing: the sink emptied the
+    file when it was created, so stopping there would leave neither the input nor the result. The write finishes
+    and the file holds every feature with its new fields; a cancel before the write changes nothing."""
+    import geopandas as gpd
+    from qgis.core import QgsProcessingException, QgsProcessingFeedback
+
+    from mobclip_core.geofile import write_geodataframe
+
+    path, _ = embedding_file
+    centres = gpd.read_file(cells_with_targets).geometry.representative_point()
+    points = gpd.GeoDataFrame({"k": range(12 * len(centres))}, geometry=list(centres) * 12, crs=4326)
+    layer = tmp_path / "points.gpkg"
+    write_geodataframe(points, layer)
+    n = len(points)
+    assert n > 2000  # written in three batches of 1,000: Cancel would be heard between them
+    feedback = QgsProcessingFeedback()
+    feedback.progressChanged.connect(lambda p: feedback.cancel() if p >= 80 else None)  # the write is 80-100 %
+    params = {"INPUT": str(layer), "EMBEDDINGS": str(path), "PREFIX": "new_", "OUTPUT": str(layer)}
+    try:
+        run("attach_embeddings", params, feedback)
+    except QgsProcessingException as exc:
+        assert "already replaced by this run's complete result" in str(exc), exc
+    after = layer_frame(str(layer))
+    assert len(after) == n and "new_0" in after.columns and after["new_0"].notna().all()
+
+
 def test_a_blank_second_output_in_the_batch_dialog_goes_to_a_temporary_layer(qgis, cells_with_targets, tmp_path):
     """The batch dialog passes a blank output cell as an empty QgsProcessingOutputLayerDefinition (truthy): the
     predictions on the second layer go to a temporary layer, as in the single dialog, not to an error after the
