@@ -11,6 +11,7 @@ from qgis.core import (
     QgsProcessingParameterFile,
     QgsProcessingParameterString,
 )
+from qgis.PyQt.QtCore import QVariant
 
 from .base import MobClipAlgorithm, nullable
 from .child import add_outside_parameter, embed_with_model, outside_mode
@@ -76,6 +77,14 @@ class AttachEmbeddings(MobClipAlgorithm):
         if model and cell_field:
             raise QgsProcessingException(
                 self.tr("A cell id field works with an embedding table; a distilled model embeds locations instead")
+            )
+        if cell_field and source.fields().indexFromName(cell_field) < 0:
+            text = [f.name() for f in source.fields() if f.type() == QVariant.String]
+            raise QgsProcessingException(
+                self.tr(
+                    f"The layer has no field '{cell_field}' (the H3 cell id field): choose one of its text fields "
+                    f"({', '.join(text[:8]) or 'none found'}), or leave it empty to place features by their geometry"
+                )
             )
         features, wkbs = self.read_wgs84(source, context, feedback, span=(0, 40))
         if model:

@@ -29,7 +29,9 @@ from qgis.core import (
     QgsProcessingAlgorithm,
     QgsProcessingException,
     QgsProcessingOutputLayerDefinition,
+    QgsProcessingParameterFeatureSink,
     QgsProcessingParameterFile,
+    QgsProcessingParameterFolderDestination,
     QgsProcessingParameterVectorLayer,
     QgsProperty,
     QgsWkbTypes,
@@ -123,23 +125,49 @@ class MobClipAlgorithm(QgsProcessingAlgorithm):
         self._replacing: set[int] = set()  # sinks that replace an existing file or layer (see ``write_features``)
         self._kept: list[str] = []  # such outputs written in full before the run was stopped
         self._feedback = feedback  # for warnings from helpers that are not given it (``embedding_layer``)
+        self.check_destinations(parameters)
         try:
             return self.execute(parameters, context, feedback)
         except Cancelled as exc:
             self._discard_outputs(exc)
             message = str(exc) or self.tr("Cancelled by the user; no output was written")
-            if self._kept:
-                message += self.tr(f" ({', '.join(self._kept)}: already replaced by this run's complete result)")
-            raise QgsProcessingException(message) from None
+            raise QgsProcessingException(message + self._kept_note()) from None
         except (MobClipError, MissingDependencyError) as exc:
             self._discard_outputs(exc)
-            raise QgsProcessingException(str(exc)) from None
+            raise QgsProcessingException(str(exc) + self._kept_note()) from None
         except BaseException as exc:
             self._discard_outputs(exc)
             raise
 
     def execute(self, parameters, context, feedback) -> dict:
         raise NotImplementedError
+
+    def _kept_note(self) -> str:
+        kept = getattr(self, "_kept", [])
+        return self.tr(f" ({', '.join(kept)}: already replaced by this run's complete result)") if kept else ""
+
+    def check_destinations(self, parameters) -> None:
+        """Refuse, before any work, an output file whose folder cannot hold it: a file where a folder should be, or
+        (vector outputs, which QGIS does not create folders for) a folder that does not exist."""
+        for definition in self.destinationParameterDefinitions():
+            if isinstance(definition, QgsProcessingParameterFolderDestination):
+                continue
+            path, _ = _file_and_layer(_static_destination(parameters.get(definition.name())))
+            if not path:
+                continue
+            folder = os.path.dirname(os.path.abspath(path))
+            existing = folder
+            while not os.path.exists(existing) and os.path.dirname(existing) != existing:
+                existing = os.path.dirname(existing)
+            label = definition.description()
+            if not os.path.isdir(existing):
+                raise QgsProcessingException(
+                    self.tr(f"{label}: {existing} is a file, not a folder: choose another place for {path}")
+                )
+            if existing != folder and isinstance(definition, QgsProcessingParameterFeatureSink):
+                raise QgsProcessingException(
+                    self.tr(f"{label}: the folder {folder} does not exist: create it, or choose another place")
+                )
 
     def create_sink(self, parameters, name, context, fields, wkb_type, crs):
         """``parameterAsSink``, remembered so that a failed or cancelled run leaves no partial file behind."""
@@ -291,11 +319,23 @@ class MobClipAlgorithm(QgsProcessingAlgorithm):
                 feedback.setProgress(lo + (hi - lo) * n / max(total, 1))
         if batch:
             sink.addFeatures(batch, QgsFeatureSink.FastInsert)
-        if replacing:  # complete: no longer this run's to discard
-            self._kept += [dest for s, dest in self._sinks if s is sink]
-            self._sinks = [(s, dest) for s, dest in self._sinks if s is not sink]
+        if replacing and feedback.isCanceled():
+            feedback.pushWarning(
+                self.tr(
+                    "Cancel came while an existing layer was being replaced: it was written in full (stopping there "
+                    "would have left neither the old layer nor the new)"
+                )
+            )
+        self.sink_written(sink)
         feedback.setProgress(hi)
         return n
+
+    def sink_written(self, sink) -> None:
+        """``sink`` holds its complete output. One that replaced an existing file or layer is then kept whatever
+        happens after (removing it would leave neither the old content nor the new)."""
+        if id(sink) in getattr(self, "_replacing", ()):
+            self._kept += [dest for s, dest in self._sinks if s is sink]
+            self._sinks = [(s, dest) for s, dest in self._sinks if s is not sink]
 
     @staticmethod
     def double_fields(names) -> QgsFields:
@@ -573,7 +613,7 @@ def existing_destination(value) -> str | None:
     path = os.path.abspath(path) if path else ""
     if not path or not os.path.isfile(path):
         return None
-    return path if layer is None or layer in _layer_names(path)[1] else None
+    return path if layer is None or layer.lower() in {n.lower() for n in _layer_names(path)[1]} else None
 
 
 def discard_file_output(dest: str) -> None:

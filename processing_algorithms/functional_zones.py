@@ -245,4 +245,5 @@ class FunctionalZones(MobClipAlgorithm):
             )
             features.append(f)
         sink.addFeatures(features)
+        self.sink_written(sink)
         return dest

@@ -293,4 +293,5 @@ class SimilarPlaces(MobClipAlgorithm):
             f.setAttributes([int(rank), float(sim), *base])
             batch.append(f)
         sink.addFeatures(batch)
+        self.sink_written(sink)
         return dest

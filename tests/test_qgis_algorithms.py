@@ -574,6 +574,11 @@ def test_attach_by_cell_field_writes_null_for_a_null_id(qgis, embedding_file, sm
     np.testing.assert_allclose(got.loc[:4, "emb_2"].astype(float), table["emb_2"].iloc[:5], rtol=1e-6)
     assert got.loc[5:, "emb_2"].isna().all()  # NULL and empty ids: NULL embeddings, not a failed run
     assert cells_to_strings(small_city.cells[:1])[0] == got.h3_cell[0]
+    # a cell id field the layer does not have (qgis_process and scripts have no field picker): said, with the fix
+    from qgis.core import QgsProcessingException
+
+    with pytest.raises(QgsProcessingException, match="The layer has no field 'nope' .*choose one of its text fields"):
+        run("attach_embeddings", {"INPUT": layer, "EMBEDDINGS": str(path), "CELL_FIELD": "nope", "OUTPUT": "memory:"})
 
 
 def test_aggregate_ignores_cells_with_missing_values(qgis, small_city, embedding_file, tmp_path):
@@ -920,7 +925,7 @@ def test_a_failed_or_cancelled_fit_into_a_geopackage_keeps_the_files_other_layer
     }
     log = LogFeedback()
     onto = {"PREDICT_LAYER": f"{gpkg}|layername=cells", "OUTPUT_PREDICT": str(tmp_path / "no_such_dir" / "x.gpkg")}
-    with pytest.raises(QgsProcessingException, match="OUTPUT_PREDICT|Could not create"):
+    with pytest.raises(QgsProcessingException, match="no_such_dir does not exist: create it"):
         run("fit_lightgbm", {**common, **onto}, log)
     assert not any(line.startswith("Fitted") for line in log.lines), log.lines  # refused before the fit
     assert _layer_names(gpkg) == ["cells", "notes"]

@@ -768,3 +768,30 @@ def test_similar_places_with_the_ranked_table_left_blank_in_the_batch_dialog(qgi
     }
     result = run("similar_places", params)
     assert "OUTPUT_TOP" not in result and len(frame(result["OUTPUT"])) > 0
+
+
+def test_an_output_under_a_file_is_refused_before_any_work_and_the_geopackage_is_untouched(
+    qgis, small_city, tables, tmp_path
+):
+    """A raster output whose "folder" is a file: refused before the run with the parameter named (it failed with a
+    Python traceback after the work, and its cleanup then removed the ranked table it had just written over an
+    existing layer)."""
+    from osgeo import ogr
+    from qgis.core import QgsProcessingException
+
+    from mobclip_core.demo import ZONES
+
+    _, paths = tables
+    gpkg = tmp_path / "work.gpkg"
+    first = {
+        "EMBEDDINGS": str(paths["seed0"]),
+        "REFERENCE_CELLS": deep_cell(small_city, ZONES[0]),
+        "OUTPUT": f"ogr:dbname='{gpkg}' table=\"sim\" (geom)",
+        "OUTPUT_TOP": f"ogr:dbname='{gpkg}' table=\"top\"",
+    }
+    run("similar_places", first)
+    (tmp_path / "a_file").write_text("not a folder")
+    with pytest.raises(QgsProcessingException, match="Similarity raster.*a_file is a file, not a folder"):
+        run("similar_places", {**first, "OUTPUT_RASTER": str(tmp_path / "a_file" / "x.tif")})
+    data = ogr.Open(str(gpkg))
+    assert sorted(data.GetLayer(i).GetName() for i in range(data.GetLayerCount())) == ["sim", "top"]
