@@ -100,17 +100,18 @@ def fit_model(
     rows and stops adding trees when they stop improving. Returns the number of trees kept (None otherwise).
     ``stop``: once set, a LightGBM fit raises ``InterruptedError`` at its next tree (Cancel within a fit);
     ``until``: a further LightGBM callback (``_stop_at``)."""
-    if rows is None:  # every row: no copy
-        rows = np.arange(len(y))
-        xs, ys = x, y
-    else:
-        xs, ys = x[rows], y[rows]
+    every = rows is None
+    rows = np.arange(len(y)) if every else rows
+
+    def chosen():  # the rows to fit on; every row without a copy
+        return (x, y) if every else (x[rows], y[rows])
+
     if kind != "lightgbm":
-        est.fit(xs, ys)
+        est.fit(*chosen())
         return None
     callbacks = ([] if stop is None else [_stop_when(stop)]) + ([] if until is None else [until])
     if not early_stopping:
-        est.fit(xs, ys, callbacks=callbacks)
+        est.fit(*chosen(), callbacks=callbacks)
         return None
     import lightgbm as lgb
 
