@@ -8,41 +8,17 @@ from __future__ import annotations
 
 import time
 
-import numpy as np
 import pandas as pd
-import scipy.sparse as sp
 
 SIZES = (1_000, 5_000, 20_000)
 BATCH = 4096  # InfoNCE cost per epoch grows as cells x batch; the paper's 20480 suits a GPU
 
 
 def synthetic_dataset(n: int, degree: int = 60, seed: int = 0):
-    from mobclip_core.dataset import RegionDataset
-    from mobclip_core.grid import cells_to_strings, points_to_cells
-    from mobclip_core.modalities import MobilityGraph
+    """A planted-community region of ``n`` cells (``mobclip_core.synthetic.synthetic_region``)."""
+    from mobclip_core.synthetic import synthetic_region
 
-    rng = np.random.default_rng(seed)
-    # distinct res-12 cells around one point stand in for a region's cells
-    cells = np.unique(points_to_cells(rng.uniform(9, 9.3, 3 * n), rng.uniform(45, 45.3, 3 * n), 12))[:n]
-    comm = rng.integers(0, 20, n)
-    m = n * degree // 2
-    a = rng.integers(0, n, m)
-    same = rng.random(m) < 0.7
-    by_comm = np.argsort(comm, kind="stable")
-    start = np.searchsorted(comm[by_comm], np.arange(20))
-    count = np.bincount(comm, minlength=20)
-    mate = by_comm[start[comm[a]] + (rng.random(m) * count[comm[a]]).astype(int)]  # same-community partner
-    b = np.where(same, mate, rng.integers(0, n, m))
-    adj = sp.coo_matrix((rng.integers(1, 20, m).astype(float), (a, b)), shape=(n, n)).tocsr()
-    adj = adj + adj.T
-    adj.setdiag(0)
-    adj.eliminate_zeros()
-    graph = MobilityGraph(cells, adj)
-    centers = rng.normal(size=(20, 384))
-    index = pd.Index(cells_to_strings(cells), name="h3_cell")
-    poi = pd.DataFrame(centers[comm] + rng.normal(size=(n, 384)), index=index).add_prefix("poi_")
-    demo = pd.DataFrame(rng.dirichlet(np.ones(16), n), index=index).add_prefix("demo_")
-    return RegionDataset.from_parts(graph, {"poi": poi, "demographics": demo})
+    return synthetic_region(n, degree=degree, seed=seed)[0]
 
 
 def main() -> dict:

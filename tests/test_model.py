@@ -143,6 +143,14 @@ def test_bad_training_config_fails_before_training(small_dataset):
     bare = RegionDataset(small_dataset.cells, small_dataset.graph, {})
     with pytest.raises(ModalityMissingError, match="no auxiliary modality"):
         train_mobclip(bare, TrainConfig(), LineConfig())
+    for device in ("gpu", "cuda:x", "cpu:0", 1):
+        with pytest.raises(ConfigError, match=r'device must be "auto", "cpu", "cuda" or "cuda:N"'):
+            train_mobclip(small_dataset, TrainConfig(device=device), LineConfig())
+    import torch
+
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    with pytest.raises(ConfigError, match=r'torch sees .* here: set device = "auto"'):
+        train_mobclip(small_dataset, TrainConfig(device=f"cuda:{gpus}"), LineConfig())
 
 
 def test_resume_continues_from_last_epoch(small_dataset, tmp_path):
@@ -254,6 +262,34 @@ def test_neighbourhood_context_is_the_mean_of_the_cell_and_its_ring_means(train_
     assert np.abs(context - own).max() > 1e-2
     heavy = train_variant({"output": "fused", "context_m": [700], "context_weight": 0.75}, {}, {})
     np.testing.assert_allclose(heavy, 0.25 * own + 0.75 * ring_means(cells, own, 2), atol=1e-6)
+
+
+def test_a_wide_context_on_a_fine_grid_is_taken_on_a_coarser_one(monkeypatch):
+    """At resolution 12 the default 2.8 km is 149 rings (67,051 cells a disk: 15 s and 5 GB for 2,000 cells, out of
+    memory for a city); such a ring is taken between parents at the finest resolution where it is at most
+    ``MAX_CONTEXT_RINGS`` steps, which keeps the neighbourhood means of a smooth field."""
+    import mobclip_core.grid as grid
+    from mobclip_core.grid import cell_centroids, points_to_cells
+    from mobclip_core.training import data
+
+    rng = np.random.default_rng(0)
+    cells = np.unique(points_to_cells(rng.uniform(9, 9.1, 3000), rng.uniform(45, 45.07, 3000), 12))
+    lon, lat = cell_centroids(cells)
+    field = np.c_[np.sin(lon / 0.06 * 2 * np.pi) + np.cos(lat / 0.045 * 2 * np.pi)]  # 5 km waves
+    rings = data.context_rings(12, [1400, 2800])
+    assert rings == (75, 149)
+    asked = []
+    real = grid.neighbours
+    monkeypatch.setattr(grid, "neighbours", lambda c, k, **kw: asked.append(k) or real(c, k, **kw))
+    for k in rings:
+        asked.clear()
+        wide = data.context_means(cells, field, k)
+        assert asked and max(asked) <= data.MAX_CONTEXT_RINGS
+        exact = data.ring_means(cells, field, k)
+        assert np.corrcoef(wide[:, 0], exact[:, 0])[0, 1] > 0.99
+        assert np.abs(wide - exact).mean() < 0.1 * exact.std()
+    small = data.context_means(cells, field, 3)  # within the bound: the exact means
+    np.testing.assert_array_equal(small, data.ring_means(cells, field, 3))
 
 
 def test_context_distances_are_checked():

@@ -75,24 +75,29 @@ def _train_order(
     collectives,
 ):
     rank, world = collectives.rank, collectives.world
-    emb = (torch.rand(n, dim, generator=gen) - 0.5) / dim  # same start on every rank
-    if world > 1:
-        gen = torch.Generator().manual_seed(int(gen.initial_seed()) + 7919 * rank)  # own sample stream per rank
+    device = gen.device  # the tables live where the generator draws
+    emb = (torch.rand(n, dim, generator=gen, device=device) - 0.5) / dim  # same start on every rank
+    if world > 1:  # own sample stream per rank
+        gen = torch.Generator(device=device).manual_seed(int(gen.initial_seed()) + 7919 * rank)
         total = -(-total // world)  # each rank draws its share; tables are averaged after every block
-    ctx = torch.zeros(n, dim) if order == "second" else emb  # first order: both ends share one table
-    e_prob, e_alias = torch.from_numpy(edge_prob).float(), torch.from_numpy(edge_alias)
-    v_prob, v_alias = torch.from_numpy(neg_prob).float(), torch.from_numpy(neg_alias)
-    src_t, dst_t = torch.from_numpy(src), torch.from_numpy(dst)
-    labels = torch.zeros(batch, 1 + negatives)
+    ctx = torch.zeros(n, dim, device=device) if order == "second" else emb  # first order: both ends share one table
+
+    def tensor(a: np.ndarray):
+        return torch.from_numpy(a).to(device)
+
+    e_prob, e_alias = tensor(edge_prob).float(), tensor(edge_alias)
+    v_prob, v_alias = tensor(neg_prob).float(), tensor(neg_alias)
+    src_t, dst_t = tensor(src), tensor(dst)
+    labels = torch.zeros(batch, 1 + negatives, device=device)
     labels[:, 0] = 1.0
     done = 0
     block = batch * 32  # draw samples for 32 batches at once: fewer, larger RNG and gather calls
     while done < total:
         nb = min(block, total - done)
-        k = torch.randint(0, e_prob.numel(), (nb,), generator=gen)
-        k = torch.where(torch.rand(nb, generator=gen) < e_prob[k], k, e_alias[k])
-        m = torch.randint(0, v_prob.numel(), (nb * negatives,), generator=gen)
-        neg = torch.where(torch.rand(nb * negatives, generator=gen) < v_prob[m], m, v_alias[m])
+        k = torch.randint(0, e_prob.numel(), (nb,), generator=gen, device=device)
+        k = torch.where(torch.rand(nb, generator=gen, device=device) < e_prob[k], k, e_alias[k])
+        m = torch.randint(0, v_prob.numel(), (nb * negatives,), generator=gen, device=device)
+        neg = torch.where(torch.rand(nb * negatives, generator=gen, device=device) < v_prob[m], m, v_alias[m])
         src_block = src_t.index_select(0, k)
         tgt_block = torch.cat([dst_t.index_select(0, k)[:, None], neg.view(nb, negatives)], dim=1)
         for s in range(0, nb, batch):
@@ -133,6 +138,7 @@ def train_line(
     collectives: Collectives = SINGLE_PROCESS,
     engine: str = LineEngine.NUMBA,
     threads: int = 0,
+    device: str = "cpu",
 ) -> LineResult:
     """LINE embeddings of a symmetric weighted ``scipy.sparse`` adjacency.
 
@@ -143,8 +149,9 @@ def train_line(
     bitwise reproducible for a seed and thread count (see ``_line_kernels``; a graph under
     ``MIN_ROUND_SAMPLES / SAMPLES_PER_CELL_ROUND`` cells runs on one thread). It is single-process, so under a
     process group (``collectives.world > 1``) the "torch" engine runs instead, each rank drawing its share.
-    ``batch_size`` applies to the torch engine only. ``negatives`` defaults to the original LINE's 5; the pipeline's
-    ``[line] negatives`` defaults to 10 (chosen on Chicago's development targets).
+    ``batch_size`` and ``device`` ("cpu", "cuda", "cuda:1", ...) apply to the torch engine only. ``negatives``
+    defaults to the original LINE's 5; the pipeline's ``[line] negatives`` defaults to 10 (chosen on Chicago's
+    development targets).
     """
     import scipy.sparse as sp
 
@@ -169,7 +176,7 @@ def train_line(
         parts = _train_numba(tables, n, d_each, orders, total, negatives, lr, seed, threads, bar)
     else:
         parts = _train_torch(
-            tables, n, d_each, orders, total, negatives, lr, batch_size, seed, threads, bar, collectives
+            tables, n, d_each, orders, total, negatives, lr, batch_size, seed, threads, bar, collectives, device
         )
     seconds = time.perf_counter() - t0
     bar.close()
@@ -241,17 +248,17 @@ class _Tables(NamedTuple):
 
 
 def _train_torch(
-    t: _Tables, n, d_each, orders, total, negatives, lr, batch_size, seed, threads, bar, collectives
+    t: _Tables, n, d_each, orders, total, negatives, lr, batch_size, seed, threads, bar, collectives, device
 ) -> list[np.ndarray]:
     from ..threads import torch_threads
 
     torch = import_optional("torch")
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator(device=device).manual_seed(seed)
     parts = []
     with torch.no_grad(), torch_threads(threads):
         for o in orders:
             e = _train_order(torch, *t, n, d_each, o, total, negatives, lr, batch_size, gen, bar, collectives)
-            parts.append(torch.nn.functional.normalize(e, dim=1).numpy())
+            parts.append(torch.nn.functional.normalize(e, dim=1).cpu().numpy())
     return parts
 
 

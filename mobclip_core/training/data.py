@@ -67,15 +67,20 @@ def spatial_graph(cells: np.ndarray, k: int = 1, *, include_self: bool = False) 
     return a.maximum(a.T)
 
 
-def ring_means(cells: np.ndarray, x: np.ndarray, k: int, *, block: int = 16_384) -> np.ndarray:
+def ring_means(
+    cells: np.ndarray, x: np.ndarray, k: int, *, weights: np.ndarray | None = None, block: int = 16_384
+) -> np.ndarray:
     """Row ``i``: the mean of ``x`` over the cells within ``k`` grid steps of ``cells[i]`` that are in ``cells``
-    (itself included), in float64. Row blocks bound the memory (a block's neighbour pairs, not the whole graph)."""
+    (itself included), in float64; with ``weights``, each row of ``x`` counts that many times. Row blocks bound the
+    memory (a block's neighbour pairs, not the whole graph); a block holds ``block`` x (3k(k+1) + 1) pairs."""
     import pandas as pd
 
     from ..grid import neighbours
 
     cells = np.asarray(cells, dtype=np.uint64)
     x = np.asarray(x, dtype=np.float64)
+    w = np.ones(cells.size) if weights is None else np.asarray(weights, dtype=np.float64)
+    wx = x * w[:, None]
     index = pd.Index(cells)
     out = np.empty_like(x)
     for lo in range(0, cells.size, block):
@@ -85,25 +90,55 @@ def ring_means(cells: np.ndarray, x: np.ndarray, k: int, *, block: int = 16_384)
         dst = index.get_indexer(pairs["neighbour"].to_numpy())
         keep = dst >= 0
         a = sp.csr_matrix((np.ones(int(keep.sum())), (src[keep], dst[keep])), shape=(rows.size, cells.size))
-        out[lo : lo + rows.size] = (a @ x) / np.asarray(a.sum(axis=1))
+        out[lo : lo + rows.size] = (a @ wx) / (a @ w)[:, None]
     return out
+
+
+# Rings wider than this are taken on a coarser grid (a disk of 25 rings holds 1,951 cells; of 149, at resolution
+# 12 for 2.8 km, 67,051: tens of GB of neighbour pairs for a city)
+MAX_CONTEXT_RINGS = 25
+
+
+def _step_m(resolution: int) -> float:
+    """Mean distance between neighbouring cell centres at ``resolution``."""
+    import h3
+
+    return h3.average_hexagon_edge_length(resolution, unit="m") * 3**0.5
+
+
+def context_means(cells: np.ndarray, x: np.ndarray, k: int) -> np.ndarray:
+    """``ring_means`` for a neighbourhood of ``k`` grid steps, whatever its width: up to ``MAX_CONTEXT_RINGS`` exact;
+    wider, at the finest coarser resolution where the same distance is at most that many steps, each cell taking the
+    mean over the cells whose parents lie within it of its own parent (the neighbourhood's edge moves by under a
+    parent cell; cost linear in cells)."""
+    from ..grid import cell_resolution, parent_cells
+
+    cells = np.asarray(cells, dtype=np.uint64)
+    if k <= MAX_CONTEXT_RINGS or not cells.size:
+        return ring_means(cells, x, k)
+    resolution = int(cell_resolution(cells[:1])[0])
+    distance = k * _step_m(resolution)
+    coarse = next(r for r in range(resolution - 1, -1, -1) if round(distance / _step_m(r)) <= MAX_CONTEXT_RINGS)
+    parents, inverse = np.unique(parent_cells(cells, coarse), return_inverse=True)
+    count = np.bincount(inverse, minlength=parents.size).astype(np.float64)
+    total = sp.csr_matrix((np.ones(cells.size), (inverse, np.arange(cells.size))), shape=(parents.size, cells.size))
+    parent_mean = (total @ np.asarray(x, dtype=np.float64)) / count[:, None]
+    return ring_means(parents, parent_mean, int(round(distance / _step_m(coarse))), weights=count)[inverse]
 
 
 def context_rings(resolution: int, distances_m) -> tuple[int, ...]:
     """The H3 rings (grid steps) nearest to ``distances_m`` at ``resolution``; a distance under half a step is the
     cell itself and drops out, so a coarse grid gets no context."""
-    import h3
-
-    step_m = h3.average_hexagon_edge_length(resolution, unit="m") * 3**0.5  # centre to centre
+    step_m = _step_m(resolution)  # centre to centre
     return tuple(sorted({int(round(d / step_m)) for d in distances_m} - {0}))
 
 
 def neighbourhood_context(cells: np.ndarray, x: np.ndarray, rings: tuple[int, ...], weight: float = 0.5) -> np.ndarray:
-    """``(1 - weight) * x + weight * (the average of x's means over each of rings)`` (``ring_means``), in ``x``'s
+    """``(1 - weight) * x + weight * (the average of x's means over each of rings)`` (``context_means``), in ``x``'s
     dtype: a cell's vector that also carries the neighbourhood it sits in. No rings or weight 0: ``x`` itself."""
     if not rings or weight == 0:
         return x
-    around = sum(ring_means(cells, x, k) for k in rings) / len(rings)
+    around = sum(context_means(cells, x, k) for k in rings) / len(rings)
     return ((1.0 - weight) * np.asarray(x, dtype=np.float64) + weight * around).astype(x.dtype)
 
 

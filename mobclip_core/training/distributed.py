@@ -18,6 +18,8 @@ def init_from_env() -> Collectives:
     torch = import_optional("torch")
     dist = torch.distributed
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and dist.is_available() and not dist.is_initialized():
+        if torch.cuda.is_available():  # one GPU per process: "cuda" then means this rank's own
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
     if dist.is_available() and dist.is_initialized():
         return Collectives(dist.get_rank(), dist.get_world_size())

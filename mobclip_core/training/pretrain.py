@@ -30,10 +30,12 @@ def line_embeddings(
     on_progress: Callable[[float], None] | None = None,
     collectives: Collectives = SINGLE_PROCESS,
     threads: int = 0,
+    device: str = "cpu",
 ):
     """LINE on the full graph; with ``cache`` (a folder) the result is reused while graph and settings are equal.
 
-    ``threads`` (0: every usable core) is not part of the cache key: it changes the speed, not the quality.
+    ``threads`` (0: every usable core) and ``device`` (where the torch engine runs) are not part of the cache key:
+    they change the speed, not the quality.
     """
     from ..models.line import LineResult, train_line
 
@@ -57,6 +59,7 @@ def line_embeddings(
         collectives=collectives,
         engine=line.engine,
         threads=threads,
+        device=device,
     )
     if path is not None and collectives.is_main:
         with atomic_path(path) as tmp:

@@ -50,10 +50,28 @@ class TrainResult:
 
 
 def resolve_device(device: str) -> str:
+    """Where training runs: "auto" is the GPU when torch sees one, else the CPU."""
     torch = import_optional("torch")
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     return device
+
+
+def check_device(device: object) -> None:
+    """Refuse a device torch cannot use here, naming the ones it can."""
+    torch = import_optional("torch")
+    name = device if isinstance(device, str) else ""
+    kind, _, index = name.partition(":")
+    if kind not in ("auto", "cpu", "cuda") or (index and (kind != "cuda" or not index.isdigit())):
+        raise ConfigError(f'[train] device must be "auto", "cpu", "cuda" or "cuda:N" (a GPU\'s number), got {device!r}')
+    if kind == "cuda":
+        gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if int(index or 0) >= gpus:
+            seen = f"sees {gpus} GPU{'s' if gpus != 1 else ''}" if gpus else "sees no GPU (or was built without CUDA)"
+            raise ConfigError(
+                f'[train] device is {device!r}, but torch {seen} here: set device = "auto" (the GPU when there is '
+                'one, else the CPU) or "cpu"'
+            )
 
 
 def check_config(train: TrainConfig, line: LineConfig) -> None:
@@ -70,6 +88,7 @@ def check_config(train: TrainConfig, line: LineConfig) -> None:
         raise ConfigError(f"[line] engine must be one of {choices(LineEngine)}, got {line.engine!r}")
     if isinstance(train.threads, bool) or not isinstance(train.threads, int) or train.threads < 0:
         raise ConfigError(f"[train] threads must be a whole number >= 0 (0: every usable core), got {train.threads!r}")
+    check_device(train.device)
 
 
 def build_model(data: TrainingData, line_embedding: np.ndarray, cfg: TrainConfig):
@@ -207,7 +226,7 @@ class _EpochSteps:
             if val_idx.numel() > 1:
                 val = self.model.loss(val_idx, self.data.features, self.data.present)
             else:
-                val = torch.tensor(self.last_train_loss)
+                val = torch.tensor(self.last_train_loss, device=val_idx.device)
             self.collectives.average_(val)  # identical on every rank; averaging makes early stopping agree bit for bit
         return float(val)
 
@@ -299,6 +318,7 @@ def _pretrain_line(
         on_progress=_stage_progress(on_progress, "line"),
         collectives=collectives,
         threads=train.threads,
+        device=resolve_device(train.device),  # the torch engine's; the compiled one runs on the CPU
     )
 
 

@@ -1,0 +1,111 @@
+"""Training and LINE on a CUDA GPU: the model the CPU would train, and usable on a machine without a GPU.
+
+Skipped where torch sees no GPU (CI, most laptops). On a GPU machine: ``pytest tests/test_gpu.py``.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+from mobclip_core.config import LineConfig, TrainConfig  # noqa: E402
+from mobclip_core.evaluation.probe import probe_accuracy  # noqa: E402
+from mobclip_core.models.line import train_line  # noqa: E402
+from mobclip_core.synthetic import synthetic_region  # noqa: E402
+from mobclip_core.training import train_mobclip  # noqa: E402
+
+QUICK = dict(batch_size=256, epochs=6, patience=0, context_m=[])
+LINE = LineConfig(samples_per_edge=20)
+REGION = dict(n_cells=1500, degree=30, n_communities=10, poi_dim=32, seed=1)  # rebuilt by a process without the GPU
+
+
+@pytest.fixture(scope="module")
+def region():
+    return synthetic_region(**REGION)
+
+
+@pytest.fixture(scope="module")
+def on_both(region, tmp_path_factory):
+    ds, _ = region
+    out = tmp_path_factory.mktemp("gpu")
+    cpu = train_mobclip(ds, TrainConfig(device="cpu", **QUICK), LINE)
+    gpu = train_mobclip(ds, TrainConfig(device="auto", **QUICK), LINE, checkpoint_dir=out)  # auto: the GPU
+    return cpu, gpu, out
+
+
+def _row_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.sum(a * b, 1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+
+
+def test_training_runs_on_the_gpu_and_learns_what_the_cpu_learns(on_both, region):
+    cpu, gpu, _ = on_both
+    _, communities = region
+    assert next(gpu.model.parameters()).device.type == "cuda"
+    assert gpu.model.connected.device.type == "cuda"
+    # the same LINE start (computed on the CPU) and the same batches: the runs differ only by float rounding
+    print("train loss cpu", cpu.history.train_loss.round(5).tolist(), "gpu", gpu.history.train_loss.round(5).tolist())
+    np.testing.assert_allclose(gpu.history.train_loss.iloc[0], cpu.history.train_loss.iloc[0], rtol=1e-4)
+    np.testing.assert_allclose(gpu.history.val_loss, cpu.history.val_loss, rtol=2e-2)
+    cos = _row_cosines(gpu.embeddings.to_numpy(), cpu.embeddings.to_numpy())
+    print("row cosine gpu / cpu: median", np.median(cos), "min", cos.min())
+    assert np.median(cos) > 0.98
+    acc = {k: probe_accuracy(r.embeddings.to_numpy(), communities) for k, r in (("cpu", cpu), ("gpu", gpu))}
+    print("planted communities", acc)
+    assert acc["gpu"]["linear_probe"] > 0.5  # ten communities: chance is about 0.1
+    assert abs(acc["gpu"]["linear_probe"] - acc["cpu"]["linear_probe"]) < 0.05
+
+
+def test_a_model_trained_on_the_gpu_embeds_on_a_machine_without_one(on_both, region, tmp_path):
+    _, gpu, _ = on_both
+    ds, _ = region
+    gpu.model.save(tmp_path / "model")
+    expected = gpu.model.embed_dataset(ds, "mobility")
+    script = (  # a process that sees no GPU: the analyst's laptop
+        "import sys, numpy as np, torch\n"
+        "from mobclip_core.models.mobclip import MobCLIP\n"
+        "from mobclip_core.synthetic import synthetic_region\n"
+        "assert not torch.cuda.is_available()\n"
+        f"ds, _ = synthetic_region(**{REGION!r})\n"
+        "np.save(sys.argv[2], MobCLIP.load(sys.argv[1]).embed_dataset(ds, 'mobility'))\n"
+    )
+    out = tmp_path / "cpu.npy"
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "model"), str(out)],
+        env={**os.environ, "CUDA_VISIBLE_DEVICES": ""},
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    np.testing.assert_allclose(np.load(out), expected, atol=1e-4)
+
+
+def test_a_gpu_run_resumes_on_the_cpu(on_both, region):
+    _, gpu, checkpoint = on_both
+    ds, _ = region
+    more = train_mobclip(
+        ds, TrainConfig(device="cpu", **{**QUICK, "epochs": 8}), LINE, checkpoint_dir=checkpoint, resume=True
+    )
+    assert list(more.history.epoch) == list(range(8))
+    np.testing.assert_array_equal(more.history.train_loss.iloc[:6], gpu.history.train_loss)
+    assert next(more.model.parameters()).device.type == "cpu"
+
+
+def test_line_torch_engine_runs_on_the_gpu(region):
+    ds, communities = region
+    runs = {
+        device: train_line(ds.graph.adjacency, dim=32, samples=2_000_000, engine="torch", device=device, seed=0)
+        for device in ("cpu", "cuda")
+    }
+    acc = {device: probe_accuracy(r.embedding, communities)["linear_probe"] for device, r in runs.items()}
+    rate = {device: round(r.samples_per_second) for device, r in runs.items()}
+    print("LINE torch engine: probe", acc, "samples/s", rate)
+    assert runs["cuda"].embedding.dtype == np.float32 and np.isfinite(runs["cuda"].embedding).all()
+    assert acc["cuda"] > 0.5
+    assert abs(acc["cuda"] - acc["cpu"]) < 0.05
