@@ -171,15 +171,17 @@ def polygon_means(
     geometries: PreparedPolygons | object,
     resolution: int,
     features_for_cells: Callable[[np.ndarray], np.ndarray],
+    on_progress: Callable[[float], None] | None = None,
 ) -> PolygonMeans:
     """Average per-cell features over polygons: the paper's admin-level protocol, and QGIS's aggregation.
 
     Cells are assigned by centre containment (adjacent polygons never share a cell); a polygon too small to hold a
     cell centre takes the cell of its representative point. Cells whose features have a NaN are left out (a few
-    missing rows never blank a whole polygon).
+    missing rows never blank a whole polygon). ``on_progress(fraction)`` follows the filling of the polygons, the
+    long part (it may raise to cancel).
     """
     prepared = geometries if isinstance(geometries, PreparedPolygons) else prepare_polygons(geometries)
-    pairs = polygons_to_cells(prepared, resolution, fallback="point")
+    pairs = polygons_to_cells(prepared, resolution, fallback="point", on_progress=on_progress)
     cells, inverse = np.unique(pairs[REGION_INDEX].to_numpy(np.uint64), return_inverse=True)
     feats = np.asarray(features_for_cells(cells), dtype=np.float64)
     ok_cell = np.isfinite(feats).all(axis=1)
@@ -223,6 +225,8 @@ def attach_to_cell_ids(table: pd.DataFrame, cell_ids) -> np.ndarray:
     return out
 
 
-def aggregate_over_polygons(table: pd.DataFrame, geometries) -> PolygonMeans:
+def aggregate_over_polygons(
+    table: pd.DataFrame, geometries, on_progress: Callable[[float], None] | None = None
+) -> PolygonMeans:
     """Mean embedding over each polygon (see ``polygon_means``), at the table's resolution."""
-    return polygon_means(geometries, table_resolution(table), lambda cells: lookup_rows(table, cells))
+    return polygon_means(geometries, table_resolution(table), lambda cells: lookup_rows(table, cells), on_progress)

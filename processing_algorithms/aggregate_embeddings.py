@@ -50,9 +50,7 @@ class AggregateEmbeddings(MobClipAlgorithm):
         table = self.embedding_table(parameters, context)
         prefix = self.parameterAsString(parameters, "PREFIX", context)
         features, wkbs = self.read_wgs84(source, context, feedback, span=(0, 30))
-        means = aggregate_over_polygons(table, wkbs)
-        self.check_cancel(feedback)
-        feedback.setProgress(70)
+        means = aggregate_over_polygons(table, wkbs, self.progress(feedback, 30, 70))
         n_with = int(np.isfinite(means.values).all(axis=1).sum())  # cells inside, or the cell of a small polygon
         if n_with == 0:
             raise QgsProcessingException(

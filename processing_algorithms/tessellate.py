@@ -118,7 +118,7 @@ class TessellateToH3(MobClipAlgorithm):
 
             containment = CONTAINMENT[self.parameterAsEnum(parameters, "CONTAINMENT", context)]
             wkbs = self._polygons(layer, parameters, context, feedback)
-            pairs = tessellate(wkbs, res, containment=containment)
+            pairs = tessellate(wkbs, res, containment=containment, on_progress=self.progress(feedback, 20, 70))
             cells = pairs["h3_cell"].to_numpy()
             fields.append(QgsField("polygon", QVariant.Int))
             rows = ([s, res, int(p)] for s, p in zip(cells_to_strings(cells), pairs["polygon"].to_numpy()))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import h3
 import numpy as np
+import pandas as pd
 import pytest
 import shapely
 from shapely.geometry import Polygon, box
@@ -66,6 +67,24 @@ def test_polygons_center_containment_matches_h3py_and_is_disjoint():
         ref = {int(c, 16) for c in h3.h3shape_to_cells(h3.geo_to_h3shape(poly.__geo_interface__), 9)}
         assert set(df.loc[df.polygon == i, "h3_cell"].astype(int)) == ref
     assert not df["h3_cell"].duplicated().any()  # adjacent polygons share no cell
+
+
+def test_filling_polygons_reports_progress_and_can_be_stopped():
+    """Progress comes in steps of similar area (a few big polygons among many small ones), ends at 1, and the cells
+    are the same as without it; a callback that raises stops the work there."""
+    polys = [box(13.0, 52.0, 13.3, 52.3)] + [box(13.4 + i * 0.01, 52.0, 13.405 + i * 0.01, 52.005) for i in range(200)]
+    for containment in ("center", "overlap"):
+        seen = []
+        with_progress = polygons_to_cells(polys, 9, containment=containment, on_progress=seen.append)
+        pd.testing.assert_frame_equal(with_progress, polygons_to_cells(polys, 9, containment=containment))
+        assert seen == sorted(seen) and seen[-1] == 1.0 and len(seen) >= 2
+        assert seen[0] > 0.5  # the big polygon first: most of the area, reported as such
+
+    def stop(fraction):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        polygons_to_cells(polys, 9, on_progress=stop)
 
 
 def test_polygons_overlap_is_superset():

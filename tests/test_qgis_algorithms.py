@@ -495,6 +495,26 @@ def test_cancellation_stops_the_work(qgis, small_city, tmp_path):
     assert not (tmp_path / "never.gpkg").exists()
 
 
+def test_cancel_is_heard_while_polygons_are_filled(qgis, small_city, embedding_file, tmp_path):
+    """Filling the polygons with cells is the long part of aggregating (and of tessellating) a big or fine layer:
+    it reports progress between reading (0-30 %) and writing (70-100 %), and a Cancel there stops it."""
+    from qgis.core import QgsProcessingException, QgsProcessingFeedback
+
+    for name, params in (
+        ("aggregate_embeddings", {"EMBEDDINGS": str(embedding_file[0])}),
+        ("tessellate", {"RESOLUTION": 11}),
+    ):
+        feedback = QgsProcessingFeedback()
+        seen = []
+        feedback.progressChanged.connect(lambda p, f=feedback, s=seen: s.append(p) or (f.cancel() if p > 30 else None))
+        with pytest.raises(QgsProcessingException, match="Cancelled"):
+            run(
+                name, {"INPUT": str(small_city.districts), **params, "OUTPUT": str(tmp_path / f"{name}.gpkg")}, feedback
+            )
+        assert 30 < max(seen) < 70, (name, seen)
+        assert not (tmp_path / f"{name}.gpkg").exists()
+
+
 def test_embedding_raster_pixels_hold_the_cell_values(qgis, embedding_file, tmp_path):
     from osgeo import gdal
 

@@ -9,6 +9,7 @@ representative point. Needs only numpy, pandas and h3-py; polars-h3 speeds up ce
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -84,24 +85,34 @@ def polygons_to_cells(
     containment: Containment = "center",
     fallback: Fallback = "none",
     cell_ids: Literal["uint64", "str"] = "uint64",
+    on_progress: Callable[[float], None] | None = None,
 ) -> pd.DataFrame:
     """Cells covering each WGS84 polygon: columns ``polygon`` (position in ``geometries``) and ``h3_cell``.
 
     ``containment="center"`` keeps cells whose centre lies in the polygon, so adjacent polygons get disjoint
     cells (what aggregation over admin units needs); ``"overlap"`` keeps every cell that touches the polygon.
     ``fallback="point"`` gives each polygon too small to hold a cell centre the cell of its representative point,
-    and adds a boolean column ``from_point`` that marks those rows.
+    and adds a boolean column ``from_point`` that marks those rows. ``on_progress(fraction)`` is called as the
+    polygons are filled, in about ``PROGRESS_STEPS`` steps of similar area (it may raise to cancel).
     """
     if isinstance(geometries, PreparedPolygons):
         prepared = geometries
     else:
         prepared = prepare_polygons(geometries)
-    return prepared_to_cells(prepared, resolution, containment=containment, fallback=fallback, cell_ids=cell_ids)
+    return prepared_to_cells(
+        prepared, resolution, containment=containment, fallback=fallback, cell_ids=cell_ids, on_progress=on_progress
+    )
 
 
-def tessellate(geometries, resolution: int, *, containment: Containment = "center") -> pd.DataFrame:
+def tessellate(
+    geometries,
+    resolution: int,
+    *,
+    containment: Containment = "center",
+    on_progress: Callable[[float], None] | None = None,
+) -> pd.DataFrame:
     """Each cell covering the geometries once (``h3_cell``), with the first polygon it came from (``polygon``)."""
-    pairs = polygons_to_cells(geometries, resolution, containment=containment)
+    pairs = polygons_to_cells(geometries, resolution, containment=containment, on_progress=on_progress)
     return pairs.drop_duplicates(REGION_INDEX, ignore_index=True)[[REGION_INDEX, "polygon"]]
 
 
@@ -112,6 +123,7 @@ def prepared_to_cells(
     containment: Containment = "center",
     fallback: Fallback = "none",
     cell_ids: Literal["uint64", "str"] = "uint64",
+    on_progress: Callable[[float], None] | None = None,
 ) -> pd.DataFrame:
     """``polygons_to_cells`` for geometries already split (reuse one split at several resolutions)."""
     res = validate_resolution(resolution)
@@ -120,10 +132,8 @@ def prepared_to_cells(
     if fallback not in ("none", "point"):
         raise InvalidInputError(f"fallback must be 'none' or 'point', got {fallback!r}")
     parts = prepared.parts
-    if containment == "center":
-        polygon, cells = _center_cells(parts, prepared.owner, res)
-    else:
-        polygon, cells = _overlap_cells(parts, prepared.owner, res)
+    fill = _center_cells if containment == "center" else _overlap_cells
+    polygon, cells = _fill_in_steps(fill, parts, prepared.owner, res, on_progress)
     df = pd.DataFrame({"polygon": polygon, REGION_INDEX: cells})
     if len(parts) != len(set(prepared.owner.tolist())) or containment == "overlap":
         df = df.drop_duplicates(ignore_index=True)  # parts of one polygon may share a cell
@@ -138,6 +148,35 @@ def prepared_to_cells(
     if cell_ids == "str":
         df[REGION_INDEX] = cells_to_strings(df[REGION_INDEX].to_numpy())
     return df
+
+
+PROGRESS_STEPS = 50  # progress reports while polygons are filled (chunks of similar bounding-box area)
+
+
+def _fill_in_steps(
+    fill, parts: list[Polygon], owner: np.ndarray, res: int, on_progress
+) -> tuple[np.ndarray, np.ndarray]:
+    """``fill(parts, owner, res)`` in chunks of about equal bounding-box area, calling ``on_progress`` after each (the
+    same cells in the same order as one call: each part is filled on its own)."""
+    if on_progress is None or len(parts) < 2:
+        out = fill(parts, owner, res)
+        if on_progress is not None:
+            on_progress(1.0)
+        return out
+    outer = [p[0] for p in parts]
+    area = np.array([np.ptp(r[:, 0]) * np.ptp(r[:, 1]) for r in outer]) + 1e-12
+    done = np.cumsum(area) / area.sum()
+    done[-1] = 1.0  # not 0.99999...
+    stops = np.unique(np.r_[np.searchsorted(done, np.arange(1, PROGRESS_STEPS) / PROGRESS_STEPS) + 1, len(parts)])
+    polygon, cells = [], []
+    start = 0
+    for stop in stops[stops > 0]:
+        p, c = fill(parts[start:stop], owner[start:stop], res)
+        polygon.append(p)
+        cells.append(c)
+        start = stop
+        on_progress(float(done[stop - 1]))
+    return np.concatenate(polygon), np.concatenate(cells)
 
 
 def _center_cells(parts: list[Polygon], owner: np.ndarray, res: int) -> tuple[np.ndarray, np.ndarray]:
