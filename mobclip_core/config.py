@@ -495,6 +495,14 @@ def _validate_train(t: TrainConfig, line: LineConfig) -> None:
         raise ConfigError(f"[train] graph_encoder must be 'lightgcn' or 'mlp', got {t.graph_encoder!r}")
     if t.init not in ("line", "random"):
         raise ConfigError(f"[train] init must be 'line' or 'random', got {t.init!r}")
+    check_device_name(t.device)
+
+
+def check_device_name(device: object) -> None:
+    """Refuse a ``[train] device`` torch cannot parse (whether this machine has the GPU is checked at training)."""
+    kind, colon, index = (device if isinstance(device, str) else "").partition(":")
+    if kind not in ("auto", "cpu", "cuda") or (colon and (kind != "cuda" or not index.isdigit())):
+        raise ConfigError(f'[train] device must be "auto", "cpu", "cuda" or "cuda:N" (a GPU\'s number), got {device!r}')
 
 
 def _validate_feature_encoders(cfg: RunConfig) -> None:

@@ -46,7 +46,9 @@ def run_pipeline(
     """
     from .training import train_mobclip
     from .training.distributed import init_from_env
+    from .training.trainer import check_device
 
+    check_device(cfg.train.device)  # a GPU this machine lacks is said now, not after the dataset is built
     report = on_progress or (lambda stage, fraction: None)
     collectives = init_from_env()  # under torchrun: one process per rank; rank 0 builds and writes
     if not collectives.is_main:

@@ -52,10 +52,11 @@ def test_training_runs_on_the_gpu_and_learns_what_the_cpu_learns(on_both, region
     # the same LINE start (computed on the CPU) and the same batches: the runs differ only by float rounding
     print("train loss cpu", cpu.history.train_loss.round(5).tolist(), "gpu", gpu.history.train_loss.round(5).tolist())
     np.testing.assert_allclose(gpu.history.train_loss.iloc[0], cpu.history.train_loss.iloc[0], rtol=1e-4)
-    np.testing.assert_allclose(gpu.history.val_loss, cpu.history.val_loss, rtol=2e-2)
+    np.testing.assert_allclose(gpu.history.train_loss, cpu.history.train_loss, rtol=1e-4)  # measured: 5 decimals
+    np.testing.assert_allclose(gpu.history.val_loss, cpu.history.val_loss, rtol=1e-4)
     cos = _row_cosines(gpu.embeddings.to_numpy(), cpu.embeddings.to_numpy())
     print("row cosine gpu / cpu: median", np.median(cos), "min", cos.min())
-    assert np.median(cos) > 0.98
+    assert cos.min() > 0.999  # measured: 0.9999995
     acc = {k: probe_accuracy(r.embeddings.to_numpy(), communities) for k, r in (("cpu", cpu), ("gpu", gpu))}
     print("planted communities", acc)
     assert acc["gpu"]["linear_probe"] > 0.5  # ten communities: chance is about 0.1
@@ -84,6 +85,11 @@ def test_a_model_trained_on_the_gpu_embeds_on_a_machine_without_one(on_both, reg
     )
     assert done.returncode == 0, done.stderr[-3000:]
     np.testing.assert_allclose(np.load(out), expected, atol=1e-4)
+    from mobclip_core.models.mobclip import MobCLIP
+
+    on_gpu = MobCLIP.load(tmp_path / "model", map_location="cuda")  # every part on the GPU, none left behind
+    assert {p.device.type for p in on_gpu.parameters()} | {b.device.type for b in on_gpu.buffers()} == {"cuda"}
+    np.testing.assert_allclose(on_gpu.embed_dataset(ds, "mobility"), expected, atol=1e-4)
 
 
 def test_a_gpu_run_resumes_on_the_cpu(on_both, region):
@@ -95,6 +101,18 @@ def test_a_gpu_run_resumes_on_the_cpu(on_both, region):
     assert list(more.history.epoch) == list(range(8))
     np.testing.assert_array_equal(more.history.train_loss.iloc[:6], gpu.history.train_loss)
     assert next(more.model.parameters()).device.type == "cpu"
+
+
+def test_a_gpu_run_resumes_on_the_gpu(region, tmp_path):
+    """``last.pt`` holds the CPU generators' states: resuming on the GPU must keep them on the CPU."""
+    ds, _ = region
+    first = train_mobclip(ds, TrainConfig(device="cuda", **{**QUICK, "epochs": 3}), LINE, checkpoint_dir=tmp_path)
+    more = TrainConfig(device="cuda", **{**QUICK, "epochs": 5})
+    res = train_mobclip(ds, more, LINE, checkpoint_dir=tmp_path, resume=True)
+    assert list(res.history.epoch) == list(range(5))
+    np.testing.assert_array_equal(res.history.train_loss.iloc[:3], first.history.train_loss)
+    straight = train_mobclip(ds, more, LINE)
+    np.testing.assert_allclose(res.history.train_loss, straight.history.train_loss, rtol=1e-5)
 
 
 def test_line_torch_engine_runs_on_the_gpu(region):

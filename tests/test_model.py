@@ -143,7 +143,7 @@ def test_bad_training_config_fails_before_training(small_dataset):
     bare = RegionDataset(small_dataset.cells, small_dataset.graph, {})
     with pytest.raises(ModalityMissingError, match="no auxiliary modality"):
         train_mobclip(bare, TrainConfig(), LineConfig())
-    for device in ("gpu", "cuda:x", "cpu:0", 1):
+    for device in ("gpu", "cuda:x", "cpu:0", "cpu:", "auto:", "cuda:", 1):
         with pytest.raises(ConfigError, match=r'device must be "auto", "cpu", "cuda" or "cuda:N"'):
             train_mobclip(small_dataset, TrainConfig(device=device), LineConfig())
     import torch
@@ -151,6 +151,10 @@ def test_bad_training_config_fails_before_training(small_dataset):
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
     with pytest.raises(ConfigError, match=r'torch sees .* here: set device = "auto"'):
         train_mobclip(small_dataset, TrainConfig(device=f"cuda:{gpus}"), LineConfig())
+    from mobclip_core.config import config_from_dict
+
+    with pytest.raises(ConfigError, match=r'device must be "auto", "cpu", "cuda" or "cuda:N".*got \'gpu\''):
+        config_from_dict({"mobility": {"records": "r.parquet"}, "train": {"device": "gpu"}})  # when it is read
 
 
 def test_resume_continues_from_last_epoch(small_dataset, tmp_path):

@@ -504,4 +504,4 @@ class MobCLIP(nn.Module):
             propagate_modalities=arch.get("propagate_modalities", False),
         )
         model.load_state_dict(state)
-        return model.eval()
+        return model.to(map_location).eval()

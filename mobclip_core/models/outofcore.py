@@ -55,7 +55,7 @@ class DiskAdjacency:
             crow = torch.from_numpy(np.asarray(self.indptr[r0 : r1 + 1]) - lo)
             col = torch.from_numpy(np.asarray(self.indices[lo:hi]))
             val = torch.from_numpy(np.asarray(self.data[lo:hi])).to(x.dtype)
-            block = torch.sparse_csr_tensor(crow, col, val, size=(r1 - r0, self.n))
+            block = torch.sparse_csr_tensor(crow, col, val, size=(r1 - r0, self.n)).to(x.device)
             out[r0:r1] = block @ x
         return out
 

@@ -9,7 +9,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..config import TrainConfig
-from ..exceptions import ConfigError, ModalityMissingError
+from ..exceptions import ConfigError, InvalidInputError, ModalityMissingError
 from ..modalities.mobility.graph import MobilityGraph
 from ..options import Sampling
 
@@ -116,9 +116,13 @@ def context_means(cells: np.ndarray, x: np.ndarray, k: int) -> np.ndarray:
     cells = np.asarray(cells, dtype=np.uint64)
     if k <= MAX_CONTEXT_RINGS or not cells.size:
         return ring_means(cells, x, k)
-    resolution = int(cell_resolution(cells[:1])[0])
+    resolutions = np.unique(cell_resolution(cells))
+    if resolutions.size > 1:
+        raise InvalidInputError(f"neighbourhood means need cells of one H3 resolution, got {resolutions.tolist()}")
+    resolution = int(resolutions[0])
     distance = k * _step_m(resolution)
-    coarse = next(r for r in range(resolution - 1, -1, -1) if round(distance / _step_m(r)) <= MAX_CONTEXT_RINGS)
+    # the finest coarser grid where the distance is at most MAX_CONTEXT_RINGS steps (resolution 0 at the widest)
+    coarse = next((r for r in range(resolution - 1, 0, -1) if round(distance / _step_m(r)) <= MAX_CONTEXT_RINGS), 0)
     parents, inverse = np.unique(parent_cells(cells, coarse), return_inverse=True)
     count = np.bincount(inverse, minlength=parents.size).astype(np.float64)
     total = sp.csr_matrix((np.ones(cells.size), (inverse, np.arange(cells.size))), shape=(parents.size, cells.size))

@@ -19,7 +19,7 @@ import pandas as pd
 
 from .._optional import import_optional
 from ..collectives import SINGLE_PROCESS, Collectives
-from ..config import LineConfig, MobilityConfig, TrainConfig
+from ..config import LineConfig, MobilityConfig, TrainConfig, check_device_name
 from ..constants import EMBEDDING_PREFIX
 from ..exceptions import CheckpointError, ConfigError, InvalidInputError
 from ..grid import cell_resolution
@@ -59,11 +59,9 @@ def resolve_device(device: str) -> str:
 
 def check_device(device: object) -> None:
     """Refuse a device torch cannot use here, naming the ones it can."""
+    check_device_name(device)
     torch = import_optional("torch")
-    name = device if isinstance(device, str) else ""
-    kind, _, index = name.partition(":")
-    if kind not in ("auto", "cpu", "cuda") or (index and (kind != "cuda" or not index.isdigit())):
-        raise ConfigError(f'[train] device must be "auto", "cpu", "cuda" or "cuda:N" (a GPU\'s number), got {device!r}')
+    kind, _, index = str(device).partition(":")
     if kind == "cuda":
         gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if int(index or 0) >= gpus:
@@ -147,10 +145,12 @@ def make_optimizer(model, cfg: TrainConfig):
     return torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr)
 
 
-def _load_last(path: Path, model, opt, device: str) -> dict:
+def _load_last(path: Path, model, opt) -> dict:
+    """``last.pt`` read on the CPU (the generators' states must stay there); the weights and the optimizer's state
+    are copied onto the model's device as they load."""
     torch = import_optional("torch")
     try:
-        state = torch.load(path, map_location=device, weights_only=False)
+        state = torch.load(path, map_location="cpu", weights_only=False)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
     except Exception as exc:  # truncated file, foreign file, or a model of another shape
@@ -175,7 +175,7 @@ def _resume_from_last(
     """The first epoch and the history so far, restoring every state from ``last.pt`` so resume is exact."""
     if not (resume and last is not None and last.exists()):
         return 0, []
-    state = _load_last(last, model, opt, model.connected.device)
+    state = _load_last(last, model, opt)
     start, history = state["epoch"] + 1, state["history"]
     stopper.load_state_dict(state["stopper"])
     gen.set_state(state["generator"])
