@@ -50,7 +50,7 @@ def run_pipeline(
 
     check_device(cfg.train.device)  # a GPU this machine lacks is said now, not after the dataset is built
     report = on_progress or (lambda stage, fraction: None)
-    collectives = init_from_env()  # under torchrun: one process per rank; rank 0 builds and writes
+    collectives = init_from_env(cfg.train.device)  # under torchrun: one process per rank; rank 0 builds and writes
     if not collectives.is_main:
         log, progress, report = (lambda *_: None), False, (lambda *_: None)
 

@@ -60,3 +60,18 @@ def test_torchrun_two_processes_match_single_process(small_city, tmp_path):
     chance = max(np.mean(zones == z) for z in set(zones))
     assert scores["ddp"] > chance + 0.1, scores
     assert scores["ddp"] >= scores["single"] - 0.05, scores
+
+
+def test_process_group_backend_follows_the_training_device():
+    """gloo when the ranks train on the CPU (even where a GPU is visible: LINE's CPU tensors cannot go through
+    NCCL), NCCL on GPUs; one numbered GPU for every rank is refused with the fix."""
+    import torch
+
+    from mobclip_core.exceptions import ConfigError
+    from mobclip_core.training.distributed import process_group_backend
+
+    assert process_group_backend("cpu", 2) == "gloo"
+    assert process_group_backend("auto", 2) == ("nccl" if torch.cuda.is_available() else "gloo")
+    assert process_group_backend("cuda", 2) == "nccl"
+    with pytest.raises(ConfigError, match=r'all 2 torchrun processes on one GPU: set device = "cuda"'):
+        process_group_backend("cuda:1", 2)
