@@ -194,25 +194,20 @@ def _cmd_export(args) -> int:
 
 
 def _cmd_distil(args) -> int:
-    import numpy as np
-
-    from .encoders.distilled import DistilConfig, DistilledEncoder
+    from .encoders.distilled import DistilConfig, distil_table
     from .export import read_embeddings
-    from .grid import cell_centroids, strings_to_cells
+    from .training.trainer import check_device
 
+    check_device(args.device, "--device")  # before the table is read
     source = Path(args.embeddings)
     table = read_embeddings(source / "embeddings.parquet" if source.is_dir() else source)
-    lon, lat = cell_centroids(strings_to_cells(table.index.to_numpy()))
     cfg = DistilConfig(epochs=args.epochs, seed=args.seed, posenc=args.posenc)
-    encoder = DistilledEncoder(cfg).fit(lon, lat, table.to_numpy(), progress=not args.quiet)
-    out = encoder.save(args.out)
-    fitted = encoder.embed(lon, lat, outside="ignore")
-    target = table.to_numpy(dtype=np.float64)
-    r2 = 1.0 - ((fitted - target) ** 2).sum() / ((target - target.mean(axis=0)) ** 2).sum()
+    done = distil_table(table, args.out, cfg, device=args.device, progress=not args.quiet)
     print(
         f"distilled {len(table)} cells x {table.shape[1]} dimensions into a coordinate encoder "
-        f"({cfg.posenc}, {len(encoder.history)} epochs; R2 of the teacher's embeddings on its own cells {r2:.3f}) "
-        f"-> {out}\nuse it in QGIS: 'Attach embeddings' with the model folder, or DistilledEncoder.load({str(out)!r})"
+        f"({cfg.posenc}, {len(done.encoder.history)} epochs; R2 of the teacher's embeddings on its own cells "
+        f"{done.r2:.3f}) -> {done.path}\nuse it in QGIS: 'Attach embeddings to features' with the model "
+        f"{done.path / 'model.pth'}, or in Python: DistilledEncoder.load({str(done.path)!r})"
     )
     return 0
 
@@ -483,6 +478,9 @@ def _add_distil_parser(sub: argparse._SubParsersAction) -> None:
         "--posenc", choices=choices(PositionalEncoding), default=DistilConfig.posenc, help="sh: the published layout"
     )
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument(
+        "--device", default="auto", help='"auto" (a GPU when torch sees one, else the CPU), "cpu", "cuda" or "cuda:N"'
+    )
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=_cmd_distil)
 

@@ -498,11 +498,12 @@ def _validate_train(t: TrainConfig, line: LineConfig) -> None:
     check_device_name(t.device)
 
 
-def check_device_name(device: object) -> None:
-    """Refuse a ``[train] device`` torch cannot parse (whether this machine has the GPU is checked at training)."""
+def check_device_name(device: object, setting: str = "[train] device") -> None:
+    """Refuse a device torch cannot parse (whether this machine has the GPU is checked at training); ``setting``
+    names where the value came from in the message."""
     kind, colon, index = (device if isinstance(device, str) else "").partition(":")
     if kind not in ("auto", "cpu", "cuda") or (colon and (kind != "cuda" or not index.isdigit())):
-        raise ConfigError(f'[train] device must be "auto", "cpu", "cuda" or "cuda:N" (a GPU\'s number), got {device!r}')
+        raise ConfigError(f'{setting} must be "auto", "cpu", "cuda" or "cuda:N" (a GPU\'s number), got {device!r}')
 
 
 def _validate_feature_encoders(cfg: RunConfig) -> None:

@@ -283,6 +283,25 @@ def _train(events: _Events, config: str, rebuild: bool, threads: int | None = No
     return {"name": cfg.name, "output": str(run.output), "files": {k: str(v) for k, v in run.files.items()}}
 
 
+def _distil(events: _Events, embeddings: str, out: str, epochs: int | None, seed: int, device: str) -> dict:
+    """Distil an embedding table (a file mobclip wrote) into a coordinate encoder saved in ``out``."""
+    from .encoders.distilled import DistilConfig, distil_table
+    from .export import read_embeddings
+
+    table = read_embeddings(embeddings)
+    events.progress("distil", 0.0, force=True)
+    cfg = DistilConfig(seed=seed, **({"epochs": epochs} if epochs else {}))
+    done = distil_table(
+        table, out, cfg, device=device, on_progress=lambda f: events.progress("distil", f), log=events.log
+    )
+    events.progress("distil", 1.0, force=True)
+    events.log(
+        f"distilled {len(table)} cells x {table.shape[1]} dimensions in {len(done.encoder.history)} epochs; R2 of "
+        f"the teacher's embeddings on its own cells {done.r2:.3f}"
+    )
+    return {"output": str(done.path), "model": str(done.path / "model.pth"), "r2": done.r2, "cells": len(table)}
+
+
 def _embed(events: _Events, model: str, coords: str, out: str, outside: str = "warn") -> dict:
     """Embed the (lon, lat) rows of ``coords``. Locations outside the model's training extent are counted and
     reported as a warning event (a Python warning would only reach this process's stderr, which the parent keeps
@@ -360,6 +379,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     embed.add_argument(
         "--outside", choices=("warn", "nan"), default="warn", help="outside the training extent: embed anyway or NaN"
     )
+    distil = sub.add_parser("distil", help="embedding table -> a distilled coordinate encoder in a folder")
+    distil.add_argument("embeddings")
+    distil.add_argument("out")
+    distil.add_argument("--epochs", type=int, help="at most this many epochs (default: DistilConfig's)")
+    distil.add_argument("--seed", type=int, default=0)
+    distil.add_argument("--device", default="auto")
     project = sub.add_parser("project", help="rows of an .npy file -> 2-D map of the embedding space (UMAP or PCA)")
     project.add_argument("values")
     project.add_argument("out")
@@ -371,6 +396,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.task == "train":
             result = _train(events, args.config, args.rebuild, args.threads)
+        elif args.task == "distil":
+            result = _distil(events, args.embeddings, args.out, args.epochs, args.seed, args.device)
         elif args.task == "project":
             result = _project(events, args.values, args.out, args.method, args.seed)
         else:

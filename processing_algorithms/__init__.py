@@ -2,6 +2,7 @@
 
 from .aggregate_embeddings import AggregateEmbeddings
 from .attach_embeddings import AttachEmbeddings
+from .distil_encoder import DistilEncoder
 from .embedding_change import EmbeddingChange
 from .embedding_raster import EmbeddingRaster
 from .embedding_space import EmbeddingSpace
@@ -21,6 +22,7 @@ ALGORITHMS = (
     EmbeddingRaster,
     TrainEmbeddings,
     WriteTrainingConfig,
+    DistilEncoder,
     # analysis (issue #15)
     SimilarPlaces,
     FunctionalZones,

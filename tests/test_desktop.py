@@ -21,7 +21,7 @@ from desktop_harness import build_zip, make_profile, publish_screenshots, requir
 pytestmark = [pytest.mark.qgis, pytest.mark.desktop]
 
 ALGORITHMS = {"tessellate", "attach_embeddings", "aggregate_embeddings", "fit_lightgbm", "embedding_raster"}
-ALGORITHMS |= {"train_embeddings", "write_training_config"}
+ALGORITHMS |= {"train_embeddings", "write_training_config", "distil_encoder"}
 ANALYSIS_ALGORITHMS = {"similar_places", "functional_zones", "embedding_space", "shared_pca_rgb", "embedding_change"}
 ALGORITHMS |= ANALYSIS_ALGORITHMS
 MAP_ALGORITHMS = {"tessellate", "attach_embeddings", "aggregate_embeddings", "fit_lightgbm"} | ANALYSIS_ALGORITHMS

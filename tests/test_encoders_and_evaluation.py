@@ -202,6 +202,46 @@ def test_siren_baseline_and_siren_distillation(tmp_path):
     np.testing.assert_allclose(DistilledEncoder.load(tmp_path / "s").embed(x, y), d.embed(x, y), rtol=1e-6)
 
 
+def test_distillation_encodes_the_points_once_and_learns_the_same(monkeypatch):
+    """The positional features are fixed: computed once for all points (not per batch and epoch) the fitted
+    network is the same to the bit, and the SH kernel runs once instead of once per batch."""
+    from mobclip_core.encoders import _sh_kernel, distilled
+
+    rng = np.random.default_rng(0)
+    lon, lat = rng.uniform(8.9, 9.1, 300), rng.uniform(44.9, 45.1, 300)
+    teacher = np.c_[np.sin(40 * lon), np.cos(40 * lat)]
+    kernel, calls = _sh_kernel.sh_features, []
+    monkeypatch.setattr(_sh_kernel, "sh_features", lambda *a: calls.append(a[0].size) or kernel(*a))
+
+    def fit() -> tuple[np.ndarray, int]:
+        calls.clear()
+        cfg = DistilConfig(degree=6, hidden=32, layers=2, epochs=20, patience=20)
+        return DistilledEncoder(cfg).fit(lon, lat, teacher, device="cpu").embed(lon, lat, outside="ignore"), len(calls)
+
+    once, n_once = fit()
+    monkeypatch.setattr(distilled, "FEATURE_CACHE_BYTES", 0)  # too little room: features per batch, as before
+    per_batch, n_per_batch = fit()
+    np.testing.assert_array_equal(once, per_batch)
+    assert n_once == 2  # the 300 training points, then the embed call
+    assert n_per_batch == 20 * 5 + 1  # five batches an epoch, then the embed call
+
+
+def test_distillation_refuses_a_device_it_cannot_use(capsys):
+    import torch
+
+    from mobclip_core.cli import main
+    from mobclip_core.exceptions import ConfigError
+
+    lon, lat, teacher = np.array([9.0, 9.01]), np.array([45.0, 45.01]), np.ones((2, 3))
+    with pytest.raises(ConfigError, match='device must be "auto", "cpu", "cuda" or "cuda:N"'):
+        DistilledEncoder().fit(lon, lat, teacher, device="gpu")
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    with pytest.raises(ConfigError, match=rf"device is 'cuda:{gpus}', but torch sees .* here: use \"auto\""):
+        DistilledEncoder().fit(lon, lat, teacher, device=f"cuda:{gpus}")
+    assert main(["distil", "no-such-run", "--out", "x", "--device", "gpu"]) == 2
+    assert '--device must be "auto"' in capsys.readouterr().err  # said before the missing table
+
+
 def test_distil_subcommand_writes_a_loadable_encoder(tmp_path, capsys):
     import pandas as pd
 

@@ -127,3 +127,42 @@ def test_line_torch_engine_runs_on_the_gpu(region):
     assert runs["cuda"].embedding.dtype == np.float32 and np.isfinite(runs["cuda"].embedding).all()
     assert acc["cuda"] > 0.5
     assert abs(acc["cuda"] - acc["cpu"]) < 0.05
+
+
+def test_distillation_runs_on_the_gpu_and_fits_what_the_cpu_fits(tmp_path):
+    from mobclip_core.encoders.distilled import DistilConfig, DistilledEncoder
+
+    rng = np.random.default_rng(0)
+    lon, lat = rng.uniform(-87.9, -87.5, 3000), rng.uniform(41.65, 42.0, 3000)
+    teacher = np.sin(np.c_[lon, lat] @ rng.normal(0, 40, (2, 16)) + rng.uniform(0, 6, 16))  # smooth, 16-d
+    cfg = DistilConfig(hidden=128, layers=3, epochs=40, patience=40)
+    fits = {"cpu": DistilledEncoder(cfg).fit(lon, lat, teacher, device="cpu")}
+    torch.cuda.reset_peak_memory_stats()
+    fits["cuda"] = DistilledEncoder(cfg).fit(lon, lat, teacher, device="cuda")
+    assert torch.cuda.max_memory_allocated() > 3000 * 16 * 4  # the points and targets were on the GPU at least
+    loss = {device: [h["train_loss"] for h in enc.history] for device, enc in fits.items()}
+    print("distillation loss, epochs 1 / 10 / 40:", {d: [round(v[i], 6) for i in (0, 9, 39)] for d, v in loss.items()})
+    # the same start and the same batches: the runs differ by float rounding, which grows over 40 epochs of Adam
+    np.testing.assert_allclose(loss["cuda"][0], loss["cpu"][0], rtol=1e-4)
+    np.testing.assert_allclose(loss["cuda"], loss["cpu"], rtol=0.05)
+    assert loss["cuda"][-1] < 0.5 * loss["cuda"][0]  # it learned
+    gpu = fits["cuda"]
+    assert {p.device.type for p in gpu.net.parameters()} == {"cpu"}  # back on the CPU: embed, save, load work there
+    pred = {d: enc.embed(lon, lat) for d, enc in fits.items()}
+    cos = _row_cosines(pred["cuda"], pred["cpu"])
+    print("distilled embeddings, row cosine gpu / cpu: median", np.median(cos), "min", cos.min())
+    assert np.median(cos) > 0.99
+    gpu.save(tmp_path / "d")
+    np.testing.assert_array_equal(DistilledEncoder.load(tmp_path / "d").embed(lon, lat), pred["cuda"])
+
+
+def test_out_of_core_training_on_the_gpu_matches_in_memory(region):
+    """``disk_block_rows``: the adjacency's row blocks are read from disk on the CPU and moved to the GPU."""
+    ds, _ = region
+    runs = {
+        rows: train_mobclip(ds, TrainConfig(device="cuda", disk_block_rows=rows, **{**QUICK, "epochs": 2}), LINE)
+        for rows in (0, 400)  # 0: in memory; 400: four blocks of rows
+    }
+    assert next(runs[400].model.parameters()).device.type == "cuda"
+    np.testing.assert_allclose(runs[400].history.train_loss, runs[0].history.train_loss, rtol=1e-4)
+    assert _row_cosines(runs[400].embeddings.to_numpy(), runs[0].embeddings.to_numpy()).min() > 0.999

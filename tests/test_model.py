@@ -149,7 +149,7 @@ def test_bad_training_config_fails_before_training(small_dataset):
     import torch
 
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    with pytest.raises(ConfigError, match=r'torch sees .* here: set device = "auto"'):
+    with pytest.raises(ConfigError, match=r'torch sees .* here: use "auto"'):
         train_mobclip(small_dataset, TrainConfig(device=f"cuda:{gpus}"), LineConfig())
     from mobclip_core.config import config_from_dict
 

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.qgis
 QGIS_PROCESS = "/usr/bin/qgis_process.bin"  # not /usr/bin/qgis_process: Debian's wrapper exits 0 doing nothing
 STOCK_PYTHON = "/usr/bin/python3.11"
 ALGORITHMS = ("tessellate", "attach_embeddings", "aggregate_embeddings", "fit_lightgbm", "embedding_raster")
-ALGORITHMS += ("train_embeddings", "write_training_config")
+ALGORITHMS += ("train_embeddings", "write_training_config", "distil_encoder")
 ALGORITHMS += ("similar_places", "functional_zones", "embedding_space", "shared_pca_rgb", "embedding_change")
 # pip's download cache outside the repository: re-runs are fast, CI downloads for real
 PIP_CACHE = os.environ.get("MOBCLIP_TEST_PIP_CACHE", "/tmp/mobclip-test-pip-cache")

@@ -70,6 +70,7 @@ def test_provider_registers_all_algorithms(qgis):
         "embedding_raster",
         "train_embeddings",
         "write_training_config",
+        "distil_encoder",
         "similar_places",
         "functional_zones",
         "embedding_space",

@@ -77,6 +77,8 @@ def session(small_city, inputs):
             {"INPUT": root / "cells.gpkg", "TARGET": "target", "BLOCK_RESOLUTION": 7, "OUTPUT": out / "p.gpkg"},
         ),
         ("embedding_raster", {"EMBEDDINGS": parquet, "OUTPUT_RGB": out / "rgb.tif"}),
+        ("distil_encoder", {"EMBEDDINGS": parquet, "EPOCHS": 200, "OUTPUT": out / "distilled"}),
+        ("attach_embeddings", {"INPUT": pois, "MODEL": out / "distilled" / "model.pth", "OUTPUT": out / "d.gpkg"}),
         ("train_embeddings", {"CONFIG": inputs["config"]}),
     ]
     jobs_file = root / "jobs.json"
@@ -108,7 +110,7 @@ def test_every_algorithm_runs_in_one_qgis_session(session):
     report, _ = session
     failed = {j["id"]: j["error"] for j in report["jobs"] if "error" in j}
     assert not failed
-    assert len(report["jobs"]) == 9
+    assert len(report["jobs"]) == 11
 
 
 def test_qgis_keeps_its_own_gdal_geos_proj(session):
@@ -148,6 +150,64 @@ def test_training_reports_progress_per_stage(session):
     assert ours == ["MobCLIP: dataset", "MobCLIP: line", "MobCLIP: train", "MobCLIP: export"], train["texts"]
     epochs = [line for line in train["info"] if " epoch " in line and "validation" in line]
     assert epochs and "training loss" in epochs[0] and "(best " in epochs[-1], train["info"]
+
+
+def test_a_model_distilled_in_qgis_embeds_places_as_its_table_does(session, inputs):
+    """*Distil a coordinate encoder*: a model folder that *Attach embeddings* takes as its distilled model, whose
+    values at the POIs follow the table's (looked up by cell in a.gpkg), with progress and its R2 in the log."""
+    from qgis.core import QgsVectorLayer
+
+    report, _ = session
+    distil = next(j for j in report["jobs"] if j["id"] == "mobclip:distil_encoder")
+    folder = Path(distil["results"]["OUTPUT"])
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.pth"]
+    assert distil["results"]["MODEL"] == str(folder / "model.pth")
+    r2 = float(distil["results"]["R2"])  # the report holds results as text
+    assert 0.5 < r2 <= 1.0, distil["results"]
+    assert any(f"R2 of the teacher's embeddings on its own cells {r2:.3f}" in line for line in distil["info"])
+    assert any("as the distilled model in 'Attach embeddings to features'" in line for line in distil["info"])
+    assert "MobCLIP: distil" in distil["texts"]
+    progress = np.array(distil["progress"])
+    assert len(progress) > 3 and np.all(np.diff(progress) >= -0.01) and progress[-1] == 100
+
+    def values(name: str) -> np.ndarray:
+        layer = QgsVectorLayer(str(inputs["root"] / "out" / name), name, "ogr")
+        cols = [i for i, f in enumerate(layer.fields()) if f.name().startswith("emb_")]
+        rows = [[f.attributes()[i] for i in cols] for f in layer.getFeatures()]
+        return np.array([[np.nan if v is None else float(v) for v in r] for r in rows])
+
+    looked_up, distilled = values("a.gpkg"), values("d.gpkg")
+    assert looked_up.shape == distilled.shape
+    both = np.isfinite(looked_up).all(1)
+    assert both.sum() > 20
+    r = [np.corrcoef(looked_up[both, k], distilled[both, k])[0, 1] for k in range(looked_up.shape[1])]
+    print("distilled vs looked-up, correlation per dimension:", np.round(r, 3))
+    assert np.median(r) > 0.7
+
+
+def test_cancel_stops_distillation_within_seconds_and_writes_nothing(qgis_app, inputs, tmp_path):
+    import processing
+    from qgis.core import QgsProcessingContext, QgsProcessingException, QgsProcessingFeedback
+
+    feedback = QgsProcessingFeedback()
+    cancelled_at = []
+
+    def on_progress(p: float) -> None:
+        if p >= 2 and not cancelled_at:  # some epochs done
+            cancelled_at.append(time.monotonic())
+            feedback.cancel()
+
+    feedback.progressChanged.connect(on_progress)
+    out = tmp_path / "model"
+    with pytest.raises(QgsProcessingException, match="Cancelled by the user; nothing new was written"):
+        processing.run(
+            "mobclip:distil_encoder",
+            {"EMBEDDINGS": str(inputs["root"] / "emb.parquet"), "OUTPUT": str(out)},
+            feedback=feedback,
+            context=QgsProcessingContext(),
+        )
+    assert cancelled_at and time.monotonic() - cancelled_at[0] < 10
+    assert not out.exists() and not list(tmp_path.iterdir())
 
 
 def test_cancel_stops_training_within_seconds_and_leaves_nothing_half_written(qgis_app, session, small_city, tmp_path):

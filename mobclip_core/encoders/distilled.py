@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import json
 import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
@@ -139,6 +140,7 @@ def _network(cfg: DistilConfig):
             self.posenc = SphericalHarmonics(cfg.degree)
             self.register_buffer("freq", torch.tensor(2 * np.pi / wavelengths, dtype=torch.float64))
             dims = [cfg.degree**2 + n_fourier] + [cfg.hidden] * cfg.layers + [cfg.out_dim]
+            self.in_dim = dims[0]  # the width of ``features``
             if cfg.network == "siren":
                 from .siren import siren_network
 
@@ -206,32 +208,61 @@ def epoch_batch_size(cfg: DistilConfig, n: int) -> int:
     return max(1, min(cfg.batch_size, max(MIN_BATCH_POINTS, -(-n // max(1, cfg.min_batches)))))
 
 
-def _train_network(net, cfg: DistilConfig, lon: np.ndarray, lat: np.ndarray, y: np.ndarray, *, progress: bool):
-    """MSE epochs with early stopping; ``net`` ends at its best epoch. Returns the history."""
+FEATURE_CACHE_BYTES = 2**30  # the positional features of every training point are kept if they fit in this
+
+
+def _inputs(net, x):
+    """The network's input for coordinates ``x``: the positional features computed once, when they fit in
+    ``FEATURE_CACHE_BYTES`` (they are fixed: per batch they cost 1.5% of a CPU epoch, and on a GPU, where the SH
+    recurrence is hundreds of small steps, most of one), else the coordinates themselves, encoded per batch.
+    Returns (table, encode): ``encode(table[rows])`` is the network's input."""
+    torch = import_optional("torch")
+    if x.shape[0] * net.in_dim * x.element_size() <= FEATURE_CACHE_BYTES:
+        with torch.no_grad():
+            return torch.cat([net.features(x[s : s + 8192]) for s in range(0, x.shape[0], 8192)]), lambda f: f
+    return x, net.features
+
+
+def _train_network(
+    net,
+    cfg: DistilConfig,
+    lon: np.ndarray,
+    lat: np.ndarray,
+    y: np.ndarray,
+    *,
+    progress: bool,
+    device: str = "cpu",
+    on_progress: Callable[[float], None] | None = None,
+    log: Callable[[str], None] | None = None,
+):
+    """MSE epochs with early stopping on ``device``; ``net`` ends at its best epoch, on the CPU. Returns the
+    history. The batches are drawn on the CPU from the seed, so every device trains on the same batches."""
     torch = import_optional("torch")
     dtype = torch.float64 if cfg.float64 else torch.float32
-    x = torch.tensor(np.c_[lon, lat], dtype=dtype)
-    yt = torch.tensor(y, dtype=dtype)
+    net.to(device)
+    x = torch.tensor(np.c_[lon, lat], dtype=dtype, device=device)
+    yt = torch.tensor(y, dtype=dtype, device=device)
+    table, encode = _inputs(net, x)
     gen = torch.Generator().manual_seed(cfg.seed)
     perm = torch.randperm(x.shape[0], generator=gen)
     n_val = int(round(cfg.val_fraction * x.shape[0])) if x.shape[0] >= 20 else 0
-    val, tr = perm[:n_val], perm[n_val:]
+    val, tr = perm[:n_val].to(device), perm[n_val:]
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     batch = epoch_batch_size(cfg, tr.numel())
     last_train = [0.0]
 
     def train_epoch(epoch: int) -> float:
         net.train()
-        order = tr[torch.randperm(tr.numel(), generator=gen)]
+        order = tr[torch.randperm(tr.numel(), generator=gen)].to(device)
         losses = []
         for s in range(0, order.numel(), batch):
             b = order[s : s + batch]
-            loss = torch.nn.functional.mse_loss(net(x[b]), yt[b])
+            loss = torch.nn.functional.mse_loss(net.network(encode(table[b])), yt[b])
             opt.zero_grad()
             loss.backward()
             opt.step()
-            losses.append(loss.item())
-        last_train[0] = float(np.mean(losses))
+            losses.append(loss.detach())
+        last_train[0] = float(torch.stack(losses).double().mean())  # one wait for a GPU an epoch, not one a batch
         return last_train[0]
 
     def validate() -> float:
@@ -239,7 +270,7 @@ def _train_network(net, cfg: DistilConfig, lon: np.ndarray, lat: np.ndarray, y: 
             return last_train[0]
         net.eval()
         with torch.no_grad():
-            return torch.nn.functional.mse_loss(net(x[val]), yt[val]).item()
+            return torch.nn.functional.mse_loss(net.network(encode(table[val])), yt[val]).item()
 
     stopper = EarlyStopping(cfg.patience, min_delta=1e-3, relative=True)
     history = run_epochs(
@@ -250,9 +281,12 @@ def _train_network(net, cfg: DistilConfig, lon: np.ndarray, lat: np.ndarray, y: 
         snapshot=lambda: {k: t.detach().clone() for k, t in net.state_dict().items()},
         desc="distil",
         progress=progress,
+        on_progress=on_progress,
+        log=log,
     )
     if stopper.best_state is not None:
         net.load_state_dict(stopper.best_state)
+    net.to("cpu")  # embed, save and load work on the CPU, wherever the network was fitted
     return history
 
 
@@ -333,10 +367,27 @@ class DistilledEncoder:
         self.extent: TrainingExtent | None = None  # set by fit; None for published checkpoints
 
     # -- training -------------------------------------------------------------------------------------------
-    def fit(self, lon, lat, targets: np.ndarray, *, progress: bool = False) -> DistilledEncoder:
+    def fit(
+        self,
+        lon,
+        lat,
+        targets: np.ndarray,
+        *,
+        progress: bool = False,
+        device: str = "auto",
+        on_progress: Callable[[float], None] | None = None,
+        log: Callable[[str], None] | None = None,
+    ) -> DistilledEncoder:
         """MSE regression of ``targets`` (N, out_dim) on coordinates, with early stopping on the training loss
-        (or on a held-out share, ``val_fraction``)."""
+        (or on a held-out share, ``val_fraction``). ``device``: "auto" (the GPU when torch sees one, else the
+        CPU), "cpu", "cuda" or "cuda:N"; the fitted network is returned to the CPU either way. The same seed gives
+        the same batches on every device; a GPU's arithmetic differs from the CPU's in the last digits.
+        ``on_progress(fraction of the epoch budget)`` after each epoch; ``log`` gets the losses every tenth of
+        the epochs when there is no progress bar."""
         torch = import_optional("torch")
+        from ..training.trainer import check_device, resolve_device
+
+        check_device(device, "device")
         cfg = self.config
         lon, lat, y = _training_points(lon, lat, targets)
         # the fitted frame goes into a copy: the config the caller gave stays as it was
@@ -351,7 +402,17 @@ class DistilledEncoder:
         with torch.random.fork_rng(devices=[]):  # initial weights from the seed, global RNG untouched
             torch.manual_seed(cfg.seed)
             self.net = _network(cfg)
-        self.history = _train_network(self.net, cfg, lon, lat, y, progress=progress)
+        self.history = _train_network(
+            self.net,
+            cfg,
+            lon,
+            lat,
+            y,
+            progress=progress,
+            device=resolve_device(device),
+            on_progress=on_progress,
+            log=log,
+        )
         self.net.eval()
         return self
 
@@ -452,3 +513,39 @@ class DistilledEncoder:
         )
         enc.net.eval()
         return enc
+
+
+@dataclass
+class Distilled:
+    """What ``distil_table`` made: the encoder, the folder it was saved in, and how closely it reproduces the
+    teacher on the teacher's own cells (R2 over every dimension; 1 is exact)."""
+
+    encoder: DistilledEncoder
+    path: Path
+    r2: float
+
+
+def distil_table(
+    table,
+    out: str | Path,
+    config: DistilConfig | None = None,
+    *,
+    device: str = "auto",
+    progress: bool = False,
+    on_progress: Callable[[float], None] | None = None,
+    log: Callable[[str], None] | None = None,
+) -> Distilled:
+    """Distil an embedding table (indexed by H3 cell id) into a coordinate encoder saved in ``out`` (all of it or,
+    on failure or a stop, nothing): the student learns each cell's embedding from its centre's coordinates."""
+    from ..grid import cell_centroids, strings_to_cells
+
+    if len(table) == 0:
+        raise InvalidInputError("the embedding table has no cells: nothing to distil")
+    lon, lat = cell_centroids(strings_to_cells(table.index.to_numpy()))
+    target = table.to_numpy(dtype=np.float64)
+    encoder = DistilledEncoder(config).fit(
+        lon, lat, target, progress=progress, device=device, on_progress=on_progress, log=log
+    )
+    fitted = encoder.embed(lon, lat, outside="ignore")
+    r2 = 1.0 - float(((fitted - target) ** 2).sum() / max(((target - target.mean(axis=0)) ** 2).sum(), 1e-300))
+    return Distilled(encoder, encoder.save(out), r2)

@@ -57,9 +57,9 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def check_device(device: object) -> None:
-    """Refuse a device torch cannot use here, naming the ones it can."""
-    check_device_name(device)
+def check_device(device: object, setting: str = "[train] device") -> None:
+    """Refuse a device torch cannot use here, naming the ones it can (``setting``: where the value came from)."""
+    check_device_name(device, setting)
     torch = import_optional("torch")
     kind, _, index = str(device).partition(":")
     if kind == "cuda":
@@ -67,8 +67,8 @@ def check_device(device: object) -> None:
         if int(index or 0) >= gpus:
             seen = f"sees {gpus} GPU{'s' if gpus != 1 else ''}" if gpus else "sees no GPU (or was built without CUDA)"
             raise ConfigError(
-                f'[train] device is {device!r}, but torch {seen} here: set device = "auto" (the GPU when there is '
-                'one, else the CPU) or "cpu"'
+                f'{setting} is {device!r}, but torch {seen} here: use "auto" (the GPU when there is one, else the '
+                'CPU) or "cpu"'
             )
 
 

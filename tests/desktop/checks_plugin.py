@@ -16,6 +16,7 @@ ALGORITHMS = (
     "embedding_raster",
     "train_embeddings",
     "write_training_config",
+    "distil_encoder",
     "similar_places",
     "functional_zones",
     "embedding_space",
