@@ -91,7 +91,9 @@ class RegionDataset:
         from .geofile import write_geodataframe
 
         directory = Path(directory)
-        with atomic_dir(directory) as tmp:
+        # a dataset is a step of a run, not its result: a worker stopped after writing it has written nothing the
+        # user asked for, and must not say its outputs are complete
+        with atomic_dir(directory, record=False) as tmp:
             lon, lat = cell_centroids(self.cells)
             gdf = gpd.GeoDataFrame(
                 {"lon": lon, "lat": lat}, geometry=cells_to_polygons(self.cells), index=self.cell_ids, crs="EPSG:4326"

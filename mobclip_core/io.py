@@ -233,13 +233,18 @@ class OutputTransaction:
     named are left alone; a named folder replaces the old folder whole.
     """
 
-    def __init__(self, directory: str | Path) -> None:
+    def __init__(self, directory: str | Path, *, record: bool = True) -> None:
         self.directory = Path(directory)
+        self.record = record  # a commit goes into COMMITTED (a result a stopped worker reports as complete)
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
         except FileExistsError as exc:
             raise InvalidInputError(
                 f"output folder {self.directory} is an existing file: give a folder path, or remove the file"
+            ) from exc
+        except NotADirectoryError as exc:
+            raise InvalidInputError(
+                f"output folder {self.directory} lies inside a file, not a folder: give another folder path"
             ) from exc
         clean_stale(self.directory)
         self.staging = self.directory / f"{_TXN_PREFIX}{_owner_tag()}"
@@ -281,7 +286,8 @@ class OutputTransaction:
         with _signals_deferred():
             _roll_forward(self.staging, self.directory)
             self.committed = True
-            COMMITTED.append(self.directory)  # before a held-back stop signal is delivered
+            if self.record:
+                COMMITTED.append(self.directory)  # before a held-back stop signal is delivered
         _remove(self.staging)
         _fsync(self.directory)
         return {n: self.directory / n for n in self.names}
@@ -292,7 +298,8 @@ class OutputTransaction:
             with contextlib.suppress(OSError, ValueError):
                 _roll_forward(self.staging, self.directory)
                 self.committed = True
-                COMMITTED.append(self.directory)  # the outputs are complete: a stopped worker must say so
+                if self.record:
+                    COMMITTED.append(self.directory)  # the outputs are complete: a stopped worker must say so
         _remove(self.staging)
 
 
@@ -312,10 +319,11 @@ def _roll_forward(staging: Path, directory: Path) -> None:
 
 
 @contextlib.contextmanager
-def output_transaction(directory: str | Path) -> Iterator[OutputTransaction]:
-    """``with output_transaction(d) as txn: write(txn.path("a.parquet")); ...``: all of them appear, or none."""
+def output_transaction(directory: str | Path, *, record: bool = True) -> Iterator[OutputTransaction]:
+    """``with output_transaction(d) as txn: write(txn.path("a.parquet")); ...``: all of them appear, or none.
+    ``record=False``: an intermediate step (a run's dataset), not recorded in ``COMMITTED`` as a result."""
     with _signals_unwind():
-        txn = OutputTransaction(directory)
+        txn = OutputTransaction(directory, record=record)
         try:
             yield txn
             txn.commit()
@@ -325,10 +333,10 @@ def output_transaction(directory: str | Path) -> Iterator[OutputTransaction]:
 
 
 @contextlib.contextmanager
-def atomic_dir(path: str | Path) -> Iterator[Path]:
+def atomic_dir(path: str | Path, *, record: bool = True) -> Iterator[Path]:
     """Yield an empty staging folder; on success it replaces ``path`` whole, on error it is removed."""
     path = Path(path)
-    with output_transaction(path.parent) as txn:
+    with output_transaction(path.parent, record=record) as txn:
         staged = txn.path(path.name)
         staged.mkdir()
         yield staged

@@ -127,7 +127,7 @@ class MobClipAlgorithm(QgsProcessingAlgorithm):
         self._feedback = feedback  # for warnings from helpers that are not given it (``embedding_layer``)
         self.check_destinations(parameters)
         try:
-            return self.execute(parameters, context, feedback)
+            results = self.execute(parameters, context, feedback)
         except Cancelled as exc:
             self._discard_outputs(exc)
             message = str(exc) or self.tr("Cancelled by the user; no output was written")
@@ -138,6 +138,10 @@ class MobClipAlgorithm(QgsProcessingAlgorithm):
         except BaseException as exc:
             self._discard_outputs(exc)
             raise
+        # let go of the sinks: QGIS closes their files now. The dialog runs a copy of the algorithm in a task and
+        # loads the outputs while that copy is alive; a GeoPackage still open here was "not correctly generated"
+        self._sinks.clear()
+        return results
 
     def execute(self, parameters, context, feedback) -> dict:
         raise NotImplementedError
@@ -151,6 +155,7 @@ class MobClipAlgorithm(QgsProcessingAlgorithm):
         (vector outputs, which QGIS does not create folders for) a folder that does not exist."""
         for definition in self.destinationParameterDefinitions():
             if isinstance(definition, QgsProcessingParameterFolderDestination):
+                self._check_folder_destination(definition, parameters)
                 continue
             path, _ = _file_and_layer(_static_destination(parameters.get(definition.name())))
             if not path:
@@ -168,6 +173,19 @@ class MobClipAlgorithm(QgsProcessingAlgorithm):
                 raise QgsProcessingException(
                     self.tr(f"{label}: the folder {folder} does not exist: create it, or choose another place")
                 )
+
+    def _check_folder_destination(self, definition, parameters) -> None:
+        """An output folder (created if missing) that is, or would be inside, a file."""
+        path = _static_destination(parameters.get(definition.name()))
+        if not path or path == "TEMPORARY_OUTPUT":
+            return
+        existing = os.path.abspath(path)
+        while not os.path.exists(existing) and os.path.dirname(existing) != existing:
+            existing = os.path.dirname(existing)
+        if os.path.exists(existing) and not os.path.isdir(existing):
+            raise QgsProcessingException(
+                self.tr(f"{definition.description()}: {existing} is a file, not a folder: choose a folder for {path}")
+            )
 
     def create_sink(self, parameters, name, context, fields, wkb_type, crs):
         """``parameterAsSink``, remembered so that a failed or cancelled run leaves no partial file behind."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 
 from qgis.core import (
-    QgsProcessingException,
     QgsProcessingOutputFile,
     QgsProcessingOutputNumber,
     QgsProcessingParameterDefinition,
@@ -55,11 +54,7 @@ class DistilEncoder(MobClipAlgorithm):
         self.addOutput(QgsProcessingOutputNumber("R2", self.tr("R2 of the table on its own cells")))
 
     def execute(self, parameters, context, feedback):
-        out = self.parameterAsFileOutput(parameters, "OUTPUT", context)
-        if os.path.isfile(out):
-            raise QgsProcessingException(
-                self.tr(f"The output {out!r} is a file: choose a folder for the distilled model (it is created)")
-            )
+        out = self.parameterAsFileOutput(parameters, "OUTPUT", context)  # a file there is refused before (base)
         table = self.embedding_table(parameters, context)
         feedback.pushInfo(self.tr(f"{len(table)} cells x {table.shape[1]} dimensions to distil"))
         staged = os.path.join(QgsProcessingUtils.tempFolder(), f"distil-{os.getpid()}-{id(self)}.parquet")

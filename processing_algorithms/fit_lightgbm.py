@@ -340,7 +340,17 @@ class FitLightGBM(MobClipAlgorithm):
             group = self.parameterAsString(parameters, "GROUP_FIELD", context)
             if not group:
                 raise QgsProcessingException(self.tr("Choose a group field for group blocks (e.g. the admin unit id)"))
-            return np.array([str(f[group]) for f in features], dtype=object)
+            labels = np.array([str(f[group]) for f in features], dtype=object)
+            n_groups = np.unique(labels).size
+            if len(labels) >= 20 and n_groups > 0.5 * len(labels):  # most groups hold one feature: random folds
+                self._feedback.pushWarning(
+                    self.tr(
+                        f"'{group}' has {n_groups} groups for {len(labels)} features: with about one feature per group "
+                        "the folds are random, not blocked, and the R2 is optimistic where neighbours are alike; "
+                        "choose a field that groups neighbouring features (e.g. the district or county id)"
+                    )
+                )
+            return labels
         from mobclip_core.grid import point_blocks, representative_points
 
         res = self.parameterAsInt(parameters, "BLOCK_RESOLUTION", context)

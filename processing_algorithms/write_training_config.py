@@ -11,6 +11,7 @@ from qgis.core import (
     QgsCoordinateTransform,
     QgsCsException,
     QgsFeature,
+    QgsFeatureRequest,
     QgsFeatureSink,
     QgsProcessing,
     QgsProcessingException,
@@ -92,7 +93,9 @@ class WriteTrainingConfig(MobClipAlgorithm):
                 self.tr("OD table: flow field"),
                 None,
                 "OD_TABLE",
-                QgsProcessingParameterField.Numeric,
+                # any type: a CSV dropped on the map (no type detection) has text fields; the flows are converted
+                # when the table is written, and a value that is not a number is named in the error
+                QgsProcessingParameterField.Any,
                 optional=True,
             )
         )
@@ -414,6 +417,7 @@ class WriteTrainingConfig(MobClipAlgorithm):
             )
         zones = self.require_source(parameters, "ZONES", context)
         zone_id = self._fields(parameters, "ZONE_ID", context, zones, "zone id field of the zones")[0]
+        self._check_zone_ids(table, origin, destination, zones, zone_id)
         columns = {origin: ("origin", _zone_id), destination: ("destination", _zone_id), flow: ("flow", _flow)}
         return {
             "od": "inputs/od.csv",
@@ -424,6 +428,40 @@ class WriteTrainingConfig(MobClipAlgorithm):
             "zone_id": ZONE,
             "_write": [("od.csv", _table_writer(table, columns)), ("zones.gpkg", _layer_writer(zones, zone_id, []))],
         }
+
+    def _check_zone_ids(self, table, origin: str, destination: str, zones, zone_id: str) -> None:
+        """The OD table's zone ids against the zone layer's, compared as training compares them: refuse a table
+        that names none of the zones (a wrong id field) or the same field twice; warn about rows training skips."""
+        from mobclip_core.sources.zones import normalise_zone_ids
+
+        if origin.lower() == destination.lower():
+            raise QgsProcessingException(
+                self.tr(f"The OD table's origin and destination fields are the same field ({origin!r}): choose both")
+            )
+
+        def ids(values: list) -> list:  # as they will be written (``_zone_id``), then as training reads them
+            return list(normalise_zone_ids([_zone_id(v) for v in values]))
+
+        known = set(ids(_values(zones, [zone_id])[0]))
+        o, d = (ids(v) for v in _values(table, [origin, destination]))
+        matched = [a in known and b in known for a, b in zip(o, d)]
+        if matched and not any(matched):
+            raise QgsProcessingException(
+                self.tr(
+                    f"No zone id of the OD table's {origin!r} and {destination!r} fields is in the zones' {zone_id!r} "
+                    f"field (OD ids like {list(o[:3])}, zone ids like {sorted(known)[:3]}): choose the zone layer's "
+                    "field that holds the codes the OD table uses"
+                )
+            )
+        lost = len(matched) - sum(matched)
+        if lost:
+            self._feedback.pushWarning(
+                self.tr(
+                    f"{lost} of {len(matched)} OD rows name a zone that the zone layer lacks (e.g. "
+                    f"{next(a if a not in known else b for a, b in zip(o, d) if a not in known or b not in known)!r}): "
+                    "training skips them"
+                )
+            )
 
     def _pois(self, parameters, context) -> dict:
         pois = self.require_source(parameters, "POIS", context)
@@ -489,6 +527,14 @@ class WriteTrainingConfig(MobClipAlgorithm):
 
 # --- writers: each is called as write(algorithm, path, context, feedback) ----------------------------------------
 ZONE = "zone"  # the zone id column of the written files: text, so "17031" in the OD table meets "17031" in the zones
+
+
+def _values(source, names: list[str]) -> list[list]:
+    """The values of fields ``names`` of every feature, one list per field (attributes only, no geometry)."""
+    index = [source.fields().lookupField(n) for n in names]
+    request = QgsFeatureRequest().setFlags(QgsFeatureRequest.NoGeometry).setSubsetOfAttributes(index)
+    rows = [f.attributes() for f in source.getFeatures(request)]
+    return [[None if r[i] == None else r[i] for r in rows] for i in index]  # noqa: E711 - QGIS NULL equals None
 
 
 def _zone_id(value) -> str:

@@ -172,7 +172,7 @@ def test_cli_reports_file_system_errors_without_traceback(tmp_path, capsys, emb)
     write_embeddings(emb, tmp_path / "e.parquet")
     (tmp_path / "afile").write_text("x")
     rc, err = run_cli(capsys, "export", tmp_path / "e.parquet", "--out", tmp_path / "afile" / "sub")
-    assert_message(rc, err, "Not a directory", "afile", "Check that the path exists")
+    assert_message(rc, err, "afile/sub lies inside a file, not a folder: give another folder path")
     rc, err = run_cli(capsys, "export", tmp_path / "e.parquet", "--out", tmp_path / "afile")
     assert_message(rc, err, "is an existing file: give a folder path")
     rc, err = run_cli(capsys, "export", tmp_path / "e.parquet", "--out", tmp_path / "x", "--stem", "../up")
@@ -629,6 +629,28 @@ def test_worker_stopped_after_its_outputs_are_complete_says_so(tmp_path, monkeyp
     assert (tmp_path / "a.txt").read_text() == "new"
 
 
+def test_worker_stopped_after_the_dataset_says_nothing_new_was_written(small_dataset, tmp_path, monkeypatch, capfd):
+    """A stop during LINE comes after the run's dataset was saved (atomically, in the output folder): that is a step,
+    not the result. The child must not report its folder as complete (QGIS said the outputs were complete)."""
+    import mobclip_core.io as io_module
+    from mobclip_core import worker
+
+    def train(events, config, rebuild, threads=None):
+        small_dataset.save(tmp_path / "dataset")
+        worker._on_stop(signal.SIGTERM, None)  # Cancel during LINE
+
+    monkeypatch.setattr(worker, "_train", train)
+    monkeypatch.setattr(io_module, "COMMITTED", [])
+    monkeypatch.setattr(worker, "install_stop_handlers", lambda: None)
+    monkeypatch.setattr(sys, "stdout", sys.stdout)  # _Events redirects stdout for the run: restored after
+    with pytest.raises(SystemExit) as exc:
+        worker.main(["train", "unused.toml"])
+    assert exc.value.code == 128 + signal.SIGTERM
+    assert (tmp_path / "dataset" / "cells.parquet").exists()
+    events = [json.loads(line) for line in capfd.readouterr().out.splitlines() if line.startswith("{")]
+    assert not [e for e in events if e["event"] == "stopped"], events
+
+
 def test_worker_progress_never_goes_back_within_a_stage(monkeypatch, capfd):
     """The dataset stage advances on each log line; a log line after the stage reported 100 % must not move the
     QGIS progress bar back (seen as 20.0 -> 19.7 on a slow machine)."""
@@ -1009,3 +1031,11 @@ def test_a_modality_that_misses_every_mobility_cell_says_where_to_look(small_cit
     raw = {"mobility": {"records": str(small_city.records)}, "poi": {"path": "elsewhere.gpkg", "encoder": "counts"}}
     with pytest.raises(Exception, match="covers none of the .* cells the mobility data reaches .* right CRS"):
         build_region_dataset(config_from_dict(raw, base_dir=tmp_path))
+
+
+def test_an_output_folder_inside_a_file_is_a_clear_error(tmp_path):
+    (tmp_path / "a_file.txt").write_text("x")
+    with pytest.raises(InvalidInputError, match=r"a_file.txt/run lies inside a file, not a folder: give another"):
+        with output_transaction(tmp_path / "a_file.txt" / "run") as txn:
+            txn.path("a.txt").write_text("never")
+    assert (tmp_path / "a_file.txt").read_text() == "x"

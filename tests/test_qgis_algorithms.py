@@ -290,6 +290,47 @@ def test_tessellate_raster_sums(qgis, small_city, tmp_path):
     assert got["f_0"].sum() == pytest.approx(float(total))
 
 
+@pytest.mark.parametrize("alg", ["aggregate_embeddings", "tessellate"])
+def test_file_outputs_load_as_the_dialog_loads_them(qgis, small_city, embedding_file, tmp_path, alg):
+    """The Processing dialog runs the algorithm in a task and adds the outputs to the map when the task reports
+    back, while the task still holds the algorithm: the output file must be closed by then (it was still open, and
+    QGIS said the GeoPackage was "not correctly generated")."""
+    from qgis.core import QgsApplication, QgsProcessingAlgRunnerTask, QgsProcessingContext, QgsVectorLayer
+    from qgis.PyQt.QtCore import QEventLoop, QTimer
+
+    out = tmp_path / f"{alg}.gpkg"
+    params = {"INPUT": str(small_city.districts), "OUTPUT": str(out)}
+    params.update({"EMBEDDINGS": str(embedding_file[0])} if alg == "aggregate_embeddings" else {"RESOLUTION": 8})
+    algorithm = QgsApplication.processingRegistry().createAlgorithmById(f"mobclip:{alg}")
+    context, feedback = QgsProcessingContext(), LogFeedback()
+    task = QgsProcessingAlgRunnerTask(algorithm, params, context, feedback)
+    seen, loop = {}, QEventLoop()
+
+    def executed(ok: bool, results: dict) -> None:  # what the dialog's result handling does next: load the file
+        layer = QgsVectorLayer(results.get("OUTPUT", ""), "loaded", "ogr")
+        seen.update(ok=ok, valid=layer.isValid(), features=layer.featureCount() if layer.isValid() else 0)
+        loop.quit()
+
+    task.executed.connect(executed)
+    QgsApplication.taskManager().addTask(task)
+    QTimer.singleShot(120_000, loop.quit)
+    loop.exec_()
+    assert seen.get("ok"), feedback.lines + feedback.warnings
+    assert seen["valid"] and seen["features"] > 0, seen
+
+
+@pytest.mark.parametrize("alg", ["distil_encoder", "write_training_config"])
+def test_an_output_folder_inside_a_file_is_refused_before_any_work(qgis, embedding_file, tmp_path, alg):
+    from qgis.core import QgsProcessingException
+
+    (tmp_path / "a_file.txt").write_text("not a folder")
+    out = tmp_path / "a_file.txt" / "model"
+    params = {"OUTPUT": str(out), "EMBEDDINGS": str(embedding_file[0])}
+    with pytest.raises(QgsProcessingException, match=r"a_file.txt is a file, not a folder: choose a folder for"):
+        run(alg, params if alg == "distil_encoder" else {"OUTPUT": str(out)})
+    assert (tmp_path / "a_file.txt").read_text() == "not a folder"
+
+
 def test_attach_embeddings_to_points(qgis, small_city, embedding_file, tmp_path):
     path, table = embedding_file
     out = run(
@@ -806,7 +847,14 @@ def test_fit_group_and_random_folds_and_second_layer(qgis, cells_with_targets, s
     gdf["district"] = [f"d{i % 6}" for i in range(len(gdf))]
     write_geodataframe(gdf, tmp_path / "g.gpkg")
     common = {"INPUT": str(tmp_path / "g.gpkg"), "TARGET": "night", "MODEL": 2, "FOLDS": 3}
-    grouped = run("fit_lightgbm", {**common, "BLOCKS": 1, "GROUP_FIELD": "district", "OUTPUT": "memory:"})
+    log = LogFeedback()
+    grouped = run("fit_lightgbm", {**common, "BLOCKS": 1, "GROUP_FIELD": "district", "OUTPUT": "memory:"}, log)
+    assert not [w for w in log.warnings if "groups for" in w]
+    log = LogFeedback()  # a group per feature (an id field): the folds are random, and the user is told
+    run("fit_lightgbm", {**common, "BLOCKS": 1, "GROUP_FIELD": "h3_cell", "OUTPUT": "memory:"}, log)
+    assert any(
+        f"'h3_cell' has {len(gdf)} groups for {len(gdf)} features" in w and "not blocked" in w for w in log.warnings
+    )
     random = run("fit_lightgbm", {**common, "BLOCKS": 2, "OUTPUT": "memory:"})
     assert grouped["R2"] > 0.5 and random["R2"] > 0.5 and grouped["R2"] != random["R2"]
     other = gdf.iloc[:20].drop(columns=["night"])

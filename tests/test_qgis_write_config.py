@@ -535,3 +535,47 @@ def test_a_temporary_output_folder_is_a_warning(qgis, tmp_path):
     quiet = LogFeedback()
     run({"GTFS": str(HSL_GTFS), "OUTPUT": str(tmp_path / "kept")}, quiet)
     assert not any("temporary" in w for w in quiet.warnings), quiet.warnings
+
+
+def test_the_flow_field_may_be_text_as_in_a_csv_dropped_on_the_map(qgis, od_layers, small_city, tmp_path):
+    """A CSV opened without type detection (drag and drop) has text fields only: the dialog's flow field must list
+    them (it listed number fields only, so it stayed empty), and the text flows are read as numbers."""
+    from qgis.core import QgsApplication, QgsProcessingParameterField, QgsVectorLayer
+
+    alg = QgsApplication.processingRegistry().algorithmById("mobclip:write_training_config")
+    assert alg.parameterDefinition("OD_FLOW").dataType() == QgsProcessingParameterField.Any
+    od = QgsVectorLayer(str(od_layers / "od.csv"), "od", "ogr")
+    assert od.fields().field("trips").typeName() == "String"
+    params = {"OD_TABLE": od, "OD_ORIGIN": "from_zone", "OD_DESTINATION": "to_zone", "OD_FLOW": "trips"}
+    params.update({"ZONES": str(od_layers / "districts.gpkg"), "ZONE_ID": "district", "OUTPUT": str(tmp_path / "run")})
+    run(params)
+    written = pd.read_csv(tmp_path / "run" / "inputs" / "od.csv")
+    print(written.head(3))
+    assert written["flow"].dtype.kind == "f"
+    assert written["flow"].sum() == pytest.approx(pd.read_csv(od_layers / "od.csv")["trips"].sum())
+
+
+def test_zone_ids_are_checked_against_the_od_table_before_anything_is_written(qgis, od_layers, tmp_path):
+    from qgis.core import QgsProcessingException
+    from qgis_support import LogFeedback
+
+    od = pd.read_csv(od_layers / "od.csv")
+    base = {"OD_ORIGIN": "from_zone", "OD_DESTINATION": "to_zone", "OD_FLOW": "trips"}
+    base.update({"OD_TABLE": str(od_layers / "od.csv"), "ZONES": str(od_layers / "districts.gpkg")})
+    with pytest.raises(QgsProcessingException, match=r"No zone id of the OD table's 'from_zone' and 'to_zone' fields"):
+        run({**base, "ZONE_ID": "pop_young", "OUTPUT": str(tmp_path / "a")})  # the wrong field of the zones
+    with pytest.raises(QgsProcessingException, match=r"origin and destination fields are the same field"):
+        run({**base, "OD_DESTINATION": "from_zone", "ZONE_ID": "district", "OUTPUT": str(tmp_path / "b")})
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    extra = pd.concat([od, pd.DataFrame([{"from_zone": "nowhere", "to_zone": od.to_zone[0], "trips": 5.0}])])
+    extra.to_csv(tmp_path / "od_extra.csv", index=False)
+    feedback = LogFeedback()
+    run(
+        {**base, "OD_TABLE": str(tmp_path / "od_extra.csv"), "ZONE_ID": "district", "OUTPUT": str(tmp_path / "c")},
+        feedback,
+    )
+    assert any(
+        f"1 of {len(extra)} OD rows name a zone that the zone layer lacks (e.g. 'nowhere')" in w
+        for w in feedback.warnings
+    )
+    assert (tmp_path / "c" / "mobclip.toml").exists()
