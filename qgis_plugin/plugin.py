@@ -209,10 +209,8 @@ class MobClipPlugin:
         if current is not None and current not in self.similarity_tools.values():
             self.previous_tool = current
         canvas.setMapTool(tool)
-        self.iface.messageBar().pushInfo(
-            "MobCLIP: Find similar places",
-            f"Click a place of \u201c{layer.name()}\u201d: the similarity layer shows how alike every place is "
-            "(1 = the same).",
+        self.iface.messageBar().pushInfo(  # one short line: a second one hides behind the bar's scroll arrows
+            "MobCLIP", f"Click a place of \u201c{layer.name()}\u201d to map how alike every place is to it."
         )
 
     def similarity_tool_for(self, layer):

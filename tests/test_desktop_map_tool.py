@@ -75,7 +75,8 @@ def test_a_click_on_a_cell_ranks_every_cell_by_similarity_to_it(map_tool_run, ci
     found = map_tool_run.check("similarity_tool")
     on, click = found["on"], found["click"]
     assert on["checked"] and on["tool"] == "SimilarityMapTool", on
-    assert any("Click a place of “MobCLIP embeddings (demo-city)”" in text for text in on["bar"]), on["bar"]
+    assert any("Click a place of “MobCLIP embeddings (demo-city)” to map how alike" in t for t in on["bar"]), on["bar"]
+    assert all(d["fits"] for d in on["details"]), on["details"]  # one line: nothing hidden behind scroll arrows
     ref = deep_cell(city, "campus")
     assert click["cell"] == ref  # the cell under the mouse
     assert click["n_scores"] == len(map_tool_run.table)
