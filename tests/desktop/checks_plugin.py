@@ -251,6 +251,8 @@ def algorithm_dialogs(ctx):
         }
         if name == "fit_lightgbm":
             ctx.shot(dlg, "algorithm_dialog_empty")
+        if name == "distil_encoder":
+            ctx.shot(dlg, "distil_dialog")
         dlg.close()
         dlg.deleteLater()
     ctx.result["dialogs"] = opened
