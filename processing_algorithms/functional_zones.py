@@ -66,7 +66,13 @@ class FunctionalZones(MobClipAlgorithm):
         self.addParameter(QgsProcessingParameterEnum("METHOD", self.tr("Method"), METHODS, defaultValue=0))
         self.addParameter(
             QgsProcessingParameterNumber(
-                "K", self.tr("Number of zones (k-means)"), QgsProcessingParameterNumber.Integer, 6, False, 1, 200
+                "K",
+                self.tr("Number of zones (for 'k-means with the number of zones below')"),
+                QgsProcessingParameterNumber.Integer,
+                6,
+                False,
+                1,
+                200,
             )
         )
         self.addParameter(
@@ -93,7 +99,7 @@ class FunctionalZones(MobClipAlgorithm):
         self.addParameter(
             QgsProcessingParameterFile(
                 "DATASET",
-                self.tr("Region dataset folder (to describe the zones)"),
+                self.tr("Region dataset folder (to describe the zones; found beside a trained run's embeddings)"),
                 behavior=QgsProcessingParameterFile.Folder,
                 optional=True,
             )
@@ -172,7 +178,9 @@ class FunctionalZones(MobClipAlgorithm):
         from mobclip_core.analysis.zones import functional_zones
 
         options = self._zone_options(parameters, context)
-        dataset = self.parameterAsFile(parameters, "DATASET", context) or None
+        dataset = self.parameterAsFile(parameters, "DATASET", context) or self._dataset_beside(parameters, context)
+        if dataset and not self.parameterAsFile(parameters, "DATASET", context) and places.cells:
+            feedback.pushInfo(self.tr(f"Zones described with the region dataset beside the embeddings: {dataset}"))
         pois = self._pois(parameters, context, feedback)
         feedback.setProgress(30)
         if places.cells:
@@ -186,6 +194,16 @@ class FunctionalZones(MobClipAlgorithm):
 
         describe_zones(zones, [str(i) for i in range(len(places.values))])
         return zones
+
+    def _dataset_beside(self, parameters, context) -> str | None:
+        """The region dataset a training run wrote beside its embeddings (``<output>/dataset``), if there is one."""
+        import os
+
+        path = self.parameterAsFile(parameters, "EMBEDDINGS", context)
+        layer = self.embedding_layer(parameters, context)
+        source = path or (layer.source().split("|")[0] if layer is not None else "")
+        folder = os.path.join(os.path.dirname(source), "dataset") if source else ""
+        return folder if folder and os.path.isfile(os.path.join(folder, "metadata.json")) else None
 
     def _write_zones(self, parameters, context, feedback, places, zones):
         """The places with zone and zone_label, styled one colour per zone; returns (destination, zone names)."""

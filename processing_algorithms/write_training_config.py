@@ -471,6 +471,15 @@ class WriteTrainingConfig(MobClipAlgorithm):
             raise QgsProcessingException(self.tr("Choose the POIs' name field, category field or both"))
         name = self._fields(parameters, "POI_NAME", context, pois, "name field")[0] if name else None
         category = self._fields(parameters, "POI_CATEGORY", context, pois, "category field")[0] if category else None
+        chosen = [f for f in (name, category) if f]
+        for field, values in zip(chosen, _values(pois, chosen)):
+            if not any(v is not None and str(v).strip() for v in values):
+                raise QgsProcessingException(
+                    self.tr(
+                        f"The POIs' field {field!r} is empty (NULL or blank) for all {len(values)} features: choose a "
+                        "field that holds names or categories"
+                    )
+                )
         # written as "name" and "category" (empty where not chosen): what [poi] reads by default
         section = {"path": "inputs/pois.gpkg", "name": "name", "category": "category"}
         if name is None:

@@ -235,6 +235,31 @@ def test_similar_places_over_an_extent_past_the_model_area_warns_or_gives_null(q
     assert not set(frame(res["OUTPUT_TOP"]).h3_cell) & set(cells.h3_cell[outside])
 
 
+def test_zones_find_the_region_dataset_beside_a_trained_runs_embeddings(qgis, small_dataset, tables, tmp_path):
+    """A training run writes <output>/embeddings.gpkg and <output>/dataset: with the dataset left empty, the zones
+    are described from the one beside the embeddings (an analyst's zones were labelled 'Zone 1 (2638 places)')."""
+    import shutil
+
+    from qgis_support import LogFeedback
+
+    _, paths = tables
+    run_dir = tmp_path / "output"
+    run_dir.mkdir()
+    shutil.copy(paths["seed0"], run_dir / "embeddings.gpkg")
+    small_dataset.save(run_dir / "dataset")
+    common = {"EMBEDDINGS": str(run_dir / "embeddings.gpkg"), "METHOD": 2, "K": 5}
+    found = {}
+    for name, extra in (("beside", {}), ("given", {"DATASET": str(run_dir / "dataset")})):
+        log = LogFeedback()
+        out = {"OUTPUT": str(tmp_path / f"{name}.gpkg"), "OUTPUT_PROFILES": str(tmp_path / f"{name}_p.gpkg")}
+        run("functional_zones", {**common, **extra, **out}, log)
+        found[name] = (frame(out["OUTPUT_PROFILES"]).label.tolist(), log.lines)
+    assert found["beside"][0] == found["given"][0]
+    assert not any(label.startswith("Zone 1 (") for label in found["beside"][0]), found["beside"][0]
+    expected = f"Zones described with the region dataset beside the embeddings: {run_dir / 'dataset'}"
+    assert expected in found["beside"][1] and expected not in found["given"][1]
+
+
 def test_zones_match_the_planted_zones_with_labels_from_the_dataset(qgis, small_city, small_dataset, tables, tmp_path):
     import processing
     from qgis.core import QgsProcessingContext, QgsProcessingFeedback, QgsProject, QgsRasterLayer, QgsVectorLayer

@@ -579,3 +579,20 @@ def test_zone_ids_are_checked_against_the_od_table_before_anything_is_written(qg
         for w in feedback.warnings
     )
     assert (tmp_path / "c" / "mobclip.toml").exists()
+
+
+def test_an_empty_poi_field_is_refused(qgis, od_layers, small_city, tmp_path):
+    import geopandas as gpd
+    from qgis.core import QgsProcessingException
+
+    from mobclip_core.geofile import write_geodataframe
+
+    pois = gpd.read_file(small_city.pois)
+    pois["kind"] = None
+    write_geodataframe(pois, tmp_path / "pois.gpkg")
+    params = {"OD_TABLE": str(od_layers / "od.csv"), "OD_ORIGIN": "from_zone", "OD_DESTINATION": "to_zone"}
+    params.update({"OD_FLOW": "trips", "ZONES": str(od_layers / "districts.gpkg"), "ZONE_ID": "district"})
+    params.update({"POIS": str(tmp_path / "pois.gpkg"), "POI_CATEGORY": "kind", "OUTPUT": str(tmp_path / "run")})
+    with pytest.raises(QgsProcessingException, match=rf"field 'kind' is empty \(NULL or blank\) for all {len(pois)}"):
+        run(params)
+    assert not (tmp_path / "run").exists()
