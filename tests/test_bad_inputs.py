@@ -598,10 +598,25 @@ def test_stop_between_journal_and_moves_finishes_the_commit_and_records_it(tmp_p
     assert io_module.COMMITTED == [tmp_path] and leftovers(tmp_path) == []
 
 
+def _stopped_worker_events(monkeypatch, capfd, train) -> list[dict]:
+    """Run ``python -m mobclip_core.worker train`` in this process with ``train`` as its task, which ends in the
+    parent's stop signal; returns the events the child wrote."""
+    import mobclip_core.io as io_module
+    from mobclip_core import worker
+
+    monkeypatch.setattr(worker, "_train", train)
+    monkeypatch.setattr(io_module, "COMMITTED", [])
+    monkeypatch.setattr(worker, "install_stop_handlers", lambda: None)
+    monkeypatch.setattr(sys, "stdout", sys.stdout)  # _Events redirects stdout for the run: restored after
+    with pytest.raises(SystemExit) as exc:
+        worker.main(["train", "unused.toml"])
+    assert exc.value.code == 128 + signal.SIGTERM
+    return [json.loads(line) for line in capfd.readouterr().out.splitlines() if line.startswith("{")]
+
+
 def test_worker_stopped_after_its_outputs_are_complete_says_so(tmp_path, monkeypatch, capfd):
     """The parent's stop can reach the child after its outputs are committed but before its "done" line: the child
     must still report the committed folder (the QGIS message then says the outputs are complete)."""
-    import mobclip_core.io as io_module
     from mobclip_core import worker
 
     def train(events, config, rebuild, threads=None):
@@ -616,15 +631,8 @@ def test_worker_stopped_after_its_outputs_are_complete_says_so(tmp_path, monkeyp
             worker._on_stop(signal.SIGTERM, None)
         real_emit(self, event, **fields)
 
-    monkeypatch.setattr(worker, "_train", train)
     monkeypatch.setattr(worker._Events, "emit", emit)
-    monkeypatch.setattr(io_module, "COMMITTED", [])
-    monkeypatch.setattr(worker, "install_stop_handlers", lambda: None)
-    monkeypatch.setattr(sys, "stdout", sys.stdout)  # _Events redirects stdout for the run: restored after
-    with pytest.raises(SystemExit) as exc:
-        worker.main(["train", "unused.toml"])
-    assert exc.value.code == 128 + signal.SIGTERM
-    events = [json.loads(line) for line in capfd.readouterr().out.splitlines() if line.startswith("{")]
+    events = _stopped_worker_events(monkeypatch, capfd, train)
     assert events == [{"event": "stopped", "committed": [str(tmp_path)]}]
     assert (tmp_path / "a.txt").read_text() == "new"
 
@@ -632,22 +640,14 @@ def test_worker_stopped_after_its_outputs_are_complete_says_so(tmp_path, monkeyp
 def test_worker_stopped_after_the_dataset_says_nothing_new_was_written(small_dataset, tmp_path, monkeypatch, capfd):
     """A stop during LINE comes after the run's dataset was saved (atomically, in the output folder): that is a step,
     not the result. The child must not report its folder as complete (QGIS said the outputs were complete)."""
-    import mobclip_core.io as io_module
     from mobclip_core import worker
 
     def train(events, config, rebuild, threads=None):
         small_dataset.save(tmp_path / "dataset")
         worker._on_stop(signal.SIGTERM, None)  # Cancel during LINE
 
-    monkeypatch.setattr(worker, "_train", train)
-    monkeypatch.setattr(io_module, "COMMITTED", [])
-    monkeypatch.setattr(worker, "install_stop_handlers", lambda: None)
-    monkeypatch.setattr(sys, "stdout", sys.stdout)  # _Events redirects stdout for the run: restored after
-    with pytest.raises(SystemExit) as exc:
-        worker.main(["train", "unused.toml"])
-    assert exc.value.code == 128 + signal.SIGTERM
+    events = _stopped_worker_events(monkeypatch, capfd, train)
     assert (tmp_path / "dataset" / "cells.parquet").exists()
-    events = [json.loads(line) for line in capfd.readouterr().out.splitlines() if line.startswith("{")]
     assert not [e for e in events if e["event"] == "stopped"], events
 
 
