@@ -283,6 +283,9 @@ def _train(events: _Events, config: str, rebuild: bool, threads: int | None = No
     return {"name": cfg.name, "output": str(run.output), "files": {k: str(v) for k, v in run.files.items()}}
 
 
+POOR_DISTILLATION_R2 = 0.8  # below this a distilled model is reported as a poor fit (Chicago: 0.97 at 150 epochs)
+
+
 def _distil(events: _Events, embeddings: str, out: str, epochs: int | None, seed: int, device: str) -> dict:
     """Distil an embedding table (a file mobclip wrote) into a coordinate encoder saved in ``out``."""
     from .encoders.distilled import DistilConfig, distil_table
@@ -296,9 +299,15 @@ def _distil(events: _Events, embeddings: str, out: str, epochs: int | None, seed
     )
     events.progress("distil", 1.0, force=True)
     events.log(
-        f"distilled {len(table)} cells x {table.shape[1]} dimensions in {len(done.encoder.history)} epochs; R2 of "
-        f"the teacher's embeddings on its own cells {done.r2:.3f}"
+        f"distilled {len(table)} cells x {table.shape[1]} dimensions in {len(done.encoder.history)} epochs: the "
+        f"model reproduces the table's embeddings at its cells with R2 {done.r2:.3f} (1 = exactly)"
     )
+    if done.r2 < POOR_DISTILLATION_R2:
+        events.warning(
+            f"the model reproduces the table only with R2 {done.r2:.3f}: its embeddings are far from the table's. "
+            f"Distil again with more epochs (the default is {DistilConfig.epochs}; it stops by itself when the fit "
+            "stops improving)"
+        )
     return {"output": str(done.path), "model": str(done.path / "model.pth"), "r2": done.r2, "cells": len(table)}
 
 

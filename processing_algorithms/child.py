@@ -17,24 +17,30 @@ OUTSIDE_CHOICES = ["Warn and embed anyway (extrapolated values)", "Write NULL"]
 OUTSIDE_KEYS = ["warn", "nan"]
 
 
-def run_in_child(alg, args: list[str], feedback, *, span=(0.0, 100.0)) -> dict:
+def run_in_child(alg, args: list[str], feedback, *, span=(0.0, 100.0), kept_on_cancel=None) -> dict:
     """Run ``python -m mobclip_core.worker ARGS`` with QGIS's Python (or this environment's), the plugin's packages
-    folder on its path; map its events onto ``feedback``; stop it when the user cancels."""
+    folder on its path; map its events onto ``feedback``; stop it when the user cancels. ``kept_on_cancel(stages)``:
+    what a run stopped after finishing ``stages`` leaves behind on purpose (a note for the Cancel message), or ''."""
     from mobclip_core.worker import WorkerCancelled, run_worker
 
     lo, hi = span
-    shown = {"stage": None}
+    shown = {"stage": None, "done": set()}  # the stage in progress, and the stages finished
 
     def on_event(event: dict) -> None:
         kind = event.get("event")
         if kind == "progress":
             stage = event.get("stage")
             a, b = STAGE_SPANS.get(stage, (0.0, 1.0))
-            fraction = a + (b - a) * float(event.get("fraction", 0.0))
-            feedback.setProgress(lo + (hi - lo) * fraction)
+            within = float(event.get("fraction", 0.0))
+            fraction = a + (b - a) * within
             if stage != shown["stage"]:  # QGIS's dialog writes each progress text into the log: once per stage
+                if shown["stage"] is not None:
+                    shown["done"].add(shown["stage"])
                 shown["stage"] = stage
                 feedback.setProgressText(alg.tr(f"MobCLIP: {stage}"))
+            if within >= 1.0:
+                shown["done"].add(stage)
+            feedback.setProgress(lo + (hi - lo) * fraction)
         elif kind == "log":
             feedback.pushInfo(str(event.get("message", "")))
         elif kind == "warning":
@@ -46,9 +52,11 @@ def run_in_child(alg, args: list[str], feedback, *, span=(0.0, 100.0)) -> dict:
         )
     except WorkerCancelled as exc:
         if exc.result is None:  # the child's atomic outputs unwound: what was there before is as it was
-            raise Cancelled(
-                alg.tr("Cancelled by the user; nothing new was written (earlier outputs are as they were)")
-            ) from None
+            kept = kept_on_cancel(shown["done"]) if kept_on_cancel is not None else ""
+            message = "Cancelled by the user; nothing new was written (earlier outputs are as they were)"
+            if kept:
+                message = f"Cancelled by the user; no outputs were written (earlier ones are as they were); {kept}"
+            raise Cancelled(alg.tr(message)) from None
         raise Cancelled(  # Cancel came after the run's files were all written: say so, they are complete
             alg.tr(
                 f"Cancelled by the user after the run had finished writing: its outputs in "

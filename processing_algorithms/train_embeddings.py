@@ -71,13 +71,20 @@ class TrainEmbeddings(MobClipAlgorithm):
         threads = self.parameterAsInt(parameters, "THREADS", context) if "THREADS" in parameters else 0
         if threads > 0:
             args += ["--threads", str(threads)]
-        result = run_in_child(self, args, feedback)
+        result = run_in_child(self, args, feedback, kept_on_cancel=_kept_on_cancel)
         files = result["files"]
         feedback.setProgress(100)
         name = result.get("name") or os.path.basename(result["output"])
         load_styled(context, files["gpkg"], f"MobCLIP embeddings ({name})", "EMBEDDINGS", CellOutlines())
         load_styled(context, files["pca_rgb"], f"MobCLIP PCA RGB ({name})", "PCA_RGB", RgbAsIs())
         return {"EMBEDDINGS": files["gpkg"], "PCA_RGB": files["pca_rgb"], "OUTPUT_FOLDER": result["output"]}
+
+
+def _kept_on_cancel(finished: set) -> str:
+    """A run stopped after its dataset stage keeps the region dataset it built (the next run reuses it)."""
+    if "dataset" not in finished:
+        return ""
+    return "the region dataset built so far stays in the output folder's dataset/ and the next run reuses it"
 
 
 # --- adding the results to the project, styled (done by QGIS on the main thread once the run has finished) ----------

@@ -449,8 +449,8 @@ class WriteTrainingConfig(MobClipAlgorithm):
             raise QgsProcessingException(
                 self.tr(
                     f"No zone id of the OD table's {origin!r} and {destination!r} fields is in the zones' {zone_id!r} "
-                    f"field (OD ids like {list(o[:3])}, zone ids like {sorted(known)[:3]}): choose the zone layer's "
-                    "field that holds the codes the OD table uses"
+                    f"field (OD ids like {list(dict.fromkeys(o))[:3]}, zone ids like {sorted(known)[:3]}): choose "
+                    "the zone layer's field that holds the codes the OD table uses"
                 )
             )
         lost = len(matched) - sum(matched)

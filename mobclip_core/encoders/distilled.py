@@ -283,6 +283,7 @@ def _train_network(
         progress=progress,
         on_progress=on_progress,
         log=log,
+        validated=n_val > 0,
     )
     if stopper.best_state is not None:
         net.load_state_dict(stopper.best_state)

@@ -23,13 +23,15 @@ def run_epochs(
     progress: bool = False,
     on_progress: Callable[[float], None] | None = None,
     log: Callable[[str], None] | None = None,
+    validated: bool = True,
 ) -> list[dict]:
     """Train epochs ``start_epoch..epochs-1`` until ``stopper`` says stop; returns the history.
 
     ``train_epoch(epoch)`` returns the mean training loss, ``validate()`` the loss early stopping watches, and
     ``snapshot()`` the state to keep when it improves. ``after_epoch(epoch, history)`` runs after the stopper has
     seen the epoch (the place to write a checkpoint that includes the stopper's state). ``log``, when there is no
-    progress bar (a GUI, a watching process): a line with the losses every tenth of the epochs and at the last.
+    progress bar (a GUI, a watching process): a line with the losses every tenth of the epochs and at the last
+    (``validated=False``: no validation share, so ``validate`` repeats the training loss and is not shown).
     """
     history = list(history or [])
     every = max(1, epochs // 10)
@@ -55,9 +57,10 @@ def run_epochs(
             if on_progress is not None:
                 on_progress((epoch + 1) / epochs)
             if log is not None and bar is None and (stop or epoch + 1 == epochs or (epoch + 1) % every == 0):
+                watched = f"validation {val_loss:.4g} " if validated else ""
                 log(
-                    f"{desc} epoch {epoch + 1}/{epochs}: training loss {train_loss:.3f}, validation {val_loss:.3f} "
-                    f"(best {stopper.best:.3f} at epoch {stopper.best_epoch + 1})"
+                    f"{desc} epoch {epoch + 1}/{epochs}: training loss {train_loss:.4g}, {watched}"
+                    f"(best {stopper.best:.4g} at epoch {stopper.best_epoch + 1})"
                     + (", stopping early" if stop else "")
                 )
             if stop:
