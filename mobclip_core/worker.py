@@ -327,7 +327,6 @@ def _embed(events: _Events, model: str, coords: str, out: str, outside: str = "w
     n_out = int(encoder.outside_extent(lon, lat).sum())
     with atomic_path(Path(out)) as tmp, open(tmp, "wb") as f:
         np.save(f, np.asarray(values, dtype=np.float64))
-    events.log(f"embedded {len(lon_lat)} coordinates with {Path(model).name}")
     if encoder.extent is None:
         events.log(f"{Path(model).name} records no training extent: locations were not checked against one")
     elif n_out:
