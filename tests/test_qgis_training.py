@@ -203,6 +203,16 @@ def test_a_distilled_model_that_does_not_fit_is_reported(qgis_app, inputs, tmp_p
     assert poor and "more epochs" in poor[0], feedback.warnings
     folder = tmp_path / "model"
     assert result["OUTPUT"] == str(folder) and (folder / "model.pth").exists()  # kept: the user may still use it
+    assert not [w for w in feedback.warnings if "temporary folder" in w]
+    feedback = LogFeedback()  # the dialog's default output: a temporary folder, which QGIS deletes on exit
+    params = {"EMBEDDINGS": str(inputs["root"] / "emb.parquet"), "EPOCHS": 2, "OUTPUT": "TEMPORARY_OUTPUT"}
+    result = processing.run("mobclip:distil_encoder", params, feedback=feedback, context=QgsProcessingContext())
+    assert Path(result["MODEL"]).exists()
+    assert [w for w in feedback.warnings if f"saved in a temporary folder ({result['OUTPUT']})" in w], feedback.warnings
+    from mobclip_core.encoders.distilled import DistilConfig
+    from processing_algorithms.distil_encoder import DEFAULT_EPOCHS
+
+    assert DEFAULT_EPOCHS == DistilConfig.epochs  # the dialog's default is the library's
 
 
 def test_cancel_stops_distillation_within_seconds_and_writes_nothing(qgis_app, inputs, tmp_path):
