@@ -34,7 +34,7 @@ class DistilEncoder(MobClipAlgorithm):
         "folder holds model.pth and config.json, which records the training area: locations outside it are "
         "flagged when the model is used. The work runs in a separate Python process (on a GPU when one is found), "
         "reports its progress and stops within seconds on Cancel, writing nothing. A city of 5,000 cells takes "
-        "15 to 30 minutes on 2 CPU cores (half a minute on a GPU); Advanced: fewer epochs for a quicker, coarser "
+        "15 to 30 minutes on 2 CPU cores (under a minute on a GPU); Advanced: fewer epochs for a quicker, coarser "
         "fit (150 reach R2 0.97 on Chicago; the log warns below 0.8). Save it to a folder of your own: a temporary "
         "folder is deleted when QGIS closes. The log gives the R2 with which the model reproduces the table on "
         "its own cells (1 = exactly)."
