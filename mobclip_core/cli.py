@@ -69,8 +69,7 @@ def _cmd_build(args) -> int:
 def _cmd_pois(args) -> int:
     import geopandas as gpd
 
-    from .geofile import write_geodataframe
-    from .io import atomic_path
+    from .geofile import write_geofile
     from .modalities.poi import poi_source_kind
 
     if Path(args.out).suffix.lower() not in (".parquet", ".gpkg"):  # before the read, which can take minutes
@@ -85,10 +84,9 @@ def _cmd_pois(args) -> int:
         raise MobClipError(f"{path} is neither an OpenStreetMap .osm.pbf extract nor Overture places GeoParquet")
     pois = read(path, language=args.language, bbox=args.bbox)
     gdf = gpd.GeoDataFrame(pois, geometry=gpd.points_from_xy(pois["lon"], pois["lat"]), crs="EPSG:4326")
-    with atomic_path(args.out) as tmp:
-        write_geodataframe(gdf, tmp, layer="pois")
+    kept = write_geofile(gdf, args.out, layer="pois")
     top = ", ".join(f"{c} {n}" for c, n in pois["category"].value_counts().head(8).items())
-    print(f"{len(pois)} POIs from {path.name} ({kind}) -> {args.out}\nmost common: {top}")
+    print(f"{len(pois)} POIs from {path.name} ({kind}) -> {args.out}{_kept(kept, 'pois')}\nmost common: {top}")
     return 0
 
 
@@ -143,9 +141,9 @@ def _cmd_graph(args) -> int:
 def _cmd_tessellate(args) -> int:
     import geopandas as gpd
 
-    from .geofile import write_geodataframe
+    from .geofile import write_geofile
     from .grid import cells_to_polygons, cells_to_strings, polygons_to_cells, to_wgs84
-    from .io import atomic_path, reading
+    from .io import reading
     from .sources import read_layer
 
     with reading(args.input, "polygon layer"):
@@ -154,9 +152,8 @@ def _cmd_tessellate(args) -> int:
     pairs = polygons_to_cells(layer.geometry.values, args.resolution, containment=args.containment)
     cells = pairs["h3_cell"].drop_duplicates().to_numpy()
     gdf = gpd.GeoDataFrame({"h3_cell": cells_to_strings(cells)}, geometry=cells_to_polygons(cells), crs="EPSG:4326")
-    with atomic_path(args.out) as tmp:
-        write_geodataframe(gdf, tmp, layer="cells")
-    print(f"{len(gdf)} cells at resolution {args.resolution} -> {args.out}")
+    kept = write_geofile(gdf, args.out, layer="cells")
+    print(f"{len(gdf)} cells at resolution {args.resolution} -> {args.out}{_kept(kept, 'cells')}")
     return 0
 
 
@@ -255,7 +252,8 @@ def _cmd_similar(args) -> int:
         geometries += _reference_geometries(args.places)
     result = similar_cells(table, cells=args.cell, geometries=geometries or None, top_n=args.top, center=args.center)
     frame = result.frame()
-    write_cell_layer(frame, args.out, layer="similarity")
+    kept = write_cell_layer(frame, args.out, layer="similarity")
+    print(f"{args.out}: layer similarity{_kept(kept, 'similarity')}")
     if args.raster:
         write_cell_raster(frame["similarity"], args.raster)
     if args.ranking:
@@ -263,6 +261,13 @@ def _cmd_similar(args) -> int:
     print(f"{int(result.is_reference.sum())} reference cells; the {len(result.top)} most similar others:")
     print(result.top.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     return 0
+
+
+def _kept(others: list[str], layer: str) -> str:
+    """What writing ``layer`` into an existing GeoPackage left there besides it, for the command's last line."""
+    if not others:
+        return ""
+    return f" (layer '{layer}'; the file's other layers kept: {', '.join(others)})"
 
 
 def _write_csv(frame, path) -> None:
@@ -295,7 +300,8 @@ def _cmd_zones(args) -> int:
     )
     frame = pd.DataFrame({"zone": zones.labels}, index=table.index)
     frame["zone_label"] = [zones.name_of(z) for z in zones.labels]
-    write_cell_layer(frame, args.out, layer="zones")
+    kept = write_cell_layer(frame, args.out, layer="zones")
+    print(f"{args.out}: layer zones{_kept(kept, 'zones')}")
     if args.raster:
         write_cell_raster(frame["zone"], args.raster)
     if args.profiles:
@@ -317,8 +323,7 @@ def _cmd_space(args) -> int:
 
     from .analysis.space import embedding_space
     from .embeddings import read_embedding_table
-    from .geofile import write_geodataframe
-    from .io import atomic_path
+    from .geofile import write_geofile
     from .rasterize import PcaColourScale
 
     table = read_embedding_table(args.embeddings)
@@ -329,10 +334,10 @@ def _cmd_space(args) -> int:
     colours = [f"#{r:02x}{g:02x}{b:02x}" for r, g, b in rgb[ok]]
     frame = pd.DataFrame({"h3_cell": table.index[ok], "x": xy[ok, 0], "y": xy[ok, 1], "colour": colours})
     gdf = gpd.GeoDataFrame(frame, geometry=gpd.points_from_xy(frame.x, frame.y), crs=None)
-    with atomic_path(args.out) as tmp, warnings.catch_warnings():
+    with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="'crs' was not provided")  # embedding space has no CRS
-        write_geodataframe(gdf, tmp, layer="embedding_space")
-    print(f"{len(frame)} places placed by {method.upper()} -> {args.out}")
+        kept = write_geofile(gdf, args.out, layer="embedding_space")
+    print(f"{len(frame)} places placed by {method.upper()} -> {args.out}{_kept(kept, 'embedding_space')}")
     return 0
 
 
@@ -358,7 +363,8 @@ def _cmd_change(args) -> int:
     from .embeddings import read_embedding_table
 
     change = embedding_change(read_embedding_table(args.before), read_embedding_table(args.after))
-    write_cell_layer(change.distance.to_frame(), args.out, layer="change")
+    kept = write_cell_layer(change.distance.to_frame(), args.out, layer="change")
+    print(f"{args.out}: layer change{_kept(kept, 'change')}")
     if args.raster:
         write_cell_raster(change.distance, args.raster)
     print(json.dumps(change.summary(), indent=2))

@@ -1,5 +1,9 @@
 """GeoDataFrames to GeoParquet and GeoPackage files, with the geometries encoded as 2D WKB by us.
 
+``write_geofile`` is the one way a command writes a layer a user named: atomically, and into a GeoPackage that
+already exists as GIS users keep them, with many layers to a file: the named layer is added or replaced and the
+file's other layers stay (as QGIS's "Save to GeoPackage" and geopandas' ``to_file`` do).
+
 Every geometry write of the library goes through here, for two reasons:
 
 - geopandas lets shapely pick the WKB dimension, and where an older GEOS is already loaded in the process (QGIS's)
@@ -12,6 +16,7 @@ Every geometry write of the library goes through here, for two reasons:
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +26,49 @@ from .exceptions import InvalidInputError
 
 GPKG_VERSION = "1.3"
 _TYPE_NAMES = {0: "Point", 1: "LineString", 3: "Polygon", 4: "MultiPoint", 5: "MultiLineString", 6: "MultiPolygon"}
+
+
+def write_geofile(gdf, path: str | Path, *, layer: str | None = None) -> list[str]:
+    """Write ``gdf`` to ``path`` (as ``write_geodataframe``) so that the file is all new or all old; returns the
+    names of the other layers an existing GeoPackage kept.
+
+    An existing GeoPackage is copied beside itself, ``layer`` (default: the file's stem) written into the copy
+    (replacing a layer of that name) and the copy renamed onto the file: its other layers are kept, at the cost of
+    one copy of the file (a GeoPackage holding only ``layer`` is written anew). Refused while another program holds
+    the file open for writing (a ``-wal`` file beside it: the copy would miss its last changes), and when the file
+    is not a GeoPackage. Parquet files are replaced.
+    """
+    from .io import atomic_path
+
+    path = Path(path)
+    layer = layer or path.stem
+    kept = _other_layers(path, layer) if path.suffix.lower() == ".gpkg" and path.exists() else None
+    with atomic_path(path) as tmp:
+        if kept:
+            shutil.copyfile(path, tmp)
+        write_geodataframe(gdf, tmp, layer=layer)
+    return kept or []
+
+
+def _other_layers(path: Path, layer: str) -> list[str]:
+    """The layers of the GeoPackage ``path`` besides ``layer``, once it is known that a copy of it can be taken."""
+    import pyogrio
+
+    journal = [
+        p.name for p in (path.with_name(path.name + "-wal"), path.with_name(path.name + "-journal")) if p.exists()
+    ]
+    if journal:
+        raise InvalidInputError(
+            f"{path} is open for writing in another program ({journal[0]} is beside it): close the file there "
+            "(in QGIS, remove its layers from the project) and run again, or write to another file"
+        )
+    try:
+        names = [str(n) for n, _ in pyogrio.list_layers(path)]
+    except Exception as exc:  # noqa: BLE001 - GDAL's error types vary; any of them means the same here
+        raise InvalidInputError(
+            f"{path} exists but is not a GeoPackage GDAL can read: choose another output file name, or delete it"
+        ) from exc
+    return [n for n in names if n != layer]
 
 
 def write_geodataframe(gdf, path: str | Path, *, layer: str | None = None) -> Path:

@@ -12,6 +12,7 @@ from mobclip_core.cli import main
 from mobclip_core.config import config_from_dict
 from mobclip_core.dataset import RegionDataset
 from mobclip_core.exceptions import ConfigError, ModalityMissingError
+from mobclip_core.grid import polygons_to_cells
 
 
 def test_dataset_aligned_and_round_trip(small_dataset, tmp_path):
@@ -71,7 +72,6 @@ def test_cli_help_lists_steps(capsys):
 
 
 def test_cli_graph_and_tessellate(small_city, tmp_path, capsys):
-    from mobclip_core.grid import polygons_to_cells
     from mobclip_core.modalities import MobilityGraph, build_copresence_graph
 
     assert (
@@ -94,6 +94,46 @@ def test_cli_graph_and_tessellate(small_city, tmp_path, capsys):
     expected_cells = polygons_to_cells(districts.to_crs(4326).geometry.values, 8, cell_ids="str")
     assert set(cells.h3_cell) == set(expected_cells["h3_cell"])
     assert cells.crs.to_epsg() == 4326 and cells.geometry.geom_type.eq("Polygon").all()
+
+
+def test_cli_output_into_a_geopackage_keeps_its_other_layers(small_city, tmp_path, capsys):
+    """GIS users keep many layers in one GeoPackage: writing cells into it adds (or replaces) that layer only."""
+    import geopandas as gpd
+    import pyogrio
+
+    out = tmp_path / "project.gpkg"
+    districts = gpd.read_file(small_city.districts)
+    districts.to_file(out, layer="districts")
+    districts.iloc[:2].to_file(out, layer="notes")
+    for res in (8, 7):  # the second run replaces the cells layer, keeping the others
+        assert main(["tessellate", str(small_city.districts), "--resolution", str(res), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "other layers kept: districts, notes" in printed
+    assert sorted(n for n, _ in pyogrio.list_layers(out)) == ["cells", "districts", "notes"]
+    assert len(gpd.read_file(out, layer="districts")) == len(districts)
+    assert len(gpd.read_file(out, layer="notes")) == 2
+    expected = polygons_to_cells(districts.to_crs(4326).geometry.values, 7, cell_ids="str")["h3_cell"]
+    assert set(gpd.read_file(out, layer="cells").h3_cell) == set(expected)
+
+
+def test_cli_refuses_a_geopackage_open_elsewhere_or_not_a_geopackage(small_city, tmp_path, capsys):
+    import geopandas as gpd
+
+    out = tmp_path / "open.gpkg"
+    gpd.read_file(small_city.districts).to_file(out, layer="districts")
+    before = out.read_bytes()
+    (tmp_path / "open.gpkg-wal").write_bytes(b"")  # what SQLite keeps beside a file QGIS has open
+    args = ["tessellate", str(small_city.districts), "--resolution", "8", "--out"]
+    assert main([*args, str(out)]) == 2
+    assert "open for writing in another program (open.gpkg-wal" in capsys.readouterr().err
+    assert out.read_bytes() == before
+    junk = tmp_path / "junk.gpkg"
+    junk.write_text("not a geopackage")
+    assert main([*args, str(junk)]) == 2
+    err = capsys.readouterr().err
+    assert "junk.gpkg exists but is not a GeoPackage" in err and "Traceback" not in err
+    assert junk.read_text() == "not a geopackage"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["junk.gpkg", "open.gpkg", "open.gpkg-wal"]
 
 
 def test_cli_reports_errors_without_traceback(tmp_path, capsys):

@@ -11,23 +11,18 @@ import pandas as pd
 from ..exceptions import InvalidInputError
 
 
-def write_cell_layer(frame: pd.DataFrame, path: str | Path, *, layer: str = "cells") -> Path:
-    """A per-cell table (index ``h3_cell``) with cell polygons in EPSG:4326, as ``.gpkg`` or ``.parquet``."""
+def write_cell_layer(frame: pd.DataFrame, path: str | Path, *, layer: str = "cells") -> list[str]:
+    """A per-cell table (index ``h3_cell``) with cell polygons in EPSG:4326, as ``.gpkg`` or ``.parquet``; returns
+    the other layers an existing GeoPackage kept (``geofile.write_geofile``)."""
     from ..export import embeddings_geodataframe
-    from ..geofile import write_geodataframe
-    from ..io import atomic_path
+    from ..geofile import write_geofile
 
     path = Path(path)
     gdf = embeddings_geodataframe(frame)
     suffix = path.suffix.lower()
     if suffix not in (".gpkg", ".parquet"):
         raise InvalidInputError(f"unknown layer type {suffix!r} for {path}: use .gpkg or .parquet")
-    with atomic_path(path) as tmp:
-        if suffix == ".gpkg":
-            write_geodataframe(gdf.reset_index(), tmp, layer=layer)
-        else:
-            write_geodataframe(gdf, tmp)
-    return path
+    return write_geofile(gdf.reset_index() if suffix == ".gpkg" else gdf, path, layer=layer)
 
 
 def write_cell_raster(values: pd.Series, path: str | Path, *, pixels_per_cell: float = 4.0) -> Path:
