@@ -41,6 +41,11 @@ class WorkerError(MobClipError):
     """Work run in a child Python process (training, torch models for QGIS) failed; the message says why."""
 
 
+class OutputInUseError(MobClipError):
+    """An existing output could not be replaced (on Windows: another program, such as QGIS, holds it open); the
+    previous outputs were left as they were."""
+
+
 class ConfigError(MobClipError):
     """A configuration file names an unknown option or an inconsistent value."""
 

@@ -117,6 +117,11 @@ EXPORT_FILES = {
 }
 
 
+def export_paths(out_dir: str | Path, stem: str = "embeddings") -> list[Path]:
+    """The files ``export_all`` writes into ``out_dir``."""
+    return [Path(out_dir) / pattern.format(stem=stem) for pattern in EXPORT_FILES.values()]
+
+
 def export_all(
     embeddings: pd.DataFrame,
     out_dir: str | Path,

@@ -29,7 +29,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-from .exceptions import InvalidInputError, MobClipError
+from .exceptions import InvalidInputError, MobClipError, OutputInUseError
 
 _TMP_MARK = ".mobclip-tmp@"  # in every temporary file name written by atomic_path
 _TXN_PREFIX = ".mobclip-txn@"  # a transaction's staging folder
@@ -217,7 +217,13 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             _publish_mode(tmp)
             _fsync(tmp)
             with _signals_deferred():
-                os.replace(tmp, path)
+                try:
+                    os.replace(tmp, path)
+                except PermissionError as exc:  # Windows: another program holds the file open
+                    raise OutputInUseError(
+                        f"cannot replace {path}: {exc.strerror or exc}. Another program may hold it open (in QGIS, "
+                        f"remove its layer from the project), or write to another file; {path.name} was left as it was"
+                    ) from exc
             _fsync(path.parent)
         except BaseException:
             _remove(tmp)
@@ -304,18 +310,57 @@ class OutputTransaction:
 
 
 def _roll_forward(staging: Path, directory: Path) -> None:
-    """Move each journaled name still in ``staging`` into ``directory`` (idempotent: safe to run again)."""
-    names = json.loads((staging / _JOURNAL).read_text())
+    """Move each journaled name still in ``staging`` into ``directory`` (idempotent: safe to run again).
+
+    First every old output in the way goes into the staging folder's trash, then the new ones into place. Windows
+    refuses to move a file another program holds open (a layer QGIS shows): that stops the first pass, before
+    anything new is in place, and the old outputs it had moved go back, so the folder stays all old
+    (``OutputInUseError``; the journal is dropped so that nobody rolls forward later).
+    """
+    journal = staging / _JOURNAL
+    names = json.loads(journal.read_text())
     trash = staging / _TRASH
-    for i, name in enumerate(names):
-        src, dst = staging / name, directory / name
-        if not src.exists() and not src.is_symlink():
-            continue  # moved already
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        if (dst.is_dir() and not dst.is_symlink()) or (src.is_dir() and (dst.exists() or dst.is_symlink())):
-            trash.mkdir(exist_ok=True)
+    pending = [(i, n) for i, n in enumerate(names) if (staging / n).exists() or (staging / n).is_symlink()]
+    aside: list[tuple[int, str]] = []
+    for i, name in pending:
+        dst = directory / name
+        if not dst.exists() and not dst.is_symlink():
+            continue
+        trash.mkdir(exist_ok=True)
+        try:
             os.replace(dst, trash / f"{i}")
-        os.replace(src, dst)
+        except OSError as exc:
+            for j, back in reversed(aside):
+                os.replace(trash / f"{j}", directory / back)
+            journal.unlink()
+            raise OutputInUseError(
+                f"cannot replace {dst}: {exc.strerror or exc}. Another program may hold it open (in QGIS, remove "
+                "the layers read from it from the project), or write to another folder; the previous outputs "
+                f"in {directory} were left as they were"
+            ) from exc
+        aside.append((i, name))
+    for _, name in pending:
+        dst = directory / name
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(staging / name, dst)
+
+
+def check_replaceable(paths) -> None:
+    """Refuse, before a long run, to start one whose outputs could not be put in place at its end: an existing
+    file another program holds open cannot be moved on Windows (a layer QGIS shows from the last run). Each
+    existing path is renamed aside and back; elsewhere that always works and changes nothing."""
+    for path in map(Path, paths):
+        if not path.exists():
+            continue
+        probe = path.with_name(f".{path.name}{_TMP_MARK}{_owner_tag()}")
+        try:
+            os.replace(path, probe)
+        except OSError as exc:
+            raise OutputInUseError(
+                f"cannot replace {path}: {exc.strerror or exc}. Another program may hold it open (in QGIS, remove "
+                "the layers read from it from the project) and run again, or write to another folder"
+            ) from exc
+        os.replace(probe, path)
 
 
 @contextlib.contextmanager

@@ -13,8 +13,8 @@ import pandas as pd
 from .collectives import Collectives
 from .config import RunConfig
 from .dataset import RegionDataset
-from .export import export_all
-from .io import OutputTransaction, atomic_path, output_transaction
+from .export import export_all, export_paths
+from .io import OutputTransaction, atomic_path, check_replaceable, output_transaction
 from .modalities.build import build_region_dataset
 
 STAGES = ("dataset", "line", "train", "export")
@@ -56,6 +56,8 @@ def run_pipeline(
 
     out = cfg.path(cfg.output)
     out.mkdir(parents=True, exist_ok=True)
+    if collectives.is_main:  # a layer of the last run held open (Windows) is said now, not after the training
+        check_replaceable(export_paths(out))
     timings: dict[str, float] = {}
     ds_dir = out / "dataset"
     config_json = json.dumps(cfg.to_dict(), sort_keys=True, default=str)

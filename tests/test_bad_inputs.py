@@ -29,6 +29,7 @@ from mobclip_core.exceptions import (
     ConfigError,
     InvalidInputError,
     MobClipError,
+    OutputInUseError,
     OutsideExtentWarning,
 )
 from mobclip_core.export import export_all, read_embeddings, write_embeddings
@@ -575,6 +576,47 @@ def test_sigterm_during_the_moves_still_ends_all_new(tmp_path, emb, monkeypatch)
     assert leftovers(tmp_path) == [] and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
 
 
+@pytest.mark.parametrize("locked", ["embeddings.parquet", "embeddings_pca_rgb.tif"])
+def test_an_output_held_open_elsewhere_leaves_every_old_output_in_place(tmp_path, emb, monkeypatch, locked):
+    """Windows refuses to replace a file another program holds open (a layer QGIS shows from the last run): the
+    commit stops before anything new is in place, puts back what it had moved aside, and says what to do."""
+    import mobclip_core.io as io_module
+
+    export_all(emb, tmp_path)
+    old = snapshot(tmp_path)
+    real_replace = io_module.os.replace
+
+    def replace_unless_open(src, dst):  # a file held open can be neither moved nor replaced
+        if tmp_path / locked in (Path(src), Path(dst)):
+            raise PermissionError(13, "The process cannot access the file because it is being used", str(src))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(io_module.os, "replace", replace_unless_open)
+    with pytest.raises(OutputInUseError, match=f"cannot replace .*{locked}.*remove the layers read from it") as exc:
+        export_all(embedding_table(seed=5), tmp_path)
+    assert "were left as they were" in str(exc.value)
+    assert snapshot(tmp_path) == old and leftovers(tmp_path) == []  # all old, nothing staged left behind
+    monkeypatch.setattr(io_module.os, "replace", real_replace)
+    export_all(embedding_table(seed=5), tmp_path)  # once the file is closed, the next run replaces everything
+    assert all(snapshot(tmp_path)[n] != old[n] for n in EXPORT_NAMES)
+
+
+def test_one_file_held_open_elsewhere_is_left_as_it_was(tmp_path, monkeypatch):
+    import mobclip_core.io as io_module
+
+    target = tmp_path / "similarity.tif"
+    target.write_text("old")
+
+    def refuse(src, dst):
+        raise PermissionError(13, "The process cannot access the file because it is being used", str(dst))
+
+    monkeypatch.setattr(io_module.os, "replace", refuse)
+    with pytest.raises(OutputInUseError, match="cannot replace .*similarity.tif.*remove its layer from the project"):
+        with atomic_path(target) as tmp:
+            tmp.write_text("new")
+    assert target.read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == ["similarity.tif"]
+
+
 def test_stop_between_journal_and_moves_finishes_the_commit_and_records_it(tmp_path, emb, monkeypatch):
     """A stop after the commit journal is written rolls the outputs forward: they are complete, and the process
     records so (a stopped worker reports it; it must not claim that nothing new was written)."""
@@ -798,6 +840,37 @@ def test_dataset_rebuilt_when_an_input_file_changes(small_city, tmp_path):
     assert second.embeddings.shape[0] <= first.embeddings.shape[0]
     assert RegionDataset.load(tmp_path / "out" / "dataset").graph.stats()["flow_total"] < first_stats["flow_total"]
     assert leftovers(tmp_path) == []
+
+
+def test_training_refuses_at_once_when_last_runs_layer_is_held_open(small_city, tmp_path, monkeypatch):
+    """A layer of the previous run held open (Windows, QGIS) would stop the outputs at the end: said before any
+    work, not after a training whose results would then be thrown away."""
+    import mobclip_core.io as io_module
+    from mobclip_core.pipeline import run_pipeline
+
+    toml = (
+        f'output = "out"\n[mobility]\nrecords = "{small_city.records}"\n'
+        f'[demographics]\nraster = "{small_city.demographics}"\n'
+        "[line]\ndim = 8\nsamples_per_edge = 1\n[train]\nembedding_dim = 8\nepochs = 1\nbatch_size = 256\n"
+    )
+    (tmp_path / "c.toml").write_text(toml)
+    logs: list[str] = []
+    run_pipeline(load_config(tmp_path / "c.toml"), log=logs.append, progress=False)
+    gpkg = tmp_path / "out" / "embeddings.gpkg"
+    before = gpkg.read_bytes()
+    real_replace = io_module.os.replace
+
+    def replace_unless_open(src, dst):
+        if gpkg in (Path(src), Path(dst)):
+            raise PermissionError(13, "The process cannot access the file because it is being used", str(src))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(io_module.os, "replace", replace_unless_open)
+    logs.clear()
+    with pytest.raises(OutputInUseError, match="cannot replace .*embeddings.gpkg"):
+        run_pipeline(load_config(tmp_path / "c.toml"), log=logs.append, progress=False)
+    assert not any("region dataset" in m for m in logs)  # refused before the dataset, let alone the training
+    assert gpkg.read_bytes() == before and leftovers(tmp_path / "out") == []
 
 
 # -- 4. the distilled encoder knows where it was trained -------------------------------------------------------
