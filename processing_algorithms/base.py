@@ -221,6 +221,12 @@ class MobClipAlgorithm(QgsProcessingAlgorithm):
         if feedback is not None and feedback.isCanceled():
             raise Cancelled()
 
+    def optional_output(self, parameters, name: str, context) -> str:
+        """The path of an optional raster output, "" when it was skipped. Asked only when one was chosen: a blank
+        cell of the batch dialog arrives as an empty output definition, and ``parameterAsOutputLayer`` would list
+        it as a layer to load that never exists ("The following layers were not correctly generated")."""
+        return self.parameterAsOutputLayer(parameters, name, context) if output_chosen(parameters.get(name)) else ""
+
     def progress(self, feedback, lo: float, hi: float):
         """A ``fraction -> None`` callback that maps 0..1 onto lo..hi percent and raises Cancelled on Cancel."""
 

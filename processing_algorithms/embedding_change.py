@@ -61,7 +61,7 @@ class EmbeddingChange(MobClipAlgorithm):
         dest = write_places(self, parameters, context, feedback, places, extra, rows)
         style_on_load(context, dest, Styler(graduated_style, "change", "Magma"))
         results = {"OUTPUT": dest, "MEDIAN": summary["median"], "DISPARITY": summary["disparity"]}
-        raster = self.parameterAsOutputLayer(parameters, "OUTPUT_RASTER", context)
+        raster = self.optional_output(parameters, "OUTPUT_RASTER", context)
         if raster:
             from mobclip_core.grid import strings_to_cells
             from mobclip_core.rasterize import cells_image

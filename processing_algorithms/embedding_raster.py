@@ -49,8 +49,11 @@ class EmbeddingRaster(MobClipAlgorithm):
         table = self.embedding_table(parameters, context)
         ppc = self.parameterAsDouble(parameters, "PIXELS_PER_CELL", context)
         results = {}
-        for name, rgb, progress in (("OUTPUT_RGB", True, 50), ("OUTPUT", False, 100)):
-            path = self.parameterAsOutputLayer(parameters, name, context)
+        for name, rgb, progress, optional in (("OUTPUT_RGB", True, 50, False), ("OUTPUT", False, 100, True)):
+            if optional:  # skipped, or a blank cell of the batch dialog
+                path = self.optional_output(parameters, name, context)
+            else:
+                path = self.parameterAsOutputLayer(parameters, name, context)
             if not path:
                 continue
             write_gdal_raster(embedding_image(table, pixels_per_cell=ppc, rgb=rgb), path, rgb=rgb)

@@ -153,7 +153,7 @@ class FunctionalZones(MobClipAlgorithm):
             "OUTPUT_PROFILES": self._write_profiles(parameters, context, zones),
             "ZONES": zones.k,
         }
-        raster = self.parameterAsOutputLayer(parameters, "OUTPUT_RASTER", context)
+        raster = self.optional_output(parameters, "OUTPUT_RASTER", context)
         if raster:
             results["OUTPUT_RASTER"] = self._write_raster(raster, places, zones)
         for label in names.values():

@@ -151,7 +151,7 @@ class SimilarPlaces(MobClipAlgorithm):
         # ("not correctly generated" in red on every dialog run)
         if output_chosen(parameters.get("OUTPUT_TOP")):
             results["OUTPUT_TOP"] = self._write_top(parameters, context, places, result)
-        raster = self.parameterAsOutputLayer(parameters, "OUTPUT_RASTER", context)
+        raster = self.optional_output(parameters, "OUTPUT_RASTER", context)
         if raster:
             results["OUTPUT_RASTER"] = self._write_raster(raster, context, places, result)
         if result.is_reference.any() and not (~result.is_reference & np.isfinite(result.similarity)).any():

@@ -235,6 +235,40 @@ def test_similar_places_over_an_extent_past_the_model_area_warns_or_gives_null(q
     assert not set(frame(res["OUTPUT_TOP"]).h3_cell) & set(cells.h3_cell[outside])
 
 
+@pytest.mark.parametrize(
+    "alg, raster, params",
+    [
+        ("embedding_raster", "OUTPUT", {"OUTPUT_RGB": "rgb.tif"}),
+        ("embedding_change", "OUTPUT_RASTER", {"AFTER": "seed1", "OUTPUT": "memory:"}),
+        ("functional_zones", "OUTPUT_RASTER", {"METHOD": 2, "K": 3, "OUTPUT": "memory:", "OUTPUT_PROFILES": "memory:"}),
+        ("similar_places", "OUTPUT_RASTER", {"REFERENCE_POINT": "first cell", "OUTPUT": "memory:"}),
+    ],
+)
+def test_a_blank_optional_raster_in_a_batch_row_is_skipped(qgis, small_city, tables, tmp_path, alg, raster, params):
+    """The batch dialog passes a blank optional output as an empty output definition: it was listed as a layer
+    to load that never existed ("The following layers were not correctly generated" in red after a good run)."""
+    import processing
+    from qgis.core import QgsProcessingContext, QgsProcessingFeedback, QgsProcessingOutputLayerDefinition, QgsProject
+
+    from mobclip_core.grid import cell_centroids
+
+    _, paths = tables
+    lon, lat = cell_centroids(small_city.cells[:1])
+    values = {"rgb.tif": str(tmp_path / "rgb.tif"), "seed1": str(paths["seed1"])}
+    values["first cell"] = f"{lon[0]},{lat[0]} [EPSG:4326]"
+    given = {k: values.get(v, v) if isinstance(v, str) else v for k, v in params.items()}
+    context = QgsProcessingContext()
+    context.setProject(QgsProject.instance())
+    blank = QgsProcessingOutputLayerDefinition("", QgsProject.instance())  # "Load layers on completion" ticked
+    table = {"BEFORE" if alg == "embedding_change" else "EMBEDDINGS": str(paths["seed0"])}
+    full = {**table, **given, raster: blank}
+    results = processing.run(f"mobclip:{alg}", full, context=context, feedback=QgsProcessingFeedback())
+    assert raster not in results or not results[raster]
+    loaded = [(path, d.name) for path, d in context.layersToLoadOnCompletion().items()]
+    assert all(path for path, _ in loaded), loaded
+    assert sorted(p.name for p in tmp_path.iterdir()) == (["rgb.tif"] if alg == "embedding_raster" else [])
+
+
 def test_zones_find_the_region_dataset_beside_a_trained_runs_embeddings(qgis, small_dataset, tables, tmp_path):
     """A training run writes <output>/embeddings.gpkg and <output>/dataset: with the dataset left empty, the zones
     are described from the one beside the embeddings (an analyst's zones were labelled 'Zone 1 (2638 places)')."""
