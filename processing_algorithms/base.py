@@ -135,8 +135,16 @@ class MobClipAlgorithm(QgsProcessingAlgorithm):
         except (MobClipError, MissingDependencyError) as exc:
             self._discard_outputs(exc)
             raise QgsProcessingException(str(exc) + self._kept_note()) from None
+        except OSError as exc:  # the system refused a write: disk full, no permission, a folder in the way
+            self._discard_outputs(exc)
+            where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+            raise QgsProcessingException(
+                self.tr(f"An output could not be written{where}: {exc.strerror or exc}") + self._kept_note()
+            ) from None
         except BaseException as exc:
             self._discard_outputs(exc)
+            if getattr(self, "_kept", None):  # the error below is a bug's; the user must still learn what changed
+                feedback.reportError(self.tr("The run failed after writing an output") + self._kept_note())
             raise
         # let go of the sinks: QGIS closes their files now. The dialog runs a copy of the algorithm in a task and
         # loads the outputs while that copy is alive; a GeoPackage still open here was "not correctly generated"
@@ -151,8 +159,8 @@ class MobClipAlgorithm(QgsProcessingAlgorithm):
         return self.tr(f" ({', '.join(kept)}: already replaced by this run's complete result)") if kept else ""
 
     def check_destinations(self, parameters) -> None:
-        """Refuse, before any work, an output file whose folder cannot hold it: a file where a folder should be, or
-        (vector outputs, which QGIS does not create folders for) a folder that does not exist."""
+        """Refuse, before any work, an output file that cannot be written: a folder of that name, a file where a
+        folder should be, or (vector outputs, which QGIS does not create folders for) a folder that does not exist."""
         for definition in self.destinationParameterDefinitions():
             if isinstance(definition, QgsProcessingParameterFolderDestination):
                 self._check_folder_destination(definition, parameters)
@@ -165,6 +173,10 @@ class MobClipAlgorithm(QgsProcessingAlgorithm):
             while not os.path.exists(existing) and os.path.dirname(existing) != existing:
                 existing = os.path.dirname(existing)
             label = definition.description()
+            if os.path.isdir(path):
+                raise QgsProcessingException(
+                    self.tr(f"{label}: {path} is a folder: give a file name inside it, or another file name")
+                )
             if not os.path.isdir(existing):
                 raise QgsProcessingException(
                     self.tr(f"{label}: {existing} is a file, not a folder: choose another place for {path}")
@@ -344,10 +356,13 @@ class MobClipAlgorithm(QgsProcessingAlgorithm):
         if batch:
             sink.addFeatures(batch, QgsFeatureSink.FastInsert)
         if replacing and feedback.isCanceled():
+            file, layer = _file_and_layer(str(next((d for s, d in self._sinks if s is sink), "")))
+            where = f"{os.path.basename(file)}, layer {layer}" if layer else os.path.basename(file)
             feedback.pushWarning(
                 self.tr(
                     "Cancel came while an existing layer was being replaced: it was written in full (stopping there "
-                    "would have left neither the old layer nor the new)"
+                    "would have left neither the old layer nor the new). QGIS reports a cancelled run as failed and "
+                    f"does not add its outputs to the map: add the new one ({where}) from the Browser"
                 )
             )
         self.sink_written(sink)

@@ -1033,7 +1033,7 @@ def test_cancel_while_an_output_replaces_its_own_input_keeps_a_complete_layer(
     file when it was created, so stopping there would leave neither the input nor the result. The write finishes
     and the file holds every feature with its new fields; a cancel before the write changes nothing."""
     import geopandas as gpd
-    from qgis.core import QgsProcessingException, QgsProcessingFeedback
+    from qgis.core import QgsProcessingException
 
     from mobclip_core.geofile import write_geodataframe
 
@@ -1044,13 +1044,15 @@ def test_cancel_while_an_output_replaces_its_own_input_keeps_a_complete_layer(
     write_geodataframe(points, layer)
     n = len(points)
     assert n > 2000  # written in three batches of 1,000: Cancel would be heard between them
-    feedback = QgsProcessingFeedback()
+    feedback = LogFeedback()
     feedback.progressChanged.connect(lambda p: feedback.cancel() if p >= 80 else None)  # the write is 80-100 %
     params = {"INPUT": str(layer), "EMBEDDINGS": str(path), "PREFIX": "new_", "OUTPUT": str(layer)}
     try:
         run("attach_embeddings", params, feedback)
     except QgsProcessingException as exc:
         assert "already replaced by this run's complete result" in str(exc), exc
+    # QGIS then calls the run failed and adds nothing to the map: the user is told where the new layer is
+    assert any("written in full" in w and "from the Browser" in w and "points.gpkg" in w for w in feedback.warnings)
     after = layer_frame(str(layer))
     assert len(after) == n and "new_0" in after.columns and after["new_0"].notna().all()
 

@@ -854,3 +854,33 @@ def test_an_output_under_a_file_is_refused_before_any_work_and_the_geopackage_is
         run("similar_places", {**first, "OUTPUT_RASTER": str(tmp_path / "a_file" / "x.tif")})
     data = ogr.Open(str(gpkg))
     assert sorted(data.GetLayer(i).GetName() for i in range(data.GetLayerCount())) == ["sim", "top"]
+    (tmp_path / "a_folder.tif").mkdir()  # a folder where the raster file should be: refused before any work
+    with pytest.raises(QgsProcessingException, match="Similarity raster.*a_folder.tif is a folder: give a file"):
+        run("similar_places", {**first, "OUTPUT_RASTER": str(tmp_path / "a_folder.tif")})
+
+
+def test_a_write_failing_after_a_layer_was_replaced_says_so_in_one_line(qgis, tables, tmp_path, monkeypatch):
+    """A late failure the system reports (disk full) after an existing layer was replaced: one line naming the
+    error and the replaced layer (it was a traceback, and the replaced layer went unmentioned)."""
+    import sys
+
+    from qgis.core import QgsProcessingException
+
+    change_module = sys.modules["mobclip.processing_algorithms.embedding_change"]  # the plugin as QGIS loaded it
+    _, paths = tables
+    gpkg = tmp_path / "work.gpkg"
+    params = {"BEFORE": str(paths["seed0"]), "AFTER": str(paths["seed1"])}
+    layer = f"ogr:dbname='{gpkg}' table=\"change\" (geom)"
+    run("embedding_change", {**params, "OUTPUT": layer})
+
+    def disk_full(image, path, *, rgb):
+        raise OSError(28, "No space left on device", path)
+
+    monkeypatch.setattr(change_module, "write_gdal_raster", disk_full)
+    again = {**params, "OUTPUT": layer, "OUTPUT_RASTER": str(tmp_path / "c.tif")}
+    with pytest.raises(QgsProcessingException) as exc:
+        run("embedding_change", again)
+    message = str(exc.value)
+    assert message.startswith(f"An output could not be written ({tmp_path / 'c.tif'}): No space left on device")
+    assert "change" in message and "already replaced by this run's complete result" in message
+    assert "Traceback" not in message
