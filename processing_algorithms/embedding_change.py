@@ -58,9 +58,7 @@ class EmbeddingChange(MobClipAlgorithm):
         extra = QgsFields()
         extra.append(QgsField("change", QVariant.Double))
         rows = ([None if v != v else float(v)] for v in change.distance.tolist())
-        dest = write_places(self, parameters, context, feedback, places, extra, rows)
-        style_on_load(context, dest, Styler(graduated_style, "change", "Magma"))
-        results = {"OUTPUT": dest, "MEDIAN": summary["median"], "DISPARITY": summary["disparity"]}
+        # the raster first: a late failure there must not come after an existing layer was replaced by the table
         raster = self.optional_output(parameters, "OUTPUT_RASTER", context)
         if raster:
             from mobclip_core.grid import strings_to_cells
@@ -74,6 +72,10 @@ class EmbeddingChange(MobClipAlgorithm):
             )
             write_gdal_raster(image, raster, rgb=False)
             style_on_load(context, raster, Styler(pseudocolour_style, "Magma"))
+        dest = write_places(self, parameters, context, feedback, places, extra, rows)
+        style_on_load(context, dest, Styler(graduated_style, "change", "Magma"))
+        results = {"OUTPUT": dest, "MEDIAN": summary["median"], "DISPARITY": summary["disparity"]}
+        if raster:
             results["OUTPUT_RASTER"] = raster
         feedback.pushInfo(
             self.tr(

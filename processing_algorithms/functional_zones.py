@@ -147,15 +147,16 @@ class FunctionalZones(MobClipAlgorithm):
             feedback.pushInfo(self.tr("k-means scores per number of zones:\n" + zones.scores.to_string(index=False)))
         for note in zones.notes:
             feedback.pushWarning(self.tr(note[0].upper() + note[1:]))
+        # the raster first: a late failure there must not come after an existing layer was replaced by the zones
+        raster = self.optional_output(parameters, "OUTPUT_RASTER", context)
+        raster = self._write_raster(raster, places, zones) if raster else ""
         dest, names = self._write_zones(parameters, context, feedback, places, zones)
         results = {
             "OUTPUT": dest,
             "OUTPUT_PROFILES": self._write_profiles(parameters, context, zones),
             "ZONES": zones.k,
+            **({"OUTPUT_RASTER": raster} if raster else {}),
         }
-        raster = self.optional_output(parameters, "OUTPUT_RASTER", context)
-        if raster:
-            results["OUTPUT_RASTER"] = self._write_raster(raster, places, zones)
         for label in names.values():
             feedback.pushInfo(label)
         return results

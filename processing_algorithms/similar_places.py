@@ -145,15 +145,15 @@ class SimilarPlaces(MobClipAlgorithm):
         result = self._similarity(parameters, context, places)
         self.check_cancel(feedback)
         feedback.setProgress(65)
+        # the raster first: a late failure there must not come after an existing layer was replaced by the table
+        raster = self.optional_output(parameters, "OUTPUT_RASTER", context)
+        raster = self._write_raster(raster, context, places, result) if raster else ""
         dest = self._write_similarity(parameters, context, feedback, places, result)
-        results = {"OUTPUT": dest}
+        results = {"OUTPUT": dest, **({"OUTPUT_RASTER": raster} if raster else {})}
         # not parameterAsOutputLayer: on a feature sink it registers a second layer to load, which never exists
         # ("not correctly generated" in red on every dialog run)
         if output_chosen(parameters.get("OUTPUT_TOP")):
             results["OUTPUT_TOP"] = self._write_top(parameters, context, places, result)
-        raster = self.optional_output(parameters, "OUTPUT_RASTER", context)
-        if raster:
-            results["OUTPUT_RASTER"] = self._write_raster(raster, context, places, result)
         if result.is_reference.any() and not (~result.is_reference & np.isfinite(result.similarity)).any():
             feedback.pushWarning(
                 self.tr(

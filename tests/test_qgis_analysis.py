@@ -859,9 +859,12 @@ def test_an_output_under_a_file_is_refused_before_any_work_and_the_geopackage_is
         run("similar_places", {**first, "OUTPUT_RASTER": str(tmp_path / "a_folder.tif")})
 
 
-def test_a_write_failing_after_a_layer_was_replaced_says_so_in_one_line(qgis, tables, tmp_path, monkeypatch):
-    """A late failure the system reports (disk full) after an existing layer was replaced: one line naming the
-    error and the replaced layer (it was a traceback, and the replaced layer went unmentioned)."""
+def test_a_raster_write_failing_late_leaves_the_existing_layer_and_says_so_in_one_line(
+    qgis, tables, tmp_path, monkeypatch
+):
+    """A late failure the system reports (disk full) while the raster is written: one line naming the error (it
+    was a traceback), and the existing layer chosen for the table is untouched (the raster is written before it;
+    it came after, so a failed run had already replaced the layer)."""
     import sys
 
     from qgis.core import QgsProcessingException
@@ -869,18 +872,17 @@ def test_a_write_failing_after_a_layer_was_replaced_says_so_in_one_line(qgis, ta
     change_module = sys.modules["mobclip.processing_algorithms.embedding_change"]  # the plugin as QGIS loaded it
     _, paths = tables
     gpkg = tmp_path / "work.gpkg"
-    params = {"BEFORE": str(paths["seed0"]), "AFTER": str(paths["seed1"])}
     layer = f"ogr:dbname='{gpkg}' table=\"change\" (geom)"
-    run("embedding_change", {**params, "OUTPUT": layer})
+    run("embedding_change", {"BEFORE": str(paths["seed0"]), "AFTER": str(paths["seed0"]), "OUTPUT": layer})
+    assert (frame(f"{gpkg}|layername=change").change < 1e-9).all()  # a table against itself: no change
 
     def disk_full(image, path, *, rgb):
         raise OSError(28, "No space left on device", path)
 
     monkeypatch.setattr(change_module, "write_gdal_raster", disk_full)
-    again = {**params, "OUTPUT": layer, "OUTPUT_RASTER": str(tmp_path / "c.tif")}
+    again = {"BEFORE": str(paths["seed0"]), "AFTER": str(paths["seed1"]), "OUTPUT": layer}
     with pytest.raises(QgsProcessingException) as exc:
-        run("embedding_change", again)
+        run("embedding_change", {**again, "OUTPUT_RASTER": str(tmp_path / "c.tif")})
     message = str(exc.value)
-    assert message.startswith(f"An output could not be written ({tmp_path / 'c.tif'}): No space left on device")
-    assert "change" in message and "already replaced by this run's complete result" in message
-    assert "Traceback" not in message
+    assert message == f"An output could not be written ({tmp_path / 'c.tif'}): No space left on device"
+    assert (frame(f"{gpkg}|layername=change").change < 1e-9).all()  # the earlier layer, not this run's
