@@ -315,8 +315,8 @@ class MobClipAlgorithm(QgsProcessingAlgorithm):
             if g.isNull() or g.isEmpty():
                 wkbs.append(None)
                 continue
-            if QgsWkbTypes.isCurvedType(g.wkbType()):
-                g.convertToStraightSegment()
+            if QgsWkbTypes.isCurvedType(g.wkbType()):  # a MultiSurface too (ArcGIS exports), which
+                g = QgsGeometry(g.constGet().segmentize())  # convertToStraightSegment leaves as it is
             try:
                 g.transform(xform)
             except QgsCsException as exc:

@@ -235,6 +235,13 @@ def test_tessellate_longitudes_past_180_are_wrapped(qgis, tmp_path):
     curved = memory_layer("CurvePolygon", ["CURVEPOLYGON(CIRCULARSTRING(9 45, 9.1 45.1, 9 45.2, 8.9 45.1, 9 45))"])
     circle = layer_frame(run("tessellate", {"INPUT": curved, "RESOLUTION": 7, "OUTPUT": "memory:"})["OUTPUT"])
     assert 40 < len(circle) < 70  # an ellipse of ~270 km2 at ~5.2 km2 per cell
+    # plain polygons stored as MultiSurface (how ArcGIS and FileGDB exports arrive): read as the polygons they are
+    ring = "(9 45, 9.2 45, 9.2 45.2, 9 45.2, 9 45)"
+    cells = {}
+    for kind, wkt in (("Polygon", f"POLYGON({ring})"), ("MultiSurface", f"MULTISURFACE(({ring}))")):
+        params = {"INPUT": memory_layer(kind, [wkt]), "RESOLUTION": 7, "OUTPUT": "memory:"}
+        cells[kind] = set(layer_frame(run("tessellate", params)["OUTPUT"]).h3_cell)
+    assert len(cells["Polygon"]) > 50 and cells["MultiSurface"] == cells["Polygon"]
 
 
 def test_tessellate_fiji_across_the_antimeridian(qgis, tmp_path):
