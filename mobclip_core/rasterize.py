@@ -19,6 +19,7 @@ from .grid import cells_to_wkb, points_to_cells, strings_to_cells
 from .grid.wkb import parse_wkb
 
 MAX_PIXELS = 60_000_000
+MAX_IMAGE_BYTES = 2 * 1024**3  # one image in memory (all bands): a 128-band float32 raster of 4.2 M pixels
 
 
 @dataclass
@@ -139,8 +140,15 @@ def pca_rgb(values: np.ndarray, *, lo: float = 2.0, hi: float = 98.0) -> np.ndar
     return PcaColourScale.fit(values, lo=lo, hi=hi).transform(values)
 
 
-def raster_grid(cells: np.ndarray, pixels_per_cell: float):
-    """The pixel grid over the cells' boundaries: (resolution, (x0, y0, px), width, height, cell of each pixel)."""
+def _size(nbytes: float) -> str:
+    return f"{nbytes / 1e9:.1f} GB" if nbytes >= 1e9 else f"{nbytes / 1e6:.1f} MB"
+
+
+def raster_grid(cells: np.ndarray, pixels_per_cell: float, *, bands: int = 0, itemsize: int = 4):
+    """The pixel grid over the cells' boundaries: (resolution, (x0, y0, px), width, height, cell of each pixel).
+
+    Refused before anything is allocated above ``MAX_PIXELS`` pixels, or above ``MAX_IMAGE_BYTES`` for an image of
+    ``bands`` bands of ``itemsize`` bytes, with the largest pixels per cell that would do."""
     import h3
 
     res = h3.get_resolution(format(int(cells[0]), "x"))
@@ -153,6 +161,14 @@ def raster_grid(cells: np.ndarray, pixels_per_cell: float):
     if width * height > MAX_PIXELS:
         raise InvalidInputError(
             f"raster would be {width} x {height} pixels (more than {MAX_PIXELS:,}): lower the pixels per cell"
+        )
+    nbytes = width * height * bands * itemsize
+    if nbytes > MAX_IMAGE_BYTES:
+        fits = pixels_per_cell * (MAX_IMAGE_BYTES / nbytes) ** 0.5
+        raise InvalidInputError(
+            f"the raster would be {width:,} x {height:,} pixels x {bands} bands, "
+            f"{_size(nbytes)} in memory (more than {_size(MAX_IMAGE_BYTES)}): set the pixels per cell to "
+            f"{np.floor(fits * 10) / 10:g} or fewer, or export fewer bands (the PCA RGB image has 3)"
         )
     xs = minx + (np.arange(width) + 0.5) * px
     ys = maxy - (np.arange(height) + 0.5) * px
@@ -180,7 +196,9 @@ def cells_image(
     values = values[:, None] if values.ndim == 1 else values
     if cells.size == 0:
         raise InvalidInputError("no cells to rasterise")
-    _, (x0, y0, px), width, height, pix_cells = raster_grid(cells, pixels_per_cell)
+    _, (x0, y0, px), width, height, pix_cells = raster_grid(
+        cells, pixels_per_cell, bands=values.shape[1], itemsize=values.dtype.itemsize
+    )
     pos = pd.Index(cells).get_indexer(pix_cells)
     inside = pos >= 0
     out = np.full((values.shape[1], width * height), nodata, dtype=values.dtype)

@@ -126,6 +126,27 @@ def test_embedding_image_pixels_and_pca(table):
     np.testing.assert_array_equal(rgb.data[:, rows, cols].T, pca_rgb(table.to_numpy()))
 
 
+def test_an_embedding_raster_too_large_for_memory_is_refused_before_it_is_allocated(table, monkeypatch):
+    """128 float32 bands at the dialog's 50 pixels per cell came to 17.5 GB for Chicago: refused with the size and
+    the pixels per cell that would fit, before anything that size is allocated (here a 4-band table, 60 kB limit)."""
+    import time
+
+    import mobclip_core.rasterize as rasterize
+
+    monkeypatch.setattr(rasterize, "MAX_IMAGE_BYTES", 60_000)
+    small = rasterize.embedding_image(table, pixels_per_cell=2)
+    assert small.data.nbytes <= 60_000
+    start = time.perf_counter()
+    with pytest.raises(
+        InvalidInputError, match=r"x 4 bands, 0.4 MB in memory \(more than 0.1 MB\): set the pixels per cell to 3.2 "
+    ) as exc:
+        rasterize.embedding_image(table, pixels_per_cell=8)
+    assert time.perf_counter() - start < 1.0
+    fits = float(str(exc.value).split("pixels per cell to ")[1].split(" ")[0])
+    assert rasterize.embedding_image(table, pixels_per_cell=fits).data.nbytes <= 60_000  # the advice holds
+    assert rasterize.embedding_image(table, pixels_per_cell=7, rgb=True).data.dtype == np.uint8  # 3 bytes a pixel
+
+
 def test_geo_files_are_2d_and_geopackage_1_3(tmp_path):
     import geopandas as gpd
 
