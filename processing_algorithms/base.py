@@ -253,7 +253,15 @@ class MobClipAlgorithm(QgsProcessingAlgorithm):
         if source is None:
             raise QgsProcessingException(self.invalidSourceError(parameters, name))
         if source.featureCount() == 0:
-            raise QgsProcessingException(self.tr(f"Input layer '{source.sourceName()}' is empty: it has no features"))
+            if not source.sourceName() and "memory" in str(parameters.get(name, "")).lower():
+                raise QgsProcessingException(  # a run repeated from the History names a temporary layer by its URI
+                    self.tr(
+                        f"{self.parameterDefinition(name).description()}: the temporary layer this names is empty "
+                        "(temporary layers of earlier runs are not kept): choose the layer again"
+                    )
+                )
+            label = source.sourceName() or self.parameterDefinition(name).description()
+            raise QgsProcessingException(self.tr(f"Input layer '{label}' is empty: it has no features"))
         self.check_geometry_type(source, name)
         if not source.sourceCrs().isValid():
             raise QgsProcessingException(

@@ -11,6 +11,15 @@ from .base import Cancelled
 
 # share of the progress bar per pipeline stage (dataset, LINE pre-training, MobCLIP training, export)
 STAGE_SPANS = {"dataset": (0.0, 0.2), "line": (0.2, 0.45), "train": (0.45, 0.9), "export": (0.9, 1.0)}
+# what each of the worker's stages is doing, as the dialog's progress text (and its log) shows it
+STAGE_TEXTS = {
+    "dataset": "building the region dataset (cells, mobility graph, modality features)",
+    "line": "LINE pre-encoding of the mobility graph",
+    "train": "training the model",
+    "export": "writing the embeddings",
+    "distil": "distilling a coordinate encoder",
+    "project": "laying out the embedding space (UMAP: about 45 s for 5,000 places on 2 cores; the bar moves when done)",
+}
 
 # what a distilled model gives for locations outside the area it was trained on (the worker's --outside)
 OUTSIDE_CHOICES = ["Warn and embed anyway (extrapolated values)", "Write NULL"]
@@ -37,7 +46,7 @@ def run_in_child(alg, args: list[str], feedback, *, span=(0.0, 100.0), kept_on_c
                 if shown["stage"] is not None:
                     shown["done"].add(shown["stage"])
                 shown["stage"] = stage
-                feedback.setProgressText(alg.tr(f"MobCLIP: {stage}"))
+                feedback.setProgressText(alg.tr(f"MobCLIP: {STAGE_TEXTS.get(stage, stage)}"))
             if within >= 1.0:
                 shown["done"].add(stage)
             feedback.setProgress(lo + (hi - lo) * fraction)

@@ -627,6 +627,21 @@ def test_attach_table_and_model_exactly_one(qgis, small_city, embedding_file, tm
     assert not out.exists()
 
 
+def test_an_empty_temporary_input_repeated_from_the_history_says_what_to_do(qgis, embedding_file, tmp_path):
+    """The History repeats a run by its parameters, and a temporary input is only its memory URI: QGIS then hands
+    over an empty layer with no name ("Input layer '' is empty")."""
+    from qgis.core import QgsProcessingException
+
+    uri = "memory://Point?crs=EPSG:4326&field=k:integer&uid={6f1c2a80-1d5e-4d3e-9a55-7c3b1c2f0e11}"
+    with pytest.raises(QgsProcessingException) as exc:
+        run("attach_embeddings", {"INPUT": uri, "EMBEDDINGS": str(embedding_file[0]), "OUTPUT": "memory:"})
+    assert str(exc.value) == (
+        "Points, polygons or H3 cells: the temporary layer this names is empty (temporary layers of earlier runs are "
+        "not kept): "
+        "choose the layer again"
+    )
+
+
 def test_attach_by_cell_field_writes_null_for_a_null_id(qgis, embedding_file, small_city):
     from mobclip_core.grid import cell_centroids, cells_to_strings
 

@@ -142,6 +142,8 @@ def test_training_adds_styled_layers_to_the_project(session, inputs):
 
 
 def test_training_reports_progress_per_stage(session):
+    from processing_algorithms.child import STAGE_TEXTS
+
     report, _ = session
     train = next(j for j in report["jobs"] if j["id"] == "mobclip:train_embeddings")
     progress = np.array(train["progress"])
@@ -151,7 +153,8 @@ def test_training_reports_progress_per_stage(session):
     assert any("building region dataset" in line for line in train["info"])
     # each stage's name once (QGIS's dialog writes every progress text into its log: it was once per event)
     ours = [t for t in train["texts"] if t.startswith("MobCLIP")]  # QGIS adds "Loading resulting layers"
-    assert ours == ["MobCLIP: dataset", "MobCLIP: line", "MobCLIP: train", "MobCLIP: export"], train["texts"]
+    assert ours == [f"MobCLIP: {STAGE_TEXTS[s]}" for s in ("dataset", "line", "train", "export")], train["texts"]
+    assert ours[0] == "MobCLIP: building the region dataset (cells, mobility graph, modality features)"
     epochs = [line for line in train["info"] if " epoch " in line and "validation" in line]
     assert epochs and "training loss" in epochs[0] and "(best " in epochs[-1], train["info"]
 
@@ -170,7 +173,7 @@ def test_a_model_distilled_in_qgis_embeds_places_as_its_table_does(session, inpu
     assert 0.5 < r2 <= 1.0, distil["results"]
     assert any(f"embeddings at its cells with R2 {r2:.3f} (1 = exactly)" in line for line in distil["info"])
     assert any("as the distilled model in 'Attach embeddings to features'" in line for line in distil["info"])
-    assert "MobCLIP: distil" in distil["texts"]
+    assert "MobCLIP: distilling a coordinate encoder" in distil["texts"]
     progress = np.array(distil["progress"])
     assert len(progress) > 3 and np.all(np.diff(progress) >= -0.01) and progress[-1] == 100
 
