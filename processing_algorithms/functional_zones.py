@@ -139,6 +139,8 @@ class FunctionalZones(MobClipAlgorithm):
         self.addOutput(QgsProcessingOutputNumber("ZONES", self.tr("Number of zones")))
 
     def execute(self, parameters, context, feedback):
+        from mobclip_core.analysis.zones import NO_ZONE
+
         places = read_places(self, parameters, context, feedback)
         zones = self._zones(parameters, context, feedback, places)
         self.check_cancel(feedback)
@@ -157,8 +159,13 @@ class FunctionalZones(MobClipAlgorithm):
             "ZONES": zones.k,
             **({"OUTPUT_RASTER": raster} if raster else {}),
         }
-        for label in names.values():
-            feedback.pushInfo(label)
+        sizes = zones.sizes()
+        for z, label in names.items():  # each zone's size: the labels carry it only when nothing describes them
+            n = int(sizes.get(z, 0))
+            if z == NO_ZONE:
+                feedback.pushInfo(self.tr(f"{label}: {n} places (in no dense group)"))
+            else:
+                feedback.pushInfo(label if label.endswith(" places)") else self.tr(f"{label} ({n} places)"))
         return results
 
     def _zone_options(self, parameters, context) -> dict:

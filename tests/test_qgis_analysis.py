@@ -9,6 +9,8 @@ of one model do), and another planted city (same cells, other zone patches) diff
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -290,6 +292,10 @@ def test_zones_find_the_region_dataset_beside_a_trained_runs_embeddings(qgis, sm
         found[name] = (frame(out["OUTPUT_PROFILES"]).label.tolist(), log.lines)
     assert found["beside"][0] == found["given"][0]
     assert not any(label.startswith("Zone 1 (") for label in found["beside"][0]), found["beside"][0]
+    # the log gives each zone's size even when the labels describe the zones instead
+    sizes = [re.search(r"\((\d+) places\)$", line) for line in found["beside"][1] if line.startswith("Zone ")]
+    assert len(sizes) == 5 and all(sizes), found["beside"][1]
+    assert sum(int(m.group(1)) for m in sizes) == len(frame(tmp_path / "beside.gpkg"))
     expected = f"Zones described with the region dataset beside the embeddings: {run_dir / 'dataset'}"
     assert expected in found["beside"][1] and expected not in found["given"][1]
 
