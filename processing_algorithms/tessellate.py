@@ -77,9 +77,13 @@ class TessellateToH3(MobClipAlgorithm):
             QgsProcessingParameterFeatureSink("OUTPUT", self.tr("H3 cells"), QgsProcessing.TypeVectorPolygon)
         )
 
+    def checkParameterValues(self, parameters, context):  # noqa: N802
+        return super().checkParameterValues(_as_layer_and_selection(parameters), context)
+
     def execute(self, parameters, context, feedback):
         from mobclip_core.grid import cells_to_strings, cells_to_wkb, strings_to_cells
 
+        parameters = _as_layer_and_selection(parameters)
         layer = self.parameterAsLayer(parameters, "INPUT", context)
         if layer is None:
             raise QgsProcessingException(self.invalidSourceError(parameters, "INPUT"))
@@ -162,6 +166,16 @@ class TessellateToH3(MobClipAlgorithm):
         statistic = STATISTICS[self.parameterAsEnum(parameters, "STATISTIC", context)]
         blocks, names = gdal_pixel_blocks(layer, self.progress(feedback, 0, 60))
         return pixels_to_cells(blocks, res, names, statistic=statistic, source=f"raster '{layer.name()}'")
+
+
+def _as_layer_and_selection(parameters: dict) -> dict:
+    """INPUT given as a feature source (a Python chain or a model passing "selected features only", as every other
+    algorithm here takes it) as what this algorithm's map-layer input takes: the layer and SELECTED_ONLY."""
+    value = parameters.get("INPUT")
+    if not isinstance(value, QgsProcessingFeatureSourceDefinition):
+        return parameters
+    selected = value.selectedFeaturesOnly or bool(parameters.get("SELECTED_ONLY", False))
+    return {**parameters, "INPUT": value.source.staticValue(), "SELECTED_ONLY": selected}
 
 
 def gdal_pixel_blocks(layer, progress, rows_per_block: int = 256):

@@ -167,7 +167,13 @@ def test_tessellate_the_selected_polygons_only(qgis, small_city, tmp_path):
     with 'extent'); ticked with nothing selected, it says so instead of tessellating everything."""
     import geopandas as gpd
     import processing
-    from qgis.core import QgsProcessingContext, QgsProcessingException, QgsProject, QgsVectorLayer
+    from qgis.core import (
+        QgsProcessingContext,
+        QgsProcessingException,
+        QgsProcessingFeatureSourceDefinition,
+        QgsProject,
+        QgsVectorLayer,
+    )
 
     from mobclip_core.grid import cells_to_strings, polygons_to_cells
 
@@ -195,6 +201,12 @@ def test_tessellate_the_selected_polygons_only(qgis, small_city, tmp_path):
             layer_frame(run("tessellate", {**params, "EXTENT_ONLY": True, "SELECTED_ONLY": False})["OUTPUT"]).h3_cell
         )
         assert got <= box < whole_box
+        # a Python chain or a model passes "selected features only" as a feature source, as the other algorithms
+        # take it: the same cells (it was refused: "Incorrect parameter value for INPUT")
+        source = {"INPUT": QgsProcessingFeatureSourceDefinition(layer.id(), True), "RESOLUTION": 9, "OUTPUT": "memory:"}
+        assert set(layer_frame(run("tessellate", source)["OUTPUT"]).h3_cell) == got
+        whole = {**source, "INPUT": QgsProcessingFeatureSourceDefinition(layer.id(), False)}
+        assert set(layer_frame(run("tessellate", whole)["OUTPUT"]).h3_cell) == everything
     finally:
         QgsProject.instance().removeMapLayer(layer.id())
 
