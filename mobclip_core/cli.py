@@ -253,7 +253,8 @@ def _cmd_similar(args) -> int:
     result = similar_cells(table, cells=args.cell, geometries=geometries or None, top_n=args.top, center=args.center)
     frame = result.frame()
     kept = write_cell_layer(frame, args.out, layer="similarity")
-    print(f"{args.out}: layer similarity{_kept(kept, 'similarity')}")
+    if kept:  # on stderr: stdout keeps what the command printed before (a JSON summary for change)
+        print(f"{args.out}{_kept(kept, 'similarity')}", file=sys.stderr)
     if args.raster:
         write_cell_raster(frame["similarity"], args.raster)
     if args.ranking:
@@ -301,7 +302,8 @@ def _cmd_zones(args) -> int:
     frame = pd.DataFrame({"zone": zones.labels}, index=table.index)
     frame["zone_label"] = [zones.name_of(z) for z in zones.labels]
     kept = write_cell_layer(frame, args.out, layer="zones")
-    print(f"{args.out}: layer zones{_kept(kept, 'zones')}")
+    if kept:  # on stderr: stdout keeps what the command printed before (a JSON summary for change)
+        print(f"{args.out}{_kept(kept, 'zones')}", file=sys.stderr)
     if args.raster:
         write_cell_raster(frame["zone"], args.raster)
     if args.profiles:
@@ -364,7 +366,8 @@ def _cmd_change(args) -> int:
 
     change = embedding_change(read_embedding_table(args.before), read_embedding_table(args.after))
     kept = write_cell_layer(change.distance.to_frame(), args.out, layer="change")
-    print(f"{args.out}: layer change{_kept(kept, 'change')}")
+    if kept:  # on stderr: stdout keeps what the command printed before (a JSON summary for change)
+        print(f"{args.out}{_kept(kept, 'change')}", file=sys.stderr)
     if args.raster:
         write_cell_raster(change.distance, args.raster)
     print(json.dumps(change.summary(), indent=2))

@@ -50,17 +50,20 @@ def write_geofile(gdf, path: str | Path, *, layer: str | None = None) -> list[st
     return kept or []
 
 
-def _other_layers(path: Path, layer: str) -> list[str]:
-    """The layers of the GeoPackage ``path`` besides ``layer``, once it is known that a copy of it can be taken."""
+def _other_layers(path: Path, layer: str) -> list[str] | None:
+    """The layers of the GeoPackage ``path`` besides ``layer`` (names compare without case, as SQLite's do), once
+    it is known that a copy of it can be taken; None for an empty file (a placeholder, replaced as before)."""
     import pyogrio
 
-    journal = [
-        p.name for p in (path.with_name(path.name + "-wal"), path.with_name(path.name + "-journal")) if p.exists()
-    ]
+    if path.stat().st_size == 0:
+        return None
+    sidecars = [path.with_name(path.name + end) for end in ("-wal", "-journal")]
+    journal = [p.name for p in sidecars if p.exists()]
     if journal:
         raise InvalidInputError(
-            f"{path} is open for writing in another program ({journal[0]} is beside it): close the file there "
-            "(in QGIS, remove its layers from the project) and run again, or write to another file"
+            f"{path} is open in another program, or was left unfinished by one ({journal[0]} is beside it): close "
+            "it there (in QGIS, remove its layers from the project; a file left by a crash is repaired by opening "
+            "it once in QGIS) and run again, or write to another file"
         )
     try:
         names = [str(n) for n, _ in pyogrio.list_layers(path)]
@@ -68,7 +71,7 @@ def _other_layers(path: Path, layer: str) -> list[str]:
         raise InvalidInputError(
             f"{path} exists but is not a GeoPackage GDAL can read: choose another output file name, or delete it"
         ) from exc
-    return [n for n in names if n != layer]
+    return [n for n in names if n.casefold() != layer.casefold()]
 
 
 def write_geodataframe(gdf, path: str | Path, *, layer: str | None = None) -> Path:
@@ -133,4 +136,5 @@ def _write_geopackage(attributes: pd.DataFrame, wkb, types: list[str], gdf, path
         crs=gdf.crs.to_wkt() if gdf.crs is not None else None,
         promote_to_multi=promote,
         dataset_options={"VERSION": GPKG_VERSION},
+        layer_options={"OVERWRITE": "YES"},  # a layer of that name in another case is replaced, not an error
     )

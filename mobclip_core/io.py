@@ -73,7 +73,8 @@ def _fsync(path: Path) -> None:
 
 
 # -- signals: unwind while staging, wait while committing ------------------------------------------------------
-_SIGNALS = tuple(getattr(signal, n) for n in ("SIGTERM", "SIGINT", "SIGHUP") if hasattr(signal, n))
+_SIGNALS = tuple(getattr(signal, n) for n in ("SIGTERM", "SIGINT", "SIGHUP", "SIGBREAK") if hasattr(signal, n))
+_OPEN_FILES_LOCKED = os.name == "nt"  # Windows: a file another program holds open cannot be moved or replaced
 _state = {"depth": 0, "defer": 0, "pending": [], "previous": {}}
 COMMITTED: list[Path] = []
 """Folders whose output transaction committed in this process, oldest first: a process stopped by a signal can
@@ -192,8 +193,11 @@ def clean_stale(directory: str | Path) -> None:
             continue
         path = Path(entry.path)
         if name.startswith(_TXN_PREFIX) and (path / _JOURNAL).exists():
-            with contextlib.suppress(OSError, ValueError):
+            try:
                 _roll_forward(path, directory)
+            except (OSError, ValueError):
+                if _holds_old_outputs(path):
+                    continue  # could be neither finished nor undone: keep the old outputs it holds for the next try
         _remove(path)
 
 
@@ -221,8 +225,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
                     os.replace(tmp, path)
                 except PermissionError as exc:  # Windows: another program holds the file open
                     raise OutputInUseError(
-                        f"cannot replace {path}: {exc.strerror or exc}. Another program may hold it open (in QGIS, "
-                        f"remove its layer from the project), or write to another file; {path.name} was left as it was"
+                        f"cannot replace {path}: {exc.strerror or exc}. {_held_open_hint()}; {path.name} was left as "
+                        "it was"
                     ) from exc
             _fsync(path.parent)
         except BaseException:
@@ -306,6 +310,8 @@ class OutputTransaction:
                 self.committed = True
                 if self.record:
                     COMMITTED.append(self.directory)  # the outputs are complete: a stopped worker must say so
+        if not self.committed and _holds_old_outputs(self.staging):
+            return  # neither finished nor undone: the old outputs are in its trash, and a later writer rolls forward
         _remove(self.staging)
 
 
@@ -313,54 +319,85 @@ def _roll_forward(staging: Path, directory: Path) -> None:
     """Move each journaled name still in ``staging`` into ``directory`` (idempotent: safe to run again).
 
     First every old output in the way goes into the staging folder's trash, then the new ones into place. Windows
-    refuses to move a file another program holds open (a layer QGIS shows): that stops the first pass, before
-    anything new is in place, and the old outputs it had moved go back, so the folder stays all old
-    (``OutputInUseError``; the journal is dropped so that nobody rolls forward later).
+    refuses to move a file another program holds open (a layer QGIS shows): a move that fails in either pass is
+    undone -- the new files go back to ``staging``, the old ones back into place, also those an earlier,
+    interrupted attempt had moved -- so the folder stays all old (``OutputInUseError``; the journal is dropped so
+    that nobody rolls forward later). Should the undo itself fail, the journal stays and a later writer finishes
+    the moves instead.
     """
     journal = staging / _JOURNAL
     names = json.loads(journal.read_text())
     trash = staging / _TRASH
-    pending = [(i, n) for i, n in enumerate(names) if (staging / n).exists() or (staging / n).is_symlink()]
-    aside: list[tuple[int, str]] = []
-    for i, name in pending:
-        dst = directory / name
-        if not dst.exists() and not dst.is_symlink():
-            continue
-        trash.mkdir(exist_ok=True)
-        try:
-            os.replace(dst, trash / f"{i}")
-        except OSError as exc:
-            for j, back in reversed(aside):
-                os.replace(trash / f"{j}", directory / back)
-            journal.unlink()
-            raise OutputInUseError(
-                f"cannot replace {dst}: {exc.strerror or exc}. Another program may hold it open (in QGIS, remove "
-                "the layers read from it from the project), or write to another folder; the previous outputs "
-                f"in {directory} were left as they were"
-            ) from exc
-        aside.append((i, name))
-    for _, name in pending:
-        dst = directory / name
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(staging / name, dst)
+    pending = [(i, n) for i, n in enumerate(names) if _exists(staging / n)]
+    try:
+        for i, name in pending:
+            dst = directory / name
+            if _exists(dst):
+                trash.mkdir(exist_ok=True)
+                os.replace(dst, trash / f"{i}")
+        for _, name in pending:
+            dst = directory / name
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(staging / name, dst)
+    except OSError as exc:
+        failed = exc.filename if isinstance(exc.filename, str) else str(directory)
+        _undo_moves(staging, directory, names)  # raises if it cannot: the journal then stays
+        journal.unlink()
+        raise OutputInUseError(
+            f"cannot replace {failed}: {exc.strerror or exc}. {_held_open_hint()}; the previous outputs in "
+            f"{directory} were left as they were"
+        ) from exc
+
+
+def _undo_moves(staging: Path, directory: Path, names: list[str]) -> None:
+    """Back to all old: each new output already in place returns to ``staging``, each old one in the trash returns
+    to its place (whichever attempt moved it)."""
+    trash = staging / _TRASH
+    for i, name in enumerate(names):
+        src, dst, old = staging / name, directory / name, trash / f"{i}"
+        if not _exists(src) and _exists(dst):  # this name's new output is in place
+            os.replace(dst, src)
+        if _exists(old):
+            os.replace(old, dst)
+
+
+def _holds_old_outputs(staging: Path) -> bool:
+    trash = staging / _TRASH
+    return trash.is_dir() and any(trash.iterdir())
+
+
+def _exists(path: Path) -> bool:
+    return path.exists() or path.is_symlink()
+
+
+def _held_open_hint() -> str:
+    if _OPEN_FILES_LOCKED:
+        return (
+            "Another program may hold it open (in QGIS, remove the layers read from it from the project), or write "
+            "to another folder"
+        )
+    return "Check that the folder can be written to, or write to another folder"
 
 
 def check_replaceable(paths) -> None:
-    """Refuse, before a long run, to start one whose outputs could not be put in place at its end: an existing
-    file another program holds open cannot be moved on Windows (a layer QGIS shows from the last run). Each
-    existing path is renamed aside and back; elsewhere that always works and changes nothing."""
+    """Refuse, before a long run, to start one whose outputs could not be put in place at its end: on Windows an
+    existing file another program holds open cannot be moved (a layer QGIS shows from the last run). Each existing
+    path is renamed aside and back, with signals held back between the two; elsewhere open files can be replaced
+    and nothing is done."""
+    if not _OPEN_FILES_LOCKED:
+        return
     for path in map(Path, paths):
         if not path.exists():
             continue
         probe = path.with_name(f".{path.name}{_TMP_MARK}{_owner_tag()}")
-        try:
-            os.replace(path, probe)
-        except OSError as exc:
-            raise OutputInUseError(
-                f"cannot replace {path}: {exc.strerror or exc}. Another program may hold it open (in QGIS, remove "
-                "the layers read from it from the project) and run again, or write to another folder"
-            ) from exc
-        os.replace(probe, path)
+        with _signals_deferred():
+            try:
+                os.replace(path, probe)
+            except OSError as exc:
+                raise OutputInUseError(
+                    f"cannot replace {path}: {exc.strerror or exc}. {_held_open_hint()}, and run again"
+                ) from exc
+            os.replace(probe, path)
 
 
 @contextlib.contextmanager

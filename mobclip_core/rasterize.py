@@ -202,7 +202,9 @@ def cells_image(
     pos = pd.Index(cells).get_indexer(pix_cells)
     inside = pos >= 0
     out = np.full((values.shape[1], width * height), nodata, dtype=values.dtype)
-    out[:, inside] = values[pos[inside]].T
+    rows = pos[inside]
+    for band in range(values.shape[1]):  # band by band: no second image-sized copy at the peak
+        out[band, inside] = values[rows, band]
     return EmbeddingImage(out.reshape(values.shape[1], height, width), x0, y0, px, float(nodata), list(band_names))
 
 

@@ -8,6 +8,7 @@ embeddings over polygons"; results are written as a copy of the features with ne
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from qgis.core import (
@@ -220,7 +221,9 @@ def write_cells_raster(alg, places: Places, values, band: str, nodata, raster: s
     from .embedding_raster import write_gdal_raster
 
     image = cells_image(strings_to_cells(places.table.index.to_numpy()), values, band_names=[band], nodata=nodata)
+    existed = os.path.exists(raster)
     write_gdal_raster(image, raster, rgb=False)
+    alg.record_file(raster, existed)
     return raster
 
 

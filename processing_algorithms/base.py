@@ -124,6 +124,7 @@ class MobClipAlgorithm(QgsProcessingAlgorithm):
         self._sinks: list[tuple[object, str]] = []
         self._replacing: set[int] = set()  # sinks that replace an existing file or layer (see ``write_features``)
         self._kept: list[str] = []  # such outputs written in full before the run was stopped
+        self._new_files: list[str] = []  # file outputs written outside the sinks (rasters) that did not exist before
         self._feedback = feedback  # for warnings from helpers that are not given it (``embedding_layer``)
         self.check_destinations(parameters)
         try:
@@ -135,11 +136,12 @@ class MobClipAlgorithm(QgsProcessingAlgorithm):
         except (MobClipError, MissingDependencyError) as exc:
             self._discard_outputs(exc)
             raise QgsProcessingException(str(exc) + self._kept_note()) from None
-        except OSError as exc:  # the system refused a write: disk full, no permission, a folder in the way
+        except OSError as exc:  # the system refused a file: disk full, no permission, a folder in the way
+            feedback.pushDebugInfo("".join(traceback.format_exception(exc)))  # for a report; the message is below
             self._discard_outputs(exc)
             where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
             raise QgsProcessingException(
-                self.tr(f"An output could not be written{where}: {exc.strerror or exc}") + self._kept_note()
+                self.tr(f"A file could not be read or written{where}: {exc.strerror or exc}") + self._kept_note()
             ) from None
         except BaseException as exc:
             self._discard_outputs(exc)
@@ -214,6 +216,12 @@ class MobClipAlgorithm(QgsProcessingAlgorithm):
         """Close the sinks this run opened and delete what they were writing: the file, or only the run's layer
         in a GeoPackage that holds others (never a file's other layers; memory, database and other outputs are left
         to QGIS)."""
+        for path in getattr(self, "_new_files", []):  # rasters this run created: not complete results of a failed run
+            try:
+                if os.path.exists(path):
+                    os.remove(path)
+            except OSError as err:
+                self._feedback.pushWarning(self.tr(f"The output {path} of the stopped run could not be removed: {err}"))
         if not getattr(self, "_sinks", None):
             return
         dests = [dest for _, dest in self._sinks]
@@ -232,6 +240,14 @@ class MobClipAlgorithm(QgsProcessingAlgorithm):
     def check_cancel(feedback) -> None:
         if feedback is not None and feedback.isCanceled():
             raise Cancelled()
+
+    def record_file(self, path: str, existed: bool) -> None:
+        """A file output written in full outside QGIS's sinks (a raster). Should the run then fail or be cancelled,
+        a new file is removed, and one that replaced an existing file is named as replaced in the message."""
+        if existed:
+            self._kept.append(path)
+        else:
+            self._new_files.append(path)
 
     def optional_output(self, parameters, name: str, context) -> str:
         """The path of an optional raster output, "" when it was skipped. Asked only when one was chosen: a blank
@@ -323,8 +339,7 @@ class MobClipAlgorithm(QgsProcessingAlgorithm):
             if g.isNull() or g.isEmpty():
                 wkbs.append(None)
                 continue
-            if QgsWkbTypes.isCurvedType(g.wkbType()):  # a MultiSurface too (ArcGIS exports), which
-                g = QgsGeometry(g.constGet().segmentize())  # convertToStraightSegment leaves as it is
+            g = linear_geometry(g)
             try:
                 g.transform(xform)
             except QgsCsException as exc:
@@ -644,6 +659,13 @@ def _layer_names(path: str, *, update: bool = False):
     with _gdal_errors_as_return_codes(gdal, ogr):
         data = ogr.Open(path, 1 if update else 0)
     return data, [data.GetLayer(i).GetName() for i in range(data.GetLayerCount())] if data is not None else []
+
+
+def linear_geometry(g: QgsGeometry) -> QgsGeometry:
+    """``g`` with curves replaced by straight segments, so the library sees plain (multi)polygons, lines and points.
+    A MultiSurface of plain polygons (how ArcGIS and FileGDB exports arrive) becomes a MultiPolygon, which QGIS
+    3.22's ``convertToStraightSegment`` leaves as it is."""
+    return QgsGeometry(g.constGet().segmentize()) if QgsWkbTypes.isCurvedType(g.wkbType()) else g
 
 
 def output_chosen(value) -> bool:

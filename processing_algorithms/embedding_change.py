@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from qgis.core import (
     QgsField,
     QgsFields,
@@ -70,7 +72,9 @@ class EmbeddingChange(MobClipAlgorithm):
                 band_names=["change"],
                 nodata=np.float32(np.nan),
             )
+            existed = os.path.exists(raster)
             write_gdal_raster(image, raster, rgb=False)
+            self.record_file(raster, existed)
             style_on_load(context, raster, Styler(pseudocolour_style, "Magma"))
         dest = write_places(self, parameters, context, feedback, places, extra, rows)
         style_on_load(context, dest, Styler(graduated_style, "change", "Magma"))

@@ -56,7 +56,9 @@ class EmbeddingRaster(MobClipAlgorithm):
                 path = self.parameterAsOutputLayer(parameters, name, context)
             if not path:
                 continue
+            existed = os.path.exists(path)
             write_gdal_raster(embedding_image(table, pixels_per_cell=ppc, rgb=rgb), path, rgb=rgb)
+            self.record_file(path, existed)
             results[name] = path
             self.check_cancel(feedback)
             feedback.setProgress(progress)

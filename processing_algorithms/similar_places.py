@@ -36,7 +36,7 @@ from ._places import (
     write_cells_raster,
     write_places,
 )
-from .base import WGS84, MobClipAlgorithm, output_chosen
+from .base import WGS84, MobClipAlgorithm, linear_geometry, output_chosen
 from .child import add_outside_parameter, outside_mode
 
 
@@ -258,9 +258,7 @@ class SimilarPlaces(MobClipAlgorithm):
         xform = QgsCoordinateTransform(crs, QgsCoordinateReferenceSystem(WGS84), context.transformContext())
         out = []
         for g in geometries:
-            g = QgsGeometry(g)
-            if QgsWkbTypes.isCurvedType(g.wkbType()):
-                g.convertToStraightSegment()
+            g = QgsGeometry(linear_geometry(g))
             g.transform(xform)
             out.append(g)
         return out

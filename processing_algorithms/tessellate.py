@@ -78,7 +78,11 @@ class TessellateToH3(MobClipAlgorithm):
         )
 
     def checkParameterValues(self, parameters, context):  # noqa: N802
-        return super().checkParameterValues(_as_layer_and_selection(parameters), context)
+        try:
+            parameters = _as_layer_and_selection(parameters)
+        except QgsProcessingException as exc:
+            return False, str(exc)
+        return super().checkParameterValues(parameters, context)
 
     def execute(self, parameters, context, feedback):
         from mobclip_core.grid import cells_to_strings, cells_to_wkb, strings_to_cells
@@ -174,8 +178,14 @@ def _as_layer_and_selection(parameters: dict) -> dict:
     value = parameters.get("INPUT")
     if not isinstance(value, QgsProcessingFeatureSourceDefinition):
         return parameters
+    layer = value.source.staticValue() if value.source.propertyType() == value.source.StaticProperty else None
+    if not layer or value.featureLimit >= 0 or getattr(value, "filterExpression", ""):
+        raise QgsProcessingException(
+            "Tessellate takes a layer (with 'Selected polygons only' for a selection), not a feature limit, a filter "
+            "or a layer given by an expression: select the polygons instead, or save them as a layer first"
+        )
     selected = value.selectedFeaturesOnly or bool(parameters.get("SELECTED_ONLY", False))
-    return {**parameters, "INPUT": value.source.staticValue(), "SELECTED_ONLY": selected}
+    return {**parameters, "INPUT": layer, "SELECTED_ONLY": selected}
 
 
 def gdal_pixel_blocks(layer, progress, rows_per_block: int = 256):

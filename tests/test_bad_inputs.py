@@ -582,6 +582,7 @@ def test_an_output_held_open_elsewhere_leaves_every_old_output_in_place(tmp_path
     commit stops before anything new is in place, puts back what it had moved aside, and says what to do."""
     import mobclip_core.io as io_module
 
+    monkeypatch.setattr(io_module, "_OPEN_FILES_LOCKED", True)  # as on Windows
     export_all(emb, tmp_path)
     old = snapshot(tmp_path)
     real_replace = io_module.os.replace
@@ -601,9 +602,56 @@ def test_an_output_held_open_elsewhere_leaves_every_old_output_in_place(tmp_path
     assert all(snapshot(tmp_path)[n] != old[n] for n in EXPORT_NAMES)
 
 
+def test_a_new_output_that_cannot_be_put_in_place_leaves_every_old_one(tmp_path, emb, monkeypatch):
+    """The second pass fails (a fresh file held for a moment by a virus scanner, on Windows): the new files already
+    in place go back and the old ones return; before, the old ones were deleted with the staging folder."""
+    import mobclip_core.io as io_module
+
+    export_all(emb, tmp_path)
+    old = snapshot(tmp_path)
+    real_replace = io_module.os.replace
+    staging_name = ".mobclip-txn@"
+
+    def refuse_new_tif(src, dst):  # moving the new GeoTIFF out of the staging folder fails
+        if staging_name in str(src) and Path(src).name == "embeddings.tif" and Path(dst).parent == tmp_path:
+            raise PermissionError(13, "The process cannot access the file", str(dst))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(io_module.os, "replace", refuse_new_tif)
+    with pytest.raises(OutputInUseError, match="cannot replace .*embeddings.tif"):
+        export_all(embedding_table(seed=5), tmp_path)
+    assert snapshot(tmp_path) == old and leftovers(tmp_path) == []
+
+
+def test_old_outputs_an_interrupted_attempt_moved_aside_come_back_too(tmp_path, emb, monkeypatch):
+    """A stop (Ctrl-Break, on Windows not held back before) right after the first old file was moved aside, then
+    the rollback's second attempt meets a file held open: every old file is back, the first one included."""
+    import mobclip_core.io as io_module
+
+    export_all(emb, tmp_path)
+    old = snapshot(tmp_path)
+    real_replace = io_module.os.replace
+    moved = []
+
+    def stop_then_refuse(src, dst):
+        if Path(src).parent == tmp_path and not moved:  # the first old output goes aside, then the stop
+            real_replace(src, dst)
+            moved.append(Path(src).name)
+            raise SystemExit(143)
+        if Path(src) == tmp_path / "embeddings_pca_rgb.tif":
+            raise PermissionError(13, "The process cannot access the file", str(src))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(io_module.os, "replace", stop_then_refuse)
+    with pytest.raises(SystemExit):
+        export_all(embedding_table(seed=5), tmp_path)
+    assert moved and snapshot(tmp_path) == old and leftovers(tmp_path) == []
+
+
 def test_one_file_held_open_elsewhere_is_left_as_it_was(tmp_path, monkeypatch):
     import mobclip_core.io as io_module
 
+    monkeypatch.setattr(io_module, "_OPEN_FILES_LOCKED", True)  # as on Windows
     target = tmp_path / "similarity.tif"
     target.write_text("old")
 
@@ -611,7 +659,7 @@ def test_one_file_held_open_elsewhere_is_left_as_it_was(tmp_path, monkeypatch):
         raise PermissionError(13, "The process cannot access the file because it is being used", str(dst))
 
     monkeypatch.setattr(io_module.os, "replace", refuse)
-    with pytest.raises(OutputInUseError, match="cannot replace .*similarity.tif.*remove its layer from the project"):
+    with pytest.raises(OutputInUseError, match="cannot replace .*similarity.tif.*remove the layers read from it"):
         with atomic_path(target) as tmp:
             tmp.write_text("new")
     assert target.read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == ["similarity.tif"]
@@ -859,6 +907,7 @@ def test_training_refuses_at_once_when_last_runs_layer_is_held_open(small_city, 
     gpkg = tmp_path / "out" / "embeddings.gpkg"
     before = gpkg.read_bytes()
     real_replace = io_module.os.replace
+    monkeypatch.setattr(io_module, "_OPEN_FILES_LOCKED", True)  # as on Windows: elsewhere nothing is checked
 
     def replace_unless_open(src, dst):
         if gpkg in (Path(src), Path(dst)):

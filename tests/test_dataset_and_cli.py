@@ -116,6 +116,27 @@ def test_cli_output_into_a_geopackage_keeps_its_other_layers(small_city, tmp_pat
     assert set(gpd.read_file(out, layer="cells").h3_cell) == set(expected)
 
 
+def test_a_layer_named_in_another_case_is_replaced_and_an_empty_file_written_anew(small_city, tmp_path):
+    """GeoPackage layer names compare without case (SQLite's): "Cells" is the layer "cells" replaces (GDAL refused
+    to create it beside); an empty placeholder file is simply written."""
+    import geopandas as gpd
+    import pyogrio
+
+    from mobclip_core.geofile import write_geofile
+
+    districts = gpd.read_file(small_city.districts).to_crs(4326)
+    out = tmp_path / "case.gpkg"
+    districts.to_file(out, layer="Cells")
+    districts.iloc[:2].to_file(out, layer="notes")
+    assert write_geofile(districts.iloc[:3], out, layer="cells") == ["notes"]
+    assert sorted(n for n, _ in pyogrio.list_layers(out)) == ["cells", "notes"]
+    assert len(gpd.read_file(out, layer="cells")) == 3
+    empty = tmp_path / "empty.gpkg"
+    empty.write_bytes(b"")
+    assert write_geofile(districts.iloc[:3], empty, layer="cells") == []
+    assert [n for n, _ in pyogrio.list_layers(empty)] == ["cells"]
+
+
 def test_cli_refuses_a_geopackage_open_elsewhere_or_not_a_geopackage(small_city, tmp_path, capsys):
     import geopandas as gpd
 
@@ -125,7 +146,9 @@ def test_cli_refuses_a_geopackage_open_elsewhere_or_not_a_geopackage(small_city,
     (tmp_path / "open.gpkg-wal").write_bytes(b"")  # what SQLite keeps beside a file QGIS has open
     args = ["tessellate", str(small_city.districts), "--resolution", "8", "--out"]
     assert main([*args, str(out)]) == 2
-    assert "open for writing in another program (open.gpkg-wal" in capsys.readouterr().err
+    assert (
+        "open.gpkg is open in another program, or was left unfinished by one (open.gpkg-wal" in capsys.readouterr().err
+    )
     assert out.read_bytes() == before
     junk = tmp_path / "junk.gpkg"
     junk.write_text("not a geopackage")

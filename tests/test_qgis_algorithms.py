@@ -207,6 +207,9 @@ def test_tessellate_the_selected_polygons_only(qgis, small_city, tmp_path):
         assert set(layer_frame(run("tessellate", source)["OUTPUT"]).h3_cell) == got
         whole = {**source, "INPUT": QgsProcessingFeatureSourceDefinition(layer.id(), False)}
         assert set(layer_frame(run("tessellate", whole)["OUTPUT"]).h3_cell) == everything
+        limited = {**source, "INPUT": QgsProcessingFeatureSourceDefinition(layer.id(), False, 1)}
+        with pytest.raises(QgsProcessingException, match="not a feature limit, a filter or a layer given by"):
+            run("tessellate", limited)
     finally:
         QgsProject.instance().removeMapLayer(layer.id())
 

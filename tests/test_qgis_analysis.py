@@ -237,6 +237,28 @@ def test_similar_places_over_an_extent_past_the_model_area_warns_or_gives_null(q
     assert not set(frame(res["OUTPUT_TOP"]).h3_cell) & set(cells.h3_cell[outside])
 
 
+def test_a_multisurface_reference_layer_is_read_as_its_polygons(qgis, small_city, tables):
+    """Reference polygons stored as MultiSurface (ArcGIS exports) select the same reference cells as plain ones."""
+    from qgis.core import QgsFeature, QgsGeometry, QgsVectorLayer
+
+    from mobclip_core.grid import cell_centroids
+
+    _, paths = tables
+    lon, lat = cell_centroids(small_city.cells[:1])
+    x0, y0, d = float(lon[0]) - 0.004, float(lat[0]) - 0.003, 0.008
+    ring = f"({x0} {y0}, {x0 + d} {y0}, {x0 + d} {y0 + d}, {x0} {y0 + d}, {x0} {y0})"
+    chosen = {}
+    for kind, wkt in (("Polygon", f"POLYGON({ring})"), ("MultiSurface", f"MULTISURFACE(({ring}))")):
+        layer = QgsVectorLayer(f"{kind}?crs=EPSG:4326", "reference", "memory")
+        feature = QgsFeature()
+        feature.setGeometry(QgsGeometry.fromWkt(wkt))
+        layer.dataProvider().addFeatures([feature])
+        result = run("similar_places", {"EMBEDDINGS": str(paths["seed0"]), "REFERENCE": layer, "OUTPUT": "memory:"})
+        out = frame(result["OUTPUT"])
+        chosen[kind] = set(out[out.is_reference.astype(bool)].h3_cell)
+    assert chosen["Polygon"] and chosen["MultiSurface"] == chosen["Polygon"]
+
+
 @pytest.mark.parametrize(
     "alg, raster, params",
     [
@@ -865,6 +887,33 @@ def test_an_output_under_a_file_is_refused_before_any_work_and_the_geopackage_is
         run("similar_places", {**first, "OUTPUT_RASTER": str(tmp_path / "a_folder.tif")})
 
 
+def test_a_raster_written_before_a_failing_table_is_removed_or_named(qgis, tables, tmp_path, monkeypatch):
+    """The raster is written first; if the table then fails, a raster the run created is removed (the message says
+    nothing was written) and one it replaced is named as replaced."""
+    import sys
+
+    from qgis.core import QgsProcessingException
+
+    change_module = sys.modules["mobclip.processing_algorithms.embedding_change"]  # the plugin as QGIS loaded it
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device", str(tmp_path / "c.gpkg"))
+
+    monkeypatch.setattr(change_module, "write_places", disk_full)
+    _, paths = tables
+    params = {"BEFORE": str(paths["seed0"]), "AFTER": str(paths["seed1"]), "OUTPUT": str(tmp_path / "c.gpkg")}
+    raster = tmp_path / "c.tif"
+    with pytest.raises(QgsProcessingException) as exc:
+        run("embedding_change", {**params, "OUTPUT_RASTER": str(raster)})
+    assert str(exc.value) == f"A file could not be read or written ({tmp_path / 'c.gpkg'}): No space left on device"
+    assert not raster.exists() and sorted(p.name for p in tmp_path.iterdir()) == []
+    raster.write_bytes(b"an earlier raster")
+    with pytest.raises(QgsProcessingException) as exc:
+        run("embedding_change", {**params, "OUTPUT_RASTER": str(raster)})
+    assert str(exc.value).endswith(f"({raster}: already replaced by this run's complete result)")
+    assert raster.read_bytes() != b"an earlier raster"
+
+
 def test_a_raster_write_failing_late_leaves_the_existing_layer_and_says_so_in_one_line(
     qgis, tables, tmp_path, monkeypatch
 ):
@@ -890,5 +939,5 @@ def test_a_raster_write_failing_late_leaves_the_existing_layer_and_says_so_in_on
     with pytest.raises(QgsProcessingException) as exc:
         run("embedding_change", {**again, "OUTPUT_RASTER": str(tmp_path / "c.tif")})
     message = str(exc.value)
-    assert message == f"An output could not be written ({tmp_path / 'c.tif'}): No space left on device"
+    assert message == f"A file could not be read or written ({tmp_path / 'c.tif'}): No space left on device"
     assert (frame(f"{gpkg}|layername=change").change < 1e-9).all()  # the earlier layer, not this run's
