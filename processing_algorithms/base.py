@@ -161,13 +161,14 @@ class MobClipAlgorithm(QgsProcessingAlgorithm):
         return self.tr(f" ({', '.join(kept)}: already replaced by this run's complete result)") if kept else ""
 
     def check_destinations(self, parameters) -> None:
-        """Refuse, before any work, an output file that cannot be written: a folder of that name, a file where a
-        folder should be, or (vector outputs, which QGIS does not create folders for) a folder that does not exist."""
+        """Refuse, before any work, an output file that cannot be written: a folder of that name, a layer for a file
+        that is not a GeoPackage, a file where a folder should be, or (vector outputs, which QGIS does not create
+        folders for) a folder that does not exist."""
         for definition in self.destinationParameterDefinitions():
             if isinstance(definition, QgsProcessingParameterFolderDestination):
                 self._check_folder_destination(definition, parameters)
                 continue
-            path, _ = _file_and_layer(_static_destination(parameters.get(definition.name())))
+            path, layer = _file_and_layer(_static_destination(parameters.get(definition.name())))
             if not path:
                 continue
             folder = os.path.dirname(os.path.abspath(path))
@@ -175,6 +176,10 @@ class MobClipAlgorithm(QgsProcessingAlgorithm):
             while not os.path.exists(existing) and os.path.dirname(existing) != existing:
                 existing = os.path.dirname(existing)
             label = definition.description()
+            if layer is not None and os.path.isfile(path) and _layer_names(path)[0] is None:
+                raise QgsProcessingException(  # a layer to add to a file that GDAL cannot open: said before any work
+                    self.tr(f"{label}: {path} exists but is not a GeoPackage GDAL can open: choose another file")
+                )
             if os.path.isdir(path):
                 raise QgsProcessingException(
                     self.tr(f"{label}: {path} is a folder: give a file name inside it, or another file name")

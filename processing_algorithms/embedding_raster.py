@@ -49,7 +49,8 @@ class EmbeddingRaster(MobClipAlgorithm):
         table = self.embedding_table(parameters, context)
         ppc = self.parameterAsDouble(parameters, "PIXELS_PER_CELL", context)
         results = {}
-        for name, rgb, progress, optional in (("OUTPUT_RGB", True, 50, False), ("OUTPUT", False, 100, True)):
+        # the bands first: an image too large for memory is refused before any work, not after the RGB is written
+        for name, rgb, progress, optional in (("OUTPUT", False, 50, True), ("OUTPUT_RGB", True, 100, False)):
             if optional:  # skipped, or a blank cell of the batch dialog
                 path = self.optional_output(parameters, name, context)
             else:

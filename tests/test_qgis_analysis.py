@@ -887,6 +887,47 @@ def test_an_output_under_a_file_is_refused_before_any_work_and_the_geopackage_is
         run("similar_places", {**first, "OUTPUT_RASTER": str(tmp_path / "a_folder.tif")})
 
 
+def test_a_layer_for_a_file_that_is_not_a_geopackage_is_refused_before_the_raster_is_written(qgis, tables, tmp_path):
+    """The raster is written before the table: a table destination that cannot be opened must be refused first,
+    or an existing raster would be replaced by a run that then fails."""
+    from qgis.core import QgsProcessingException
+
+    _, paths = tables
+    (tmp_path / "notes.gpkg").write_text("not a geopackage")
+    raster = tmp_path / "existing.tif"
+    raster.write_bytes(b"an earlier raster")
+    params = {"BEFORE": str(paths["seed0"]), "AFTER": str(paths["seed1"]), "OUTPUT_RASTER": str(raster)}
+    params["OUTPUT"] = f"ogr:dbname='{tmp_path / 'notes.gpkg'}' table=\"change\" (geom)"
+    with pytest.raises(QgsProcessingException, match="notes.gpkg exists but is not a GeoPackage GDAL can open"):
+        run("embedding_change", params)
+    assert raster.read_bytes() == b"an earlier raster"
+
+
+def test_embedding_bands_too_large_for_memory_are_refused_before_the_rgb_is_written(
+    qgis, tables, tmp_path, monkeypatch
+):
+    import sys
+
+    from qgis.core import QgsProcessingException
+
+    import mobclip_core.rasterize as rasterize
+
+    raster_module = sys.modules["mobclip.processing_algorithms.embedding_raster"]  # the plugin as QGIS loaded it
+    written, real_write = [], raster_module.write_gdal_raster
+
+    def write(image, path, *, rgb):
+        written.append(path)
+        real_write(image, path, rgb=rgb)
+
+    monkeypatch.setattr(raster_module, "write_gdal_raster", write)
+    _, paths = tables
+    monkeypatch.setattr(rasterize, "MAX_IMAGE_BYTES", 200_000)  # the 16-band image is larger, the RGB is not
+    params = {"EMBEDDINGS": str(paths["seed0"]), "OUTPUT": str(tmp_path / "bands.tif")}
+    with pytest.raises(QgsProcessingException, match="x 16 bands, .* in memory .*: set the pixels per cell to"):
+        run("embedding_raster", {**params, "OUTPUT_RGB": str(tmp_path / "rgb.tif")})
+    assert written == [] and sorted(p.name for p in tmp_path.iterdir()) == []  # refused before the RGB's work
+
+
 def test_a_raster_written_before_a_failing_table_is_removed_or_named(qgis, tables, tmp_path, monkeypatch):
     """The raster is written first; if the table then fails, a raster the run created is removed (the message says
     nothing was written) and one it replaced is named as replaced."""
