@@ -125,6 +125,7 @@ class MobClipAlgorithm(QgsProcessingAlgorithm):
         self._replacing: set[int] = set()  # sinks that replace an existing file or layer (see ``write_features``)
         self._kept: list[str] = []  # such outputs written in full before the run was stopped
         self._new_files: list[str] = []  # file outputs written outside the sinks (rasters) that did not exist before
+        self._swaps: list[tuple[str, str, str, str]] = []  # (staged dest, file, layer, staged layer): see create_sink
         self._feedback = feedback  # for warnings from helpers that are not given it (``embedding_layer``)
         self.check_destinations(parameters)
         try:
@@ -151,7 +152,7 @@ class MobClipAlgorithm(QgsProcessingAlgorithm):
         # let go of the sinks: QGIS closes their files now. The dialog runs a copy of the algorithm in a task and
         # loads the outputs while that copy is alive; a GeoPackage still open here was "not correctly generated"
         self._sinks.clear()
-        return results
+        return self._swap_in_staged_layers(results, context)
 
     def execute(self, parameters, context, feedback) -> dict:
         raise NotImplementedError
@@ -207,15 +208,50 @@ class MobClipAlgorithm(QgsProcessingAlgorithm):
             )
 
     def create_sink(self, parameters, name, context, fields, wkb_type, crs):
-        """``parameterAsSink``, remembered so that a failed or cancelled run leaves no partial file behind."""
-        replaces = existing_destination(parameters.get(name)) is not None
+        """``parameterAsSink``, remembered so that a failed or cancelled run leaves no partial file behind.
+
+        An output that replaces an existing layer of a GeoPackage is written to a new layer beside it, swapped in
+        for the old one when the run has succeeded (``_swap_in_staged_layers``): until then the old layer is whole,
+        and Cancel is heard all along. Other replaced outputs (a whole file) are emptied when the sink is created,
+        so they are written in full once started (``write_features``)."""
+        value = parameters.get(name)
+        replaces = existing_destination(value) is not None
+        file, layer = _file_and_layer(_static_destination(value))
+        staged = _staged_layer_name(file, layer) if replaces and layer is not None else None
+        if staged is not None:
+            parameters = {**parameters, name: _with_layer(value, layer, staged)}
         sink, dest = self.parameterAsSink(parameters, name, context, fields, wkb_type, crs)
         if sink is None:
             raise QgsProcessingException(self.invalidSinkError(parameters, name))
         self._sinks.append((sink, dest))
-        if replaces:
+        if staged is not None:
+            self._swaps.append((str(dest), os.path.abspath(file), layer, staged))
+        elif replaces:
             self._replacing.add(id(sink))
         return sink, dest
+
+    def _swap_in_staged_layers(self, results: dict, context) -> dict:
+        """Put each staged layer in the place of the layer it replaces (one GeoPackage transaction each), and make
+        the results and the layers to load name the final layer."""
+        for dest, file, layer, staged in self._swaps:
+            try:
+                _replace_layer(file, layer, staged)
+            except OSError as exc:
+                with contextlib.suppress(OSError):
+                    discard_file_output(dest)
+                raise QgsProcessingException(
+                    self.tr(
+                        f"Could not put the new layer '{layer}' in place in {file} ({exc}): the old layer is as it was"
+                    )
+                ) from None
+            final = _with_layer(dest, staged, layer)
+            loads = context.layersToLoadOnCompletion()
+            if dest in loads:
+                loads[final] = loads.pop(dest)
+                context.setLayersToLoadOnCompletion(loads)
+            results = {k: final if isinstance(v, str) and v == dest else v for k, v in results.items()}
+        self._swaps = []
+        return results
 
     def _discard_outputs(self, exc: BaseException) -> None:
         """Close the sinks this run opened and delete what they were writing: the file, or only the run's layer
@@ -358,9 +394,10 @@ class MobClipAlgorithm(QgsProcessingAlgorithm):
     def write_features(self, sink, rows, geometries, feedback, *, total: int, span=(80.0, 100.0)) -> int:
         """Write attribute lists with geometries (QgsGeometry or WKB bytes; None for none), in batches.
 
-        A sink that replaces an existing file or layer (the input itself, an earlier result) was emptied when it was
-        created: stopping now would leave neither the old content nor the new. So Cancel is not heard while it is
-        written (the short, last part of a run), and once written in full it is kept whatever happens after."""
+        A sink that replaces an existing file (the input itself, an earlier result) was emptied when it was created:
+        stopping now would leave neither the old content nor the new. So Cancel is not heard while it is written
+        (the short, last part of a run), and once written in full it is kept whatever happens after. (A replaced
+        GeoPackage layer is staged beside the old one instead: see ``create_sink``.)"""
         lo, hi = span
         batch, n = [], 0
         replacing = id(sink) in getattr(self, "_replacing", ())
@@ -671,6 +708,58 @@ def linear_geometry(g: QgsGeometry) -> QgsGeometry:
     A MultiSurface of plain polygons (how ArcGIS and FileGDB exports arrive) becomes a MultiPolygon, which QGIS
     3.22's ``convertToStraightSegment`` leaves as it is."""
     return QgsGeometry(g.constGet().segmentize()) if QgsWkbTypes.isCurvedType(g.wkbType()) else g
+
+
+def _staged_layer_name(file: str, layer: str) -> str | None:
+    """A free layer name beside ``layer`` in the GeoPackage ``file`` to write a replacement into, or None where the
+    layer cannot be swapped in afterwards (not a GeoPackage; a GDAL without layer renaming, before 3.5)."""
+    from osgeo import ogr
+
+    if not file.lower().endswith(".gpkg") or not hasattr(ogr.Layer, "Rename"):
+        return None
+    names = {n.casefold() for n in _layer_names(os.path.abspath(file))[1]}
+    for i in range(1000):
+        staged = f"{layer}_mobclip_new{i or ''}"
+        if staged.casefold() not in names:
+            return staged
+    return None
+
+
+def _with_layer(value, layer: str, new: str):
+    """``value`` (a destination string or output definition) naming layer ``new`` of its file instead of ``layer``."""
+    import re
+
+    if isinstance(value, QgsProcessingOutputLayerDefinition):
+        copy = QgsProcessingOutputLayerDefinition(_with_layer(_static_destination(value), layer, new))
+        copy.destinationProject = value.destinationProject
+        copy.destinationName = value.destinationName
+        copy.createOptions = value.createOptions
+        return copy
+    text = _static_destination(value)
+    if text.startswith("ogr:"):
+        return re.sub(r'table="[^"]*"', f'table="{new}"', text, count=1)
+    return re.sub(r"layername=[^|]*", f"layername={new}", text, count=1)
+
+
+def _replace_layer(file: str, layer: str, staged: str) -> None:
+    """In one transaction: delete ``layer`` of the GeoPackage ``file`` and rename ``staged`` to it. Raises OSError
+    (the transaction rolled back) when GDAL refuses."""
+    from osgeo import gdal, ogr
+
+    with _gdal_errors_as_return_codes(gdal, ogr):
+        data, names = _layer_names(file, update=True)
+        if data is None:
+            raise OSError(f"cannot open {file} for writing: {gdal.GetLastErrorMsg()}")
+        if data.StartTransaction() != 0:
+            raise OSError(f"cannot start a transaction: {gdal.GetLastErrorMsg()}")
+        old = next((i for i, n in enumerate(names) if n.casefold() == layer.casefold()), None)
+        done = old is None or data.DeleteLayer(old) == 0
+        done = done and data.GetLayerByName(staged).Rename(layer) == 0
+        if not done or data.CommitTransaction() != 0:
+            message = gdal.GetLastErrorMsg()
+            data.RollbackTransaction()
+            raise OSError(message or "GDAL refused")
+        data = None
 
 
 def output_chosen(value) -> bool:

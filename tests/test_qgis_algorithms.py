@@ -1014,6 +1014,55 @@ def _layer_names(path) -> list[str]:
     return sorted(data.GetLayer(i).GetName() for i in range(data.GetLayerCount()))
 
 
+def test_a_layer_replaced_in_a_geopackage_is_swapped_in_at_the_end(qgis, tmp_path, monkeypatch):
+    """An existing GeoPackage layer chosen as the output is written beside it and swapped in when the run has
+    succeeded: a Cancel during the write (it was not heard there, and the layer was replaced anyway) or a failure
+    leaves the old layer whole; a finished run replaces it, names it in its results and loads it under that name."""
+    import sys
+
+    import processing
+    from qgis.core import (
+        QgsProcessingContext,
+        QgsProcessingException,
+        QgsProcessingOutputLayerDefinition,
+        QgsProject,
+    )
+
+    gpkg = tmp_path / "project.gpkg"
+    square = "POLYGON((9 45, 9.2 45, 9.2 45.2, 9 45.2, 9 45))"
+    for layer, res in (("cells", 6), ("notes", 5)):
+        destination = f"ogr:dbname='{gpkg}' table=\"{layer}\" (geom)"
+        run("tessellate", {"INPUT": memory_layer("Polygon", [square]), "RESOLUTION": res, "OUTPUT": destination})
+    before = {name: len(layer_frame(f"{gpkg}|layername={name}")) for name in ("cells", "notes")}
+    params = {"INPUT": memory_layer("Polygon", [square]), "RESOLUTION": 9}
+    target = f"ogr:dbname='{gpkg}' table=\"cells\" (geom)"
+    feedback = LogFeedback()
+    feedback.progressChanged.connect(lambda p: feedback.cancel() if p >= 75 else None)  # the write is 70-100 %
+    with pytest.raises(QgsProcessingException, match="Cancelled by the user; no output was written$"):
+        run("tessellate", {**params, "OUTPUT": target}, feedback)
+    after = {name: len(layer_frame(f"{gpkg}|layername={name}")) for name in ("cells", "notes")}
+    assert after == before and _layer_names(gpkg) == ["cells", "notes"]
+    # a failure when the layers are swapped: the old layer stays, the new one is removed, the message says so
+    base = sys.modules["mobclip.processing_algorithms.base"]  # the plugin as QGIS loaded it
+
+    def refused(file, layer, staged):
+        raise OSError("database is locked")
+
+    monkeypatch.setattr(base, "_replace_layer", refused)
+    with pytest.raises(QgsProcessingException, match="'cells' in place .*database is locked.*old layer is as it was"):
+        run("tessellate", {**params, "OUTPUT": target})
+    assert _layer_names(gpkg) == ["cells", "notes"] and len(layer_frame(f"{gpkg}|layername=cells")) == before["cells"]
+    monkeypatch.undo()
+    # finished: replaced, other layers kept, results and the layer to load name the final layer
+    context = QgsProcessingContext()
+    context.setProject(QgsProject.instance())
+    output = QgsProcessingOutputLayerDefinition(target, QgsProject.instance())
+    result = processing.run("mobclip:tessellate", {**params, "OUTPUT": output}, context=context, feedback=LogFeedback())
+    assert result["OUTPUT"] == f"{gpkg}|layername=cells" and _layer_names(gpkg) == ["cells", "notes"]
+    assert len(layer_frame(f"{gpkg}|layername=cells")) > 1000 > before["cells"]
+    assert list(context.layersToLoadOnCompletion()) == [f"{gpkg}|layername=cells"]
+
+
 def test_a_failed_or_cancelled_fit_into_a_geopackage_keeps_the_files_other_layers(qgis, cells_with_targets, tmp_path):
     """An output written as a new layer of an existing GeoPackage (the dialog's "Save to GeoPackage"): a run that
     fails or is cancelled removes that layer only, never the file with the analyst's other layers; and an output
