@@ -27,12 +27,14 @@ from qgis.core import (
     QgsFields,
     QgsGeometry,
     QgsProcessingAlgorithm,
+    QgsProcessingContext,
     QgsProcessingException,
     QgsProcessingOutputLayerDefinition,
     QgsProcessingParameterFeatureSink,
     QgsProcessingParameterFile,
     QgsProcessingParameterFolderDestination,
     QgsProcessingParameterVectorLayer,
+    QgsProcessingUtils,
     QgsProperty,
     QgsWkbTypes,
 )
@@ -218,21 +220,33 @@ class MobClipAlgorithm(QgsProcessingAlgorithm):
         replaces = existing_destination(value) is not None
         file, layer = _file_and_layer(_static_destination(value))
         staged = _staged_layer_name(file, layer) if replaces and layer is not None else None
-        if staged is not None:
-            parameters = {**parameters, name: _with_layer(value, layer, staged)}
-        sink, dest = self.parameterAsSink(parameters, name, context, fields, wkb_type, crs)
+        if staged is None:
+            sink, dest = self.parameterAsSink(parameters, name, context, fields, wkb_type, crs)
+            if sink is None:
+                raise QgsProcessingException(self.invalidSinkError(parameters, name))
+            self._sinks.append((sink, dest))
+            if replaces:
+                self._replacing.add(id(sink))
+            return sink, dest
+        # the staged layer as a plain destination (QGIS would list it as a layer to load); the final one is listed
+        # instead, as QGIS would have listed it, so that results, styles and the dialog all name the final layer
+        plain = {**parameters, name: _with_layer(_static_destination(value), layer, staged)}
+        sink, dest = self.parameterAsSink(plain, name, context, fields, wkb_type, crs)
         if sink is None:
             raise QgsProcessingException(self.invalidSinkError(parameters, name))
         self._sinks.append((sink, dest))
-        if staged is not None:
-            self._swaps.append((str(dest), os.path.abspath(file), layer, staged))
-        elif replaces:
-            self._replacing.add(id(sink))
-        return sink, dest
+        final = _with_layer(str(dest), staged, layer)
+        self._swaps.append((str(dest), os.path.abspath(file), layer, staged))
+        project = value.destinationProject if isinstance(value, QgsProcessingOutputLayerDefinition) else None
+        if project is not None:
+            shown = value.destinationName or self.parameterDefinition(name).description()
+            details = QgsProcessingContext.LayerDetails(shown, project, name, QgsProcessingUtils.LayerHint.Vector)
+            context.addLayerToLoadOnCompletion(final, details)
+        return sink, final
 
     def _swap_in_staged_layers(self, results: dict, context) -> dict:
-        """Put each staged layer in the place of the layer it replaces (one GeoPackage transaction each), and make
-        the results and the layers to load name the final layer."""
+        """Put each staged layer in the place of the layer it replaces (one GeoPackage transaction each); the
+        results and the layers to load already name the final layer (``create_sink``)."""
         for dest, file, layer, staged in self._swaps:
             try:
                 _replace_layer(file, layer, staged)
@@ -244,12 +258,6 @@ class MobClipAlgorithm(QgsProcessingAlgorithm):
                         f"Could not put the new layer '{layer}' in place in {file} ({exc}): the old layer is as it was"
                     )
                 ) from None
-            final = _with_layer(dest, staged, layer)
-            loads = context.layersToLoadOnCompletion()
-            if dest in loads:
-                loads[final] = loads.pop(dest)
-                context.setLayersToLoadOnCompletion(loads)
-            results = {k: final if isinstance(v, str) and v == dest else v for k, v in results.items()}
         self._swaps = []
         return results
 
@@ -725,17 +733,10 @@ def _staged_layer_name(file: str, layer: str) -> str | None:
     return None
 
 
-def _with_layer(value, layer: str, new: str):
-    """``value`` (a destination string or output definition) naming layer ``new`` of its file instead of ``layer``."""
+def _with_layer(text: str, layer: str, new: str) -> str:
+    """A destination string naming layer ``new`` of its file instead of ``layer``."""
     import re
 
-    if isinstance(value, QgsProcessingOutputLayerDefinition):
-        copy = QgsProcessingOutputLayerDefinition(_with_layer(_static_destination(value), layer, new))
-        copy.destinationProject = value.destinationProject
-        copy.destinationName = value.destinationName
-        copy.createOptions = value.createOptions
-        return copy
-    text = _static_destination(value)
     if text.startswith("ogr:"):
         return re.sub(r'table="[^"]*"', f'table="{new}"', text, count=1)
     return re.sub(r"layername=[^|]*", f"layername={new}", text, count=1)

@@ -1014,7 +1014,7 @@ def _layer_names(path) -> list[str]:
     return sorted(data.GetLayer(i).GetName() for i in range(data.GetLayerCount()))
 
 
-def test_a_layer_replaced_in_a_geopackage_is_swapped_in_at_the_end(qgis, tmp_path, monkeypatch):
+def test_a_layer_replaced_in_a_geopackage_is_swapped_in_at_the_end(qgis, embedding_file, tmp_path, monkeypatch):
     """An existing GeoPackage layer chosen as the output is written beside it and swapped in when the run has
     succeeded: a Cancel during the write (it was not heard there, and the layer was replaced anyway) or a failure
     leaves the old layer whole; a finished run replaces it, names it in its results and loads it under that name."""
@@ -1061,6 +1061,16 @@ def test_a_layer_replaced_in_a_geopackage_is_swapped_in_at_the_end(qgis, tmp_pat
     assert result["OUTPUT"] == f"{gpkg}|layername=cells" and _layer_names(gpkg) == ["cells", "notes"]
     assert len(layer_frame(f"{gpkg}|layername=cells")) > 1000 > before["cells"]
     assert list(context.layersToLoadOnCompletion()) == [f"{gpkg}|layername=cells"]
+    # a styled output (Change) swapped in keeps its styler for the load (a freed one crashed QGIS in the dialog)
+    context = QgsProcessingContext()
+    context.setProject(QgsProject.instance())
+    output = QgsProcessingOutputLayerDefinition(target, QgsProject.instance())
+    table = str(embedding_file[0])
+    change = {"BEFORE": table, "AFTER": table, "OUTPUT": output}
+    result = processing.run("mobclip:embedding_change", change, context=context, feedback=LogFeedback())
+    assert result["OUTPUT"] == f"{gpkg}|layername=cells" and _layer_names(gpkg) == ["cells", "notes"]
+    details = context.layerToLoadOnCompletionDetails(result["OUTPUT"])
+    assert type(details.postProcessor()).__name__ == "Styler" and details.name == "Change per cell"
 
 
 def test_a_failed_or_cancelled_fit_into_a_geopackage_keeps_the_files_other_layers(qgis, cells_with_targets, tmp_path):
