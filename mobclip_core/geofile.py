@@ -34,9 +34,9 @@ def write_geofile(gdf, path: str | Path, *, layer: str | None = None) -> list[st
 
     An existing GeoPackage is copied beside itself, ``layer`` (default: the file's stem) written into the copy
     (replacing a layer of that name) and the copy renamed onto the file: its other layers are kept, at the cost of
-    one copy of the file (a GeoPackage holding only ``layer`` is written anew). Refused while another program holds
-    the file open for writing (a ``-wal`` file beside it: the copy would miss its last changes), and when the file
-    is not a GeoPackage. Parquet files are replaced.
+    one copy of the file (a GeoPackage holding only ``layer``, or an empty file, is written anew). Refused while a
+    ``-wal`` or ``-journal`` file lies beside it (open in another program, or left by a crash: the copy would miss
+    changes), and when the file is not a GeoPackage. Parquet files are replaced.
     """
     from .io import atomic_path
 
